@@ -1,0 +1,19 @@
+//! The sonde wire contract: the generated `sonde.v1` gRPC types and the
+//! identity format carried in certificates (`sonde://TENANT/ROLE/NAME`).
+//!
+//! Everything two sonde programs must agree on byte for byte lives here, so
+//! the agent, the collector and the dev PKI cannot drift apart.
+
+pub mod identity;
+
+/// Generated code for gRPC package `sonde.v1`.
+#[allow(clippy::pedantic, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("sonde.v1");
+}
+
+/// Encoded `FileDescriptorSet` of `sonde.v1`, for the gRPC reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sonde_v1_descriptor.bin"));
+
+pub use identity::{Identity, IdentityError, Role};
