@@ -1,0 +1,312 @@
+//! Loading TOML config files with errors that name the file, line and key.
+//!
+//! `check-config` must tell an operator exactly what is wrong: serde's
+//! messages say *what*, the toml spans say *where*, and this module turns a
+//! span back into the dotted key path (`tls.cert`, `agent[2].grace`) by
+//! walking the spanned document.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue};
+
+/// A config problem, located as precisely as the input allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub line: Option<(usize, usize)>,
+    /// Dotted key path, when the problem belongs to a key.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some((line, col)) = self.line {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The text of a config file, kept to locate keys for later validation.
+#[derive(Debug, Clone)]
+pub struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+impl Source {
+    /// Reads `path`.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read config file: {e}"),
+        })?;
+        Ok(Self::from_text(path, text))
+    }
+
+    /// A source from text already in memory (`path` is only for messages).
+    pub fn from_text(path: &Path, text: String) -> Self {
+        Self {
+            path: path.to_owned(),
+            text,
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Resolves a path from the config: relative paths are relative to the
+    /// directory holding the config file.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.path.parent().unwrap_or_else(|| Path::new(".")).join(p)
+        }
+    }
+
+    /// Deserialises the whole file.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        toml::from_str(&self.text).map_err(|e| {
+            let span = e.span();
+            let mut err = self.error_at_span(span.clone(), e.message().trim().to_owned());
+            if err.key.is_none() {
+                err.key = span.and_then(|s| key_at(&self.text, &s));
+            }
+            err
+        })
+    }
+
+    /// An error about `key` (dotted path), located at that key if present
+    /// in the file (a default that was never written has no line).
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let span = span_of(&self.text, key);
+        let mut err = self.error_at_span(span, message.into());
+        err.key = Some(key.to_owned());
+        err
+    }
+
+    fn error_at_span(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            line: span.map(|s| line_col(&self.text, s.start)),
+            key: None,
+            message,
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+/// The dotted path of the deepest key whose key or value contains `span`.
+fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
+    let doc = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    walk_table(doc.get_ref(), span.start, &mut path);
+    (!path.is_empty()).then(|| join(&path))
+}
+
+fn walk_table(table: &DeTable<'_>, at: usize, path: &mut Vec<String>) {
+    for (k, v) in table {
+        if k.span().contains(&at) {
+            path.push(k.get_ref().to_string());
+            return;
+        }
+        if v.span().contains(&at) {
+            path.push(k.get_ref().to_string());
+            walk_value(v.get_ref(), at, path);
+            return;
+        }
+    }
+    // Tables written as `[section]` headers have values outside the header
+    // span; look inside them too.
+    for (k, v) in table {
+        if let DeValue::Table(t) = v.get_ref() {
+            let mut sub = vec![k.get_ref().to_string()];
+            walk_table(t, at, &mut sub);
+            if sub.len() > 1 {
+                path.extend(sub);
+                return;
+            }
+        }
+        if let DeValue::Array(a) = v.get_ref() {
+            for (i, item) in a.iter().enumerate() {
+                if let DeValue::Table(t) = item.get_ref() {
+                    let mut sub = vec![format!("{}[{i}]", k.get_ref())];
+                    walk_table(t, at, &mut sub);
+                    if sub.len() > 1 {
+                        path.extend(sub);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn walk_value(value: &DeValue<'_>, at: usize, path: &mut Vec<String>) {
+    match value {
+        DeValue::Table(t) => walk_table(t, at, path),
+        DeValue::Array(a) => {
+            for (i, item) in a.iter().enumerate() {
+                if item.span().contains(&at) {
+                    if let Some(last) = path.last_mut() {
+                        last.push_str(&format!("[{i}]"));
+                    }
+                    walk_value(item.get_ref(), at, path);
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn join(path: &[String]) -> String {
+    path.join(".")
+}
+
+/// The span of dotted key `key` (`a.b`, `list[1].c`) in `text`, if written.
+fn span_of(text: &str, key: &str) -> Option<Range<usize>> {
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+        let v = match (index, v.get_ref()) {
+            (Some(i), DeValue::Array(a)) => a.get(i)?,
+            _ => v,
+        };
+        if parts.peek().is_none() {
+            return Some(k.span());
+        }
+        table = v.get_ref().as_table()?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    #[allow(dead_code)]
+    struct Conf {
+        name: String,
+        tls: Tls,
+        #[serde(default)]
+        agent: Vec<Agent>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Tls {
+        #[allow(dead_code)]
+        cert: PathBuf,
+        #[serde(with = "humantime_serde", default)]
+        #[allow(dead_code)]
+        reload: Option<Duration>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct Agent {
+        #[allow(dead_code)]
+        name: String,
+        #[serde(with = "humantime_serde")]
+        #[allow(dead_code)]
+        grace: Duration,
+    }
+
+    fn err(text: &str) -> ConfigError {
+        Source::from_text(Path::new("/etc/x.toml"), text.to_owned())
+            .parse::<Conf>()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = err("name = \"a\"\n[tls]\ncert = \"c\"\ncertt = \"d\"\n");
+        assert_eq!(e.line.map(|l| l.0), Some(4), "{e}");
+        assert_eq!(e.key.as_deref(), Some("tls.certt"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/x.toml:4:1: key `tls.certt`: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let e = err("name = \"a\"\n[tls]\ncert = \"c\"\nreload = \"10 parsecs\"\n");
+        assert_eq!(e.line.map(|l| l.0), Some(4), "{e}");
+        assert_eq!(e.key.as_deref(), Some("tls.reload"), "{e}");
+        let e = err(
+            "name = \"a\"\n[tls]\ncert = \"c\"\n[[agent]]\nname = \"x\"\ngrace = \"1m\"\n[[agent]]\nname = \"y\"\ngrace = \"soon\"\n",
+        );
+        assert_eq!(e.line.map(|l| l.0), Some(9), "{e}");
+        assert_eq!(e.key.as_deref(), Some("agent[1].grace"), "{e}");
+    }
+
+    #[test]
+    fn missing_key_and_syntax_errors_have_lines() {
+        let e = err("name = \"a\"\n[tls]\nreload = \"1s\"\n");
+        assert!(e.message.contains("missing field `cert`"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        let e = err("name = \"a\"\n[tls\n");
+        assert_eq!(e.line.map(|l| l.0), Some(2), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_point_at_keys() {
+        let src = Source::from_text(
+            Path::new("/etc/x.toml"),
+            "name = \"a\"\n\n[tls]\ncert = \"c\"\n".to_owned(),
+        );
+        let e = src.error("tls.cert", "file not found");
+        assert_eq!(
+            e.to_string(),
+            "/etc/x.toml:4:1: key `tls.cert`: file not found"
+        );
+        let e = src.error("tls.key", "required");
+        assert_eq!(e.to_string(), "/etc/x.toml: key `tls.key`: required");
+        assert_eq!(src.resolve(Path::new("c.pem")), PathBuf::from("/etc/c.pem"));
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let e = Source::read(Path::new("/nonexistent/sonde.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/sonde.toml: cannot read"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The one place that owns rustls: the crypto provider, how certificates,
+//! keys and CRLs are read, and the client and server configurations.
+//!
+//! Policy, stated once: TLS 1.3 only, the `ring` provider, ALPN `h2` (and
+//! `http/1.1` for the HTTP API), client certificates verified against the
+//! configured CA and CRLs, and a client certificate accepted only if it
+//! carries exactly one valid `sonde://TENANT/ROLE/NAME` URI SAN. Identity is
+//! then read from the certificate, never from anything the peer sends.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use sonde_proto::{Identity, IdentityError};
+
+/// Why TLS material could not be loaded or used. Every variant names the
+/// file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM {what} found")]
+    Empty { path: PathBuf, what: &'static str },
+    #[error("{path}: malformed PEM {what}: {reason}")]
+    Malformed {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("{path}: private key is readable by group or others (mode {mode:o}); run chmod 600")]
+    KeyPermissions { path: PathBuf, mode: u32 },
+    #[error("{path}: certificate does not match private key {key}: {reason}")]
+    KeyMismatch {
+        path: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("CA {path}: {reason}")]
+    Ca { path: PathBuf, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The process-wide crypto provider (ring).
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// All certificates in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Malformed {
+            path: path.to_owned(),
+            what: "certificate",
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            path: path.to_owned(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file. Refuses keys readable by group or others.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let meta = std::fs::metadata(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TlsError::KeyPermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::Empty {
+            path: path.to_owned(),
+            what: "private key",
+        },
+        other => TlsError::Malformed {
+            path: path.to_owned(),
+            what: "private key",
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// All CRLs in a PEM file.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Malformed {
+            path: path.to_owned(),
+            what: "CRL",
+            reason: e.to_string(),
+        })?;
+    if crls.is_empty() {
+        return Err(TlsError::Empty {
+            path: path.to_owned(),
+            what: "CRL",
+        });
+    }
+    Ok(crls)
+}
+
+fn roots(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        store.add(cert).map_err(|e| TlsError::Ca {
+            path: ca.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// Paths of one party's TLS material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificate(s) that issued the peer's certificate.
+    pub ca: PathBuf,
+    /// Own certificate chain.
+    pub cert: PathBuf,
+    /// Own private key (mode 0600 or stricter).
+    pub key: PathBuf,
+}
+
+fn identity_material(
+    files: &TlsFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    Ok((load_certs(&files.cert)?, load_key(&files.key)?))
+}
+
+fn key_mismatch(files: &TlsFiles) -> impl FnOnce(rustls::Error) -> TlsError + '_ {
+    |e| TlsError::KeyMismatch {
+        path: files.cert.clone(),
+        key: files.key.clone(),
+        reason: e.to_string(),
+    }
+}
+
+/// Client configuration: TLS 1.3, trusting `files.ca`, presenting
+/// `files.cert`. ALPN `h2` for gRPC.
+pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
+    let roots = roots(&files.ca)?;
+    let (chain, key) = identity_material(files)?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(key_mismatch(files))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Server configuration: TLS 1.3, client certificate required and verified
+/// against `files.ca` and `crls`, plus the sonde SAN rule.
+pub fn server_config(files: &TlsFiles, crl_files: &[PathBuf]) -> Result<ServerConfig, TlsError> {
+    let roots = roots(&files.ca)?;
+    let mut crls = Vec::new();
+    for path in crl_files {
+        crls.extend(load_crls(path)?);
+    }
+    let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .build()
+        .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
+    let verifier = Arc::new(SondeClientVerifier { inner });
+    let (chain, key) = identity_material(files)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(key_mismatch(files))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The sonde identity in a DER certificate's URI SANs.
+pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, IdentityError> {
+    let Ok((_, x509)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Err(IdentityError::Missing);
+    };
+    let Ok(Some(san)) = x509.subject_alternative_name() else {
+        return Err(IdentityError::Missing);
+    };
+    Identity::from_uri_sans(san.value.general_names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+        _ => None,
+    }))
+}
+
+/// Wraps webpki's verifier and additionally requires a valid sonde SAN, so a
+/// certificate without one is refused during the handshake, not later.
+struct SondeClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl fmt::Debug for SondeClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SondeClientVerifier")
+    }
+}
+
+impl ClientCertVerifier for SondeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        identity_of(end_entity).map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonde_certs::Pki;
+    use sonde_proto::Role;
+
+    #[test]
+    fn loads_dev_pki_and_builds_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::init(dir.path(), &[]).unwrap();
+        pki.issue(&Identity::new("t", Role::Agent, "a").unwrap(), None, 1)
+            .unwrap();
+        let d = dir.path();
+        let server = TlsFiles {
+            ca: d.join("ca.pem"),
+            cert: d.join("collector.pem"),
+            key: d.join("collector.key"),
+        };
+        server_config(&server, &[d.join("crl.pem")]).unwrap();
+        let client = TlsFiles {
+            ca: d.join("ca.pem"),
+            cert: d.join("a.pem"),
+            key: d.join("a.key"),
+        };
+        client_config(&client).unwrap();
+        let cert = &load_certs(&client.cert).unwrap()[0];
+        assert_eq!(identity_of(cert).unwrap().to_uri(), "sonde://t/agent/a");
+
+        // A key readable by others is refused, naming the file.
+        std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = client_config(&client).unwrap_err().to_string();
+        assert!(err.contains("a.key") && err.contains("chmod 600"), "{err}");
+        // A certificate paired with the wrong key is refused.
+        let wrong = TlsFiles {
+            key: d.join("collector.key"),
+            ..client
+        };
+        let err = client_config(&wrong).unwrap_err().to_string();
+        assert!(err.contains("does not match"), "{err}");
+        // Garbage is named.
+        std::fs::write(d.join("junk.pem"), "hello").unwrap();
+        let err = load_certs(&d.join("junk.pem")).unwrap_err().to_string();
+        assert!(
+            err.contains("junk.pem") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+    }
+}
