@@ -56,6 +56,21 @@ pub enum TlsError {
     Config(String),
 }
 
+impl TlsError {
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            TlsError::Read { path, .. }
+            | TlsError::Empty { path, .. }
+            | TlsError::Malformed { path, .. }
+            | TlsError::KeyPermissions { path, .. }
+            | TlsError::Ca { path, .. } => Some(path),
+            TlsError::KeyMismatch { key, .. } => Some(key),
+            TlsError::Config(_) => None,
+        }
+    }
+}
+
 /// The process-wide crypto provider (ring).
 pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();

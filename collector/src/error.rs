@@ -1,0 +1,52 @@
+//! Errors of the agent session, and their one mapping to `tonic::Status`.
+
+use std::time::Duration;
+
+use sonde_proto::Role;
+use tonic::Status;
+
+use crate::store::StoreError;
+
+/// Why a session was refused or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("certificate role {0} may not open an agent session (only role agent may)")]
+    NotAgent(Role),
+    #[error("connection carries no verified peer identity")]
+    NoPeer,
+    #[error("the first message of a session must be Hello, got {0}")]
+    ExpectedHello(&'static str),
+    #[error("Hello sent twice in one session")]
+    DuplicateHello,
+    #[error("no Hello within {0:?}")]
+    HelloTimeout(Duration),
+    #[error("stream closed before Hello")]
+    ClosedBeforeHello,
+    #[error("result batches are not accepted by collector {0}: it predates the probe pipeline")]
+    BatchesUnsupported(&'static str),
+    #[error("replaced by a newer session of the same agent")]
+    Replaced,
+    #[error("collector is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SessionError> for Status {
+    fn from(e: SessionError) -> Self {
+        let msg = e.to_string();
+        match e {
+            SessionError::NotAgent(_) => Status::permission_denied(msg),
+            SessionError::NoPeer => Status::unauthenticated(msg),
+            SessionError::ExpectedHello(_)
+            | SessionError::DuplicateHello
+            | SessionError::ClosedBeforeHello => Status::invalid_argument(msg),
+            SessionError::HelloTimeout(_) => Status::deadline_exceeded(msg),
+            SessionError::BatchesUnsupported(_) => Status::unimplemented(msg),
+            SessionError::Replaced => Status::aborted(msg),
+            SessionError::ShuttingDown => Status::unavailable(msg),
+            // Never leak internals (paths) to the peer; the log has them.
+            SessionError::Store(_) => Status::internal("collector storage error"),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! sonde-collector as a library: [`Collector::start`] takes bound listeners
+//! and a config and runs until [`Collector::shutdown`]; tests call it
+//! directly, the binary wraps it in [`daemon::run`] (signals, systemd).
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod listener;
+pub mod liveness;
+pub mod peer;
+pub mod session;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use sonde_proto::v1::agent_service_server::AgentServiceServer;
+use sonde_runtime::tls::TlsError;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use liveness::Liveness;
+use session::{AgentSessions, Sessions};
+use store::{Store, StoreError};
+
+/// Largest gRPC message the collector decodes.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// State shared by the gRPC service, the API and the daemon loop.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    store: Store,
+    liveness: Liveness,
+    settings: watch::Receiver<Arc<Config>>,
+    sessions: Sessions,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Whether the store answers and the liveness task is making progress.
+    async fn healthy(&self, timeout: Duration) -> bool {
+        let store_ok = tokio::time::timeout(timeout, self.store.run(|s| s.ping()))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        store_ok && self.liveness.ping(timeout).await
+    }
+}
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the configured mTLS and health listeners.
+pub async fn bind(config: &Config) -> Result<(TcpListener, Option<TcpListener>), StartError> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let main = bind(config.listen).await?;
+    let health = match config.health_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    Ok((main, health))
+}
+
+/// A running collector.
+#[derive(Debug)]
+pub struct Collector {
+    shared: Arc<Shared>,
+    settings: watch::Sender<Arc<Config>>,
+    tls: watch::Sender<Arc<ServerConfig>>,
+    tasks: JoinSet<()>,
+    local_addr: SocketAddr,
+    health_addr: Option<SocketAddr>,
+}
+
+impl Collector {
+    /// Opens the store and serves on the given listeners.
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        health: Option<TcpListener>,
+    ) -> Result<Self, StartError> {
+        let tls_config = Arc::new(sonde_runtime::tls::server_config(
+            &config.tls_files(),
+            &config.tls.crl,
+        )?);
+        let dir = config.state_dir.clone();
+        let (store, known) = tokio::task::spawn_blocking(move || {
+            let store = Store::open_dir(&dir)?;
+            store.all_disconnected()?;
+            let known = store.liveness_snapshot()?;
+            Ok::<_, StoreError>((store, known))
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))??;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let (liveness, liveness_task) = Liveness::spawn(store.clone(), known, shutdown.clone());
+        tasks.spawn(async move {
+            let _ = liveness_task.await;
+        });
+        let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
+        let shared = Arc::new(Shared {
+            store,
+            liveness,
+            settings: settings_rx,
+            sessions: Sessions::new(),
+            shutdown: shutdown.clone(),
+        });
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<AgentServiceServer<AgentSessions>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sonde_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| TlsError::Config(format!("reflection: {e}")))?;
+        let agent_service = AgentServiceServer::new(AgentSessions::new(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let grpc = tonic::service::Routes::new(agent_service)
+            .add_service(health_service)
+            .add_service(reflection)
+            .prepare()
+            .into_axum_router();
+        let app = grpc.merge(api::router(shared.clone()));
+
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: shared.settings.borrow().listen,
+            source,
+        })?;
+        let (tls_tx, tls_rx) = watch::channel(tls_config);
+        tasks.spawn(listener::serve(listener, tls_rx, app, shutdown.clone()));
+
+        let mut health_addr = None;
+        if let Some(health) = health {
+            health_addr = health.local_addr().ok();
+            let router = api::health_router(shared.clone());
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let served = axum::serve(health, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "health listener failed");
+                }
+            });
+        }
+        tracing::info!(listen = %local_addr, health = ?health_addr, "collector started");
+        Ok(Self {
+            shared,
+            settings: settings_tx,
+            tls: tls_tx,
+            tasks,
+            local_addr,
+            health_addr,
+        })
+    }
+
+    /// The mTLS listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The health listener's address, if enabled.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
+    }
+
+    /// Agents connected now.
+    pub fn connected_agents(&self) -> usize {
+        self.shared.sessions.connected()
+    }
+
+    /// Applies a new config: TLS material for new connections, heartbeat
+    /// and access settings at once. Listen addresses and the state
+    /// directory need a restart. On error nothing changes.
+    pub fn reload(&self, config: Config) -> Result<(), TlsError> {
+        let tls = sonde_runtime::tls::server_config(&config.tls_files(), &config.tls.crl)?;
+        let current = self.shared.settings.borrow().clone();
+        if config.listen != current.listen
+            || config.health_listen != current.health_listen
+            || config.state_dir != current.state_dir
+        {
+            tracing::warn!(
+                "listen addresses and state-dir changes take effect only after a restart"
+            );
+        }
+        self.tls.send_replace(Arc::new(tls));
+        self.settings.send_replace(Arc::new(config));
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Whether the collector's store and detector are responsive.
+    pub async fn healthy(&self, timeout: Duration) -> bool {
+        self.shared.healthy(timeout).await
+    }
+
+    /// Stops accepting, ends sessions, drains connections, stops tasks.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!("collector stopped");
+    }
+}

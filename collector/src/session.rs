@@ -1,0 +1,272 @@
+//! `sonde.v1.AgentService/Session`: one bidirectional stream per agent.
+//!
+//! The agent says `Hello`, the collector registers it (tenant and name from
+//! the certificate only) and answers `Welcome`; every `Heartbeat` is
+//! recorded and reported to the liveness detector. A second session of the
+//! same agent replaces the first. When the collector's heartbeat settings
+//! change on reload, connected agents get a `ConfigUpdate`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sonde_proto::Role;
+use sonde_proto::v1::agent_message::Kind as AgentKind;
+use sonde_proto::v1::agent_service_server::AgentService;
+use sonde_proto::v1::collector_message::Kind as CollectorKind;
+use sonde_proto::v1::{AgentMessage, CollectorMessage, ConfigUpdate, Hello, Welcome};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::Shared;
+use crate::error::SessionError;
+use crate::peer::Peer;
+use crate::store::{AgentKey, SessionInfo, now_ms};
+
+/// How long a new stream may take to send `Hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Live sessions, one per agent.
+#[derive(Debug)]
+pub struct Sessions {
+    live: Mutex<HashMap<AgentKey, (u64, CancellationToken)>>,
+    next_gen: AtomicU64,
+}
+
+impl Sessions {
+    pub(crate) fn new() -> Self {
+        // Generations increase across restarts too (they start at the
+        // current time in µs), so a stale close never hides a new session.
+        let start = u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000);
+        Self {
+            live: Mutex::new(HashMap::new()),
+            next_gen: AtomicU64::new(start),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentKey, (u64, CancellationToken)>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a new session, cancelling the agent's previous one.
+    fn open(&self, key: &AgentKey, parent: &CancellationToken) -> (u64, CancellationToken) {
+        let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
+        let token = parent.child_token();
+        if let Some((_, old)) = self.lock().insert(key.clone(), (generation, token.clone())) {
+            old.cancel();
+        }
+        (generation, token)
+    }
+
+    fn close(&self, key: &AgentKey, generation: u64) {
+        let mut live = self.lock();
+        if live.get(key).is_some_and(|(g, _)| *g == generation) {
+            live.remove(key);
+        }
+    }
+
+    /// Number of agents connected now.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// The gRPC service implementation.
+#[derive(Debug, Clone)]
+pub struct AgentSessions {
+    shared: Arc<Shared>,
+}
+
+impl AgentSessions {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+fn kind_name(kind: Option<&AgentKind>) -> &'static str {
+    match kind {
+        Some(AgentKind::Hello(_)) => "Hello",
+        Some(AgentKind::Heartbeat(_)) => "Heartbeat",
+        Some(AgentKind::Batch(_)) => "ResultBatch",
+        None => "an empty or unknown message",
+    }
+}
+
+async fn read_hello(inbound: &mut Streaming<AgentMessage>) -> Result<Hello, SessionError> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| SessionError::HelloTimeout(HELLO_TIMEOUT))?;
+    match first {
+        Ok(Some(AgentMessage {
+            kind: Some(AgentKind::Hello(hello)),
+        })) => Ok(hello),
+        Ok(Some(other)) => Err(SessionError::ExpectedHello(kind_name(other.kind.as_ref()))),
+        Ok(None) | Err(_) => Err(SessionError::ClosedBeforeHello),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn millis_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn unix_nanos() -> i64 {
+    now_ms().saturating_mul(1_000_000)
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentSessions {
+    type SessionStream = ReceiverStream<Result<CollectorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = request
+            .extensions()
+            .get::<Peer>()
+            .cloned()
+            .ok_or(SessionError::NoPeer)?;
+        if peer.identity.role != Role::Agent {
+            let err = SessionError::NotAgent(peer.identity.role);
+            tracing::warn!(peer = %peer.identity, remote = %peer.remote, reason = %err, "session refused");
+            return Err(err.into());
+        }
+        let key = AgentKey {
+            tenant: peer.identity.tenant.clone(),
+            name: peer.identity.name.clone(),
+        };
+        let mut inbound = request.into_inner();
+        let hello = read_hello(&mut inbound).await.inspect_err(|e| {
+            tracing::warn!(agent = %key, remote = %peer.remote, reason = %e, "session refused");
+        })?;
+
+        let shared = self.shared.clone();
+        let mut settings = shared.settings.clone();
+        let config = settings.borrow_and_update().clone();
+        let requested = (hello.heartbeat_interval_ms > 0)
+            .then(|| Duration::from_millis(hello.heartbeat_interval_ms.into()));
+        let mut interval = config.heartbeat_interval(&key.tenant, &key.name, requested);
+        let mut grace = config.grace(&key.tenant, &key.name, interval);
+        let facts = hello.facts.unwrap_or_default();
+        let info = SessionInfo {
+            remote_addr: peer.remote.to_string(),
+            agent_version: hello.agent_version.clone(),
+            hostname: facts.hostname,
+            os: facts.os,
+            heartbeat_interval_ms: millis(interval),
+            grace_ms: millis(grace),
+        };
+        let (generation, cancel) = shared.sessions.open(&key, &shared.shutdown);
+        let k = key.clone();
+        shared
+            .store
+            .run(move |s| s.session_opened(&k, &info, generation, now_ms()))
+            .await
+            .map_err(SessionError::from)?;
+        shared.liveness.seen(key.clone(), grace).await;
+        tracing::info!(
+            agent = %key,
+            remote = %peer.remote,
+            version = %hello.agent_version,
+            interval = ?interval,
+            grace = ?grace,
+            "agent session opened"
+        );
+
+        let (tx, rx) = mpsc::channel(16);
+        let welcome = Welcome {
+            heartbeat_interval_ms: millis_u32(interval),
+            server_unix_nanos: unix_nanos(),
+            acked_batch_seq: 0,
+            collector_version: VERSION.to_owned(),
+            tenant: key.tenant.clone(),
+            agent_name: key.name.clone(),
+        };
+        let _ = tx
+            .send(Ok(CollectorMessage {
+                kind: Some(CollectorKind::Welcome(welcome)),
+            }))
+            .await;
+
+        tokio::spawn(async move {
+            let mut config_version = 0u64;
+            let end: Result<(), SessionError> = loop {
+                tokio::select! {
+                    () = cancel.cancelled() => {
+                        break Err(if shared.shutdown.is_cancelled() {
+                            SessionError::ShuttingDown
+                        } else {
+                            SessionError::Replaced
+                        });
+                    }
+                    Ok(()) = settings.changed() => {
+                        let config = settings.borrow_and_update().clone();
+                        let new_interval = config.heartbeat_interval(&key.tenant, &key.name, requested);
+                        grace = config.grace(&key.tenant, &key.name, new_interval);
+                        if new_interval != interval {
+                            interval = new_interval;
+                            config_version += 1;
+                            let update = ConfigUpdate {
+                                version: config_version,
+                                heartbeat_interval_ms: millis_u32(interval),
+                            };
+                            tracing::info!(agent = %key, interval = ?interval, "pushing new heartbeat interval");
+                            let _ = tx.send(Ok(CollectorMessage { kind: Some(CollectorKind::Config(update)) })).await;
+                        }
+                    }
+                    msg = inbound.message() => match msg {
+                        Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => {
+                            let k = key.clone();
+                            if let Err(e) = shared.store.run(move |s| s.heartbeat(&k, hb.seq, now_ms())).await {
+                                break Err(e.into());
+                            }
+                            shared.liveness.seen(key.clone(), grace).await;
+                        }
+                        Ok(Some(AgentMessage { kind: Some(AgentKind::Hello(_)) })) => {
+                            break Err(SessionError::DuplicateHello);
+                        }
+                        Ok(Some(AgentMessage { kind: Some(AgentKind::Batch(_)) })) => {
+                            break Err(SessionError::BatchesUnsupported(VERSION));
+                        }
+                        Ok(Some(AgentMessage { kind: None })) => {
+                            tracing::debug!(agent = %key, "ignoring message of unknown kind");
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(status) => {
+                            tracing::debug!(agent = %key, %status, "session stream error");
+                            break Ok(());
+                        }
+                    },
+                }
+            };
+            match end {
+                Ok(()) => tracing::info!(agent = %key, "agent session closed"),
+                Err(e) => {
+                    tracing::info!(agent = %key, reason = %e, "agent session ended by collector");
+                    let _ = tx.send(Err(e.into())).await;
+                }
+            }
+            shared.sessions.close(&key, generation);
+            let k = key.clone();
+            if let Err(e) = shared
+                .store
+                .run(move |s| s.session_closed(&k, generation))
+                .await
+            {
+                tracing::error!(agent = %key, error = %e, "cannot record session close");
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

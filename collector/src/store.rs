@@ -1,0 +1,612 @@
+//! The collector's embedded, durable state store (SQLite).
+//!
+//! It holds what must survive a restart or `kill -9` even with no InfluxDB
+//! configured: the agents the collector knows and their liveness state, and
+//! the event log (registered, missing, back). SQLite runs in WAL mode with
+//! `synchronous=FULL`, so a committed transaction is on disk before the call
+//! returns. Schema changes are numbered migrations keyed on `user_version`.
+//!
+//! The API is synchronous; async callers go through [`Store::run`], which
+//! moves the work onto tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// A store failure, with the database path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state store {path}: cannot create directory: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state store task failed: {0}")]
+    Join(String),
+}
+
+/// An agent, identified by its certificate's tenant and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct AgentKey {
+    pub tenant: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for AgentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.name)
+    }
+}
+
+/// Liveness of an agent as the collector last decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentState {
+    Up,
+    Missing,
+}
+
+impl AgentState {
+    fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Up => "up",
+            AgentState::Missing => "missing",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "missing" {
+            AgentState::Missing
+        } else {
+            AgentState::Up
+        }
+    }
+}
+
+/// What a session tells us about an agent when it connects.
+#[derive(Debug, Clone, Default)]
+pub struct SessionInfo {
+    pub remote_addr: String,
+    pub agent_version: String,
+    pub hostname: String,
+    pub os: String,
+    pub heartbeat_interval_ms: u64,
+    pub grace_ms: u64,
+}
+
+/// An agent as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentRow {
+    pub tenant: String,
+    pub name: String,
+    pub state: AgentState,
+    pub connected: bool,
+    /// Unix milliseconds of the last heartbeat (or hello), if any.
+    pub last_heartbeat_ms: Option<i64>,
+    pub last_heartbeat_seq: Option<i64>,
+    pub first_seen_ms: i64,
+    pub remote_addr: String,
+    pub agent_version: String,
+    pub hostname: String,
+    pub os: String,
+    pub heartbeat_interval_ms: i64,
+    pub grace_ms: i64,
+}
+
+/// Kinds of events the collector records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// First session ever of this agent.
+    AgentRegistered,
+    /// No heartbeat within the grace period.
+    AgentMissing,
+    /// A missing agent sent a heartbeat again.
+    AgentBack,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AgentRegistered => "agent-registered",
+            EventKind::AgentMissing => "agent-missing",
+            EventKind::AgentBack => "agent-back",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "agent-registered" => EventKind::AgentRegistered,
+            "agent-missing" => EventKind::AgentMissing,
+            "agent-back" => EventKind::AgentBack,
+            _ => return None,
+        })
+    }
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub tenant: String,
+    pub agent: String,
+    pub kind: EventKind,
+    pub detail: serde_json::Value,
+}
+
+/// Which tenants a query may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Tenant(String),
+}
+
+impl Scope {
+    fn tenant(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Tenant(t) => Some(t),
+        }
+    }
+}
+
+/// A filter on the event log.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only events with an id greater than this.
+    pub after_id: i64,
+    /// Only events of this agent.
+    pub agent: Option<String>,
+    pub limit: u32,
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: agents and events.
+    "CREATE TABLE agents (
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        connected INTEGER NOT NULL DEFAULT 0,
+        session_gen INTEGER NOT NULL DEFAULT 0,
+        first_seen_ms INTEGER NOT NULL,
+        last_heartbeat_ms INTEGER,
+        last_heartbeat_seq INTEGER,
+        remote_addr TEXT NOT NULL DEFAULT '',
+        agent_version TEXT NOT NULL DEFAULT '',
+        hostname TEXT NOT NULL DEFAULT '',
+        os TEXT NOT NULL DEFAULT '',
+        heartbeat_interval_ms INTEGER NOT NULL,
+        grace_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX events_by_tenant ON events (tenant, id);",
+];
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `DIR/state.sqlite3`.
+    pub fn open_dir(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Self::open(&dir.join("state.sqlite3"))
+    }
+
+    /// Opens the database file at `path` (`:memory:` for tests).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let wrap = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(wrap)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(wrap)?;
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(wrap)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            conn.execute_batch(&format!(
+                "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))
+            .map_err(wrap)?;
+        }
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Runs `f` on the blocking pool.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Records a new session of `key`: creates the agent (with an
+    /// `agent-registered` event) or updates its connection facts. Returns
+    /// the agent's liveness state before this session.
+    pub fn session_opened(
+        &self,
+        key: &AgentKey,
+        info: &SessionInfo,
+        session_gen: u64,
+        now_ms: i64,
+    ) -> Result<Option<AgentState>, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let prev: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM agents WHERE tenant = ?1 AND name = ?2",
+                    params![key.tenant, key.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let gen_ = i64::try_from(session_gen).unwrap_or(i64::MAX);
+            let interval = i64::try_from(info.heartbeat_interval_ms).unwrap_or(i64::MAX);
+            let grace = i64::try_from(info.grace_ms).unwrap_or(i64::MAX);
+            if prev.is_none() {
+                tx.execute(
+                    "INSERT INTO agents (tenant, name, state, connected, session_gen, first_seen_ms,
+                        remote_addr, agent_version, hostname, os, heartbeat_interval_ms, grace_ms)
+                     VALUES (?1, ?2, 'up', 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        key.tenant, key.name, gen_, now_ms, info.remote_addr, info.agent_version,
+                        info.hostname, info.os, interval, grace
+                    ],
+                )?;
+                insert_event(
+                    &tx,
+                    now_ms,
+                    key,
+                    EventKind::AgentRegistered,
+                    &serde_json::json!({
+                        "remote_addr": info.remote_addr,
+                        "agent_version": info.agent_version,
+                    }),
+                )?;
+            } else {
+                tx.execute(
+                    "UPDATE agents SET connected = 1, session_gen = ?3, remote_addr = ?4,
+                        agent_version = ?5, hostname = ?6, os = ?7,
+                        heartbeat_interval_ms = ?8, grace_ms = ?9
+                     WHERE tenant = ?1 AND name = ?2",
+                    params![
+                        key.tenant,
+                        key.name,
+                        gen_,
+                        info.remote_addr,
+                        info.agent_version,
+                        info.hostname,
+                        info.os,
+                        interval,
+                        grace
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(prev.as_deref().map(AgentState::parse))
+        })
+    }
+
+    /// Records a heartbeat.
+    pub fn heartbeat(&self, key: &AgentKey, seq: u64, now_ms: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE agents SET last_heartbeat_ms = ?3, last_heartbeat_seq = ?4
+                 WHERE tenant = ?1 AND name = ?2",
+                params![
+                    key.tenant,
+                    key.name,
+                    now_ms,
+                    i64::try_from(seq).unwrap_or(i64::MAX)
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Marks the session `session_gen` of `key` closed (a newer session of
+    /// the same agent is left alone).
+    pub fn session_closed(&self, key: &AgentKey, session_gen: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE agents SET connected = 0
+                 WHERE tenant = ?1 AND name = ?2 AND session_gen = ?3",
+                params![
+                    key.tenant,
+                    key.name,
+                    i64::try_from(session_gen).unwrap_or(i64::MAX)
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Marks every agent disconnected (at start-up: no session survives a
+    /// collector restart).
+    pub fn all_disconnected(&self) -> Result<(), StoreError> {
+        self.with(|c| c.execute("UPDATE agents SET connected = 0", []).map(drop))
+    }
+
+    /// Changes an agent's liveness state and records the event, atomically.
+    pub fn transition(
+        &self,
+        key: &AgentKey,
+        state: AgentState,
+        kind: EventKind,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE agents SET state = ?3 WHERE tenant = ?1 AND name = ?2",
+                params![key.tenant, key.name, state.as_str()],
+            )?;
+            insert_event(&tx, now_ms, key, kind, detail)?;
+            tx.commit()
+        })
+    }
+
+    /// Every known agent with its state and grace (for liveness at start-up).
+    pub fn liveness_snapshot(&self) -> Result<Vec<(AgentKey, AgentState, u64)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT tenant, name, state, grace_ms FROM agents")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    AgentKey {
+                        tenant: r.get(0)?,
+                        name: r.get(1)?,
+                    },
+                    AgentState::parse(&r.get::<_, String>(2)?),
+                    u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Agents visible in `scope`, ordered by tenant and name.
+    pub fn agents(&self, scope: &Scope) -> Result<Vec<AgentRow>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT tenant, name, state, connected, last_heartbeat_ms, last_heartbeat_seq,
+                        first_seen_ms, remote_addr, agent_version, hostname, os,
+                        heartbeat_interval_ms, grace_ms
+                 FROM agents WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, name",
+            )?;
+            let rows = stmt.query_map(params![scope.tenant()], |r| {
+                Ok(AgentRow {
+                    tenant: r.get(0)?,
+                    name: r.get(1)?,
+                    state: AgentState::parse(&r.get::<_, String>(2)?),
+                    connected: r.get(3)?,
+                    last_heartbeat_ms: r.get(4)?,
+                    last_heartbeat_seq: r.get(5)?,
+                    first_seen_ms: r.get(6)?,
+                    remote_addr: r.get(7)?,
+                    agent_version: r.get(8)?,
+                    hostname: r.get(9)?,
+                    os: r.get(10)?,
+                    heartbeat_interval_ms: r.get(11)?,
+                    grace_ms: r.get(12)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Events visible in `scope`, oldest first.
+    pub fn events(&self, scope: &Scope, q: &EventQuery) -> Result<Vec<EventRow>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, at_ms, tenant, agent, kind, detail FROM events
+                 WHERE id > ?1 AND (?2 IS NULL OR tenant = ?2) AND (?3 IS NULL OR agent = ?3)
+                 ORDER BY id LIMIT ?4",
+            )?;
+            let rows =
+                stmt.query_map(params![q.after_id, scope.tenant(), q.agent, q.limit], |r| {
+                    let kind: String = r.get(4)?;
+                    let detail: String = r.get(5)?;
+                    Ok((
+                        EventRow {
+                            id: r.get(0)?,
+                            at_ms: r.get(1)?,
+                            tenant: r.get(2)?,
+                            agent: r.get(3)?,
+                            kind: EventKind::AgentRegistered,
+                            detail: serde_json::from_str(&detail)
+                                .unwrap_or(serde_json::Value::Null),
+                        },
+                        kind,
+                    ))
+                })?;
+            // Rows of a kind this version does not know (written by a newer
+            // collector) are skipped rather than misreported.
+            Ok(rows
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter_map(|(mut row, kind)| {
+                    row.kind = EventKind::parse(&kind)?;
+                    Some(row)
+                })
+                .collect())
+        })
+    }
+
+    /// A trivial query, for health checks.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+}
+
+fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    now_ms: i64,
+    key: &AgentKey,
+    kind: EventKind,
+    detail: &serde_json::Value,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO events (at_ms, tenant, agent, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            now_ms,
+            key.tenant,
+            key.name,
+            kind.as_str(),
+            detail.to_string()
+        ],
+    )
+    .map(drop)
+}
+
+/// Wall-clock now in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(t: &str, n: &str) -> AgentKey {
+        AgentKey {
+            tenant: t.into(),
+            name: n.into(),
+        }
+    }
+
+    #[test]
+    fn lifecycle_survives_reopen_and_is_scoped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        let info = SessionInfo {
+            remote_addr: "127.0.0.1:5000".into(),
+            heartbeat_interval_ms: 1000,
+            grace_ms: 3000,
+            ..SessionInfo::default()
+        };
+        assert_eq!(
+            store.session_opened(&key("a", "x"), &info, 1, 10).unwrap(),
+            None
+        );
+        assert_eq!(
+            store.session_opened(&key("b", "y"), &info, 2, 11).unwrap(),
+            None
+        );
+        assert_eq!(
+            store.session_opened(&key("a", "x"), &info, 3, 12).unwrap(),
+            Some(AgentState::Up)
+        );
+        store.heartbeat(&key("a", "x"), 7, 20).unwrap();
+        store
+            .transition(
+                &key("a", "x"),
+                AgentState::Missing,
+                EventKind::AgentMissing,
+                &serde_json::json!({}),
+                30,
+            )
+            .unwrap();
+        // The old session closing does not mark the newer one disconnected.
+        store.session_closed(&key("a", "x"), 1).unwrap();
+        drop(store);
+
+        let store = Store::open_dir(dir.path()).unwrap();
+        let a = store.agents(&Scope::Tenant("a".into())).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].state, AgentState::Missing);
+        assert!(a[0].connected);
+        assert_eq!(
+            (a[0].last_heartbeat_ms, a[0].last_heartbeat_seq),
+            (Some(20), Some(7))
+        );
+        assert_eq!(store.agents(&Scope::All).unwrap().len(), 2);
+
+        let q = EventQuery {
+            limit: 100,
+            ..EventQuery::default()
+        };
+        let kinds: Vec<_> = store
+            .events(&Scope::Tenant("a".into()), &q)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![EventKind::AgentRegistered, EventKind::AgentMissing]
+        );
+        assert_eq!(store.events(&Scope::All, &q).unwrap().len(), 3);
+        let after = EventQuery {
+            after_id: 2,
+            limit: 1,
+            ..q
+        };
+        assert_eq!(
+            store.events(&Scope::All, &after).unwrap()[0].kind,
+            EventKind::AgentMissing
+        );
+        store.all_disconnected().unwrap();
+        assert!(!store.agents(&Scope::All).unwrap()[0].connected);
+    }
+}
