@@ -52,13 +52,29 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The API routes (the listener adds the `Peer` extension).
+/// The API routes (the listener adds the `Peer` extension). No fallback:
+/// [`not_found`] serves both gRPC and HTTP once the routers are merged.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))
-        .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
         .with_state(shared)
+}
+
+/// Fallback for unknown paths: gRPC `UNIMPLEMENTED` for gRPC requests, a
+/// JSON 404 for everything else.
+pub(crate) async fn not_found(req: axum::extract::Request) -> Response {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        tonic::Status::unimplemented(format!("no such method {}", req.uri().path()))
+            .into_http::<axum::body::Body>()
+    } else {
+        ApiError::NotFound(req.uri().path().to_owned()).into_response()
+    }
 }
 
 /// The scope a caller may see, or 403.

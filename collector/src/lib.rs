@@ -139,13 +139,17 @@ impl Collector {
             .build_v1()
             .map_err(|e| TlsError::Config(format!("reflection: {e}")))?;
         let agent_service = AgentServiceServer::new(AgentSessions::new(shared.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
         let grpc = tonic::service::Routes::new(agent_service)
             .add_service(health_service)
             .add_service(reflection)
             .prepare()
             .into_axum_router();
-        let app = grpc.merge(api::router(shared.clone()));
+        let app = grpc
+            .merge(api::router(shared.clone()))
+            .fallback(api::not_found);
 
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: shared.settings.borrow().listen,

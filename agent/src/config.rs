@@ -1,0 +1,262 @@
+//! The agent's configuration file (`/etc/sonde/agent.toml`).
+//!
+//! [`Loaded::load`] parses the file (unknown keys and bad durations are
+//! named with file, line and key) and loads the TLS material for real, so
+//! `check-config` and a SIGHUP reload fail exactly where a start would.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use serde::Deserialize;
+use sonde_runtime::config::{ConfigError, Source};
+use sonde_runtime::tls::TlsFiles;
+
+/// Default path of the agent config.
+pub const DEFAULT_PATH: &str = "/etc/sonde/agent.toml";
+/// Shortest heartbeat interval accepted.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// The whole agent config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Collector address, `HOST:PORT` (`[v6]:PORT` for IPv6 literals).
+    pub collector: String,
+    /// Name expected in the collector's certificate (default: HOST).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Directory for the agent's durable state (the result spool).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    pub tls: Tls,
+    #[serde(default)]
+    pub heartbeat: Heartbeat,
+    #[serde(default)]
+    pub reconnect: Reconnect,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/sonde-agent")
+}
+
+/// TLS material of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Tls {
+    /// CA that issued the collector's certificate.
+    pub ca: PathBuf,
+    /// The agent's certificate (URI SAN `sonde://TENANT/agent/NAME`).
+    pub cert: PathBuf,
+    /// The agent's private key (0600).
+    pub key: PathBuf,
+}
+
+/// Heartbeat settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Heartbeat {
+    /// How often to send a heartbeat (the collector may override it).
+    #[serde(with = "humantime_serde", default = "default_interval")]
+    pub interval: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+        }
+    }
+}
+
+/// Reconnect backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Reconnect {
+    /// First delay after a failure.
+    #[serde(with = "humantime_serde", default = "default_initial")]
+    pub initial: Duration,
+    /// Cap of the exponential growth.
+    #[serde(with = "humantime_serde", default = "default_max")]
+    pub max: Duration,
+    /// Time allowed for TCP connect, TLS handshake and Welcome.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+}
+
+fn default_initial() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self {
+            initial: default_initial(),
+            max: default_max(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+impl Config {
+    /// `(host, port)` of the collector address.
+    pub fn collector_host_port(&self) -> Option<(&str, u16)> {
+        let (host, port) = self.collector.rsplit_once(':')?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() || (host.contains(':') && !self.collector.starts_with('[')) {
+            return None;
+        }
+        Some((host, port.parse().ok()?))
+    }
+
+    /// The name the collector's certificate must carry.
+    pub fn server_name(&self) -> String {
+        self.server_name.clone().unwrap_or_else(|| {
+            self.collector_host_port()
+                .map(|(h, _)| h.to_owned())
+                .unwrap_or_default()
+        })
+    }
+
+    fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.tls.ca.clone(),
+            cert: self.tls.cert.clone(),
+            key: self.tls.key.clone(),
+        }
+    }
+}
+
+/// A validated config with its TLS material loaded.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub tls: Arc<ClientConfig>,
+    /// Changes whenever the bytes of the CA, certificate or key change, so a
+    /// reload reconnects only when the connection's identity changed.
+    pub tls_fingerprint: u64,
+}
+
+impl Loaded {
+    /// Reads, parses and validates `path`; relative paths are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source = Source::read(path)?;
+        let mut config: Config = source.parse()?;
+        config.state_dir = source.resolve(&config.state_dir);
+        config.tls.ca = source.resolve(&config.tls.ca);
+        config.tls.cert = source.resolve(&config.tls.cert);
+        config.tls.key = source.resolve(&config.tls.key);
+        Self::validate(config, &source)
+    }
+
+    fn validate(config: Config, source: &Source) -> Result<Self, ConfigError> {
+        if config.collector_host_port().is_none() {
+            return Err(source.error(
+                "collector",
+                format!(
+                    "{:?} is not HOST:PORT (use [ADDR]:PORT for IPv6)",
+                    config.collector
+                ),
+            ));
+        }
+        if rustls_pki_types::ServerName::try_from(config.server_name()).is_err() {
+            return Err(source.error("server-name", "not a valid DNS name or IP address"));
+        }
+        if config.heartbeat.interval < MIN_HEARTBEAT {
+            return Err(source.error("heartbeat.interval", "must be at least 100ms"));
+        }
+        let r = config.reconnect;
+        if r.initial.is_zero() {
+            return Err(source.error("reconnect.initial", "must be greater than zero"));
+        }
+        if r.max < r.initial {
+            return Err(source.error("reconnect.max", "must not be less than reconnect.initial"));
+        }
+        if r.connect_timeout.is_zero() {
+            return Err(source.error("reconnect.connect-timeout", "must be greater than zero"));
+        }
+        let files = config.tls_files();
+        let tls = sonde_runtime::tls::client_config(&files).map_err(|e| {
+            let key = match e.path() {
+                Some(p) if p == files.key => "tls.key",
+                Some(p) if p == files.ca => "tls.ca",
+                _ => "tls.cert",
+            };
+            source.error(key, e.to_string())
+        })?;
+        let mut h = DefaultHasher::new();
+        for p in [&files.ca, &files.cert, &files.key] {
+            std::fs::read(p).unwrap_or_default().hash(&mut h);
+        }
+        Ok(Self {
+            config,
+            tls: Arc::new(tls),
+            tls_fingerprint: h.finish(),
+        })
+    }
+
+    /// Whether moving from `self` to `new` needs a new connection.
+    pub fn needs_reconnect(&self, new: &Loaded) -> bool {
+        self.tls_fingerprint != new.tls_fingerprint
+            || self.config.collector != new.config.collector
+            || self.config.server_name() != new.config.server_name()
+            || self.config.heartbeat != new.config.heartbeat
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(collector: &str) -> Config {
+        Config {
+            collector: collector.into(),
+            server_name: None,
+            state_dir: "/tmp".into(),
+            tls: Tls {
+                ca: "a".into(),
+                cert: "b".into(),
+                key: "c".into(),
+            },
+            heartbeat: Heartbeat::default(),
+            reconnect: Reconnect::default(),
+        }
+    }
+
+    #[test]
+    fn collector_addresses() {
+        assert_eq!(
+            conf("localhost:7443").collector_host_port(),
+            Some(("localhost", 7443))
+        );
+        assert_eq!(
+            conf("[::1]:7443").collector_host_port(),
+            Some(("::1", 7443))
+        );
+        assert_eq!(
+            conf("127.0.0.1:1").collector_host_port(),
+            Some(("127.0.0.1", 1))
+        );
+        assert_eq!(conf("::1:7443").collector_host_port(), None);
+        assert_eq!(conf("localhost").collector_host_port(), None);
+        assert_eq!(conf("localhost:http").collector_host_port(), None);
+        assert_eq!(conf(":7443").collector_host_port(), None);
+        assert_eq!(conf("[::1]:7443").server_name(), "::1");
+    }
+}

@@ -1,0 +1,76 @@
+//! The agent as a systemd service: signals, sd_notify and the watchdog.
+//!
+//! The agent's work runs inside this loop's `select!` (not in a task of its
+//! own), so the watchdog ping comes from the same task that does the work:
+//! if that task wedges, the pings stop and systemd restarts the agent.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sonde_runtime::notify::Notifier;
+use sonde_runtime::signals::{SignalEvent, Signals};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Loaded;
+use crate::status::AgentStatus;
+
+/// How long a shutdown may take before the agent exits anyway.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs until SIGTERM/SIGINT; SIGHUP re-reads `config_path` and the
+/// certificates it names.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env();
+    let mut signals = Signals::install().context("installing signal handlers")?;
+    let loaded = Loaded::load(config_path)?;
+    let state_dir = &loaded.config.state_dir;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+
+    let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
+    let (status_tx, mut status_rx) = watch::channel(AgentStatus::Starting);
+    let shutdown = CancellationToken::new();
+    let agent = crate::run(config_rx, status_tx, shutdown.clone());
+    tokio::pin!(agent);
+    notifier.ready("starting");
+
+    let watchdog_every = notifier.watchdog_interval();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    let stop_deadline = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(stop_deadline);
+    loop {
+        tokio::select! {
+            () = &mut agent => break,
+            event = signals.recv() => match event {
+                SignalEvent::Shutdown => {
+                    tracing::info!("shutting down");
+                    notifier.stopping();
+                    shutdown.cancel();
+                    stop_deadline.as_mut().reset(tokio::time::Instant::now() + STOP_TIMEOUT);
+                }
+                SignalEvent::Reload => {
+                    notifier.reloading();
+                    match Loaded::load(config_path) {
+                        Ok(new) => {
+                            tracing::info!(path = %config_path.display(), "configuration reloaded");
+                            config_tx.send_replace(Arc::new(new));
+                        }
+                        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+                    }
+                    notifier.ready(&status_rx.borrow().to_string());
+                }
+            },
+            _ = watchdog.tick(), if watchdog_every.is_some() => notifier.watchdog(),
+            Ok(()) = status_rx.changed() => notifier.status(&status_rx.borrow_and_update().to_string()),
+            () = &mut stop_deadline => {
+                tracing::warn!("shutdown took longer than {STOP_TIMEOUT:?}; exiting");
+                break;
+            }
+        }
+    }
+    notifier.stopping();
+    Ok(())
+}

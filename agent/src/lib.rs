@@ -1,0 +1,71 @@
+//! sonde-agent as a library: [`run`] keeps a session with the collector
+//! alive (reconnecting with jittered, capped backoff) until shutdown; the
+//! binary wraps it in [`daemon::run`] (signals, systemd).
+
+pub mod backoff;
+pub mod config;
+pub mod daemon;
+pub mod facts;
+pub mod session;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use backoff::Backoff;
+use config::Loaded;
+use session::{Process, SessionEnd};
+pub use status::AgentStatus;
+
+/// Rounds a delay for display (jitter makes microseconds noise).
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs the agent until `shutdown`. A new value on `config` applies at
+/// once: connection changes (collector, certificates, heartbeat) reconnect,
+/// the rest applies in place. `status` reports the connection state.
+pub async fn run(
+    mut config: watch::Receiver<Arc<Loaded>>,
+    status: watch::Sender<AgentStatus>,
+    shutdown: CancellationToken,
+) {
+    let mut process = Process::new();
+    let reconnect = config.borrow().config.reconnect;
+    let mut backoff = Backoff::new(reconnect.initial, reconnect.max);
+    loop {
+        let loaded = config.borrow_and_update().clone();
+        let r = loaded.config.reconnect;
+        backoff.set_bounds(r.initial, r.max);
+        match session::run(&loaded, &mut config, &mut process, &status, &shutdown).await {
+            SessionEnd::Shutdown => break,
+            SessionEnd::Reconfigure => {
+                tracing::info!("configuration changed; reconnecting");
+                backoff.reset();
+            }
+            SessionEnd::Lost { established, error } => {
+                if established {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %error, retry_in = ?round_ms(delay), "collector session lost");
+                status.send_replace(AgentStatus::Waiting {
+                    retry_in: round_ms(delay),
+                    error: error.to_string(),
+                });
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                    Ok(()) = config.changed() => {
+                        tracing::info!("configuration changed; reconnecting now");
+                        backoff.reset();
+                    }
+                }
+            }
+        }
+    }
+    status.send_replace(AgentStatus::Stopped);
+}
