@@ -5,6 +5,8 @@
 //! which systemd does for services whose stderr goes to the journal.
 //! `--log-level` wins over `RUST_LOG`; without either the level is `info`.
 
+use std::io::IsTerminal;
+
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -58,6 +60,10 @@ pub fn init(args: &LogArgs, identifier: &str) {
     }
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
 }

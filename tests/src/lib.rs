@@ -1,0 +1,418 @@
+//! Harness for sonde's end-to-end tests.
+//!
+//! The tests run the real `sonde-collector` and `sonde-agent` binaries (built
+//! by `cargo build --workspace --bins`, which the README test command runs
+//! first) on loopback, with certificates made at run time by `sonde-certs`.
+//! Every process is killed and every temporary directory removed when its
+//! handle drops, also when a test fails. Waits are bounded polls
+//! ([`eventually`]), never fixed sleeps.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sonde_certs::{Issued, Pki};
+use sonde_proto::{Identity, Role};
+use tempfile::TempDir;
+
+/// Path of a workspace binary next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand
+/// it out again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `timeout`;
+/// panics naming `what` otherwise.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client certificate on disk.
+#[derive(Debug, Clone)]
+pub struct Cert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A child process whose stderr goes to a log file; killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `bin` with `args` and extra environment.
+    pub fn spawn(bin: &Path, args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("create log file");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log fd"))
+            .stderr(file)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        Self { child, log }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid"))
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("kill");
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to 15 s for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(15))
+            .expect("process did not exit within 15 s of SIGTERM")
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains every one of `needles` on one line;
+    /// returns that line.
+    pub async fn wait_log(&self, needles: &[&str], timeout: Duration) -> String {
+        let what = format!("a log line of {} with {needles:?}", self.log.display());
+        eventually(&what, timeout, || async {
+            self.log_text()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .map(str::to_owned)
+        })
+        .await
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- {} ----\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// A temporary world: a dev PKI and a port pair for one collector.
+pub struct World {
+    pub tmp: TempDir,
+    pub pki: Pki,
+    pub port: u16,
+    pub health_port: u16,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("dir", &self.tmp.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    /// A fresh PKI in a new temporary directory and two free ports.
+    pub fn new() -> Self {
+        // reqwest's plain-HTTP client (for /healthz) wants a process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::init(&tmp.path().join("pki"), &[]).expect("pki init");
+        Self {
+            tmp,
+            pki,
+            port: free_port(),
+            health_port: free_port(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Issues a valid client certificate.
+    pub fn cert(&self, tenant: &str, role: Role, name: &str) -> Cert {
+        let id = Identity::new(tenant, role, name).expect("identity");
+        let stem = format!("{tenant}-{role}-{name}");
+        let (cert, key) = self.pki.issue(&id, Some(&stem), 30).expect("issue");
+        Cert { cert, key }
+    }
+
+    /// Writes an arbitrary issued certificate (expired, foreign, no SAN).
+    pub fn write_cert(&self, stem: &str, issued: &Issued) -> Cert {
+        let (cert, key) = issued.write(self.pki.dir(), stem).expect("write cert");
+        Cert { cert, key }
+    }
+
+    /// Writes `collector.toml`; `tables` (TOML tables only) is appended.
+    pub fn collector_config(&self, tables: &str) -> PathBuf {
+        let pki = self.pki.dir();
+        let text = format!(
+            "listen = \"127.0.0.1:{port}\"\nhealth-listen = \"127.0.0.1:{health}\"\n\
+             state-dir = \"{state}\"\n\
+             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\ncrl = [\"{crl}\"]\n{tables}\n",
+            port = self.port,
+            health = self.health_port,
+            state = self.dir().join("collector-state").display(),
+            ca = pki.join("ca.pem").display(),
+            cert = pki.join("collector.pem").display(),
+            key = pki.join("collector.key").display(),
+            crl = pki.join("crl.pem").display(),
+        );
+        let path = self.dir().join("collector.toml");
+        std::fs::write(&path, text).expect("write collector.toml");
+        path
+    }
+
+    /// Starts the collector with `collector.toml` and waits for `/healthz`.
+    pub async fn start_collector(&self, env: &[(&str, &str)]) -> Proc {
+        let config = self.dir().join("collector.toml");
+        let log = self.dir().join(format!("collector-{}.log", unique()));
+        let proc = Proc::spawn(
+            &bin("sonde-collector"),
+            &[
+                "--config",
+                config.to_str().expect("utf-8 path"),
+                "--log",
+                "stderr",
+            ],
+            env,
+            log,
+        );
+        let url = format!("http://127.0.0.1:{}/healthz", self.health_port);
+        let client = reqwest::Client::new();
+        eventually("collector /healthz", Duration::from_secs(20), || async {
+            let r = client.get(&url).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        proc
+    }
+
+    /// Writes `agent-NAME.toml` for a certificate; `tables` is appended.
+    pub fn agent_config(&self, name: &str, cert: &Cert, tables: &str) -> PathBuf {
+        let text = format!(
+            "collector = \"localhost:{port}\"\nstate-dir = \"{state}\"\n\
+             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+             [reconnect]\ninitial = \"100ms\"\nmax = \"1s\"\n{tables}\n",
+            port = self.port,
+            state = self.dir().join(format!("agent-{name}-state")).display(),
+            ca = self.pki.dir().join("ca.pem").display(),
+            cert = cert.cert.display(),
+            key = cert.key.display(),
+        );
+        let path = self.dir().join(format!("agent-{name}.toml"));
+        std::fs::write(&path, text).expect("write agent config");
+        path
+    }
+
+    /// Starts an agent with `agent-NAME.toml`.
+    pub fn start_agent(&self, name: &str, env: &[(&str, &str)]) -> Proc {
+        let config = self.dir().join(format!("agent-{name}.toml"));
+        let log = self.dir().join(format!("agent-{name}-{}.log", unique()));
+        Proc::spawn(
+            &bin("sonde-agent"),
+            &[
+                "--config",
+                config.to_str().expect("utf-8 path"),
+                "--log",
+                "stderr",
+            ],
+            env,
+            log,
+        )
+    }
+
+    /// An HTTPS API client presenting `cert` (or none).
+    pub fn api(&self, cert: Option<&Cert>) -> Api {
+        Api::new(&self.pki.dir().join("ca.pem"), cert, self.port)
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+/// An HTTPS client of the collector API with a given client certificate.
+#[derive(Debug, Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+}
+
+/// A rustls client config trusting `ca`, presenting `cert` if given.
+pub fn client_tls(ca: &Path, cert: Option<&Cert>) -> rustls::ClientConfig {
+    let mut config = match cert {
+        Some(c) => sonde_runtime::tls::client_config(&sonde_runtime::tls::TlsFiles {
+            ca: ca.to_owned(),
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        })
+        .expect("client tls config"),
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in sonde_runtime::tls::load_certs(ca).expect("ca") {
+                roots.add(c).expect("add root");
+            }
+            rustls::ClientConfig::builder_with_provider(sonde_runtime::tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("tls13")
+                .with_root_certificates(Arc::new(roots))
+                .with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+impl Api {
+    pub fn new(ca: &Path, cert: Option<&Cert>, port: u16) -> Self {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(client_tls(ca, cert))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        Self {
+            client,
+            base: format!("https://localhost:{port}"),
+        }
+    }
+
+    /// GET `path`: status and JSON body.
+    pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value), reqwest::Error> {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(serde_json::Value::Null);
+        Ok((status, body))
+    }
+
+    /// GET `path` expecting 200 and returning the JSON body.
+    pub async fn ok(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path).await.expect("API request");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// The agent entry `tenant/name` from `/api/v1/agents`, if listed.
+    pub async fn agent(&self, tenant: &str, name: &str) -> Option<serde_json::Value> {
+        let body = self.ok("/api/v1/agents").await;
+        body["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["tenant"] == tenant && a["name"] == name)
+            .cloned()
+    }
+
+    /// All events visible to this caller, oldest first.
+    pub async fn events(&self) -> Vec<serde_json::Value> {
+        let body = self.ok("/api/v1/events?limit=1000").await;
+        body["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// `(agent, kind)` pairs of events.
+pub fn event_kinds(events: &[serde_json::Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["agent"].as_str().unwrap_or_default().to_owned(),
+                e["kind"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Wall-clock now in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
