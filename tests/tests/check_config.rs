@@ -1,0 +1,178 @@
+//! `check-config`: the shipped sample configs parse, a good config passes,
+//! and each kind of broken config exits non-zero naming file, line and key.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sonde_proto::Role;
+use sonde_runtime::config::Source;
+use sonde_tests::{World, bin};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[test]
+fn sample_configs_parse() {
+    let agent: sonde_agent::config::Config = Source::read(&repo("agent/agent.toml"))
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(agent.heartbeat.interval, std::time::Duration::from_secs(10));
+    assert_eq!(
+        agent.collector_host_port(),
+        Some(("collector.example.net", 7443))
+    );
+    let collector: sonde_collector::Config = Source::read(&repo("collector/collector.toml"))
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(collector.listen.port(), 7443);
+    assert!(collector.access.operator_tenants.contains("noc"));
+}
+
+/// Runs `PROGRAM --config PATH check-config`: (success, stdout + stderr).
+fn check(program: &str, config: &Path) -> (bool, String) {
+    let out = Command::new(bin(program))
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .output()
+        .expect("run check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn expect_error(program: &str, config: &Path, needles: &[&str]) {
+    let (ok, text) = check(program, config);
+    assert!(
+        !ok,
+        "{program} check-config accepted a broken file:\n{text}"
+    );
+    for n in needles {
+        assert!(
+            text.contains(n),
+            "{program} check-config output lacks {n:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn collector_check_config_names_file_line_and_key() {
+    let world = World::new();
+    let good = world.collector_config("[heartbeat]\ngrace = \"30s\"\n");
+    let (ok, text) = check("sonde-collector", &good);
+    assert!(ok, "{text}");
+    let text_of = std::fs::read_to_string(&good).unwrap();
+    let file = good.display().to_string();
+
+    // Unknown key on line 10 (after 9 lines of the base config).
+    std::fs::write(
+        &good,
+        text_of.replace("grace = \"30s\"", "grace = \"30s\"\ngrase = \"1m\""),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-collector",
+        &good,
+        &[
+            &format!("{file}:11:1"),
+            "key `heartbeat.grase`",
+            "unknown field",
+        ],
+    );
+
+    // Bad duration.
+    std::fs::write(&good, text_of.replace("\"30s\"", "\"30 fortnights\"")).unwrap();
+    expect_error(
+        "sonde-collector",
+        &good,
+        &[&format!("{file}:10:"), "key `heartbeat.grace`"],
+    );
+
+    // A certificate file that does not exist.
+    std::fs::write(&good, text_of.replace("collector.pem", "missing.pem")).unwrap();
+    expect_error(
+        "sonde-collector",
+        &good,
+        &[
+            &format!("{file}:6:1"),
+            "key `tls.cert`",
+            "missing.pem",
+            "No such file",
+        ],
+    );
+
+    // A private key readable by others.
+    std::fs::write(&good, &text_of).unwrap();
+    let key = world.pki.dir().join("collector.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    expect_error(
+        "sonde-collector",
+        &good,
+        &[&format!("{file}:7:1"), "key `tls.key`", "chmod 600"],
+    );
+
+    // A file that is not there at all.
+    expect_error(
+        "sonde-collector",
+        &world.dir().join("nope.toml"),
+        &["nope.toml", "cannot read"],
+    );
+}
+
+#[test]
+fn agent_check_config_names_file_line_and_key() {
+    let world = World::new();
+    let cert = world.cert("acme", Role::Agent, "a");
+    let good = world.agent_config("a", &cert, "[heartbeat]\ninterval = \"5s\"\n");
+    let (ok, text) = check("sonde-agent", &good);
+    assert!(ok, "{text}");
+    let text_of = std::fs::read_to_string(&good).unwrap();
+    let file = good.display().to_string();
+
+    std::fs::write(
+        &good,
+        text_of.replace("interval = \"5s\"", "intervall = \"5s\""),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[
+            &format!("{file}:11:1"),
+            "key `heartbeat.intervall`",
+            "unknown field",
+        ],
+    );
+
+    std::fs::write(&good, text_of.replace("\"5s\"", "\"often\"")).unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[&format!("{file}:11:"), "key `heartbeat.interval`"],
+    );
+
+    std::fs::write(&good, text_of.replace("localhost:", "localhost-")).unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[&format!("{file}:1:1"), "key `collector`", "HOST:PORT"],
+    );
+
+    std::fs::write(&good, &text_of).unwrap();
+    std::fs::write(&cert.key, "not a key").unwrap();
+    std::fs::set_permissions(&cert.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[
+            &format!("{file}:6:1"),
+            "key `tls.key`",
+            "no PEM private key",
+        ],
+    );
+}
