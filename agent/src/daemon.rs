@@ -1,4 +1,4 @@
-//! The agent as a systemd service: signals, sd_notify and the watchdog.
+//! The agent as a systemd service: signals, `sd_notify` and the watchdog.
 //!
 //! The agent's work runs inside this loop's `select!` (not in a task of its
 //! own), so the watchdog ping comes from the same task that does the work:

@@ -21,6 +21,7 @@
 //! | `collector.pem`, `collector.key` | collector server certificate |
 //! | `NAME.pem`, `NAME.key` | client certificates issued with `issue` |
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -314,7 +315,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -433,17 +434,16 @@ impl Pki {
                 at: OffsetDateTime::now_utc(),
                 name: stem.to_owned(),
             });
-            let lines: String = revoked
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}\t{}\t{}\n",
-                        hex(&r.serial),
-                        r.at.unix_timestamp(),
-                        r.name
-                    )
-                })
-                .collect();
+            let mut lines = String::new();
+            for r in &revoked {
+                let _ = writeln!(
+                    lines,
+                    "{}\t{}\t{}",
+                    hex(&r.serial),
+                    r.at.unix_timestamp(),
+                    r.name
+                );
+            }
             write_atomic(&self.dir.join("revoked.txt"), lines.as_bytes(), 0o644)?;
         }
         self.write_crl(&revoked)?;

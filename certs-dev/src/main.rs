@@ -22,7 +22,7 @@ enum Command {
     Init {
         dir: PathBuf,
         /// Extra DNS name or IP address for the collector certificate
-        /// (localhost, 127.0.0.1 and ::1 are always included). Repeatable.
+        /// (`localhost`, `127.0.0.1` and `::1` are always included). Repeatable.
         #[arg(long = "san")]
         sans: Vec<String>,
     },

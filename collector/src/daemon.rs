@@ -1,4 +1,4 @@
-//! The collector as a systemd service: signals, sd_notify and the watchdog
+//! The collector as a systemd service: signals, `sd_notify` and the watchdog
 //! around a [`Collector`].
 
 use std::path::Path;

@@ -45,7 +45,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Whether the store answers and the liveness task is making progress.
     async fn healthy(&self, timeout: Duration) -> bool {
-        let store_ok = tokio::time::timeout(timeout, self.store.run(|s| s.ping()))
+        let store_ok = tokio::time::timeout(timeout, self.store.run(Store::ping))
             .await
             .is_ok_and(|r| r.is_ok());
         store_ok && self.liveness.ping(timeout).await

@@ -156,8 +156,8 @@ impl AgentService for AgentSessions {
         let config = settings.borrow_and_update().clone();
         let requested = (hello.heartbeat_interval_ms > 0)
             .then(|| Duration::from_millis(hello.heartbeat_interval_ms.into()));
-        let mut interval = config.heartbeat_interval(&key.tenant, &key.name, requested);
-        let mut grace = config.grace(&key.tenant, &key.name, interval);
+        let interval = config.heartbeat_interval(&key.tenant, &key.name, requested);
+        let grace = config.grace(&key.tenant, &key.name, interval);
         let facts = hello.facts.unwrap_or_default();
         let info = SessionInfo {
             remote_addr: peer.remote.to_string(),
@@ -199,74 +199,120 @@ impl AgentService for AgentSessions {
             }))
             .await;
 
-        tokio::spawn(async move {
-            let mut config_version = 0u64;
-            let end: Result<(), SessionError> = loop {
-                tokio::select! {
-                    () = cancel.cancelled() => {
-                        break Err(if shared.shutdown.is_cancelled() {
-                            SessionError::ShuttingDown
-                        } else {
-                            SessionError::Replaced
-                        });
-                    }
-                    Ok(()) = settings.changed() => {
-                        let config = settings.borrow_and_update().clone();
-                        let new_interval = config.heartbeat_interval(&key.tenant, &key.name, requested);
-                        grace = config.grace(&key.tenant, &key.name, new_interval);
-                        if new_interval != interval {
-                            interval = new_interval;
-                            config_version += 1;
-                            let update = ConfigUpdate {
-                                version: config_version,
-                                heartbeat_interval_ms: millis_u32(interval),
-                            };
-                            tracing::info!(agent = %key, interval = ?interval, "pushing new heartbeat interval");
-                            let _ = tx.send(Ok(CollectorMessage { kind: Some(CollectorKind::Config(update)) })).await;
-                        }
-                    }
-                    msg = inbound.message() => match msg {
-                        Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => {
-                            let k = key.clone();
-                            if let Err(e) = shared.store.run(move |s| s.heartbeat(&k, hb.seq, now_ms())).await {
-                                break Err(e.into());
-                            }
-                            shared.liveness.seen(key.clone(), grace).await;
-                        }
-                        Ok(Some(AgentMessage { kind: Some(AgentKind::Hello(_)) })) => {
-                            break Err(SessionError::DuplicateHello);
-                        }
-                        Ok(Some(AgentMessage { kind: Some(AgentKind::Batch(_)) })) => {
-                            break Err(SessionError::BatchesUnsupported(VERSION));
-                        }
-                        Ok(Some(AgentMessage { kind: None })) => {
-                            tracing::debug!(agent = %key, "ignoring message of unknown kind");
-                        }
-                        Ok(None) => break Ok(()),
-                        Err(status) => {
-                            tracing::debug!(agent = %key, %status, "session stream error");
-                            break Ok(());
-                        }
-                    },
-                }
-            };
-            match end {
-                Ok(()) => tracing::info!(agent = %key, "agent session closed"),
-                Err(e) => {
-                    tracing::info!(agent = %key, reason = %e, "agent session ended by collector");
-                    let _ = tx.send(Err(e.into())).await;
-                }
+        tokio::spawn(
+            Stream {
+                shared,
+                key,
+                generation,
+                cancel,
+                settings,
+                requested,
+                interval,
+                grace,
+                tx,
             }
-            shared.sessions.close(&key, generation);
-            let k = key.clone();
-            if let Err(e) = shared
-                .store
-                .run(move |s| s.session_closed(&k, generation))
-                .await
-            {
-                tracing::error!(agent = %key, error = %e, "cannot record session close");
-            }
-        });
+            .serve(inbound),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// One open session after `Welcome`: reads heartbeats, pushes config
+/// updates, and records the close.
+struct Stream {
+    shared: Arc<Shared>,
+    key: AgentKey,
+    generation: u64,
+    cancel: CancellationToken,
+    settings: tokio::sync::watch::Receiver<Arc<crate::Config>>,
+    requested: Option<Duration>,
+    interval: Duration,
+    grace: Duration,
+    tx: mpsc::Sender<Result<CollectorMessage, Status>>,
+}
+
+impl Stream {
+    async fn serve(mut self, mut inbound: Streaming<AgentMessage>) {
+        let end = self.run(&mut inbound).await;
+        let key = &self.key;
+        match end {
+            Ok(()) => tracing::info!(agent = %key, "agent session closed"),
+            Err(e) => {
+                tracing::info!(agent = %key, reason = %e, "agent session ended by collector");
+                let _ = self.tx.send(Err(e.into())).await;
+            }
+        }
+        self.shared.sessions.close(key, self.generation);
+        let (k, generation) = (key.clone(), self.generation);
+        if let Err(e) = self
+            .shared
+            .store
+            .run(move |s| s.session_closed(&k, generation))
+            .await
+        {
+            tracing::error!(agent = %key, error = %e, "cannot record session close");
+        }
+    }
+
+    async fn run(&mut self, inbound: &mut Streaming<AgentMessage>) -> Result<(), SessionError> {
+        let mut config_version = 0u64;
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => {
+                    return Err(if self.shared.shutdown.is_cancelled() {
+                        SessionError::ShuttingDown
+                    } else {
+                        SessionError::Replaced
+                    });
+                }
+                Ok(()) = self.settings.changed() => {
+                    if let Some(update) = self.apply_settings(&mut config_version) {
+                        let _ = self.tx.send(Ok(update)).await;
+                    }
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => {
+                        let k = self.key.clone();
+                        self.shared.store.run(move |s| s.heartbeat(&k, hb.seq, now_ms())).await?;
+                        self.shared.liveness.seen(self.key.clone(), self.grace).await;
+                    }
+                    Ok(Some(AgentMessage { kind: Some(AgentKind::Hello(_)) })) => {
+                        return Err(SessionError::DuplicateHello);
+                    }
+                    Ok(Some(AgentMessage { kind: Some(AgentKind::Batch(_)) })) => {
+                        return Err(SessionError::BatchesUnsupported(VERSION));
+                    }
+                    Ok(Some(AgentMessage { kind: None })) => {
+                        tracing::debug!(agent = %self.key, "ignoring message of unknown kind");
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(status) => {
+                        tracing::debug!(agent = %self.key, %status, "session stream error");
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Re-derives interval and grace after a reload; returns the update to
+    /// push when the interval changed.
+    fn apply_settings(&mut self, version: &mut u64) -> Option<CollectorMessage> {
+        let config = self.settings.borrow_and_update().clone();
+        let (tenant, name) = (&self.key.tenant, &self.key.name);
+        let interval = config.heartbeat_interval(tenant, name, self.requested);
+        self.grace = config.grace(tenant, name, interval);
+        if interval == self.interval {
+            return None;
+        }
+        self.interval = interval;
+        *version += 1;
+        tracing::info!(agent = %self.key, interval = ?interval, "pushing new heartbeat interval");
+        Some(CollectorMessage {
+            kind: Some(CollectorKind::Config(ConfigUpdate {
+                version: *version,
+                heartbeat_interval_ms: millis_u32(interval),
+            })),
+        })
     }
 }

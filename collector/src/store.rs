@@ -1,8 +1,8 @@
-//! The collector's embedded, durable state store (SQLite).
+//! The collector's embedded, durable state store (`SQLite`).
 //!
-//! It holds what must survive a restart or `kill -9` even with no InfluxDB
+//! It holds what must survive a restart or `kill -9` even with no `InfluxDB`
 //! configured: the agents the collector knows and their liveness state, and
-//! the event log (registered, missing, back). SQLite runs in WAL mode with
+//! the event log (registered, missing, back). `SQLite` runs in WAL mode with
 //! `synchronous=FULL`, so a committed transaction is on disk before the call
 //! returns. Schema changes are numbered migrations keyed on `user_version`.
 //!
@@ -209,7 +209,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 

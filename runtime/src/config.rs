@@ -6,6 +6,7 @@
 //! walking the spanned document.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -173,7 +174,7 @@ fn walk_value(value: &DeValue<'_>, at: usize, path: &mut Vec<String>) {
             for (i, item) in a.iter().enumerate() {
                 if item.span().contains(&at) {
                     if let Some(last) = path.last_mut() {
-                        last.push_str(&format!("[{i}]"));
+                        let _ = write!(last, "[{i}]");
                     }
                     walk_value(item.get_ref(), at, path);
                     return;

@@ -1,7 +1,7 @@
 //! Service plumbing shared by `sonde-agent` and `sonde-collector`.
 //!
 //! Both programs load a TOML config the same way, speak TLS 1.3 with the
-//! same provider, log the same way and talk the same sd_notify protocol; this
+//! same provider, log the same way and talk the same `sd_notify` protocol; this
 //! crate holds those pieces once so the two daemons behave alike.
 
 pub mod config;

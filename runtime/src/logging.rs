@@ -29,7 +29,7 @@ pub struct LogArgs {
     /// Log destination.
     #[arg(long = "log", value_enum, default_value_t = LogTarget::Auto, global = true)]
     pub target: LogTarget,
-    /// Log filter, e.g. `info` or `sonde_agent=debug,info` (default: RUST_LOG, then info).
+    /// Log filter, e.g. `info` or `sonde_agent=debug,info` (default: `RUST_LOG`, then info).
     #[arg(long = "log-level", global = true)]
     pub level: Option<String>,
 }

@@ -25,7 +25,7 @@ impl Notifier {
     }
 
     /// How often to ping the watchdog: half the manager's timeout, as
-    /// sd_watchdog_enabled(3) recommends. `None` when no watchdog is set.
+    /// `sd_watchdog_enabled(3)` recommends. `None` when no watchdog is set.
     pub fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog.map(|d| d / 2)
     }

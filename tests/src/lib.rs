@@ -324,14 +324,15 @@ pub struct Api {
 
 /// A rustls client config trusting `ca`, presenting `cert` if given.
 pub fn client_tls(ca: &Path, cert: Option<&Cert>) -> rustls::ClientConfig {
-    let mut config = match cert {
-        Some(c) => sonde_runtime::tls::client_config(&sonde_runtime::tls::TlsFiles {
+    let mut config = if let Some(c) = cert {
+        sonde_runtime::tls::client_config(&sonde_runtime::tls::TlsFiles {
             ca: ca.to_owned(),
             cert: c.cert.clone(),
             key: c.key.clone(),
         })
-        .expect("client tls config"),
-        None => {
+        .expect("client tls config")
+    } else {
+        {
             let mut roots = rustls::RootCertStore::empty();
             for c in sonde_runtime::tls::load_certs(ca).expect("ca") {
                 roots.add(c).expect("add root");
