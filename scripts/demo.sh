@@ -56,7 +56,7 @@ trap cleanup INT TERM EXIT
 "$bin/sonde-collector" --config "$dir/collector.toml" --log stderr &
 pids+=($!)
 for _ in $(seq 1 50); do
-  curl -fsS "http://127.0.0.1:$health/healthz" >/dev/null 2>&1 && break
+  (exec 3<>"/dev/tcp/127.0.0.1/$health") 2>/dev/null && break
   sleep 0.1
 done
 "$bin/sonde-agent" --config "$dir/agent.toml" --log stderr &

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole sonde test suite, for a fresh Debian 12 machine (root, Rust
+# toolchain). Installs what the tests need, skipping what is already there,
+# then checks formatting and lints, builds the binaries the end-to-end tests
+# run, and runs every test. Tests only use loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests need, installed one apt command at a time after a
+# single `apt-get update`, only when missing.
+apt_packages=()
+apt_updated=0
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue
+  if [ "$apt_updated" = 0 ]; then apt-get update; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg"
+done
+
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests run the real binaries; build them first.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
