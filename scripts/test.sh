@@ -23,4 +23,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binaries; build them first.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
+# Stream the output and end with one summary line over every test binary
+# (cargo's own last line is that of the last doc-test run).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "sonde: %d passed, %d failed\n", p, f; if (p == 0 || f > 0) exit 1 }' "$log"
