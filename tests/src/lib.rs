@@ -246,19 +246,7 @@ impl World {
 
     /// Starts the collector with `collector.toml` and waits for `/healthz`.
     pub async fn start_collector(&self, env: &[(&str, &str)]) -> Proc {
-        let config = self.dir().join("collector.toml");
-        let log = self.dir().join(format!("collector-{}.log", unique()));
-        let proc = Proc::spawn(
-            &bin("sonde-collector"),
-            &[
-                "--config",
-                config.to_str().expect("utf-8 path"),
-                "--log",
-                "stderr",
-            ],
-            env,
-            log,
-        );
+        let proc = self.daemon("sonde-collector", "collector", env);
         let url = format!("http://127.0.0.1:{}/healthz", self.health_port);
         let client = reqwest::Client::new();
         eventually("collector /healthz", Duration::from_secs(20), || async {
@@ -288,16 +276,18 @@ impl World {
 
     /// Starts an agent with `agent-NAME.toml`.
     pub fn start_agent(&self, name: &str, env: &[(&str, &str)]) -> Proc {
-        let config = self.dir().join(format!("agent-{name}.toml"));
-        let log = self.dir().join(format!("agent-{name}-{}.log", unique()));
+        self.daemon("sonde-agent", &format!("agent-{name}"), env)
+    }
+
+    /// Runs `program --config DIR/STEM.toml --log stderr`, logging to a
+    /// fresh `DIR/STEM-N.log`.
+    fn daemon(&self, program: &str, stem: &str, env: &[(&str, &str)]) -> Proc {
+        let config = self.dir().join(format!("{stem}.toml"));
+        let log = self.dir().join(format!("{stem}-{}.log", unique()));
+        let config = config.to_str().expect("utf-8 path");
         Proc::spawn(
-            &bin("sonde-agent"),
-            &[
-                "--config",
-                config.to_str().expect("utf-8 path"),
-                "--log",
-                "stderr",
-            ],
+            &bin(program),
+            &["--config", config, "--log", "stderr"],
             env,
             log,
         )
