@@ -266,7 +266,13 @@ impl Stream {
                     });
                 }
                 Ok(()) = self.settings.changed() => {
-                    if let Some(update) = self.apply_settings(&mut config_version) {
+                    let before = (self.interval, self.grace);
+                    let update = self.apply_settings(&mut config_version);
+                    if (self.interval, self.grace) != before {
+                        let (k, i, g) = (self.key.clone(), millis(self.interval), millis(self.grace));
+                        self.shared.store.run(move |s| s.set_heartbeat_policy(&k, i, g)).await?;
+                    }
+                    if let Some(update) = update {
                         let _ = self.tx.send(Ok(update)).await;
                     }
                 }

@@ -363,6 +363,27 @@ impl Store {
         })
     }
 
+    /// Records a changed heartbeat interval and grace (after a reload).
+    pub fn set_heartbeat_policy(
+        &self,
+        key: &AgentKey,
+        interval_ms: u64,
+        grace_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE agents SET heartbeat_interval_ms = ?3, grace_ms = ?4 WHERE tenant = ?1 AND name = ?2",
+                params![
+                    key.tenant,
+                    key.name,
+                    i64::try_from(interval_ms).unwrap_or(i64::MAX),
+                    i64::try_from(grace_ms).unwrap_or(i64::MAX)
+                ],
+            )
+            .map(drop)
+        })
+    }
+
     /// Marks the session `session_gen` of `key` closed (a newer session of
     /// the same agent is left alone).
     pub fn session_closed(&self, key: &AgentKey, session_gen: u64) -> Result<(), StoreError> {

@@ -27,12 +27,47 @@ pub fn bin(name: &str) -> PathBuf {
         dir.pop();
     }
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
-        path.display()
-    );
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!(
+            "{} is not built: run `cargo build --workspace --bins` before the tests (scripts/test.sh does)",
+            path.display()
+        )
+    });
+    // `cargo test` rebuilds the libraries but not the binaries: refuse to
+    // test a binary older than the sources it is built from.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let own = match name {
+        "sonde-agent" => "agent",
+        "sonde-collector" => "collector",
+        _ => "certs-dev",
+    };
+    let newest = [own, "runtime", "proto", "certs-dev"]
+        .iter()
+        .filter_map(|d| newest_mtime(&root.join(d)))
+        .max();
+    if let Some(src) = newest {
+        assert!(
+            built >= src,
+            "{} is older than its sources: run `cargo build --workspace --bins` (scripts/test.sh does)",
+            path.display()
+        );
+    }
     path
+}
+
+/// Newest modification time of any file below `dir`.
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand
