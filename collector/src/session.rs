@@ -169,11 +169,15 @@ impl AgentService for AgentSessions {
         };
         let (generation, cancel) = shared.sessions.open(&key, &shared.shutdown);
         let k = key.clone();
-        shared
+        let opened = shared
             .store
             .run(move |s| s.session_opened(&k, &info, generation, now_ms()))
-            .await
-            .map_err(SessionError::from)?;
+            .await;
+        if let Err(e) = opened {
+            shared.sessions.close(&key, generation);
+            tracing::error!(agent = %key, error = %e, "cannot record session; refusing it");
+            return Err(SessionError::from(e).into());
+        }
         shared.liveness.seen(key.clone(), grace).await;
         tracing::info!(
             agent = %key,
