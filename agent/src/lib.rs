@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod facts;
 pub mod session;
+pub mod spool;
 pub mod status;
 
 use std::sync::Arc;

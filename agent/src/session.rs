@@ -153,6 +153,7 @@ fn hello(loaded: &Loaded, process: &Process) -> AgentMessage {
             heartbeat_interval_ms: u32::try_from(loaded.config.heartbeat.interval.as_millis())
                 .unwrap_or(u32::MAX),
             instance_id: process.instance_id,
+            spool_id: 0,
         })),
     }
 }

@@ -1,0 +1,246 @@
+use super::*;
+use sonde_proto::v1::{PingResult, PingStatus};
+
+const SEC: i64 = 1_000_000_000;
+
+fn pings(n: usize, pad: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            kind: Some(record::Kind::Ping(PingResult {
+                target: format!("127.0.0.{i}"),
+                address: format!("127.0.0.{i}"),
+                sent_unix_nanos: 1,
+                rtt_nanos: 1000,
+                status: PingStatus::Ok as i32,
+                error: "x".repeat(pad),
+                reply_ttl: 64,
+            })),
+        })
+        .collect()
+}
+
+fn decode(bytes: &[u8]) -> ResultBatch {
+    ResultBatch::decode(bytes).unwrap()
+}
+
+fn big() -> SpoolLimits {
+    SpoolLimits::new(1 << 30, Duration::from_secs(24 * 3600))
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn append_read_ack_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, rec) = Spool::open(dir.path(), big()).unwrap();
+    assert_eq!(rec, Recovery::default());
+    let id = spool.spool_id();
+    for i in 1..=5 {
+        assert_eq!(
+            spool.append(pings(3, 0), i * SEC).unwrap(),
+            u64::try_from(i).unwrap()
+        );
+    }
+    let (seq, bytes) = spool.read_after(0).unwrap().unwrap();
+    assert_eq!(seq, 1);
+    let batch = decode(&bytes);
+    assert_eq!(
+        (
+            batch.batch_seq,
+            batch.sealed_unix_nanos,
+            batch.records.len()
+        ),
+        (1, SEC, 3)
+    );
+    assert_eq!(spool.read_after(4).unwrap().unwrap().0, 5);
+    assert!(spool.read_after(5).unwrap().is_none());
+    spool.ack(3).unwrap();
+    assert_eq!(spool.stats().unacked_batches, 2);
+    drop(spool);
+
+    // Reopen: same identity, acknowledgement kept, numbering continues, the
+    // unacknowledged batches replay in order.
+    let (mut spool, rec) = Spool::open(dir.path(), big()).unwrap();
+    assert_eq!(rec, Recovery::default());
+    assert_eq!(
+        (spool.spool_id(), spool.acked(), spool.next_seq()),
+        (id, 3, 6)
+    );
+    let replay: Vec<u64> =
+        std::iter::successors(spool.read_after(spool.acked()).unwrap(), |(s, _)| {
+            spool.read_after(*s).unwrap()
+        })
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(replay, vec![4, 5]);
+    assert_eq!(spool.append(pings(1, 0), 6 * SEC).unwrap(), 6);
+    // The ack of everything deletes all but the newest segment.
+    spool.ack(6).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert!(spool.read_after(6).unwrap().is_none());
+}
+
+#[test]
+fn numbers_are_never_reused_after_everything_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limits = big();
+    limits.segment_bytes = 4096;
+    let (mut spool, _) = Spool::open(dir.path(), limits).unwrap();
+    for i in 1..=20 {
+        spool.append(pings(5, 100), i * SEC).unwrap();
+    }
+    spool.ack(20).unwrap();
+    drop(spool);
+    let (mut spool, _) = Spool::open(dir.path(), limits).unwrap();
+    assert_eq!(spool.next_seq(), 21);
+    assert_eq!(spool.append(pings(1, 0), 21 * SEC).unwrap(), 21);
+    // A collector acknowledging past what exists does not move us past it.
+    spool.ack(1000).unwrap();
+    assert_eq!(spool.acked(), 21);
+}
+
+#[test]
+fn torn_tail_is_truncated_and_never_read_as_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), big()).unwrap();
+    for i in 1..=3 {
+        spool.append(pings(2, 10), i * SEC).unwrap();
+    }
+    drop(spool);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let len = fs::metadata(&seg).unwrap().len();
+    // A crash in the middle of writing record 3.
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+
+    let (mut spool, rec) = Spool::open(dir.path(), big()).unwrap();
+    assert_eq!(rec.damaged_segments, vec![seg.clone()]);
+    assert!(rec.discarded_bytes > 0);
+    assert_eq!(spool.read_after(1).unwrap().unwrap().0, 2);
+    assert!(spool.read_after(2).unwrap().is_none());
+    // Record 3 was never acknowledged to its producer; its number is free.
+    assert_eq!(spool.append(pings(1, 0), 4 * SEC).unwrap(), 3);
+    drop(spool);
+    let (spool, rec) = Spool::open(dir.path(), big()).unwrap();
+    assert_eq!(rec, Recovery::default(), "the repair is durable");
+    assert_eq!(spool.stats().batches, 3);
+}
+
+#[test]
+fn corrupt_byte_and_garbage_tail_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), big()).unwrap();
+    for i in 1..=3 {
+        spool.append(pings(2, 10), i * SEC).unwrap();
+    }
+    drop(spool);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut data = fs::read(&seg).unwrap();
+    let last = data.len() - 5;
+    data[last] ^= 0x40; // bit flip inside record 3's payload
+    data.extend_from_slice(b"garbage after the end");
+    fs::write(&seg, &data).unwrap();
+
+    let (spool, rec) = Spool::open(dir.path(), big()).unwrap();
+    assert_eq!(rec.damaged_segments.len(), 1);
+    assert_eq!(spool.stats().batches, 2);
+    let batch = decode(&spool.read_after(1).unwrap().unwrap().1);
+    assert_eq!(batch.batch_seq, 2);
+}
+
+#[test]
+fn size_cap_drops_oldest_and_records_the_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = SpoolLimits::new(64 * 1024, Duration::from_secs(3600));
+    assert_eq!(limits.segment_bytes, 8 * 1024);
+    let (mut spool, _) = Spool::open(dir.path(), limits).unwrap();
+    // Each batch: 10 results of ~200 bytes, about 2.3 KiB.
+    let mut seqs = Vec::new();
+    for i in 1..=60 {
+        seqs.push(spool.append(pings(10, 180), i * SEC).unwrap());
+        assert!(
+            spool.stats().bytes <= limits.max_bytes + limits.segment_bytes,
+            "{:?}",
+            spool.stats()
+        );
+    }
+    let stats = spool.stats();
+    assert!(stats.dropped_results > 0, "{stats:?}");
+    assert_eq!(stats.dropped_results % 10, 0, "whole batches are dropped");
+
+    // Walk what is left: the gap records account exactly for what is gone.
+    let mut after = 0;
+    let (mut present, mut gap_total, mut gaps) = (0u64, 0u64, 0);
+    while let Some((seq, bytes)) = spool.read_after(after).unwrap() {
+        for r in decode(&bytes).records {
+            match r.kind {
+                Some(record::Kind::Gap(g)) => {
+                    gaps += 1;
+                    gap_total += g.dropped;
+                    assert!(g.reason.contains("spool cap"), "{}", g.reason);
+                    assert!(g.from_unix_nanos <= g.to_unix_nanos);
+                }
+                Some(record::Kind::Ping(_)) => present += 1,
+                _ => {}
+            }
+        }
+        after = seq;
+    }
+    assert!(gaps > 0);
+    assert_eq!(gap_total, stats.dropped_results);
+    assert_eq!(
+        present + gap_total,
+        600,
+        "every result is either present or counted in a gap"
+    );
+}
+
+#[test]
+fn age_cap_drops_old_batches_with_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limits = SpoolLimits::new(1 << 30, Duration::from_secs(60));
+    limits.segment_bytes = 4096;
+    let (mut spool, _) = Spool::open(dir.path(), limits).unwrap();
+    for i in 1..=10 {
+        spool.append(pings(10, 100), i * SEC).unwrap();
+    }
+    assert_eq!(spool.stats().dropped_results, 0);
+    // Two hours later, nothing was acknowledged: everything is too old.
+    spool.enforce(7200 * SEC).unwrap();
+    assert_eq!(spool.stats().dropped_results, 100);
+    let (seq, bytes) = spool.read_after(0).unwrap().unwrap();
+    assert_eq!(seq, 11, "only the gap batch remains");
+    let Some(record::Kind::Gap(gap)) = decode(&bytes).records[0].kind.clone() else {
+        panic!("not a gap")
+    };
+    assert_eq!(
+        (gap.dropped, gap.from_unix_nanos, gap.to_unix_nanos),
+        (100, SEC, 10 * SEC)
+    );
+    // Acknowledged data that ages out is not a gap.
+    spool.ack(11).unwrap();
+    spool.append(pings(1, 0), 7201 * SEC).unwrap();
+    spool.enforce(99_999 * SEC).unwrap();
+    assert_eq!(spool.stats().dropped_results, 101);
+}
+
+#[test]
+fn unusable_meta_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Spool::open(dir.path(), big()).unwrap());
+    fs::write(dir.path().join("meta"), b"short").unwrap();
+    let err = Spool::open(dir.path(), big()).unwrap_err().to_string();
+    assert!(err.contains("meta") && err.contains("20 bytes"), "{err}");
+}
