@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 use serde::Deserialize;
-use sonde_runtime::config::{ConfigError, Source};
+use sonde_runtime::config::{ByteSize, ConfigError, Source};
 use sonde_runtime::tls::TlsFiles;
 
 /// Default path of the agent config.
@@ -36,6 +36,66 @@ pub struct Config {
     pub heartbeat: Heartbeat,
     #[serde(default)]
     pub reconnect: Reconnect,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+/// The on-disk spool's caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SpoolConfig {
+    /// Total size of unacknowledged data kept on disk.
+    #[serde(default = "default_spool_size")]
+    pub max_size: ByteSize,
+    /// Oldest unacknowledged data kept.
+    #[serde(with = "humantime_serde", default = "default_spool_age")]
+    pub max_age: Duration,
+}
+
+fn default_spool_size() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_spool_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_size: default_spool_size(),
+            max_age: default_spool_age(),
+        }
+    }
+}
+
+/// How results are grouped into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BatchConfig {
+    /// A batch is sealed at this many records...
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+    /// ...or this long after its first record, whichever comes first.
+    #[serde(with = "humantime_serde", default = "default_max_delay")]
+    pub max_delay: Duration,
+}
+
+fn default_max_records() -> usize {
+    10_000
+}
+fn default_max_delay() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_records: default_max_records(),
+            max_delay: default_max_delay(),
+        }
+    }
 }
 
 fn default_state_dir() -> PathBuf {
@@ -191,6 +251,18 @@ impl Loaded {
         if r.connect_timeout.is_zero() {
             return Err(source.error("reconnect.connect-timeout", "must be greater than zero"));
         }
+        if config.spool.max_size.0 < 64 * 1024 {
+            return Err(source.error("spool.max-size", "must be at least 64KiB"));
+        }
+        if config.spool.max_age.is_zero() {
+            return Err(source.error("spool.max-age", "must be greater than zero"));
+        }
+        if !(1..=100_000).contains(&config.batch.max_records) {
+            return Err(source.error("batch.max-records", "must be between 1 and 100000"));
+        }
+        if config.batch.max_delay.is_zero() || config.batch.max_delay > Duration::from_secs(60) {
+            return Err(source.error("batch.max-delay", "must be between 1ms and 60s"));
+        }
         let files = config.tls_files();
         let tls = sonde_runtime::tls::client_config(&files).map_err(|e| {
             let key = match e.path() {
@@ -209,6 +281,19 @@ impl Loaded {
             tls: Arc::new(tls),
             tls_fingerprint: h.finish(),
         })
+    }
+
+    /// The spool's limits.
+    pub fn spool_limits(&self) -> crate::spool::SpoolLimits {
+        crate::spool::SpoolLimits::new(self.config.spool.max_size.0, self.config.spool.max_age)
+    }
+
+    /// The batcher's limits.
+    pub fn batch_limits(&self) -> crate::batcher::BatchLimits {
+        crate::batcher::BatchLimits {
+            max_records: self.config.batch.max_records,
+            max_delay: self.config.batch.max_delay,
+        }
     }
 
     /// Whether moving from `self` to `new` needs a new connection.
@@ -236,6 +321,8 @@ mod tests {
             },
             heartbeat: Heartbeat::default(),
             reconnect: Reconnect::default(),
+            spool: SpoolConfig::default(),
+            batch: BatchConfig::default(),
         }
     }
 

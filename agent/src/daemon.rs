@@ -11,10 +11,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sonde_runtime::notify::Notifier;
 use sonde_runtime::signals::{SignalEvent, Signals};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Loaded;
+use crate::outbox::Outbox;
+use crate::spool::Spool;
 use crate::status::AgentStatus;
 
 /// How long a shutdown may take before the agent exits anyway.
@@ -29,11 +31,29 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let state_dir = &loaded.config.state_dir;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    let (spool, recovery) = Spool::open(&state_dir.join("spool"), loaded.spool_limits())?;
+    let stats = spool.stats();
+    tracing::info!(
+        spool_id = spool.spool_id(),
+        unacked_batches = stats.unacked_batches,
+        bytes = stats.bytes,
+        discarded_bytes = recovery.discarded_bytes,
+        "spool opened"
+    );
+    let outbox = Outbox::new(spool);
+    // Probe engines send their results here; the batcher seals them into
+    // the spool. Dropping the last sender at shutdown flushes the batcher.
+    let (records_tx, records_rx) = mpsc::channel(65_536);
+    let batcher = tokio::spawn(crate::batcher::run(
+        records_rx,
+        outbox.clone(),
+        loaded.batch_limits(),
+    ));
 
     let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
     let (status_tx, mut status_rx) = watch::channel(AgentStatus::Starting);
     let shutdown = CancellationToken::new();
-    let agent = crate::run(config_rx, status_tx, shutdown.clone());
+    let agent = crate::run(config_rx, outbox, status_tx, shutdown.clone());
     tokio::pin!(agent);
     notifier.ready("starting");
 
@@ -72,5 +92,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
     notifier.stopping();
+    drop(records_tx);
+    if tokio::time::timeout(STOP_TIMEOUT, batcher).await.is_err() {
+        tracing::warn!("batcher did not finish within {STOP_TIMEOUT:?}");
+    }
     Ok(())
 }

@@ -3,9 +3,11 @@
 //! binary wraps it in [`daemon::run`] (signals, systemd).
 
 pub mod backoff;
+pub mod batcher;
 pub mod config;
 pub mod daemon;
 pub mod facts;
+pub mod outbox;
 pub mod session;
 pub mod spool;
 pub mod status;
@@ -31,6 +33,7 @@ fn round_ms(d: Duration) -> Duration {
 /// the rest applies in place. `status` reports the connection state.
 pub async fn run(
     mut config: watch::Receiver<Arc<Loaded>>,
+    outbox: outbox::Outbox,
     status: watch::Sender<AgentStatus>,
     shutdown: CancellationToken,
 ) {
@@ -41,7 +44,16 @@ pub async fn run(
         let loaded = config.borrow_and_update().clone();
         let r = loaded.config.reconnect;
         backoff.set_bounds(r.initial, r.max);
-        match session::run(&loaded, &mut config, &mut process, &status, &shutdown).await {
+        match session::run(
+            &loaded,
+            &mut config,
+            &outbox,
+            &mut process,
+            &status,
+            &shutdown,
+        )
+        .await
+        {
             SessionEnd::Shutdown => break,
             SessionEnd::Reconfigure => {
                 tracing::info!("configuration changed; reconnecting");

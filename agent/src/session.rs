@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use prost::Message as _;
 use rustls_pki_types::ServerName;
 use sonde_proto::v1::agent_message::Kind as AgentKind;
 use sonde_proto::v1::agent_service_client::AgentServiceClient;
 use sonde_proto::v1::collector_message::Kind as CollectorKind;
-use sonde_proto::v1::{AgentMessage, CollectorMessage, Heartbeat, Hello, Welcome};
+use sonde_proto::v1::{AgentMessage, CollectorMessage, Heartbeat, Hello, ResultBatch, Welcome};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
@@ -26,12 +27,15 @@ use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::Loaded;
+use crate::outbox::Outbox;
 use crate::status::AgentStatus;
 
 /// Largest message the agent decodes from the collector.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Outbound queue depth; a full queue means the collector stopped reading.
 const OUTBOUND_QUEUE: usize = 64;
+/// Batches sent but not yet acknowledged, at most (fits the queue).
+pub const WINDOW: u64 = 32;
 
 /// Why a session ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,8 @@ pub enum SessionError {
     Closed { addr: String },
     #[error("collector {addr} is not reading: {OUTBOUND_QUEUE} messages queued")]
     Stalled { addr: String },
+    #[error("spool: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 /// How a session ended.
@@ -144,16 +150,16 @@ async fn connect(loaded: &Arc<Loaded>) -> Result<Channel, SessionError> {
         .map_err(|e| connect_err(chain(&e)))
 }
 
-fn hello(loaded: &Loaded, process: &Process) -> AgentMessage {
+fn hello(loaded: &Loaded, process: &Process, outbox: &Outbox) -> AgentMessage {
     AgentMessage {
         kind: Some(AgentKind::Hello(Hello {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             facts: Some(crate::facts::collect()),
-            last_acked_batch_seq: 0,
+            last_acked_batch_seq: outbox.acked(),
             heartbeat_interval_ms: u32::try_from(loaded.config.heartbeat.interval.as_millis())
                 .unwrap_or(u32::MAX),
             instance_id: process.instance_id,
-            spool_id: 0,
+            spool_id: outbox.spool_id(),
         })),
     }
 }
@@ -162,6 +168,7 @@ fn hello(loaded: &Loaded, process: &Process) -> AgentMessage {
 async fn open(
     loaded: &Arc<Loaded>,
     process: &Process,
+    outbox: &Outbox,
 ) -> Result<
     (
         mpsc::Sender<AgentMessage>,
@@ -174,7 +181,7 @@ async fn open(
     let channel = connect(loaded).await?;
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     // Queue Hello before the call so it is the first message on the stream.
-    let _ = tx.try_send(hello(loaded, process));
+    let _ = tx.try_send(hello(loaded, process, outbox));
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -204,6 +211,7 @@ async fn open(
 pub async fn run(
     loaded: &Arc<Loaded>,
     config_rx: &mut watch::Receiver<Arc<Loaded>>,
+    outbox: &Outbox,
     process: &mut Process,
     status: &watch::Sender<AgentStatus>,
     shutdown: &CancellationToken,
@@ -215,7 +223,7 @@ pub async fn run(
     });
     let opened = tokio::select! {
         () = shutdown.cancelled() => return SessionEnd::Shutdown,
-        r = tokio::time::timeout(timeout * 2, open(loaded, process)) => r,
+        r = tokio::time::timeout(timeout * 2, open(loaded, process, outbox)) => r,
     };
     let (tx, mut inbound, welcome) = match opened {
         Err(_) => {
@@ -235,7 +243,7 @@ pub async fn run(
         }
         Ok(Ok(opened)) => opened,
     };
-    let mut every = match welcome.heartbeat_interval_ms {
+    let every = match welcome.heartbeat_interval_ms {
         0 => loaded.config.heartbeat.interval,
         ms => Duration::from_millis(ms.into()),
     };
@@ -247,63 +255,181 @@ pub async fn run(
         heartbeat = ?every,
         "connected"
     );
-    status.send_replace(AgentStatus::Connected {
-        collector: addr.clone(),
-        heartbeat: every,
-    });
-    let mut ticker = interval_at(Instant::now(), every);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut config_version = 0u64;
-    let lost = |error| SessionEnd::Lost {
-        established: true,
-        error,
+    let mut live = Live {
+        addr,
+        outbox,
+        status,
+        tx,
+        acked: 0,
+        sent: 0,
+        ticker: interval_at(Instant::now(), every),
+        config_version: 0,
     };
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return SessionEnd::Shutdown,
-            Ok(()) = config_rx.changed() => {
-                let new = config_rx.borrow_and_update().clone();
-                if loaded.needs_reconnect(&new) {
-                    return SessionEnd::Reconfigure;
+    live.set_interval(every, Instant::now());
+    match live
+        .serve(
+            welcome.acked_batch_seq,
+            &mut inbound,
+            loaded,
+            config_rx,
+            process,
+            shutdown,
+        )
+        .await
+    {
+        Ok(end) => end,
+        Err(error) => SessionEnd::Lost {
+            established: true,
+            error,
+        },
+    }
+}
+
+/// An established session: heartbeats, replay from the spool within the
+/// window, acknowledgements, config updates.
+struct Live<'a> {
+    addr: String,
+    outbox: &'a Outbox,
+    status: &'a watch::Sender<AgentStatus>,
+    tx: mpsc::Sender<AgentMessage>,
+    /// Highest batch the collector acknowledged.
+    acked: u64,
+    /// Highest batch sent on this stream.
+    sent: u64,
+    ticker: tokio::time::Interval,
+    config_version: u64,
+}
+
+impl Live<'_> {
+    fn set_interval(&mut self, every: Duration, first: Instant) {
+        self.ticker = interval_at(first, every);
+        self.ticker
+            .set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.status.send_replace(AgentStatus::Connected {
+            collector: self.addr.clone(),
+            heartbeat: every,
+        });
+    }
+
+    async fn serve(
+        &mut self,
+        collector_acked: u64,
+        inbound: &mut Streaming<CollectorMessage>,
+        loaded: &Loaded,
+        config_rx: &mut watch::Receiver<Arc<Loaded>>,
+        process: &mut Process,
+        shutdown: &CancellationToken,
+    ) -> Result<SessionEnd, SessionError> {
+        // The collector may hold batches whose Ack we never saw.
+        self.outbox.ack(collector_acked).await?;
+        self.acked = self.outbox.acked();
+        self.sent = self.acked;
+        let mut newest = self.outbox.subscribe();
+        newest.mark_changed();
+        loop {
+            tokio::select! {
+                Ok(()) = newest.changed(), if self.sent - self.acked < WINDOW => {
+                    self.fill().await?;
                 }
-            }
-            _ = ticker.tick() => {
-                process.heartbeat_seq += 1;
-                let hb = Heartbeat {
-                    seq: process.heartbeat_seq,
-                    uptime_ms: u64::try_from(process.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    sent_unix_nanos: unix_nanos(),
-                };
-                if tx.try_send(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) }).is_err() {
-                    return lost(SessionError::Stalled { addr });
-                }
-            }
-            msg = inbound.message() => match msg {
-                Ok(Some(CollectorMessage { kind: Some(CollectorKind::Config(update)) })) => {
-                    if update.version > config_version {
-                        config_version = update.version;
-                        if update.heartbeat_interval_ms > 0 {
-                            every = Duration::from_millis(update.heartbeat_interval_ms.into());
-                            ticker = interval_at(Instant::now() + every, every);
-                            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                            tracing::info!(heartbeat = ?every, "collector changed the heartbeat interval");
-                            status.send_replace(AgentStatus::Connected { collector: addr.clone(), heartbeat: every });
-                        }
+                () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                Ok(()) = config_rx.changed() => {
+                    if loaded.needs_reconnect(&config_rx.borrow_and_update()) {
+                        return Ok(SessionEnd::Reconfigure);
                     }
                 }
-                Ok(Some(CollectorMessage { kind: Some(CollectorKind::Ack(ack)) })) => {
-                    tracing::debug!(batch_seq = ack.batch_seq, "ack");
-                }
-                Ok(Some(CollectorMessage { kind: Some(CollectorKind::Welcome(_)) })) => {
-                    return lost(SessionError::Protocol { addr, what: "second Welcome".into() });
-                }
-                Ok(Some(CollectorMessage { kind: None })) => {
-                    tracing::debug!("ignoring collector message of unknown kind");
-                }
-                Ok(None) => return lost(SessionError::Closed { addr }),
-                Err(status) => return lost(SessionError::Ended { addr, status }),
-            },
+                _ = self.ticker.tick() => self.heartbeat(process)?,
+                msg = inbound.message() => self.on_message(msg).await?,
+            }
+            // More may be waiting than the window allowed so far.
+            if *newest.borrow() > self.sent {
+                newest.mark_changed();
+            }
         }
+    }
+
+    fn heartbeat(&mut self, process: &mut Process) -> Result<(), SessionError> {
+        process.heartbeat_seq += 1;
+        let hb = Heartbeat {
+            seq: process.heartbeat_seq,
+            uptime_ms: u64::try_from(process.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            sent_unix_nanos: unix_nanos(),
+        };
+        self.tx
+            .try_send(AgentMessage {
+                kind: Some(AgentKind::Heartbeat(hb)),
+            })
+            .map_err(|_| SessionError::Stalled {
+                addr: self.addr.clone(),
+            })
+    }
+
+    async fn on_message(
+        &mut self,
+        msg: Result<Option<CollectorMessage>, tonic::Status>,
+    ) -> Result<(), SessionError> {
+        let addr = || self.addr.clone();
+        match msg {
+            Ok(Some(CollectorMessage {
+                kind: Some(CollectorKind::Config(update)),
+            })) => {
+                if update.version > self.config_version {
+                    self.config_version = update.version;
+                    if update.heartbeat_interval_ms > 0 {
+                        let every = Duration::from_millis(update.heartbeat_interval_ms.into());
+                        tracing::info!(heartbeat = ?every, "collector changed the heartbeat interval");
+                        self.set_interval(every, Instant::now() + every);
+                    }
+                }
+                Ok(())
+            }
+            Ok(Some(CollectorMessage {
+                kind: Some(CollectorKind::Ack(ack)),
+            })) => {
+                if ack.batch_seq > self.acked {
+                    self.outbox.ack(ack.batch_seq).await?;
+                    self.acked = self.outbox.acked();
+                }
+                Ok(())
+            }
+            Ok(Some(CollectorMessage {
+                kind: Some(CollectorKind::Welcome(_)),
+            })) => Err(SessionError::Protocol {
+                addr: addr(),
+                what: "second Welcome".into(),
+            }),
+            Ok(Some(CollectorMessage { kind: None })) => {
+                tracing::debug!("ignoring collector message of unknown kind");
+                Ok(())
+            }
+            Ok(None) => Err(SessionError::Closed { addr: addr() }),
+            Err(status) => Err(SessionError::Ended {
+                addr: addr(),
+                status,
+            }),
+        }
+    }
+
+    /// Sends stored batches after `sent` while the window allows.
+    async fn fill(&mut self) -> Result<(), SessionError> {
+        while self.sent - self.acked < WINDOW {
+            let Some((seq, bytes)) = self.outbox.read_after(self.sent).await? else {
+                break;
+            };
+            let batch =
+                ResultBatch::decode(bytes.as_slice()).map_err(|e| SessionError::Protocol {
+                    addr: "spool".into(),
+                    what: format!("stored batch {seq} does not decode: {e}"),
+                })?;
+            self.tx
+                .try_send(AgentMessage {
+                    kind: Some(AgentKind::Batch(batch)),
+                })
+                .map_err(|_| SessionError::Stalled {
+                    addr: self.addr.clone(),
+                })?;
+            self.sent = seq;
+        }
+        Ok(())
     }
 }
 

@@ -22,8 +22,8 @@ pub enum SessionError {
     HelloTimeout(Duration),
     #[error("stream closed before Hello")]
     ClosedBeforeHello,
-    #[error("result batches are not accepted by collector {0}: it predates the probe pipeline")]
-    BatchesUnsupported(&'static str),
+    #[error("batch_seq 0 is invalid: a spool numbers its batches from 1")]
+    ZeroBatchSeq,
     #[error("replaced by a newer session of the same agent")]
     Replaced,
     #[error("collector is shutting down")]
@@ -40,9 +40,9 @@ impl From<SessionError> for Status {
             SessionError::NoPeer => Status::unauthenticated(msg),
             SessionError::ExpectedHello(_)
             | SessionError::DuplicateHello
-            | SessionError::ClosedBeforeHello => Status::invalid_argument(msg),
+            | SessionError::ClosedBeforeHello
+            | SessionError::ZeroBatchSeq => Status::invalid_argument(msg),
             SessionError::HelloTimeout(_) => Status::deadline_exceeded(msg),
-            SessionError::BatchesUnsupported(_) => Status::unimplemented(msg),
             SessionError::Replaced => Status::aborted(msg),
             SessionError::ShuttingDown => Status::unavailable(msg),
             // Never leak internals (paths) to the peer; the log has them.

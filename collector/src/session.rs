@@ -11,11 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prost::Message as _;
 use sonde_proto::Role;
 use sonde_proto::v1::agent_message::Kind as AgentKind;
 use sonde_proto::v1::agent_service_server::AgentService;
 use sonde_proto::v1::collector_message::Kind as CollectorKind;
-use sonde_proto::v1::{AgentMessage, CollectorMessage, ConfigUpdate, Hello, Welcome};
+use sonde_proto::v1::{
+    Ack, AgentMessage, CollectorMessage, ConfigUpdate, Hello, ResultBatch, Welcome, record,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::Shared;
 use crate::error::SessionError;
 use crate::peer::Peer;
-use crate::store::{AgentKey, SessionInfo, now_ms};
+use crate::store::{AgentKey, Ingested, SessionInfo, now_ms};
 
 /// How long a new stream may take to send `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -179,6 +182,12 @@ impl AgentService for AgentSessions {
             return Err(SessionError::from(e).into());
         }
         shared.liveness.seen(key.clone(), grace).await;
+        let (k, spool_id) = (key.clone(), hello.spool_id);
+        let acked = shared
+            .store
+            .run(move |s| s.spool_hwm(&k, spool_id))
+            .await
+            .map_err(SessionError::from)?;
         tracing::info!(
             agent = %key,
             remote = %peer.remote,
@@ -192,7 +201,7 @@ impl AgentService for AgentSessions {
         let welcome = Welcome {
             heartbeat_interval_ms: millis_u32(interval),
             server_unix_nanos: unix_nanos(),
-            acked_batch_seq: 0,
+            acked_batch_seq: acked,
             collector_version: VERSION.to_owned(),
             tenant: key.tenant.clone(),
             agent_name: key.name.clone(),
@@ -207,6 +216,7 @@ impl AgentService for AgentSessions {
             Stream {
                 shared,
                 key,
+                spool_id,
                 generation,
                 cancel,
                 settings,
@@ -226,6 +236,7 @@ impl AgentService for AgentSessions {
 struct Stream {
     shared: Arc<Shared>,
     key: AgentKey,
+    spool_id: u64,
     generation: u64,
     cancel: CancellationToken,
     settings: tokio::sync::watch::Receiver<Arc<crate::Config>>,
@@ -289,8 +300,12 @@ impl Stream {
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Hello(_)) })) => {
                         return Err(SessionError::DuplicateHello);
                     }
-                    Ok(Some(AgentMessage { kind: Some(AgentKind::Batch(_)) })) => {
-                        return Err(SessionError::BatchesUnsupported(VERSION));
+                    Ok(Some(AgentMessage { kind: Some(AgentKind::Batch(batch)) })) => {
+                        let ack = self.ingest(batch).await?;
+                        let ack = CollectorMessage { kind: Some(CollectorKind::Ack(Ack { batch_seq: ack })) };
+                        if self.tx.send(Ok(ack)).await.is_err() {
+                            return Ok(()); // the agent hung up; it will replay
+                        }
                     }
                     Ok(Some(AgentMessage { kind: None })) => {
                         tracing::debug!(agent = %self.key, "ignoring message of unknown kind");
@@ -303,6 +318,36 @@ impl Stream {
                 },
             }
         }
+    }
+
+    /// Makes a batch durable (or recognises a replay) and returns the
+    /// cumulative acknowledgement to send.
+    async fn ingest(&self, batch: ResultBatch) -> Result<u64, SessionError> {
+        if batch.batch_seq == 0 {
+            return Err(SessionError::ZeroBatchSeq);
+        }
+        let results = batch
+            .records
+            .iter()
+            .filter(|r| !matches!(r.kind, Some(record::Kind::Gap(_)) | None))
+            .count();
+        for r in &batch.records {
+            if let Some(record::Kind::Gap(g)) = &r.kind {
+                tracing::warn!(agent = %self.key, dropped = g.dropped, reason = %g.reason, "agent reports a gap");
+            }
+        }
+        let (k, spool_id, seq) = (self.key.clone(), self.spool_id, batch.batch_seq);
+        let results = u32::try_from(results).unwrap_or(u32::MAX);
+        let payload = batch.encode_to_vec();
+        let outcome = self
+            .shared
+            .store
+            .run(move |s| s.ingest(&k, spool_id, seq, results, &payload, now_ms()))
+            .await?;
+        if let Ingested::Duplicate(hwm) = outcome {
+            tracing::debug!(agent = %self.key, batch_seq = seq, hwm, "replayed batch acknowledged again");
+        }
+        Ok(outcome.ack())
     }
 
     /// Re-derives interval and grace after a reload; returns the update to

@@ -245,10 +245,17 @@ impl World {
         self.tmp.path()
     }
 
-    /// Issues a valid client certificate.
+    /// A valid client certificate, issued on first use.
     pub fn cert(&self, tenant: &str, role: Role, name: &str) -> Cert {
-        let id = Identity::new(tenant, role, name).expect("identity");
         let stem = format!("{tenant}-{role}-{name}");
+        let existing = Cert {
+            cert: self.pki.dir().join(format!("{stem}.pem")),
+            key: self.pki.dir().join(format!("{stem}.key")),
+        };
+        if existing.cert.exists() {
+            return existing;
+        }
+        let id = Identity::new(tenant, role, name).expect("identity");
         let (cert, key) = self.pki.issue(&id, Some(&stem), 30).expect("issue");
         Cert { cert, key }
     }
