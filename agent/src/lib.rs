@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod facts;
 pub mod outbox;
+pub mod probe;
 pub mod session;
 pub mod spool;
 pub mod status;

@@ -1,0 +1,6 @@
+//! Probe engines. Each engine turns its configured targets into results
+//! (`sonde.v1.Record`s) sent to the batcher; the probing logic is kept
+//! apart from sockets (a `Network` seam per engine) so it is unit-tested
+//! without them.
+
+pub mod target;
