@@ -1,6 +1,8 @@
 //! Probe engines. Each engine turns its configured targets into results
-//! (`sonde.v1.Record`s) sent to the batcher; the probing logic is kept
-//! apart from sockets (a `Network` seam per engine) so it is unit-tested
-//! without them.
+//! (`sonde.v1.Record`s) handed to the batcher through an [`emit::Emitter`];
+//! the probing logic is kept apart from sockets (a `Network` seam per
+//! engine) so it is unit-tested without them.
 
+pub mod emit;
+pub mod icmp;
 pub mod target;

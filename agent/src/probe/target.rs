@@ -24,7 +24,9 @@ pub enum Target {
 pub enum TargetError {
     #[error("target {0:?}: empty")]
     Empty(String),
-    #[error("target {target:?}: range has {size} addresses; at most {MAX_RANGE} are allowed (split it)")]
+    #[error(
+        "target {target:?}: range has {size} addresses; at most {MAX_RANGE} are allowed (split it)"
+    )]
     RangeTooLarge { target: String, size: u128 },
     #[error("target {0:?}: not an address, a CIDR range or a host name")]
     Invalid(String),
@@ -41,7 +43,9 @@ impl FromStr for Target {
             return Ok(Target::Addr(addr));
         }
         if s.contains('/') {
-            let net: IpNet = s.parse().map_err(|_| TargetError::Invalid(raw.to_owned()))?;
+            let net: IpNet = s
+                .parse()
+                .map_err(|_| TargetError::Invalid(raw.to_owned()))?;
             let size = hosts_in(&net);
             if size > MAX_RANGE {
                 return Err(TargetError::RangeTooLarge {
@@ -57,7 +61,9 @@ impl FromStr for Target {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if host_ok {
             Ok(Target::Host(s.to_ascii_lowercase()))
@@ -102,7 +108,9 @@ impl fmt::Display for Target {
 
 impl<'de> serde::Deserialize<'de> for Target {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -114,26 +122,56 @@ mod tests {
     fn parses_addresses_hosts_and_ranges() {
         assert_eq!("127.0.0.1".parse(), Ok(Target::Addr([127, 0, 0, 1].into())));
         assert_eq!("::1".parse::<Target>().unwrap().to_string(), "::1");
-        assert_eq!("Example.NET".parse(), Ok(Target::Host("example.net".into())));
+        assert_eq!(
+            "Example.NET".parse(),
+            Ok(Target::Host("example.net".into()))
+        );
         let r: Target = "10.1.2.77/24".parse().unwrap();
         assert_eq!(r.to_string(), "10.1.2.0/24");
         let hosts = r.addresses();
         assert_eq!(hosts.len(), 254);
         assert_eq!(hosts[0].to_string(), "10.1.2.1");
-        assert_eq!("127.0.0.0/31".parse::<Target>().unwrap().addresses().len(), 2);
-        assert_eq!("127.0.0.9/32".parse::<Target>().unwrap().addresses().len(), 1);
-        assert_eq!("fd00::/120".parse::<Target>().unwrap().addresses().len(), 256);
-        assert_eq!("10.0.0.0/16".parse::<Target>().unwrap().addresses().len(), 65_534);
+        assert_eq!(
+            "127.0.0.0/31".parse::<Target>().unwrap().addresses().len(),
+            2
+        );
+        assert_eq!(
+            "127.0.0.9/32".parse::<Target>().unwrap().addresses().len(),
+            1
+        );
+        assert_eq!(
+            "fd00::/120".parse::<Target>().unwrap().addresses().len(),
+            256
+        );
+        assert_eq!(
+            "10.0.0.0/16".parse::<Target>().unwrap().addresses().len(),
+            65_534
+        );
     }
 
     #[test]
     fn rejects_bad_targets_with_the_reason() {
         let e = "10.0.0.0/15".parse::<Target>().unwrap_err().to_string();
         assert!(e.contains("131070 addresses") && e.contains("65536"), "{e}");
-        assert!("fd00::/64".parse::<Target>().unwrap_err().to_string().contains("at most"));
+        assert!(
+            "fd00::/64"
+                .parse::<Target>()
+                .unwrap_err()
+                .to_string()
+                .contains("at most")
+        );
         assert_eq!("".parse::<Target>(), Err(TargetError::Empty(String::new())));
-        for bad in ["not a host", "-x.example", "a..b", "10.0.0.0/33", "1.2.3.4:80"] {
-            assert!(matches!(bad.parse::<Target>(), Err(TargetError::Invalid(_))), "{bad}");
+        for bad in [
+            "not a host",
+            "-x.example",
+            "a..b",
+            "10.0.0.0/33",
+            "1.2.3.4:80",
+        ] {
+            assert!(
+                matches!(bad.parse::<Target>(), Err(TargetError::Invalid(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -1,0 +1,363 @@
+//! The ICMP echo engine: schedules echo requests for every target, matches
+//! replies, and reports one `PingResult` per request.
+//!
+//! - Sends are spread evenly over each interval (target *i* of *n* starts at
+//!   `i/n` of its interval), never in bursts.
+//! - A request is identified by (address, sequence); sequences count per
+//!   address, so they never collide across targets, and a reply arriving
+//!   after its timeout finds nothing pending: it is counted as loss, never
+//!   matched to a later probe.
+//! - RTT is the reply's receive time (kernel timestamp where available,
+//!   supplied by the [`Network`]) minus the send time taken right before
+//!   the send call, so time spent waiting in our own scheduler is not RTT.
+//! - If the engine falls behind its schedule, the late probes are counted
+//!   and reported as `SchedulerLag` records (and logged) instead of showing
+//!   up as inflated RTT or loss; slots more than an interval late are
+//!   skipped, not burst out.
+//!
+//! Sockets live behind the [`Network`] seam, so this logic is tested with a
+//! fake network on tokio's paused clock.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sonde_proto::v1::{PingResult, PingStatus, Record, SchedulerLag, record};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::emit::Emitter;
+
+/// A probe later than this past its slot counts as late.
+pub const LAG_TOLERANCE: Duration = Duration::from_millis(10);
+/// How often lag is reported (when there was any).
+pub const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// What the engine needs from the network.
+pub trait Network: Send + Sync + 'static {
+    /// Sends an echo request with sequence `seq` and `payload` to `addr`.
+    fn send(&self, addr: IpAddr, seq: u16, payload: &[u8]) -> std::io::Result<()>;
+    /// The next echo reply or ICMP error quoting one of our requests.
+    fn recv(&self) -> impl Future<Output = std::io::Result<Reply>> + Send + '_;
+    /// Wall-clock now, nanoseconds since the Unix epoch, on the same clock
+    /// as [`Reply::rx_unix_nanos`].
+    fn now_unix_nanos(&self) -> i64;
+}
+
+/// Something that came back for one of our requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The address the request was sent to.
+    pub addr: IpAddr,
+    pub seq: u16,
+    pub kind: ReplyKind,
+    /// When it was received (kernel timestamp where available).
+    pub rx_unix_nanos: i64,
+}
+
+/// Echo reply or ICMP error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyKind {
+    Echo { ttl: u8 },
+    Error { what: String },
+}
+
+/// One address to ping, with its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingTarget {
+    /// The target as configured (address, host name or range).
+    pub label: Arc<str>,
+    pub addr: IpAddr,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub payload: usize,
+}
+
+#[derive(Debug)]
+struct Pending {
+    label: Arc<str>,
+    sent_ns: i64,
+    deadline: Instant,
+}
+
+/// Lag seen since the last report.
+#[derive(Debug, Default)]
+struct Lag {
+    late: u64,
+    skipped: u64,
+    max: Duration,
+}
+
+struct Engine<'a, N: Network> {
+    net: &'a N,
+    emit: Emitter,
+    targets: Arc<Vec<PingTarget>>,
+    /// (next slot, target index)
+    schedule: BinaryHeap<Reverse<(Instant, usize)>>,
+    pending: HashMap<(IpAddr, u16), Pending>,
+    deadlines: BinaryHeap<Reverse<(Instant, IpAddr, u16)>>,
+    next_seq: HashMap<IpAddr, u16>,
+    payload: Vec<u8>,
+    lag: Lag,
+    late_replies: u64,
+}
+
+/// Runs until `shutdown`, pinging the targets in `targets` (a new value
+/// replaces the set at once) and sending results to `emit`.
+pub async fn run<N: Network>(
+    net: N,
+    mut targets: watch::Receiver<Arc<Vec<PingTarget>>>,
+    emit: Emitter,
+    shutdown: CancellationToken,
+) {
+    let initial = targets.borrow_and_update().clone();
+    let mut engine = Engine {
+        net: &net,
+        emit,
+        targets: Arc::new(Vec::new()),
+        schedule: BinaryHeap::new(),
+        pending: HashMap::new(),
+        deadlines: BinaryHeap::new(),
+        next_seq: HashMap::new(),
+        payload: Vec::new(),
+        lag: Lag::default(),
+        late_replies: 0,
+    };
+    engine.set_targets(initial, Instant::now());
+    let mut report = tokio::time::interval_at(Instant::now() + LAG_REPORT_EVERY, LAG_REPORT_EVERY);
+    loop {
+        let wake = engine.next_wake();
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            reply = net.recv() => match reply {
+                Ok(reply) => engine.on_reply(reply),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ICMP receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Ok(()) = targets.changed() => {
+                let new = targets.borrow_and_update().clone();
+                engine.set_targets(new, Instant::now());
+            }
+            () = sleep_until(wake) => engine.on_timer(Instant::now()),
+            _ = report.tick() => engine.report_lag(),
+        }
+    }
+    // Whatever is still pending at shutdown gets its verdict now: nothing is
+    // silently forgotten (a pending probe is reported as timed out).
+    engine.expire(Instant::now() + Duration::from_secs(3600));
+    engine.report_lag();
+}
+
+impl<N: Network> Engine<'_, N> {
+    fn set_targets(&mut self, targets: Arc<Vec<PingTarget>>, now: Instant) {
+        self.schedule.clear();
+        let n = u32::try_from(targets.len().max(1)).unwrap_or(u32::MAX);
+        for (i, t) in targets.iter().enumerate() {
+            // Spread: target i of n starts i/n into its interval.
+            let idx = u32::try_from(i).unwrap_or(u32::MAX);
+            let offset = t.interval * idx / n;
+            self.schedule.push(Reverse((now + offset, i)));
+        }
+        let max_payload = targets.iter().map(|t| t.payload).max().unwrap_or(0);
+        self.payload = (0..max_payload)
+            .map(|i| b"sonde-ping-payload"[i % 18])
+            .collect();
+        tracing::info!(targets = targets.len(), "ICMP target set applied");
+        self.targets = targets;
+    }
+
+    fn next_wake(&self) -> Instant {
+        let send = self.schedule.peek().map(|Reverse((t, _))| *t);
+        let expire = self.deadlines.peek().map(|Reverse((t, _, _))| *t);
+        match (send, expire) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => Instant::now() + Duration::from_secs(3600),
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        self.expire(now);
+        while let Some(&Reverse((due, i))) = self.schedule.peek() {
+            if due > now {
+                break;
+            }
+            self.schedule.pop();
+            let Some(target) = self.targets.get(i).cloned() else {
+                continue;
+            };
+            let late = now - due;
+            let mut next = due + target.interval;
+            if late > LAG_TOLERANCE {
+                self.lag.late += 1;
+                self.lag.max = self.lag.max.max(late);
+                // More than a whole interval behind: skip the missed slots
+                // rather than bursting them out.
+                while next <= now {
+                    next += target.interval;
+                    self.lag.skipped += 1;
+                }
+            }
+            self.schedule.push(Reverse((next, i)));
+            self.send(&target, now);
+        }
+    }
+
+    fn send(&mut self, target: &PingTarget, now: Instant) {
+        let seq = self.next_seq.entry(target.addr).or_insert(0);
+        *seq = seq.wrapping_add(1);
+        let seq = *seq;
+        let sent_ns = self.net.now_unix_nanos();
+        let payload = &self.payload[..target.payload.min(self.payload.len())];
+        match self.net.send(target.addr, seq, payload) {
+            Ok(()) => {
+                let deadline = now + target.timeout;
+                let previous = self.pending.insert(
+                    (target.addr, seq),
+                    Pending {
+                        label: target.label.clone(),
+                        sent_ns,
+                        deadline,
+                    },
+                );
+                if let Some(p) = previous {
+                    // 65,536 probes to one address inside one timeout.
+                    self.result(
+                        &p.label,
+                        target.addr,
+                        p.sent_ns,
+                        PingStatus::Timeout,
+                        0,
+                        "sequence reused before timeout",
+                        0,
+                    );
+                }
+                self.deadlines.push(Reverse((deadline, target.addr, seq)));
+            }
+            Err(e) => {
+                let label = target.label.clone();
+                self.result(
+                    &label,
+                    target.addr,
+                    sent_ns,
+                    PingStatus::SendError,
+                    0,
+                    &e.to_string(),
+                    0,
+                );
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, addr, seq))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let still = self
+                .pending
+                .get(&(addr, seq))
+                .is_some_and(|p| p.deadline == deadline);
+            if still {
+                let p = self.pending.remove(&(addr, seq)).expect("checked");
+                self.result(&p.label, addr, p.sent_ns, PingStatus::Timeout, 0, "", 0);
+            }
+        }
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        let Some(p) = self.pending.remove(&(reply.addr, reply.seq)) else {
+            // Late (its timeout already reported it as lost) or not ours.
+            self.late_replies += 1;
+            return;
+        };
+        match reply.kind {
+            ReplyKind::Echo { ttl } => {
+                let rtt = u64::try_from(reply.rx_unix_nanos - p.sent_ns).unwrap_or(0);
+                self.result(
+                    &p.label,
+                    reply.addr,
+                    p.sent_ns,
+                    PingStatus::Ok,
+                    rtt,
+                    "",
+                    u32::from(ttl),
+                );
+            }
+            ReplyKind::Error { what } => {
+                self.result(
+                    &p.label,
+                    reply.addr,
+                    p.sent_ns,
+                    PingStatus::Unreachable,
+                    0,
+                    &what,
+                    0,
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn result(
+        &mut self,
+        label: &str,
+        addr: IpAddr,
+        sent_ns: i64,
+        status: PingStatus,
+        rtt: u64,
+        error: &str,
+        ttl: u32,
+    ) {
+        self.emit.push(Record {
+            kind: Some(record::Kind::Ping(PingResult {
+                target: label.to_owned(),
+                address: addr.to_string(),
+                sent_unix_nanos: sent_ns,
+                rtt_nanos: rtt,
+                status: status as i32,
+                error: error.to_owned(),
+                reply_ttl: ttl,
+            })),
+        });
+    }
+
+    fn report_lag(&mut self) {
+        let lag = std::mem::take(&mut self.lag);
+        if lag.late > 0 {
+            tracing::warn!(
+                late = lag.late,
+                skipped = lag.skipped,
+                max_lag = ?lag.max,
+                "ICMP probes fell behind schedule"
+            );
+            self.emit.push(Record {
+                kind: Some(record::Kind::Lag(SchedulerLag {
+                    at_unix_nanos: self.net.now_unix_nanos(),
+                    probe: "ping".into(),
+                    late_probes: lag.late,
+                    max_lag_nanos: u64::try_from(lag.max.as_nanos()).unwrap_or(u64::MAX),
+                })),
+            });
+        }
+        if self.late_replies > 0 {
+            tracing::debug!(
+                late_replies = self.late_replies,
+                "ICMP replies after their timeout (counted as loss)"
+            );
+            self.late_replies = 0;
+        }
+        self.emit.flush_gap(self.net.now_unix_nanos());
+    }
+}
+
+#[cfg(test)]
+mod tests;
