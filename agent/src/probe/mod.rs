@@ -5,4 +5,5 @@
 
 pub mod emit;
 pub mod icmp;
+pub mod icmp_net;
 pub mod target;
