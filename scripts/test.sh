@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests need, installed one apt command at a time after a
 # single `apt-get update`, only when missing.
-apt_packages=()
+apt_packages=(
+  fping      # reference pinger the ICMP tests compare against
+)
 apt_updated=0
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue

@@ -30,7 +30,7 @@ pub async fn ping_for(addrs: &[IpAddr], interval: Duration, rounds: u32) -> Vec<
     let (_set, targets) = watch::channel(Arc::new(targets));
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(net, targets, Emitter::new(tx, "ping"), stop.clone()));
-    tokio::time::sleep(interval * rounds - Duration::from_millis(1)).await;
+    tokio::time::sleep((interval * rounds).saturating_sub(Duration::from_millis(1))).await;
     stop.cancel();
     task.await.unwrap();
     let mut out = Vec::new();
@@ -69,5 +69,92 @@ async fn loopback_targets_all_answer() {
     assert!(
         rtts[0] > 0 && p50 < 1_000_000,
         "implausible loopback RTTs: p50 {p50} ns"
+    );
+}
+
+/// Runs fping on `addrs`: `count` probes each, one per `period`; returns
+/// (address, RTTs in ns, lost) per target.
+fn fping(addrs: &[IpAddr], count: u32, period: Duration) -> Vec<(String, Vec<u64>, usize)> {
+    let out = std::process::Command::new("fping")
+        .args([
+            "-q",
+            "-C",
+            &count.to_string(),
+            "-p",
+            &period.as_millis().to_string(),
+            "-i",
+            "1",
+            "-t",
+            "1000",
+        ])
+        .args(addrs.iter().map(ToString::to_string))
+        .output()
+        .expect("fping is installed by scripts/test.sh");
+    // fping -C reports on stderr: "ADDR : 0.03 0.02 - 0.04" (ms, "-" = lost).
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| {
+            let (addr, rest) = l.split_once(" : ")?;
+            let mut rtts = Vec::new();
+            let mut lost = 0;
+            for v in rest.split_whitespace() {
+                match v.parse::<f64>() {
+                    Ok(ms) => rtts.push(
+                        u64::try_from(Duration::from_secs_f64(ms / 1000.0).as_nanos())
+                            .unwrap_or(u64::MAX),
+                    ),
+                    Err(_) => lost += 1,
+                }
+            }
+            Some((addr.trim().to_owned(), rtts, lost))
+        })
+        .collect()
+}
+
+fn p50(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_loopback_targets_match_fping_side_by_side() {
+    let addrs: Vec<IpAddr> = (3..=6u8)
+        .flat_map(|b| (1..=250u8).map(move |c| IpAddr::from([127, 0, b, c])))
+        .collect();
+    assert_eq!(addrs.len(), 1000);
+    let period = Duration::from_secs(1);
+    let fping_addrs = addrs.clone();
+    let reference = tokio::task::spawn_blocking(move || fping(&fping_addrs, 5, period));
+    let ours = ping_for(&addrs, period, 5).await;
+    let reference = reference.await.unwrap();
+
+    let lost = ours
+        .iter()
+        .filter(|p| p.status != PingStatus::Ok as i32)
+        .count();
+    assert_eq!(lost, 0, "sonde lost {lost} of {} probes", ours.len());
+    assert!(ours.len() >= 5000, "{} results", ours.len());
+    assert_eq!(
+        reference.len(),
+        1000,
+        "fping reported {} targets",
+        reference.len()
+    );
+    let fping_lost: usize = reference.iter().map(|r| r.2).sum();
+    assert_eq!(
+        fping_lost, 0,
+        "fping itself lost probes: the machine is overloaded"
+    );
+
+    let ours_p50 = p50(ours.iter().map(|p| p.rtt_nanos).collect());
+    let fping_p50 = p50(reference.into_iter().flat_map(|r| r.1).collect());
+    eprintln!(
+        "RTT p50: sonde {ours_p50} ns, fping {fping_p50} ns (1,000 loopback targets, 5 rounds, side by side)"
+    );
+    // Same path, same host: the medians must be of the same size (kernel
+    // receive timestamps may only make ours smaller).
+    assert!(
+        ours_p50 <= fping_p50 * 2 + 50_000,
+        "sonde RTT p50 {ours_p50} ns vs fping {fping_p50} ns"
     );
 }

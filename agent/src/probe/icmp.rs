@@ -39,8 +39,9 @@ pub const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// What the engine needs from the network.
 pub trait Network: Send + Sync + 'static {
-    /// Sends an echo request with sequence `seq` and `payload` to `addr`.
-    fn send(&self, addr: IpAddr, seq: u16, payload: &[u8]) -> std::io::Result<()>;
+    /// Sends an echo request with sequence `seq` and `payload` to `addr`;
+    /// returns the wall-clock send time, taken right before the send call.
+    fn send(&self, addr: IpAddr, seq: u16, payload: &[u8]) -> std::io::Result<i64>;
     /// The next echo reply or ICMP error quoting one of our requests.
     fn recv(&self) -> impl Future<Output = std::io::Result<Reply>> + Send + '_;
     /// Wall-clock now, nanoseconds since the Unix epoch, on the same clock
@@ -214,10 +215,9 @@ impl<N: Network> Engine<'_, N> {
         let seq = self.next_seq.entry(target.addr).or_insert(0);
         *seq = seq.wrapping_add(1);
         let seq = *seq;
-        let sent_ns = self.net.now_unix_nanos();
         let payload = &self.payload[..target.payload.min(self.payload.len())];
         match self.net.send(target.addr, seq, payload) {
-            Ok(()) => {
+            Ok(sent_ns) => {
                 let deadline = now + target.timeout;
                 let previous = self.pending.insert(
                     (target.addr, seq),
@@ -243,10 +243,11 @@ impl<N: Network> Engine<'_, N> {
             }
             Err(e) => {
                 let label = target.label.clone();
+                let now_ns = self.net.now_unix_nanos();
                 self.result(
                     &label,
                     target.addr,
-                    sent_ns,
+                    now_ns,
                     PingStatus::SendError,
                     0,
                     &e.to_string(),

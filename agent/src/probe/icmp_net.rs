@@ -80,7 +80,7 @@ fn filter_v4(ident: u16) -> [SockFilter; 9] {
     ]
 }
 
-/// The same for a raw ICMPv6 socket (packets start with the ICMPv6 header).
+/// The same for a raw `ICMPv6` socket (packets start with the `ICMPv6` header).
 fn filter_v6(ident: u16) -> [SockFilter; 8] {
     [
         SockFilter::new(0x30, 0, 0, 0),                // ldb [0]: ICMPv6 type
@@ -115,10 +115,10 @@ fn open(v6: bool, mode: Mode, ident: u16) -> io::Result<Sock> {
         (Mode::Raw, false) => socket.attach_filter(&filter_v4(ident))?,
         (Mode::Raw, true) => socket.attach_filter(&filter_v6(ident))?,
         (Mode::Dgram, false) => {
-            setsockopt(&socket, sockopt::Ipv4RecvTtl, &true).map_err(io::Error::from)?
+            setsockopt(&socket, sockopt::Ipv4RecvTtl, &true).map_err(io::Error::from)?;
         }
         (Mode::Dgram, true) => {
-            setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(io::Error::from)?
+            setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(io::Error::from)?;
         }
     }
     Ok(Sock {
@@ -145,10 +145,11 @@ impl IcmpSockets {
         let ident: u16 = rand::random();
         for mode in [Mode::Dgram, Mode::Raw] {
             let v4 = open(false, mode, ident);
-            if let Err(e) = &v4 {
-                if matches!(e.kind(), io::ErrorKind::PermissionDenied) {
-                    continue; // not allowed in this mode: try the next
-                }
+            if v4
+                .as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+            {
+                continue; // not allowed in this mode: try the next
             }
             let v6 = open(true, mode, ident);
             let (v4, v6) = (v4.ok(), v6.ok());
@@ -193,7 +194,7 @@ impl IcmpSockets {
 }
 
 /// An echo request: type, code, checksum, identifier, sequence, payload.
-/// ICMPv6 checksums are filled in by the kernel; datagram sockets replace
+/// `ICMPv6` checksums are filled in by the kernel; datagram sockets replace
 /// the identifier and fix the checksum themselves.
 pub fn echo_request(v6: bool, ident: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(8 + payload.len());
@@ -348,7 +349,7 @@ fn describe_error(v6: bool, ty: u8, code: u8) -> String {
 }
 
 impl Network for IcmpSockets {
-    fn send(&self, addr: IpAddr, seq: u16, payload: &[u8]) -> io::Result<()> {
+    fn send(&self, addr: IpAddr, seq: u16, payload: &[u8]) -> io::Result<i64> {
         let v6 = addr.is_ipv6();
         let sock = self.sock(v6).ok_or_else(|| {
             io::Error::new(
@@ -358,7 +359,9 @@ impl Network for IcmpSockets {
         })?;
         let packet = echo_request(v6, self.ident, seq, payload);
         let to = SockAddr::from(SocketAddr::new(addr, 0));
-        sock.fd.get_ref().send_to(&packet, &to).map(drop)
+        let sent = realtime_nanos();
+        sock.fd.get_ref().send_to(&packet, &to)?;
+        Ok(sent)
     }
 
     async fn recv(&self) -> io::Result<Reply> {

@@ -57,13 +57,13 @@ impl FakeNet {
 }
 
 impl Network for Arc<FakeNet> {
-    fn send(&self, addr: IpAddr, seq: u16, _payload: &[u8]) -> std::io::Result<()> {
+    fn send(&self, addr: IpAddr, seq: u16, _payload: &[u8]) -> std::io::Result<i64> {
         let now = Instant::now();
         let (at, kind) = match (self.behaviour)(addr) {
             Behaviour::SendFails => return Err(std::io::Error::other("network is unreachable")),
             Behaviour::Drop => {
                 self.sent.lock().unwrap().push((now, addr, seq));
-                return Ok(());
+                return Ok(self.ns_at(now));
             }
             Behaviour::EchoAfter(d) => (now + d, ReplyKind::Echo { ttl: 64 }),
             Behaviour::Unreachable => (
@@ -87,7 +87,7 @@ impl Network for Arc<FakeNet> {
             .unwrap()
             .push(Reverse((at, *n, ReplyOrd(reply))));
         self.notify.notify_one();
-        Ok(())
+        Ok(self.ns_at(now))
     }
 
     async fn recv(&self) -> std::io::Result<Reply> {
