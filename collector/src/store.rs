@@ -575,15 +575,7 @@ impl Store {
 
     /// The highest durable `batch_seq` of an agent's spool (0 = none).
     pub fn spool_hwm(&self, key: &AgentKey, spool_id: u64) -> Result<u64, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT batch_seq FROM spool_hwm WHERE tenant = ?1 AND agent = ?2 AND spool_id = ?3",
-                params![key.tenant, key.name, to_sql(spool_id)],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map(|v| v.map_or(0, from_sql))
-        })
+        self.with(|c| hwm(c, key, spool_id))
     }
 
     /// Appends a batch to the ingest log and moves the spool's high-water
@@ -601,14 +593,7 @@ impl Store {
     ) -> Result<Ingested, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let hwm: u64 = tx
-                .query_row(
-                    "SELECT batch_seq FROM spool_hwm WHERE tenant = ?1 AND agent = ?2 AND spool_id = ?3",
-                    params![key.tenant, key.name, to_sql(spool_id)],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()?
-                .map_or(0, from_sql);
+            let hwm = hwm(&tx, key, spool_id)?;
             if batch_seq <= hwm {
                 return Ok(Ingested::Duplicate(hwm));
             }
@@ -655,6 +640,16 @@ impl Store {
     pub fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
     }
+}
+
+fn hwm(c: &Connection, key: &AgentKey, spool_id: u64) -> rusqlite::Result<u64> {
+    c.query_row(
+        "SELECT batch_seq FROM spool_hwm WHERE tenant = ?1 AND agent = ?2 AND spool_id = ?3",
+        params![key.tenant, key.name, to_sql(spool_id)],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|v| v.map_or(0, from_sql))
 }
 
 fn insert_event(
