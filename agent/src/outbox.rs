@@ -63,10 +63,14 @@ impl Outbox {
 
     /// Seals and stores a batch; returns its `batch_seq` once it is synced.
     pub async fn append(&self, records: Vec<Record>, now_ns: i64) -> Result<u64, SpoolError> {
-        let seq = self.with(move |s| s.append(records, now_ns)).await?;
-        // The cap may have appended a gap batch after it.
-        let newest = self.with(|s| Ok(s.next_seq() - 1)).await?;
-        self.newest.send_replace(newest.max(seq));
+        // The cap may append a gap batch after ours: report the newest.
+        let (seq, newest) = self
+            .with(move |s| {
+                let seq = s.append(records, now_ns)?;
+                Ok((seq, s.next_seq() - 1))
+            })
+            .await?;
+        self.newest.send_replace(newest);
         Ok(seq)
     }
 
