@@ -12,6 +12,8 @@ use sonde_proto::v1::{Gap, Record, record};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+use sonde_runtime::clock::unix_nanos;
+
 use crate::outbox::Outbox;
 
 /// When a batch is sealed.
@@ -19,13 +21,6 @@ use crate::outbox::Outbox;
 pub struct BatchLimits {
     pub max_records: usize,
     pub max_delay: Duration,
-}
-
-fn unix_nanos() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Runs until every sender of `rx` is gone, then seals what is left.
@@ -50,17 +45,8 @@ pub async fn run(mut rx: mpsc::Receiver<Record>, outbox: Outbox, limits: BatchLi
             }
         }
         let now = unix_nanos();
-        let results = batch
-            .iter()
-            .filter(|r| !matches!(r.kind, Some(record::Kind::Gap(_)) | None))
-            .count() as u64;
-        let earlier: u64 = batch
-            .iter()
-            .filter_map(|r| match &r.kind {
-                Some(record::Kind::Gap(g)) => Some(g.dropped),
-                _ => None,
-            })
-            .sum();
+        let results = sonde_proto::records::results(&batch) as u64;
+        let earlier = sonde_proto::records::gapped(&batch);
         if let Err(e) = outbox.append(batch, now).await {
             tracing::error!(error = %e, results, "cannot spool a batch; its results are recorded as a gap");
             carried = Some(Gap {

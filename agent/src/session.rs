@@ -352,7 +352,7 @@ impl Live<'_> {
         let hb = Heartbeat {
             seq: process.heartbeat_seq,
             uptime_ms: u64::try_from(process.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            sent_unix_nanos: unix_nanos(),
+            sent_unix_nanos: sonde_runtime::clock::unix_nanos(),
         };
         self.tx
             .try_send(AgentMessage {
@@ -431,11 +431,4 @@ impl Live<'_> {
         }
         Ok(())
     }
-}
-
-fn unix_nanos() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }

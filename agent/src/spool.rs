@@ -284,17 +284,8 @@ impl Spool {
 
     fn write_batch(&mut self, records: Vec<Record>, now_ns: i64) -> Result<u64> {
         let seq = self.next_seq;
-        let results = records
-            .iter()
-            .filter(|r| !matches!(r.kind, Some(record::Kind::Gap(_)) | None))
-            .count();
-        let gapped: u64 = records
-            .iter()
-            .filter_map(|r| match &r.kind {
-                Some(record::Kind::Gap(g)) => Some(g.dropped),
-                _ => None,
-            })
-            .sum();
+        let results = sonde_proto::records::results(&records);
+        let gapped = sonde_proto::records::gapped(&records);
         let batch = ResultBatch {
             batch_seq: seq,
             sealed_unix_nanos: now_ns,

@@ -123,10 +123,6 @@ fn millis_u32(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
-fn unix_nanos() -> i64 {
-    now_ms().saturating_mul(1_000_000)
-}
-
 #[tonic::async_trait]
 impl AgentService for AgentSessions {
     type SessionStream = ReceiverStream<Result<CollectorMessage, Status>>;
@@ -200,7 +196,7 @@ impl AgentService for AgentSessions {
         let (tx, rx) = mpsc::channel(16);
         let welcome = Welcome {
             heartbeat_interval_ms: millis_u32(interval),
-            server_unix_nanos: unix_nanos(),
+            server_unix_nanos: sonde_runtime::clock::unix_nanos(),
             acked_batch_seq: acked,
             collector_version: VERSION.to_owned(),
             tenant: key.tenant.clone(),
@@ -326,11 +322,7 @@ impl Stream {
         if batch.batch_seq == 0 {
             return Err(SessionError::ZeroBatchSeq);
         }
-        let results = batch
-            .records
-            .iter()
-            .filter(|r| !matches!(r.kind, Some(record::Kind::Gap(_)) | None))
-            .count();
+        let results = sonde_proto::records::results(&batch.records);
         for r in &batch.records {
             if let Some(record::Kind::Gap(g)) = &r.kind {
                 tracing::warn!(agent = %self.key, dropped = g.dropped, reason = %g.reason, "agent reports a gap");

@@ -673,12 +673,7 @@ fn insert_event(
 }
 
 /// Wall-clock now in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
+pub use sonde_runtime::clock::unix_millis as now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 //! the agent, the collector and the dev PKI cannot drift apart.
 
 pub mod identity;
+pub mod records;
 
 /// Generated code for gRPC package `sonde.v1`.
 #[allow(clippy::pedantic, missing_docs)]

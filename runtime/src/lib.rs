@@ -5,6 +5,7 @@
 //! crate holds those pieces once so the two daemons behave alike.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod logging;
 pub mod notify;

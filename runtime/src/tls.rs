@@ -86,23 +86,28 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// All certificates in a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// Every PEM item of type `T` in a file; at least one.
+fn load_all<T: PemObject>(path: &Path, what: &'static str) -> Result<Vec<T>, TlsError> {
     let bytes = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    let items = T::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Malformed {
             path: path.to_owned(),
-            what: "certificate",
+            what,
             reason: e.to_string(),
         })?;
-    if certs.is_empty() {
+    if items.is_empty() {
         return Err(TlsError::Empty {
             path: path.to_owned(),
-            what: "certificate",
+            what,
         });
     }
-    Ok(certs)
+    Ok(items)
+}
+
+/// All certificates in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    load_all(path, "certificate")
 }
 
 /// The private key in a PEM file. Refuses keys readable by group or others.
@@ -134,21 +139,7 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// All CRLs in a PEM file.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Malformed {
-            path: path.to_owned(),
-            what: "CRL",
-            reason: e.to_string(),
-        })?;
-    if crls.is_empty() {
-        return Err(TlsError::Empty {
-            path: path.to_owned(),
-            what: "CRL",
-        });
-    }
-    Ok(crls)
+    load_all(path, "CRL")
 }
 
 fn roots(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {

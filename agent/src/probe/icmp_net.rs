@@ -27,6 +27,8 @@ use nix::sys::time::TimeSpec;
 use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
+use sonde_runtime::clock::unix_nanos;
+
 use super::icmp::{Network, Reply, ReplyKind};
 
 /// Receive buffer asked for on each socket.
@@ -227,13 +229,6 @@ fn nanos(ts: TimeSpec) -> i64 {
         .saturating_add(ts.tv_nsec())
 }
 
-fn realtime_nanos() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
 impl IcmpSockets {
     /// Reads one datagram; `Ok(None)` when it is not a reply of ours.
     fn recv_one(&self, sock: &Sock) -> io::Result<Option<Reply>> {
@@ -259,7 +254,7 @@ impl IcmpSockets {
         });
         let n = msg.bytes;
         let data = &buf[..n];
-        let rx_unix_nanos = rx.unwrap_or_else(realtime_nanos);
+        let rx_unix_nanos = rx.unwrap_or_else(unix_nanos);
         let raw = self.mode == Mode::Raw;
         let decoded = if sock.v6 {
             let src = match from {
@@ -359,7 +354,7 @@ impl Network for IcmpSockets {
         })?;
         let packet = echo_request(v6, self.ident, seq, payload);
         let to = SockAddr::from(SocketAddr::new(addr, 0));
-        let sent = realtime_nanos();
+        let sent = unix_nanos();
         sock.fd.get_ref().send_to(&packet, &to)?;
         Ok(sent)
     }
@@ -376,7 +371,7 @@ impl Network for IcmpSockets {
     }
 
     fn now_unix_nanos(&self) -> i64 {
-        realtime_nanos()
+        unix_nanos()
     }
 }
 
