@@ -9,5 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod logging;
 pub mod notify;
+pub mod probes;
 pub mod signals;
+pub mod target;
 pub mod tls;

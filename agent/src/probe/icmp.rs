@@ -11,9 +11,8 @@
 //!   supplied by the [`Network`]) minus the send time taken right before
 //!   the send call, so time spent waiting in our own scheduler is not RTT.
 //! - If the engine falls behind its schedule, the late probes are counted
-//!   and reported as `SchedulerLag` records (and logged) instead of showing
-//!   up as inflated RTT or loss; slots more than an interval late are
-//!   skipped, not burst out.
+//!   and reported (see [`super::schedule`]) instead of showing up as
+//!   inflated RTT or loss.
 //!
 //! Sockets live behind the [`Network`] seam, so this logic is tested with a
 //! fake network on tokio's paused clock.
@@ -25,17 +24,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sonde_proto::v1::{PingResult, PingStatus, Record, SchedulerLag, record};
+use sonde_proto::v1::{PingResult, PingStatus, Record, record};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::emit::Emitter;
-
-/// A probe later than this past its slot counts as late.
-pub const LAG_TOLERANCE: Duration = Duration::from_millis(10);
-/// How often lag is reported (when there was any).
-pub const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
+use super::schedule::{LAG_REPORT_EVERY, Schedule, idle_wake};
 
 /// What the engine needs from the network.
 pub trait Network: Send + Sync + 'static {
@@ -85,25 +80,15 @@ struct Pending {
     deadline: Instant,
 }
 
-/// Lag seen since the last report.
-#[derive(Debug, Default)]
-struct Lag {
-    late: u64,
-    skipped: u64,
-    max: Duration,
-}
-
 struct Engine<'a, N: Network> {
     net: &'a N,
     emit: Emitter,
     targets: Arc<Vec<PingTarget>>,
-    /// (next slot, target index)
-    schedule: BinaryHeap<Reverse<(Instant, usize)>>,
+    schedule: Schedule,
     pending: HashMap<(IpAddr, u16), Pending>,
     deadlines: BinaryHeap<Reverse<(Instant, IpAddr, u16)>>,
     next_seq: HashMap<IpAddr, u16>,
     payload: Vec<u8>,
-    lag: Lag,
     late_replies: u64,
 }
 
@@ -120,12 +105,11 @@ pub async fn run<N: Network>(
         net: &net,
         emit,
         targets: Arc::new(Vec::new()),
-        schedule: BinaryHeap::new(),
+        schedule: Schedule::default(),
         pending: HashMap::new(),
         deadlines: BinaryHeap::new(),
         next_seq: HashMap::new(),
         payload: Vec::new(),
-        lag: Lag::default(),
         late_replies: 0,
     };
     engine.set_targets(initial, Instant::now());
@@ -158,14 +142,8 @@ pub async fn run<N: Network>(
 
 impl<N: Network> Engine<'_, N> {
     fn set_targets(&mut self, targets: Arc<Vec<PingTarget>>, now: Instant) {
-        self.schedule.clear();
-        let n = u32::try_from(targets.len().max(1)).unwrap_or(u32::MAX);
-        for (i, t) in targets.iter().enumerate() {
-            // Spread: target i of n starts i/n into its interval.
-            let idx = u32::try_from(i).unwrap_or(u32::MAX);
-            let offset = t.interval * idx / n;
-            self.schedule.push(Reverse((now + offset, i)));
-        }
+        self.schedule
+            .set(targets.iter().map(|t| t.interval).collect(), now);
         let max_payload = targets.iter().map(|t| t.payload).max().unwrap_or(0);
         self.payload = (0..max_payload)
             .map(|i| b"sonde-ping-payload"[i % 18])
@@ -175,38 +153,21 @@ impl<N: Network> Engine<'_, N> {
     }
 
     fn next_wake(&self) -> Instant {
-        let send = self.schedule.peek().map(|Reverse((t, _))| *t);
+        let send = self.schedule.next();
         let expire = self.deadlines.peek().map(|Reverse((t, _, _))| *t);
         match (send, expire) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => Instant::now() + Duration::from_secs(3600),
+            (None, None) => idle_wake(),
         }
     }
 
     fn on_timer(&mut self, now: Instant) {
         self.expire(now);
-        while let Some(&Reverse((due, i))) = self.schedule.peek() {
-            if due > now {
-                break;
-            }
-            self.schedule.pop();
+        while let Some(i) = self.schedule.pop_due(now) {
             let Some(target) = self.targets.get(i).cloned() else {
                 continue;
             };
-            let late = now - due;
-            let mut next = due + target.interval;
-            if late > LAG_TOLERANCE {
-                self.lag.late += 1;
-                self.lag.max = self.lag.max.max(late);
-                // More than a whole interval behind: skip the missed slots
-                // rather than bursting them out.
-                while next <= now {
-                    next += target.interval;
-                    self.lag.skipped += 1;
-                }
-            }
-            self.schedule.push(Reverse((next, i)));
             self.send(&target, now);
         }
     }
@@ -332,22 +293,8 @@ impl<N: Network> Engine<'_, N> {
     }
 
     fn report_lag(&mut self) {
-        let lag = std::mem::take(&mut self.lag);
-        if lag.late > 0 {
-            tracing::warn!(
-                late = lag.late,
-                skipped = lag.skipped,
-                max_lag = ?lag.max,
-                "ICMP probes fell behind schedule"
-            );
-            self.emit.push(Record {
-                kind: Some(record::Kind::Lag(SchedulerLag {
-                    at_unix_nanos: self.net.now_unix_nanos(),
-                    probe: "ping".into(),
-                    late_probes: lag.late,
-                    max_lag_nanos: u64::try_from(lag.max.as_nanos()).unwrap_or(u64::MAX),
-                })),
-            });
+        if let Some(lag) = self.schedule.take_lag("ping", self.net.now_unix_nanos()) {
+            self.emit.push(lag);
         }
         if self.late_replies > 0 {
             tracing::debug!(

@@ -6,4 +6,7 @@
 pub mod emit;
 pub mod icmp;
 pub mod icmp_net;
-pub mod target;
+pub mod schedule;
+pub mod tcp;
+pub mod trace;
+pub use sonde_runtime::target;

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use tokio::sync::{Notify, mpsc};
 
 use super::*;
+use sonde_proto::v1::SchedulerLag;
 
 /// How the fake network answers a given address.
 #[derive(Debug, Clone)]
