@@ -63,7 +63,7 @@ pub enum ReplyKind {
 }
 
 /// One address to ping, with its settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PingTarget {
     /// The target as configured (address, host name or range).
     pub label: Arc<str>,

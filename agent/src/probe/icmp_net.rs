@@ -25,6 +25,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeSpec;
 use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use sonde_runtime::clock::unix_nanos;
@@ -96,7 +97,9 @@ fn filter_v6(ident: u16) -> [SockFilter; 8] {
     ]
 }
 
-fn open(v6: bool, mode: Mode, ident: u16) -> io::Result<Sock> {
+/// An ICMP socket of `mode` (non-blocking, big receive buffer, kernel
+/// timestamps; on raw sockets the filter for `ident`), not yet registered.
+pub(super) fn icmp_socket(v6: bool, mode: Mode, ident: u16) -> io::Result<Socket> {
     let (domain, proto) = if v6 {
         (Domain::IPV6, Protocol::ICMPV6)
     } else {
@@ -123,20 +126,25 @@ fn open(v6: bool, mode: Mode, ident: u16) -> io::Result<Sock> {
             setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(io::Error::from)?;
         }
     }
+    Ok(socket)
+}
+
+fn open(v6: bool, mode: Mode, ident: u16) -> io::Result<Sock> {
+    let socket = icmp_socket(v6, mode, ident)?;
     Ok(Sock {
-        fd: register(socket)?,
+        fd: register(socket, Interest::READABLE)?,
         v6,
     })
 }
 
 /// Registers a socket with tokio's reactor.
 #[allow(unsafe_code)]
-fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
+pub(super) fn register(socket: Socket, interest: Interest) -> io::Result<AsyncFd<Socket>> {
     // SAFETY (reviewed): `socket` owns its descriptor — socket2 closes it on
     // drop and never earlier — and it is moved into the `AsyncFd`, so the
     // descriptor stays open and `as_raw_fd` returns the same value for the
     // `AsyncFd`'s whole lifetime, which is what `register` requires.
-    Ok(unsafe { AsyncFd::register(socket) }?)
+    Ok(unsafe { AsyncFd::register_with_interest(socket, interest) }?)
 }
 
 impl IcmpSockets {
@@ -223,7 +231,7 @@ pub fn checksum(data: &[u8]) -> u16 {
     !u16::try_from(sum).unwrap_or(0)
 }
 
-fn nanos(ts: TimeSpec) -> i64 {
+pub(super) fn nanos(ts: TimeSpec) -> i64 {
     ts.tv_sec()
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec())

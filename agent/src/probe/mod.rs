@@ -6,7 +6,10 @@
 pub mod emit;
 pub mod icmp;
 pub mod icmp_net;
+pub mod plan;
+pub mod resolve;
 pub mod schedule;
 pub mod tcp;
 pub mod trace;
+pub mod trace_net;
 pub use sonde_runtime::target;

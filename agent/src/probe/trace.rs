@@ -129,13 +129,19 @@ fn method_of(m: TraceMethod) -> sonde_proto::v1::TraceMethod {
     }
 }
 
-/// A trace that could not run.
-pub fn failed(target: &TraceTarget, started_ns: i64, error: String) -> Record {
+/// A trace that could not run (`address` empty when it did not resolve).
+pub fn failed(
+    label: &str,
+    address: &str,
+    method: TraceMethod,
+    started_ns: i64,
+    error: String,
+) -> Record {
     Record {
         kind: Some(record::Kind::Trace(TraceResult {
-            target: target.label.to_string(),
-            address: target.addr.to_string(),
-            method: method_of(target.method) as i32,
+            target: label.to_owned(),
+            address: address.to_owned(),
+            method: method_of(method) as i32,
             started_unix_nanos: started_ns,
             error,
             ..TraceResult::default()
@@ -146,9 +152,13 @@ pub fn failed(target: &TraceTarget, started_ns: i64, error: String) -> Record {
 /// Traces `target` once.
 pub async fn trace<T: Tracer>(tracer: &T, target: &TraceTarget) -> Record {
     let started_ns = tracer.now_unix_nanos();
+    let fail = |error: String| {
+        let addr = target.addr.to_string();
+        failed(&target.label, &addr, target.method, started_ns, error)
+    };
     let mut socket = match tracer.open(target) {
         Ok(s) => s,
-        Err(e) => return failed(target, started_ns, format!("opening the probe socket: {e}")),
+        Err(e) => return fail(format!("opening the probe socket: {e}")),
     };
     let per_hop = u16::from(target.probes_per_hop.max(1));
     let mut hops: Vec<Hop> = (0..target.max_hops).map(|_| Hop::default()).collect();
@@ -170,7 +180,7 @@ pub async fn trace<T: Tracer>(tracer: &T, target: &TraceTarget) -> Record {
                         waiting += 1;
                     }
                     Err(e) if ttl == 1 && k == 0 => {
-                        return failed(target, started_ns, format!("sending: {e}"));
+                        return fail(format!("sending: {e}"));
                     }
                     Err(e) => tracing::debug!(error = %e, ttl, "trace probe not sent"),
                 }
