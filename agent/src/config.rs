@@ -12,6 +12,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use serde::Deserialize;
 use sonde_runtime::config::{ByteSize, ConfigError, Source};
+use sonde_runtime::probes::{PingProbe, Probes, TcpProbe, TraceProbe};
 use sonde_runtime::tls::TlsFiles;
 
 /// Default path of the agent config.
@@ -40,6 +41,39 @@ pub struct Config {
     pub spool: SpoolConfig,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Host-name targets.
+    #[serde(default)]
+    pub resolve: ResolveConfig,
+    /// ICMP echo probes.
+    #[serde(default)]
+    pub ping: Vec<PingProbe>,
+    /// TCP connect probes.
+    #[serde(default)]
+    pub tcp: Vec<TcpProbe>,
+    /// Traceroute probes.
+    #[serde(default)]
+    pub trace: Vec<TraceProbe>,
+}
+
+/// How host-name targets are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ResolveConfig {
+    /// Re-resolution interval of every host name.
+    #[serde(with = "humantime_serde", default = "default_refresh")]
+    pub refresh: Duration,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for ResolveConfig {
+    fn default() -> Self {
+        Self {
+            refresh: default_refresh(),
+        }
+    }
 }
 
 /// The on-disk spool's caps.
@@ -193,6 +227,15 @@ impl Config {
         })
     }
 
+    /// The probe definitions of this file.
+    pub fn probes(&self) -> Probes {
+        Probes {
+            ping: self.ping.clone(),
+            tcp: self.tcp.clone(),
+            trace: self.trace.clone(),
+        }
+    }
+
     fn tls_files(&self) -> TlsFiles {
         TlsFiles {
             ca: self.tls.ca.clone(),
@@ -263,6 +306,13 @@ impl Loaded {
         if config.batch.max_delay.is_zero() || config.batch.max_delay > Duration::from_secs(60) {
             return Err(source.error("batch.max-delay", "must be between 1ms and 60s"));
         }
+        if config.resolve.refresh < Duration::from_secs(1) {
+            return Err(source.error("resolve.refresh", "must be at least 1s"));
+        }
+        config
+            .probes()
+            .validate()
+            .map_err(|e| source.error(&e.key, e.message))?;
         let files = config.tls_files();
         let tls = sonde_runtime::tls::client_config(&files).map_err(|e| {
             let key = match e.path() {
@@ -323,6 +373,10 @@ mod tests {
             reconnect: Reconnect::default(),
             spool: SpoolConfig::default(),
             batch: BatchConfig::default(),
+            resolve: ResolveConfig::default(),
+            ping: Vec::new(),
+            tcp: Vec::new(),
+            trace: Vec::new(),
         }
     }
 

@@ -10,17 +10,30 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sonde_runtime::notify::Notifier;
+use sonde_runtime::probes::Probes;
 use sonde_runtime::signals::{SignalEvent, Signals};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::assignment;
 use crate::config::Loaded;
 use crate::outbox::Outbox;
+use crate::probe::resolve::SystemResolver;
+use crate::probe::runner::{self, Inputs};
 use crate::spool::Spool;
 use crate::status::AgentStatus;
 
 /// How long a shutdown may take before the agent exits anyway.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the probe runner runs, from the config and the assignment.
+fn inputs(loaded: &Loaded, assigned: &Probes) -> Inputs {
+    Inputs {
+        local: loaded.config.probes(),
+        central: assigned.clone(),
+        refresh: loaded.config.resolve.refresh,
+    }
+}
 
 /// Runs until SIGTERM/SIGINT; SIGHUP re-reads `config_path` and the
 /// certificates it names.
@@ -42,7 +55,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
     let outbox = Outbox::new(spool);
     // Probe engines send their results here; the batcher seals them into
-    // the spool. Dropping the last sender at shutdown flushes the batcher.
+    // the spool. When the engines end at shutdown, the last sender goes and
+    // the batcher flushes.
     let (records_tx, records_rx) = mpsc::channel(65_536);
     let batcher = tokio::spawn(crate::batcher::run(
         records_rx,
@@ -50,11 +64,25 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         loaded.batch_limits(),
     ));
 
+    let assigned_path = assignment::path(state_dir);
+    let (assigned_tx, mut assigned_rx) = watch::channel(Arc::new(assignment::load(&assigned_path)));
+    let (inputs_tx, inputs_rx) =
+        watch::channel(Arc::new(inputs(&loaded, &assigned_rx.borrow_and_update())));
+    let shutdown = CancellationToken::new();
+    let probes = tokio::spawn(runner::run(
+        inputs_rx,
+        SystemResolver,
+        records_tx,
+        shutdown.clone(),
+    ));
+
     let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
     let (status_tx, mut status_rx) = watch::channel(AgentStatus::Starting);
-    let shutdown = CancellationToken::new();
-    let agent = crate::run(config_rx, outbox, status_tx, shutdown.clone());
+    let agent = crate::run(config_rx, outbox, status_tx, assigned_tx, shutdown.clone());
     tokio::pin!(agent);
+    let update_inputs = |loaded: &Loaded, assigned: &Probes| {
+        crate::replace_if_changed(&inputs_tx, inputs(loaded, assigned));
+    };
     notifier.ready("starting");
 
     let watchdog_every = notifier.watchdog_interval();
@@ -76,6 +104,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     match Loaded::load(config_path) {
                         Ok(new) => {
                             tracing::info!(path = %config_path.display(), "configuration reloaded");
+                            update_inputs(&new, &assigned_rx.borrow());
                             config_tx.send_replace(Arc::new(new));
                         }
                         Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
@@ -83,6 +112,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     notifier.ready(&status_rx.borrow().to_string());
                 }
             },
+            Ok(()) = assigned_rx.changed() => {
+                let assigned = assigned_rx.borrow_and_update().clone();
+                if let Err(e) = assignment::store(&assigned_path, &assigned) {
+                    tracing::warn!(path = %assigned_path.display(), error = %e, "cannot store the probe assignment");
+                }
+                update_inputs(&config_tx.borrow(), &assigned);
+            }
             _ = watchdog.tick(), if watchdog_every.is_some() => notifier.watchdog(),
             Ok(()) = status_rx.changed() => notifier.status(&status_rx.borrow_and_update().to_string()),
             () = &mut stop_deadline => {
@@ -92,7 +128,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
     notifier.stopping();
-    drop(records_tx);
+    shutdown.cancel();
+    if tokio::time::timeout(STOP_TIMEOUT, probes).await.is_err() {
+        tracing::warn!("probes did not stop within {STOP_TIMEOUT:?}");
+    }
     if tokio::time::timeout(STOP_TIMEOUT, batcher).await.is_err() {
         tracing::warn!("batcher did not finish within {STOP_TIMEOUT:?}");
     }

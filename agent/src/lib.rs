@@ -2,6 +2,7 @@
 //! alive (reconnecting with jittered, capped backoff) until shutdown; the
 //! binary wraps it in [`daemon::run`] (signals, systemd).
 
+pub mod assignment;
 pub mod backoff;
 pub mod batcher;
 pub mod config;
@@ -24,21 +25,35 @@ use config::Loaded;
 use session::{Process, SessionEnd};
 pub use status::AgentStatus;
 
+/// Publishes `new` on `tx` only if it differs from the current value, so
+/// receivers wake for real changes only; returns whether it changed.
+pub(crate) fn replace_if_changed<T: PartialEq>(tx: &watch::Sender<Arc<T>>, new: T) -> bool {
+    tx.send_if_modified(|cur| {
+        let changed = **cur != new;
+        if changed {
+            *cur = Arc::new(new);
+        }
+        changed
+    })
+}
+
 /// Rounds a delay for display (jitter makes microseconds noise).
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Runs the agent until `shutdown`. A new value on `config` applies at
-/// once: connection changes (collector, certificates, heartbeat) reconnect,
-/// the rest applies in place. `status` reports the connection state.
+/// Runs the agent's collector session until `shutdown`. A new value on
+/// `config` applies at once: connection changes (collector, certificates,
+/// heartbeat) reconnect, the rest applies in place. `status` reports the
+/// connection state; probe assignments from the collector go to `assigned`.
 pub async fn run(
     mut config: watch::Receiver<Arc<Loaded>>,
     outbox: outbox::Outbox,
     status: watch::Sender<AgentStatus>,
+    assigned: watch::Sender<Arc<sonde_runtime::probes::Probes>>,
     shutdown: CancellationToken,
 ) {
-    let mut process = Process::new();
+    let mut process = Process::new(assigned);
     let reconnect = config.borrow().config.reconnect;
     let mut backoff = Backoff::new(reconnect.initial, reconnect.max);
     loop {

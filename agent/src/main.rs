@@ -1,27 +1,85 @@
 //! `sonde-agent`: the thin binary around the library.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sonde_agent::config::{DEFAULT_PATH, Loaded};
-use sonde_runtime::cli::{Daemon, DaemonArgs};
+use sonde_runtime::cli::{Daemon, DaemonArgs, DaemonCommand};
+use sonde_runtime::logging::LogArgs;
 
-/// The sonde agent: heartbeats (and, later, probe results) to the
-/// collector over mutually authenticated TLS gRPC.
+/// The sonde agent: heartbeats and probe results (ICMP, TCP connect,
+/// traceroute) to the collector over mutually authenticated TLS gRPC.
 #[derive(Parser)]
 #[command(name = "sonde-agent", version)]
 struct Cli {
+    /// Config file (default: /etc/sonde/agent.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(flatten)]
-    args: DaemonArgs,
+    log: LogArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Run,
+    /// Validate the config file and every file it names, then exit.
+    CheckConfig,
+    /// Run every configured probe once and print the results; exit status
+    /// 0 only if every probe succeeded. Sends nothing to the collector.
+    ProbeOnce,
+}
+
+fn probe_once(config: &Path) -> ExitCode {
+    let loaded = match Loaded::load(config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sonde-agent: cannot start runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(sonde_agent::probe::once::run(&loaded)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sonde-agent: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     let daemon = Daemon {
         name: "sonde-agent",
         default_config: DEFAULT_PATH,
     };
+    let command = match cli.command {
+        Some(Command::ProbeOnce) => {
+            sonde_runtime::logging::init(&cli.log, daemon.name);
+            let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+            return probe_once(&config);
+        }
+        Some(Command::CheckConfig) => Some(DaemonCommand::CheckConfig),
+        Some(Command::Run) | None => Some(DaemonCommand::Run),
+    };
+    let args = DaemonArgs {
+        config: cli.config,
+        log: cli.log,
+        command,
+    };
     daemon.main(
-        Cli::parse().args,
+        args,
         |path| Loaded::load(path).map(drop),
         |path| async move { sonde_agent::daemon::run(&path).await },
     )

@@ -16,7 +16,10 @@ use rustls_pki_types::ServerName;
 use sonde_proto::v1::agent_message::Kind as AgentKind;
 use sonde_proto::v1::agent_service_client::AgentServiceClient;
 use sonde_proto::v1::collector_message::Kind as CollectorKind;
-use sonde_proto::v1::{AgentMessage, CollectorMessage, Heartbeat, Hello, ResultBatch, Welcome};
+use sonde_proto::v1::{
+    AgentMessage, CollectorMessage, Heartbeat, Hello, ProbeSet, ResultBatch, Welcome,
+};
+use sonde_runtime::probes::Probes;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
@@ -73,27 +76,39 @@ pub enum SessionEnd {
     },
 }
 
+/// Applies the collector's probe assignment, or refuses it (keeping the
+/// previous one) with the offending key in the log.
+fn apply_assignment(set: &ProbeSet, assigned: &watch::Sender<Arc<Probes>>) {
+    match Probes::try_from(set) {
+        Ok(probes) => {
+            if crate::replace_if_changed(assigned, probes) {
+                tracing::info!("collector assigned a new set of probes");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "collector's probe assignment refused; keeping the previous one");
+        }
+    }
+}
+
 /// What persists across sessions of one agent process.
 #[derive(Debug)]
 pub struct Process {
     pub started: Instant,
     pub instance_id: u64,
     pub heartbeat_seq: u64,
+    /// Where the collector's probe assignment goes.
+    pub assigned: watch::Sender<Arc<Probes>>,
 }
 
 impl Process {
-    pub fn new() -> Self {
+    pub fn new(assigned: watch::Sender<Arc<Probes>>) -> Self {
         Self {
             started: Instant::now(),
             instance_id: rand::random(),
             heartbeat_seq: 0,
+            assigned,
         }
-    }
-}
-
-impl Default for Process {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -338,7 +353,7 @@ impl Live<'_> {
                     }
                 }
                 _ = self.ticker.tick() => self.heartbeat(process)?,
-                msg = inbound.message() => self.on_message(msg).await?,
+                msg = inbound.message() => self.on_message(msg, process).await?,
             }
             // More may be waiting than the window allowed so far.
             if *newest.borrow() > self.sent {
@@ -366,6 +381,7 @@ impl Live<'_> {
     async fn on_message(
         &mut self,
         msg: Result<Option<CollectorMessage>, tonic::Status>,
+        process: &Process,
     ) -> Result<(), SessionError> {
         let addr = || self.addr.clone();
         match msg {
@@ -378,6 +394,9 @@ impl Live<'_> {
                         let every = Duration::from_millis(update.heartbeat_interval_ms.into());
                         tracing::info!(heartbeat = ?every, "collector changed the heartbeat interval");
                         self.set_interval(every, Instant::now() + every);
+                    }
+                    if let Some(set) = &update.probes {
+                        apply_assignment(set, &process.assigned);
                     }
                 }
                 Ok(())

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sonde_runtime::config::{ConfigError, Source};
+use sonde_runtime::probes::{PingProbe, Probes, TcpProbe, TraceProbe};
 use sonde_runtime::tls::TlsFiles;
 
 /// Default path of the collector config.
@@ -103,6 +104,25 @@ pub struct AgentOverride {
     pub heartbeat_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub grace: Option<Duration>,
+    /// Probes assigned to this agent (same shape as the agent config's),
+    /// run in addition to its own; a change reaches it without restart.
+    #[serde(default)]
+    pub ping: Vec<PingProbe>,
+    #[serde(default)]
+    pub tcp: Vec<TcpProbe>,
+    #[serde(default)]
+    pub trace: Vec<TraceProbe>,
+}
+
+impl AgentOverride {
+    /// The probes assigned to this agent.
+    pub fn probes(&self) -> Probes {
+        Probes {
+            ping: self.ping.clone(),
+            tcp: self.tcp.clone(),
+            trace: self.trace.clone(),
+        }
+    }
 }
 
 impl Config {
@@ -155,6 +175,9 @@ impl Config {
             if too_short(a.grace) {
                 return Err(source.error(&format!("agent[{i}].grace"), "must be at least 100ms"));
             }
+            a.probes()
+                .validate()
+                .map_err(|e| source.error(&format!("agent[{i}].{}", e.key), e.message))?;
         }
         for t in &self.access.operator_tenants {
             sonde_proto::identity::validate_component("tenant", t)
@@ -206,6 +229,13 @@ impl Config {
             .and_then(|o| o.grace)
             .or(self.heartbeat.grace)
             .unwrap_or(interval * 3)
+    }
+
+    /// The probes assigned to an agent (none when it has no `[[agent]]`).
+    pub fn assigned_probes(&self, tenant: &str, name: &str) -> Probes {
+        self.override_for(tenant, name)
+            .map(AgentOverride::probes)
+            .unwrap_or_default()
     }
 
     fn override_for(&self, tenant: &str, name: &str) -> Option<&AgentOverride> {

@@ -17,8 +17,10 @@ use sonde_proto::v1::agent_message::Kind as AgentKind;
 use sonde_proto::v1::agent_service_server::AgentService;
 use sonde_proto::v1::collector_message::Kind as CollectorKind;
 use sonde_proto::v1::{
-    Ack, AgentMessage, CollectorMessage, ConfigUpdate, Hello, ResultBatch, Welcome, record,
+    Ack, AgentMessage, CollectorMessage, ConfigUpdate, Hello, ProbeSet, ResultBatch, Welcome,
+    record,
 };
+use sonde_runtime::probes::Probes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -157,6 +159,7 @@ impl AgentService for AgentSessions {
             .then(|| Duration::from_millis(hello.heartbeat_interval_ms.into()));
         let interval = config.heartbeat_interval(&key.tenant, &key.name, requested);
         let grace = config.grace(&key.tenant, &key.name, interval);
+        let probes = config.assigned_probes(&key.tenant, &key.name);
         let facts = hello.facts.unwrap_or_default();
         let info = SessionInfo {
             remote_addr: peer.remote.to_string(),
@@ -219,6 +222,7 @@ impl AgentService for AgentSessions {
                 requested,
                 interval,
                 grace,
+                probes,
                 tx,
             }
             .serve(inbound),
@@ -239,6 +243,8 @@ struct Stream {
     requested: Option<Duration>,
     interval: Duration,
     grace: Duration,
+    /// The probe assignment last sent to the agent.
+    probes: Probes,
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
 }
 
@@ -266,7 +272,20 @@ impl Stream {
     }
 
     async fn run(&mut self, inbound: &mut Streaming<AgentMessage>) -> Result<(), SessionError> {
-        let mut config_version = 0u64;
+        // The assignment follows the Welcome at once (even when empty, so an
+        // agent drops what it was assigned before).
+        let mut config_version = 1u64;
+        let first = ConfigUpdate {
+            version: config_version,
+            heartbeat_interval_ms: 0,
+            probes: Some(ProbeSet::from(&self.probes)),
+        };
+        let _ = self
+            .tx
+            .send(Ok(CollectorMessage {
+                kind: Some(CollectorKind::Config(first)),
+            }))
+            .await;
         loop {
             tokio::select! {
                 () = self.cancel.cancelled() => {
@@ -342,24 +361,38 @@ impl Stream {
         Ok(outcome.ack())
     }
 
-    /// Re-derives interval and grace after a reload; returns the update to
-    /// push when the interval changed.
+    /// Re-derives interval, grace and probe assignment after a reload;
+    /// returns the update to push when the interval or the assignment
+    /// changed.
     fn apply_settings(&mut self, version: &mut u64) -> Option<CollectorMessage> {
         let config = self.settings.borrow_and_update().clone();
         let (tenant, name) = (&self.key.tenant, &self.key.name);
         let interval = config.heartbeat_interval(tenant, name, self.requested);
         self.grace = config.grace(tenant, name, interval);
-        if interval == self.interval {
+        let probes = config.assigned_probes(tenant, name);
+        let new_interval = interval != self.interval;
+        let new_probes = probes != self.probes;
+        if !new_interval && !new_probes {
             return None;
         }
-        self.interval = interval;
         *version += 1;
-        tracing::info!(agent = %self.key, interval = ?interval, "pushing new heartbeat interval");
+        let mut update = ConfigUpdate {
+            version: *version,
+            heartbeat_interval_ms: 0,
+            probes: None,
+        };
+        if new_interval {
+            self.interval = interval;
+            update.heartbeat_interval_ms = millis_u32(interval);
+            tracing::info!(agent = %self.key, interval = ?interval, "pushing new heartbeat interval");
+        }
+        if new_probes {
+            update.probes = Some(ProbeSet::from(&probes));
+            self.probes = probes;
+            tracing::info!(agent = %self.key, "pushing new probe assignment");
+        }
         Some(CollectorMessage {
-            kind: Some(CollectorKind::Config(ConfigUpdate {
-                version: *version,
-                heartbeat_interval_ms: millis_u32(interval),
-            })),
+            kind: Some(CollectorKind::Config(update)),
         })
     }
 }

@@ -212,7 +212,11 @@ impl Probes {
     pub fn validate(&self) -> Result<(), ProbeError> {
         for (i, p) in self.ping.iter().enumerate() {
             let key = |k: &str| format!("ping[{i}].{k}");
-            check(!p.targets.is_empty(), || key("targets"), "must not be empty")?;
+            check(
+                !p.targets.is_empty(),
+                || key("targets"),
+                "must not be empty",
+            )?;
             check(
                 (MIN_INTERVAL..=MAX_INTERVAL).contains(&p.interval),
                 || key("interval"),
@@ -231,7 +235,11 @@ impl Probes {
         }
         for (i, p) in self.tcp.iter().enumerate() {
             let key = |k: &str| format!("tcp[{i}].{k}");
-            check(!p.targets.is_empty(), || key("targets"), "must not be empty")?;
+            check(
+                !p.targets.is_empty(),
+                || key("targets"),
+                "must not be empty",
+            )?;
             check(
                 (MIN_INTERVAL..=MAX_INTERVAL).contains(&p.interval),
                 || key("interval"),
@@ -245,7 +253,11 @@ impl Probes {
         }
         for (i, p) in self.trace.iter().enumerate() {
             let key = |k: &str| format!("trace[{i}].{k}");
-            check(!p.targets.is_empty(), || key("targets"), "must not be empty")?;
+            check(
+                !p.targets.is_empty(),
+                || key("targets"),
+                "must not be empty",
+            )?;
             check(
                 (MIN_TRACE_INTERVAL..=MAX_INTERVAL).contains(&p.interval),
                 || key("interval"),
@@ -474,7 +486,10 @@ mod tests {
     #[test]
     fn out_of_bounds_values_name_their_key() {
         let cases = [
-            ("[[ping]]\ntargets = []", "ping[0].targets: must not be empty"),
+            (
+                "[[ping]]\ntargets = []",
+                "ping[0].targets: must not be empty",
+            ),
             (
                 "[[ping]]\ntargets = [\"::1\"]\ninterval = \"50ms\"",
                 "ping[0].interval",
@@ -487,12 +502,18 @@ mod tests {
                 "[[trace]]\ntargets = [\"::1\"]\nmax-hops = 0",
                 "trace[0].max-hops",
             ),
-            ("[[ping]]\ntargets = [\"::1\"]\npayload = 9000", "ping[0].payload"),
+            (
+                "[[ping]]\ntargets = [\"::1\"]\npayload = 9000",
+                "ping[0].payload",
+            ),
             ("[[tcp]]\ntargets = [\"127.0.0.1\"]", "expected HOST:PORT"),
             ("[[tcp]]\ntargets = [\"::1:80\"]", "expected HOST:PORT"),
             ("[[tcp]]\ntargets = [\"127.0.0.1:0\"]", "expected HOST:PORT"),
             ("[[ping]]\ntargets = [\"10.0.0.0/8\"]", "at most 65536"),
-            ("[[ping]]\ntargets = [\"::1\"]\nport = 1", "unknown field `port`"),
+            (
+                "[[ping]]\ntargets = [\"::1\"]\nport = 1",
+                "unknown field `port`",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();

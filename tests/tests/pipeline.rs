@@ -17,6 +17,7 @@ use sonde_agent::{AgentStatus, batcher};
 use sonde_collector::store::Store;
 use sonde_proto::Role;
 use sonde_proto::v1::{PingResult, PingStatus, Record, ResultBatch, record};
+use sonde_runtime::probes::Probes;
 use sonde_tests::{World, eventually};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -29,6 +30,7 @@ struct Agent {
     session: JoinHandle<()>,
     batcher: JoinHandle<()>,
     _config: watch::Sender<Arc<Loaded>>,
+    _assigned: watch::Receiver<Arc<Probes>>,
 }
 
 impl Agent {
@@ -47,10 +49,12 @@ impl Agent {
         let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
         let (status_tx, _) = watch::channel(AgentStatus::Starting);
         let shutdown = CancellationToken::new();
+        let (assigned_tx, assigned_rx) = watch::channel(Arc::new(Probes::default()));
         let session = tokio::spawn(sonde_agent::run(
             config_rx,
             outbox,
             status_tx,
+            assigned_tx,
             shutdown.clone(),
         ));
         Self {
@@ -59,6 +63,7 @@ impl Agent {
             session,
             batcher,
             _config: config_tx,
+            _assigned: assigned_rx,
         }
     }
 

@@ -101,17 +101,7 @@ pub async fn run<N: Network>(
     shutdown: CancellationToken,
 ) {
     let initial = targets.borrow_and_update().clone();
-    let mut engine = Engine {
-        net: &net,
-        emit,
-        targets: Arc::new(Vec::new()),
-        schedule: Schedule::default(),
-        pending: HashMap::new(),
-        deadlines: BinaryHeap::new(),
-        next_seq: HashMap::new(),
-        payload: Vec::new(),
-        late_replies: 0,
-    };
+    let mut engine = Engine::new(&net, emit);
     engine.set_targets(initial, Instant::now());
     let mut report = tokio::time::interval_at(Instant::now() + LAG_REPORT_EVERY, LAG_REPORT_EVERY);
     loop {
@@ -134,27 +124,85 @@ pub async fn run<N: Network>(
             _ = report.tick() => engine.report_lag(),
         }
     }
-    // Whatever is still pending at shutdown gets its verdict now: nothing is
-    // silently forgotten (a pending probe is reported as timed out).
-    engine.expire(Instant::now() + Duration::from_secs(3600));
+    // Probes in flight get their reply or their timeout, for a moment; a
+    // verdict forced earlier would be artificial loss. What is still pending
+    // after that is dropped without a result (logged).
+    let until = Instant::now() + SHUTDOWN_DRAIN;
+    while !engine.pending.is_empty() && Instant::now() < until {
+        let wake = engine.next_expiry().map_or(until, |t| t.min(until));
+        tokio::select! {
+            Ok(reply) = net.recv() => engine.on_reply(reply),
+            () = sleep_until(wake) => engine.expire(Instant::now()),
+        }
+    }
+    if !engine.pending.is_empty() {
+        tracing::info!(
+            probes = engine.pending.len(),
+            "ICMP probes still in flight at shutdown; no result reported for them"
+        );
+    }
     engine.report_lag();
 }
 
-impl<N: Network> Engine<'_, N> {
+/// Pings each target once — sends 1 ms apart, never in a burst — and
+/// reports every result, waiting out the timeouts (`probe-once`).
+pub async fn once<N: Network>(net: &N, targets: &[PingTarget], emit: Emitter) {
+    let mut engine = Engine::new(net, emit);
+    engine.payload = payload_for(targets);
+    for t in targets {
+        engine.send(t, Instant::now());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while !engine.pending.is_empty() {
+        let wake = engine.next_expiry().unwrap_or_else(idle_wake);
+        tokio::select! {
+            Ok(reply) = net.recv() => engine.on_reply(reply),
+            () = sleep_until(wake) => engine.expire(Instant::now()),
+        }
+    }
+}
+
+/// The payload bytes, as long as the largest any target asks for.
+fn payload_for(targets: &[PingTarget]) -> Vec<u8> {
+    let max_payload = targets.iter().map(|t| t.payload).max().unwrap_or(0);
+    (0..max_payload)
+        .map(|i| b"sonde-ping-payload"[i % 18])
+        .collect()
+}
+
+/// How long shutdown waits for replies to probes in flight.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
+impl<'a, N: Network> Engine<'a, N> {
+    fn new(net: &'a N, emit: Emitter) -> Self {
+        Engine {
+            net,
+            emit,
+            targets: Arc::new(Vec::new()),
+            schedule: Schedule::default(),
+            pending: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_seq: HashMap::new(),
+            payload: Vec::new(),
+            late_replies: 0,
+        }
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((t, _, _))| *t)
+    }
+
     fn set_targets(&mut self, targets: Arc<Vec<PingTarget>>, now: Instant) {
         self.schedule
             .set(targets.iter().map(|t| t.interval).collect(), now);
-        let max_payload = targets.iter().map(|t| t.payload).max().unwrap_or(0);
-        self.payload = (0..max_payload)
-            .map(|i| b"sonde-ping-payload"[i % 18])
-            .collect();
+        self.payload = payload_for(&targets);
         tracing::info!(targets = targets.len(), "ICMP target set applied");
         self.targets = targets;
     }
 
     fn next_wake(&self) -> Instant {
         let send = self.schedule.next();
-        let expire = self.deadlines.peek().map(|Reverse((t, _, _))| *t);
+        let expire = self.next_expiry();
         match (send, expire) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,

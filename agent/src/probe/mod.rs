@@ -6,8 +6,10 @@
 pub mod emit;
 pub mod icmp;
 pub mod icmp_net;
+pub mod once;
 pub mod plan;
 pub mod resolve;
+pub mod runner;
 pub mod schedule;
 pub mod tcp;
 pub mod trace;

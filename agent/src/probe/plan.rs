@@ -27,7 +27,10 @@ pub struct Plan {
 /// Every host name the definitions use.
 pub fn hostnames(probes: &Probes) -> BTreeSet<String> {
     let ping = probes.ping.iter().flat_map(|p| &p.targets);
-    let tcp = probes.tcp.iter().flat_map(|p| p.targets.iter().map(|e| &e.target));
+    let tcp = probes
+        .tcp
+        .iter()
+        .flat_map(|p| p.targets.iter().map(|e| &e.target));
     let trace = probes.trace.iter().flat_map(|p| &p.targets);
     ping.chain(tcp)
         .chain(trace)
@@ -182,7 +185,10 @@ mod tests {
             targets = ["here", "gone"]
             "#,
         );
-        assert_eq!(hostnames(&p), BTreeSet::from(["gone".into(), "here".into()]));
+        assert_eq!(
+            hostnames(&p),
+            BTreeSet::from(["gone".into(), "here".into()])
+        );
         let fake = Fake(Mutex::new(HashMap::from([(
             "here".to_owned(),
             vec!["127.0.0.9".parse().unwrap(), "::1".parse().unwrap()],

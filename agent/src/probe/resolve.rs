@@ -183,7 +183,11 @@ mod tests {
             Err(io::Error::other("temporary failure in name resolution")),
         );
         let r = names.refresh(&fake, every, t0 + every).await;
-        assert!(r.failed.iter().any(|(n, e)| n == "a.test" && e.contains("temporary")));
+        assert!(
+            r.failed
+                .iter()
+                .any(|(n, e)| n == "a.test" && e.contains("temporary"))
+        );
         assert_eq!(names.get("a.test"), [ip("10.0.0.1"), ip("fd00::1")]);
         // Recovers with a new address: changed.
         fake.0

@@ -152,7 +152,11 @@ impl NetSocket {
         let fd = self.fd.get_ref().as_raw_fd();
         let mut buf = [0u8; 512];
         let mut iov = [io::IoSliceMut::new(&mut buf)];
-        let mut cmsg = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in6, TimeSpec);
+        let mut cmsg = nix::cmsg_space!(
+            nix::libc::sock_extended_err,
+            nix::libc::sockaddr_in6,
+            TimeSpec
+        );
         let msg = recvmsg::<SockaddrStorage>(
             fd,
             &mut iov,
@@ -165,7 +169,10 @@ impl NetSocket {
             match c {
                 ControlMessageOwned::ScmTimestampns(ts) => rx = Some(nanos(ts)),
                 ControlMessageOwned::Ipv4RecvErr(e, Some(from)) => {
-                    err = Some((e, IpAddr::V4(Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr)))));
+                    err = Some((
+                        e,
+                        IpAddr::V4(Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr))),
+                    ));
                 }
                 ControlMessageOwned::Ipv6RecvErr(e, Some(from)) => {
                     err = Some((e, IpAddr::V6(Ipv6Addr::from(from.sin6_addr.s6_addr))));
@@ -194,7 +201,11 @@ impl NetSocket {
         let Some(id) = id else {
             return Ok(None);
         };
-        let time_exceeded = if self.v6 { e.ee_type == 3 } else { e.ee_type == 11 };
+        let time_exceeded = if self.v6 {
+            e.ee_type == 3
+        } else {
+            e.ee_type == 11
+        };
         Ok(Some(Answer {
             id,
             from,

@@ -90,7 +90,10 @@ async fn each_outcome_gets_its_kind_and_timeouts_end_on_time() {
     let t0 = connects[0].0;
     for (k, (at, addr)) in connects.iter().enumerate() {
         let k = u32::try_from(k).unwrap();
-        assert_eq!(*at - t0, second * (k / 5) + Duration::from_millis(200) * (k % 5));
+        assert_eq!(
+            *at - t0,
+            second * (k / 5) + Duration::from_millis(200) * (k % 5)
+        );
         assert_eq!(u32::from(addr.port()), k % 5 + 1);
     }
     let mut by_port: HashMap<u32, Vec<TcpResult>> = HashMap::new();
@@ -113,7 +116,11 @@ async fn each_outcome_gets_its_kind_and_timeouts_end_on_time() {
         }
     }
     assert!(by_port[&1].iter().all(|r| r.connect_nanos == 3_000_000));
-    assert!(by_port[&5][0].error.contains("700ms"), "{:?}", by_port[&5][0]);
+    assert!(
+        by_port[&5][0].error.contains("700ms"),
+        "{:?}",
+        by_port[&5][0]
+    );
     assert!(by_port[&4][0].error.contains("No route to host"));
 }
 
@@ -127,12 +134,23 @@ async fn a_new_target_set_applies_without_restart() {
     let (tx, rx) = watch::channel(Arc::new(vec![target(1, second, second)]));
     let (rtx, _records) = mpsc::channel(100);
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(net.clone(), rx, Emitter::new(rtx, "tcp"), shutdown.clone()));
+    let task = tokio::spawn(run(
+        net.clone(),
+        rx,
+        Emitter::new(rtx, "tcp"),
+        shutdown.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     tx.send_replace(Arc::new(vec![target(2, second, second)]));
     tokio::time::sleep(Duration::from_millis(1900)).await;
     shutdown.cancel();
     task.await.unwrap();
-    let ports: Vec<u16> = net.connects.lock().unwrap().iter().map(|c| c.1.port()).collect();
+    let ports: Vec<u16> = net
+        .connects
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.1.port())
+        .collect();
     assert_eq!(ports, [1, 1, 2, 2]);
 }

@@ -69,7 +69,8 @@ impl TraceSocket for FakeSocket {
             None if self.path.dead_end => return Ok(ns(self.start)),
             None => (self.dest, true),
         };
-        let delay = HOP_DELAY * u32::from(ttl.min(u8::try_from(self.path.routers.len() + 1).unwrap()));
+        let delay =
+            HOP_DELAY * u32::from(ttl.min(u8::try_from(self.path.routers.len() + 1).unwrap()));
         let (tx, start) = (self.tx.clone(), self.start);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -125,8 +126,15 @@ async fn hops_in_order_with_rtts_and_a_stable_hash() {
     assert_eq!(Instant::now() - t0, HOP_DELAY * 3);
     let t = result(&r);
     assert!(t.reached && t.error.is_empty(), "{t:?}");
-    let hops: Vec<(u32, &str, u32)> = t.hops.iter().map(|h| (h.ttl, h.address.as_str(), h.probes)).collect();
-    assert_eq!(hops, [(1, "10.0.0.1", 3), (2, "10.0.0.2", 3), (3, "10.0.0.99", 3)]);
+    let hops: Vec<(u32, &str, u32)> = t
+        .hops
+        .iter()
+        .map(|h| (h.ttl, h.address.as_str(), h.probes))
+        .collect();
+    assert_eq!(
+        hops,
+        [(1, "10.0.0.1", 3), (2, "10.0.0.2", 3), (3, "10.0.0.99", 3)]
+    );
     for h in &t.hops {
         let want = u64::try_from((HOP_DELAY * h.ttl).as_nanos()).unwrap();
         assert_eq!(h.rtt_nanos, vec![want; 3], "ttl {}", h.ttl);
@@ -191,7 +199,12 @@ async fn the_engine_traces_on_schedule_and_never_twice_at_once() {
     let (_tx, rx) = watch::channel(Arc::new(vec![a, b]));
     let (rtx, mut records) = mpsc::channel(100);
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(net.clone(), rx, Emitter::new(rtx, "trace"), shutdown.clone()));
+    let task = tokio::spawn(run(
+        net.clone(),
+        rx,
+        Emitter::new(rtx, "trace"),
+        shutdown.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(31)).await;
     shutdown.cancel();
     task.await.unwrap();
