@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 # single `apt-get update`, only when missing.
 apt_packages=(
   fping      # reference pinger the ICMP tests compare against
+  iproute2   # ip netns / veth: the namespaces probe tests build
+  nftables   # loss, outages and SYN drops inside those namespaces
 )
 apt_updated=0
 for pkg in "${apt_packages[@]}"; do

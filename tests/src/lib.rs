@@ -7,6 +7,7 @@
 //! handle drops, also when a test fails. Waits are bounded polls
 //! ([`eventually`]), never fixed sleeps.
 
+pub mod netns;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

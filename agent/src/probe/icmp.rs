@@ -145,19 +145,28 @@ pub async fn run<N: Network>(
 }
 
 /// Pings each target once — sends 1 ms apart, never in a burst — and
-/// reports every result, waiting out the timeouts (`probe-once`).
+/// reports every result, waiting out the timeouts (`probe-once`). Replies
+/// are read while sending, and before any timeout is declared.
 pub async fn once<N: Network>(net: &N, targets: &[PingTarget], emit: Emitter) {
     let mut engine = Engine::new(net, emit);
     engine.payload = payload_for(targets);
-    for t in targets {
-        engine.send(t, Instant::now());
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    while !engine.pending.is_empty() {
-        let wake = engine.next_expiry().unwrap_or_else(idle_wake);
+    let mut next = targets.iter();
+    let mut send_at = Some(Instant::now());
+    while send_at.is_some() || !engine.pending.is_empty() {
+        let expiry = engine.next_expiry().unwrap_or_else(idle_wake);
         tokio::select! {
+            biased;
             Ok(reply) = net.recv() => engine.on_reply(reply),
-            () = sleep_until(wake) => engine.expire(Instant::now()),
+            () = sleep_until(send_at.unwrap_or_else(idle_wake)), if send_at.is_some() => {
+                match next.next() {
+                    Some(t) => {
+                        engine.send(t, Instant::now());
+                        send_at = Some(Instant::now() + Duration::from_millis(1));
+                    }
+                    None => send_at = None,
+                }
+            }
+            () = sleep_until(expiry) => engine.expire(Instant::now()),
         }
     }
 }

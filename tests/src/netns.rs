@@ -1,0 +1,180 @@
+//! Network namespaces a test builds (hosts, routers, veth links, nftables
+//! rules) and always removes: on drop, also when the test fails. Names
+//! carry the test process id, and namespaces left by a process that no
+//! longer exists (a killed run) are removed when a new lab starts.
+//!
+//! Traffic stays inside these namespaces: nothing here routes to any other
+//! address.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// Prefix of every namespace a test creates.
+const PREFIX: &str = "sonde-t";
+
+/// A set of namespaces; removed on drop.
+#[derive(Debug)]
+pub struct Lab {
+    tag: String,
+    names: Vec<String>,
+    links: u32,
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: cannot run: {e} (is iproute2/nftables installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Removes namespaces of earlier test processes that are gone.
+fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix(&format!("{PREFIX}-")) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+impl Lab {
+    /// A new, empty lab; `tag` tells this test's namespaces apart.
+    pub fn new(tag: &str) -> Self {
+        sweep_stale();
+        Self {
+            tag: format!("{PREFIX}-{}-{tag}", std::process::id()),
+            names: Vec::new(),
+            links: 0,
+        }
+    }
+
+    /// Creates namespace `name` (loopback up, forwarding on, ICMP error
+    /// rate limits off so every probe gets its answer); returns its full
+    /// name.
+    pub fn host(&mut self, name: &str) -> String {
+        let full = format!("{}-{name}", self.tag);
+        run(Command::new("ip").args(["netns", "add", &full]));
+        self.names.push(full.clone());
+        self.ip(&full, &["link", "set", "lo", "up"]);
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.icmp_ratelimit", "0"),
+            ("net.ipv4.icmp_msgs_per_sec", "100000"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv6.icmp.ratelimit", "0"),
+        ] {
+            self.sysctl(&full, key, value);
+        }
+        full
+    }
+
+    /// Sets a sysctl inside `ns`.
+    pub fn sysctl(&self, ns: &str, key: &str, value: &str) {
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ]));
+    }
+
+    /// Runs `ip -n NS ARGS...`.
+    pub fn ip(&self, ns: &str, args: &[&str]) {
+        run(Command::new("ip").arg("-n").arg(ns).args(args));
+    }
+
+    /// A veth link between `a` and `b` with the given addresses (CIDR
+    /// notation); returns the interface names in `a` and `b`.
+    pub fn link(&mut self, a: &str, a_addr: &str, b: &str, b_addr: &str) -> (String, String) {
+        self.links += 1;
+        let (ia, ib) = (format!("l{}a", self.links), format!("l{}b", self.links));
+        run(Command::new("ip").args([
+            "link", "add", &ia, "netns", a, "type", "veth", "peer", "name", &ib, "netns", b,
+        ]));
+        for (ns, ifname, addr) in [(a, &ia, a_addr), (b, &ib, b_addr)] {
+            let mut args = vec!["addr", "add", addr, "dev", ifname];
+            if addr.contains(':') {
+                args.push("nodad");
+            }
+            self.ip(ns, &args);
+            self.ip(ns, &["link", "set", ifname, "up"]);
+        }
+        (ia, ib)
+    }
+
+    /// Replaces the nftables ruleset of `ns` with `rules`.
+    pub fn nft(&self, ns: &str, rules: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nft (install nftables)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("flush ruleset\n{rules}").as_bytes())
+            .expect("write ruleset");
+        let out = child.wait_with_output().expect("nft");
+        assert!(
+            out.status.success(),
+            "nft in {ns} failed: {}\n{rules}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `program ARGS` inside `ns`, killed if it runs past `timeout`.
+    pub fn exec(&self, ns: &str, program: &Path, args: &[&str], timeout: Duration) -> Output {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ip netns exec");
+        let deadline = std::time::Instant::now() + timeout;
+        while child.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "{} {args:?} in {ns} ran past {timeout:?}: {}",
+                    program.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("output")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for name in self.names.drain(..).rev() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
+}
