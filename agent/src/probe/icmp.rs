@@ -150,7 +150,7 @@ pub async fn run<N: Network>(
 pub async fn once<N: Network>(net: &N, targets: &[PingTarget], emit: Emitter) {
     let mut engine = Engine::new(net, emit);
     engine.payload = payload_for(targets);
-    let mut next = targets.iter();
+    let mut queue = targets.iter();
     let mut send_at = Some(Instant::now());
     while send_at.is_some() || !engine.pending.is_empty() {
         let expiry = engine.next_expiry().unwrap_or_else(idle_wake);
@@ -158,7 +158,7 @@ pub async fn once<N: Network>(net: &N, targets: &[PingTarget], emit: Emitter) {
             biased;
             Ok(reply) = net.recv() => engine.on_reply(reply),
             () = sleep_until(send_at.unwrap_or_else(idle_wake)), if send_at.is_some() => {
-                match next.next() {
+                match queue.next() {
                     Some(t) => {
                         engine.send(t, Instant::now());
                         send_at = Some(Instant::now() + Duration::from_millis(1));
