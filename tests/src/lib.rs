@@ -56,15 +56,23 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Newest modification time of any file below `dir`.
+/// Newest modification time of any file below `dir` that goes into the
+/// build (Rust and proto sources, manifests, build scripts; not the sample
+/// configs).
 fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
+        let built_from = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("rs" | "proto")
+        ) || path.file_name().is_some_and(|n| n == "Cargo.toml");
         let t = if path.is_dir() {
             newest_mtime(&path)
-        } else {
+        } else if built_from {
             entry.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            None
         };
         newest = newest.max(t);
     }

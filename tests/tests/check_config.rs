@@ -24,12 +24,37 @@ fn sample_configs_parse() {
         agent.collector_host_port(),
         Some(("collector.example.net", 7443))
     );
+    let probes = agent.probes();
+    probes.validate().unwrap();
+    assert_eq!(
+        (probes.ping.len(), probes.tcp.len(), probes.trace.len()),
+        (1, 1, 1)
+    );
+    assert_eq!(probes.ping[0].targets.len(), 4);
     let collector: sonde_collector::Config = Source::read(&repo("collector/collector.toml"))
         .unwrap()
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(collector.listen.port(), 7443);
     assert!(collector.access.operator_tenants.contains("noc"));
+    // The commented per-agent example parses once uncommented.
+    let text = std::fs::read_to_string(repo("collector/collector.toml")).unwrap();
+    let start = text.find("# [[agent]]").expect("per-agent example");
+    let uncommented: String = text[..start].to_owned()
+        + &text[start..]
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(toml) if toml.starts_with('[') || toml.contains(" = ") => toml,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    let collector: sonde_collector::Config = Source::from_text(Path::new("x.toml"), uncommented)
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let assigned = collector.assigned_probes("acme", "edge-paris-1");
+    assigned.validate().unwrap();
+    assert_eq!((assigned.ping.len(), assigned.tcp.len()), (1, 1));
 }
 
 /// Runs `PROGRAM --config PATH check-config`: (success, stdout + stderr).
@@ -154,6 +179,37 @@ fn agent_check_config_names_file_line_and_key() {
         "sonde-agent",
         &good,
         &[&format!("{file}:11:"), "key `heartbeat.interval`"],
+    );
+
+    // A probe out of bounds, named by its index.
+    std::fs::write(
+        &good,
+        format!("{text_of}[[ping]]\ntargets = [\"::1\"]\n[[ping]]\ntargets = [\"::1\"]\ninterval = \"10ms\"\n"),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[
+            &format!("{file}:17:1"),
+            "key `ping[1].interval`",
+            "between 100ms and 24h",
+        ],
+    );
+    std::fs::write(
+        &good,
+        format!("{text_of}[[tcp]]\ntargets = [\"10.0.0.0/8:80\"]\n"),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[
+            &format!("{file}:14:11"),
+            "key `tcp[0].targets`",
+            "16777214 addresses",
+            "at most 65536",
+        ],
     );
 
     std::fs::write(&good, text_of.replace("localhost:", "localhost-")).unwrap();

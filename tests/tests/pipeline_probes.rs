@@ -90,16 +90,12 @@ async fn collector_outage_and_agent_kill_9_with_real_probes() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     let _collector = world.start_collector(&[]).await;
     let up = unix_nanos();
-    eventually(
-        "the outage replayed",
-        Duration::from_secs(30),
-        || async {
-            let (per, _) = delivered(&world);
-            per.values()
-                .all(|t| t.last().is_some_and(|l| *l > up + 2 * SECOND))
-                .then_some(())
-        },
-    )
+    eventually("the outage replayed", Duration::from_secs(30), || async {
+        let (per, _) = delivered(&world);
+        per.values()
+            .all(|t| t.last().is_some_and(|l| *l > up + 2 * SECOND))
+            .then_some(())
+    })
     .await;
 
     // kill -9 mid-batch (at 100 results/s a batch is always filling), then
@@ -109,12 +105,16 @@ async fn collector_outage_and_agent_kill_9_with_real_probes() {
     let (before_kill, _) = delivered(&world);
     let mut agent = world.start_agent("prober", &[]);
     let restarted = unix_nanos();
-    eventually("results after the restart", Duration::from_secs(30), || async {
-        let (per, _) = delivered(&world);
-        per.values()
-            .all(|t| t.last().is_some_and(|l| *l > restarted + 4 * SECOND))
-            .then_some(())
-    })
+    eventually(
+        "results after the restart",
+        Duration::from_secs(30),
+        || async {
+            let (per, _) = delivered(&world);
+            per.values()
+                .all(|t| t.last().is_some_and(|l| *l > restarted + 4 * SECOND))
+                .then_some(())
+        },
+    )
     .await;
     agent.terminate();
 
