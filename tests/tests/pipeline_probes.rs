@@ -3,11 +3,14 @@
 //! collector is down for 20 s, then the agent is killed with SIGKILL and
 //! restarted; the collector's ingest log must hold every result of the
 //! outage exactly once (each target's results one interval apart, no hole,
-//! no repeat) and nothing twice anywhere.
+//! no repeat) and nothing twice anywhere. And probes the collector assigns
+//! to an agent reach it, change on the collector's reload, and keep running
+//! across an agent restart while the collector is down.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use prost::Message as _;
 use sonde_collector::store::Store;
 use sonde_proto::Role;
@@ -140,4 +143,83 @@ async fn collector_outage_and_agent_kill_9_with_real_probes() {
     }
     // After the restart, probing resumed without holes.
     contiguous(&per, restarted + 2 * SECOND, restarted + 4 * SECOND).unwrap();
+}
+
+/// The newest send time per address.
+fn latest(world: &World) -> BTreeMap<String, i64> {
+    delivered(world)
+        .0
+        .into_iter()
+        .filter_map(|(a, t)| Some((a, *t.last()?)))
+        .collect()
+}
+
+fn assignment(address: &str) -> String {
+    format!(
+        "[[agent]]\ntenant = \"acme\"\nname = \"central\"\n\
+         [[agent.ping]]\ntargets = [\"{address}\"]\ninterval = \"200ms\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_assigned_probes_follow_its_reloads() {
+    let world = World::new();
+    world.collector_config(&assignment("127.0.7.1"));
+    let collector = world.start_collector(&[]).await;
+    let cert = world.cert("acme", Role::Agent, "central");
+    // The agent's own config has no probes at all.
+    world.agent_config("central", &cert, "");
+    let agent = world.start_agent("central", &[]);
+    eventually(
+        "assigned target probed",
+        Duration::from_secs(20),
+        || async { latest(&world).contains_key("127.0.7.1").then_some(()) },
+    )
+    .await;
+
+    // A new assignment on reload: the agent switches without a restart.
+    world.collector_config(&assignment("127.0.7.2"));
+    collector.signal(Signal::SIGHUP);
+    let reloaded = unix_nanos();
+    eventually("new target probed", Duration::from_secs(20), || async {
+        latest(&world)
+            .get("127.0.7.2")
+            .is_some_and(|t| *t > reloaded + SECOND)
+            .then_some(())
+    })
+    .await;
+    let last_old = latest(&world)["127.0.7.1"];
+    assert!(last_old < reloaded + SECOND, "old target still probed");
+    agent
+        .wait_log(
+            &["collector assigned a new set of probes"],
+            Duration::from_secs(5),
+        )
+        .await;
+    drop(agent);
+
+    // The collector goes away; a restarted agent still runs its stored
+    // assignment, and delivers once the collector is back.
+    drop(collector);
+    let agent = world.start_agent("central", &[]);
+    agent
+        .wait_log(
+            &["ICMP target set applied", "targets=1"],
+            Duration::from_secs(10),
+        )
+        .await;
+    let offline = unix_nanos();
+    let _collector = world.start_collector(&[]).await;
+    eventually(
+        "probed while the collector was away",
+        Duration::from_secs(20),
+        || async {
+            let (per, _) = delivered(&world);
+            per.get("127.0.7.2")?
+                .iter()
+                .any(|t| *t > offline && *t < offline + SECOND)
+                .then_some(())
+        },
+    )
+    .await;
 }
