@@ -39,6 +39,16 @@ cert = "pki/demo-agent.pem"
 key = "pki/demo-agent.key"
 [heartbeat]
 interval = "2s"
+# Loopback only: a few addresses pinged, the collector's health port
+# connected to, and a traceroute; results stream to the collector.
+[[ping]]
+targets = ["127.0.0.1", "::1", "127.0.9.0/29"]
+[[tcp]]
+targets = ["localhost:$health"]
+interval = "5s"
+[[trace]]
+targets = ["127.0.0.1"]
+interval = "1m"
 TOML
 
 "$bin/sonde-collector" --config "$dir/collector.toml" check-config
@@ -70,6 +80,10 @@ cat <<MSG
     curl --cacert $pki/ca.pem --cert $pki/demo-viewer.pem --key $pki/demo-viewer.key https://localhost:$port/api/v1/agents
     curl --cacert $pki/ca.pem --cert $pki/demo-viewer.pem --key $pki/demo-viewer.key https://localhost:$port/api/v1/events
     curl http://127.0.0.1:$health/healthz
+
+  The agent's probes, one round, as an operator would try them by hand:
+
+    $bin/sonde-agent --config $dir/agent.toml probe-once
 
   Ctrl-C to stop.
 

@@ -118,7 +118,10 @@ pub(super) fn icmp_socket(v6: bool, mode: Mode, ident: u16) -> io::Result<Socket
     setsockopt(&socket, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)?;
     match (mode, v6) {
         (Mode::Raw, false) => socket.attach_filter(&filter_v4(ident))?,
-        (Mode::Raw, true) => socket.attach_filter(&filter_v6(ident))?,
+        (Mode::Raw, true) => {
+            socket.attach_filter(&filter_v6(ident))?;
+            setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(io::Error::from)?;
+        }
         (Mode::Dgram, false) => {
             setsockopt(&socket, sockopt::Ipv4RecvTtl, &true).map_err(io::Error::from)?;
         }
