@@ -287,3 +287,46 @@ fn tcp_connect_open_refused_dropped_and_unroutable() {
     // Connects run concurrently: the whole run is one timeout, not three.
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
+
+#[test]
+fn every_probe_kind_works_over_ipv6() {
+    let world = World::new();
+    let open = TcpListener::bind("[::1]:0").unwrap();
+    let open_port = open.local_addr().unwrap().port();
+    let cert = world.cert("acme", Role::Agent, "v6");
+    let config = world.agent_config(
+        "v6",
+        &cert,
+        &format!(
+            "[[ping]]\ntargets = [\"::1\"]\n\
+             [[tcp]]\ntargets = [\"[::1]:{open_port}\", \"[::1]:9\"]\n\
+             [[trace]]\ntargets = [\"::1\"]\nmethod = \"udp\"\n\
+             [[trace]]\ntargets = [\"::1\"]\nmethod = \"icmp\"\n"
+        ),
+    );
+    let out = std::process::Command::new(bin("sonde-agent"))
+        .args(["probe-once", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{stdout}{}", stderr(&out));
+    assert!(
+        lines[0].starts_with("ping  ::1 ::1 ok ") && lines[0].ends_with("ttl=64"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains(&format!("[::1]:{open_port} ok ")),
+        "{stdout}"
+    );
+    assert!(lines[2].contains("[::1]:9 refused"), "{stdout}");
+    assert!(
+        lines[3].starts_with("trace ::1 ::1 udp reached hops=1 "),
+        "{stdout}"
+    );
+    assert!(lines[4].starts_with("  1 ::1 "), "{stdout}");
+    assert!(
+        lines[5].starts_with("trace ::1 ::1 icmp reached hops=1 "),
+        "{stdout}"
+    );
+}
