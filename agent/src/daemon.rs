@@ -26,6 +26,21 @@ use crate::status::AgentStatus;
 /// How long a shutdown may take before the agent exits anyway.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Raises the open-file limit to its hard maximum: every TCP connect in
+/// flight holds a descriptor (up to `tcp::MAX_IN_FLIGHT`), and the usual
+/// soft limit of 1,024 would turn a busy second into `other` errors.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "open-file limit raised"),
+            Err(e) => tracing::warn!(error = %e, soft, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
 /// What the probe runner runs, from the config and the assignment.
 fn inputs(loaded: &Loaded, assigned: &Probes) -> Inputs {
     Inputs {
@@ -41,6 +56,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let notifier = Notifier::from_env();
     let mut signals = Signals::install().context("installing signal handlers")?;
     let loaded = Loaded::load(config_path)?;
+    raise_fd_limit();
     let state_dir = &loaded.config.state_dir;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating state directory {}", state_dir.display()))?;

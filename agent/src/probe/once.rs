@@ -137,6 +137,7 @@ fn with_error(status: &str, error: &str) -> String {
 /// Runs every probe once; prints results to stdout in order (ping, TCP,
 /// traceroute); returns whether all succeeded.
 pub async fn run(loaded: &Loaded) -> anyhow::Result<bool> {
+    crate::daemon::raise_fd_limit();
     let probes = loaded
         .config
         .probes()
