@@ -195,8 +195,10 @@ pub async fn trace<T: Tracer>(tracer: &T, target: &TraceTarget) -> Record {
             let answer = match answer {
                 Ok(a) => a,
                 Err(e) => {
+                    // Not a transient condition (those are retried inside
+                    // the socket): end this round rather than spin.
                     tracing::debug!(error = %e, "trace receive failed");
-                    continue;
+                    break;
                 }
             };
             // Only answers to this round's probes, once each.
