@@ -12,6 +12,7 @@ apt_packages=(
   fping      # reference pinger the ICMP tests compare against
   iproute2   # ip netns / veth: the namespaces probe tests build
   nftables   # loss, outages and SYN drops inside those namespaces
+  systemd    # systemd-analyze verify / security on the units
 )
 apt_updated=0
 for pkg in "${apt_packages[@]}"; do

@@ -261,10 +261,10 @@ impl Loaded {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let source = Source::read(path)?;
         let mut config: Config = source.parse()?;
-        config.state_dir = source.resolve(&config.state_dir);
-        config.tls.ca = source.resolve(&config.tls.ca);
-        config.tls.cert = source.resolve(&config.tls.cert);
-        config.tls.key = source.resolve(&config.tls.key);
+        config.state_dir = source.resolve("state-dir", &config.state_dir)?;
+        config.tls.ca = source.resolve("tls.ca", &config.tls.ca)?;
+        config.tls.cert = source.resolve("tls.cert", &config.tls.cert)?;
+        config.tls.key = source.resolve("tls.key", &config.tls.key)?;
         Self::validate(config, &source)
     }
 

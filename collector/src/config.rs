@@ -131,19 +131,20 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let source = Source::read(path)?;
         let mut config: Config = source.parse()?;
-        config.resolve_paths(&source);
+        config.resolve_paths(&source)?;
         config.validate(&source)?;
         Ok(config)
     }
 
-    fn resolve_paths(&mut self, source: &Source) {
-        self.state_dir = source.resolve(&self.state_dir);
-        self.tls.ca = source.resolve(&self.tls.ca);
-        self.tls.cert = source.resolve(&self.tls.cert);
-        self.tls.key = source.resolve(&self.tls.key);
+    fn resolve_paths(&mut self, source: &Source) -> Result<(), ConfigError> {
+        self.state_dir = source.resolve("state-dir", &self.state_dir)?;
+        self.tls.ca = source.resolve("tls.ca", &self.tls.ca)?;
+        self.tls.cert = source.resolve("tls.cert", &self.tls.cert)?;
+        self.tls.key = source.resolve("tls.key", &self.tls.key)?;
         for crl in &mut self.tls.crl {
-            *crl = source.resolve(crl);
+            *crl = source.resolve("tls.crl", crl)?;
         }
+        Ok(())
     }
 
     fn validate(&self, source: &Source) -> Result<(), ConfigError> {

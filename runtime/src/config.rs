@@ -69,14 +69,31 @@ impl Source {
         &self.path
     }
 
-    /// Resolves a path from the config: relative paths are relative to the
-    /// directory holding the config file.
-    pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
+    /// Resolves the path under `key`: relative paths are relative to the
+    /// directory holding the config file, and a leading
+    /// `$CREDENTIALS_DIRECTORY/` is the directory where systemd put the
+    /// service's credentials (`LoadCredential=`).
+    pub fn resolve(&self, key: &str, p: &Path) -> Result<PathBuf, ConfigError> {
+        let text = p.to_string_lossy();
+        let credential = text
+            .strip_prefix("$CREDENTIALS_DIRECTORY/")
+            .or_else(|| text.strip_prefix("${CREDENTIALS_DIRECTORY}/"));
+        if let Some(name) = credential {
+            return match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) => Ok(Path::new(&dir).join(name)),
+                None => Err(self.error(
+                    key,
+                    "$CREDENTIALS_DIRECTORY is not set: this path is for a service started by \
+                     systemd with LoadCredential= (run check-config as `systemd-run -P \
+                     -p LoadCredential=... sonde-... check-config`, or name the file directly)",
+                )),
+            };
+        }
+        Ok(if p.is_absolute() {
             p.to_owned()
         } else {
             self.path.parent().unwrap_or_else(|| Path::new(".")).join(p)
-        }
+        })
     }
 
     /// Deserialises the whole file.
@@ -344,7 +361,10 @@ mod tests {
         );
         let e = src.error("tls.key", "required");
         assert_eq!(e.to_string(), "/etc/x.toml: key `tls.key`: required");
-        assert_eq!(src.resolve(Path::new("c.pem")), PathBuf::from("/etc/c.pem"));
+        assert_eq!(
+            src.resolve("tls.cert", Path::new("c.pem")),
+            Ok(PathBuf::from("/etc/c.pem"))
+        );
     }
 
     #[test]

@@ -232,3 +232,45 @@ fn agent_check_config_names_file_line_and_key() {
         ],
     );
 }
+
+#[test]
+fn key_paths_can_name_systemd_credentials() {
+    let world = World::new();
+    let cert = world.cert("acme", Role::Agent, "cred");
+    let config = world.agent_config("cred", &cert, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let key_name = cert.key.file_name().unwrap().to_str().unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            cert.key.to_str().unwrap(),
+            &format!("$CREDENTIALS_DIRECTORY/{key_name}"),
+        ),
+    )
+    .unwrap();
+    let file = config.display().to_string();
+    // Outside systemd the variable is unset: the error says so.
+    let out = Command::new(bin("sonde-agent"))
+        .args(["--config", &file, "check-config"])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("{file}:6:1: key `tls.key`"))
+            && err.contains("$CREDENTIALS_DIRECTORY is not set"),
+        "{err}"
+    );
+    // As systemd runs it: the key is found in the credentials directory.
+    let out = Command::new(bin("sonde-agent"))
+        .args(["--config", &file, "check-config"])
+        .env("CREDENTIALS_DIRECTORY", cert.key.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
