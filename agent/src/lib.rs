@@ -5,6 +5,7 @@
 pub mod assignment;
 pub mod backoff;
 pub mod batcher;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod facts;

@@ -3,35 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use sonde_agent::cli::{Cli, Command};
 use sonde_agent::config::{DEFAULT_PATH, Loaded};
 use sonde_runtime::cli::{Daemon, DaemonArgs, DaemonCommand};
-use sonde_runtime::logging::LogArgs;
-
-/// The sonde agent: heartbeats and probe results (ICMP, TCP connect,
-/// traceroute) to the collector over mutually authenticated TLS gRPC.
-#[derive(Parser)]
-#[command(name = "sonde-agent", version)]
-struct Cli {
-    /// Config file (default: /etc/sonde/agent.toml).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    #[command(flatten)]
-    log: LogArgs,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Subcommand)]
-enum Command {
-    /// Run the service (the default).
-    Run,
-    /// Validate the config file and every file it names, then exit.
-    CheckConfig,
-    /// Run every configured probe once and print the results; exit status
-    /// 0 only if every probe succeeded. Sends nothing to the collector.
-    ProbeOnce,
-}
 
 fn probe_once(config: &Path) -> ExitCode {
     let loaded = match Loaded::load(config) {

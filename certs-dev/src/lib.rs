@@ -21,6 +21,8 @@
 //! | `collector.pem`, `collector.key` | collector server certificate |
 //! | `NAME.pem`, `NAME.key` | client certificates issued with `issue` |
 
+pub mod cli;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;

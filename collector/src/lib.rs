@@ -3,6 +3,7 @@
 //! directly, the binary wraps it in [`daemon::run`] (signals, systemd).
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod error;

@@ -4,16 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sonde_collector::config::{Config, DEFAULT_PATH};
-use sonde_runtime::cli::{Daemon, DaemonArgs};
-
-/// The sonde collector: authenticates agents and people by client
-/// certificate, records heartbeats and events, serves the API.
-#[derive(Parser)]
-#[command(name = "sonde-collector", version)]
-struct Cli {
-    #[command(flatten)]
-    args: DaemonArgs,
-}
+use sonde_collector::cli::Cli;
+use sonde_runtime::cli::Daemon;
 
 fn main() -> ExitCode {
     let daemon = Daemon {
