@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sonde_collector::config::{Config, DEFAULT_PATH};
 use sonde_collector::cli::Cli;
+use sonde_collector::config::{Config, DEFAULT_PATH};
 use sonde_runtime::cli::Daemon;
 
 fn main() -> ExitCode {
