@@ -11,6 +11,7 @@ pub mod plan;
 pub mod resolve;
 pub mod runner;
 pub mod schedule;
+pub mod tasks;
 pub mod tcp;
 pub mod trace;
 pub mod trace_net;

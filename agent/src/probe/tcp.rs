@@ -2,10 +2,8 @@
 //! interval and reports the connect time or why it failed (`refused`,
 //! `timeout`, `unreachable`, `reset`, `other` with the OS error).
 //!
-//! Slots are spread over the interval like every engine's (see
-//! [`super::schedule`]). Connects run concurrently, at most
-//! [`MAX_IN_FLIGHT`] at once; a slot that finds them all busy is counted as
-//! lag rather than queued. A connected socket is closed at once with
+//! Slots are spread over the interval like every engine's; connects run
+//! concurrently, at most [`MAX_IN_FLIGHT`] at once (see [`super::tasks`]). A connected socket is closed at once with
 //! `SO_LINGER` 0 (a reset), so probing a thousand targets a second leaves no
 //! sockets in `TIME_WAIT` on either side.
 //!
@@ -20,12 +18,11 @@ use std::time::Duration;
 
 use sonde_proto::v1::{Record, TcpResult, TcpStatus, record};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::emit::Emitter;
-use super::schedule::{LAG_REPORT_EVERY, Schedule, idle_wake};
+use super::tasks::{self, Limits};
 
 /// Connects in flight at most.
 pub const MAX_IN_FLIGHT: usize = 4096;
@@ -131,58 +128,31 @@ pub async fn probe<C: Connector>(net: &C, target: &TcpTarget) -> Record {
 /// value replaces the set at once) and sending results to `emit`.
 pub async fn run<C: Connector>(
     net: C,
-    mut targets: watch::Receiver<Arc<Vec<TcpTarget>>>,
-    mut emit: Emitter,
+    targets: watch::Receiver<Arc<Vec<TcpTarget>>>,
+    emit: Emitter,
     shutdown: CancellationToken,
 ) {
     let net = Arc::new(net);
-    let mut schedule = Schedule::default();
-    let mut current = targets.borrow_and_update().clone();
-    schedule.set(current.iter().map(|t| t.interval).collect(), Instant::now());
-    let mut in_flight: JoinSet<Record> = JoinSet::new();
-    let mut report = tokio::time::interval_at(Instant::now() + LAG_REPORT_EVERY, LAG_REPORT_EVERY);
-    loop {
-        let wake = schedule.next().unwrap_or_else(idle_wake);
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                if let Ok(record) = done {
-                    emit.push(record);
-                }
-            }
-            Ok(()) = targets.changed() => {
-                current = targets.borrow_and_update().clone();
-                schedule.set(current.iter().map(|t| t.interval).collect(), Instant::now());
-                tracing::info!(targets = current.len(), "TCP target set applied");
-            }
-            () = sleep_until(wake) => {
-                let now = Instant::now();
-                while let Some(i) = schedule.pop_due(now) {
-                    if in_flight.len() >= MAX_IN_FLIGHT {
-                        schedule.skip();
-                        continue;
-                    }
-                    let (net, target) = (net.clone(), current[i].clone());
-                    in_flight.spawn(async move { probe(&*net, &target).await });
-                }
-            }
-            _ = report.tick() => {
-                if let Some(lag) = schedule.take_lag("tcp", net.now_unix_nanos()) {
-                    emit.push(lag);
-                }
-                emit.flush_gap(net.now_unix_nanos());
-            }
-        }
-    }
-    // Connects under way may finish briefly; each is bounded by its timeout
-    // (up to 60 s), which shutdown does not wait for: the rest are abandoned
-    // without a result, as if never started.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while let Ok(Some(Ok(record))) = tokio::time::timeout_at(deadline, in_flight.join_next()).await
-    {
-        emit.push(record);
-    }
+    let clock = net.clone();
+    let limits = Limits {
+        probe: "tcp",
+        max_in_flight: MAX_IN_FLIGHT,
+        one_per_target: false,
+    };
+    let start = move |target: TcpTarget| {
+        let net = net.clone();
+        async move { probe(&*net, &target).await }
+    };
+    tasks::run(
+        limits,
+        targets,
+        |t| t.interval,
+        start,
+        move || clock.now_unix_nanos(),
+        emit,
+        shutdown,
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! The sockets sit behind [`Tracer`], so the logic is tested on tokio's
 //! paused clock.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
@@ -29,12 +29,11 @@ use std::time::Duration;
 use sonde_proto::v1::{Record, TraceHop, TraceResult, record};
 use sonde_runtime::probes::TraceMethod;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::emit::Emitter;
-use super::schedule::{LAG_REPORT_EVERY, Schedule, idle_wake};
+use super::tasks::{self, Limits};
 
 /// TTLs probed at once.
 pub const TTL_WINDOW: u8 = 8;
@@ -270,57 +269,31 @@ fn most_frequent(answers: &[(IpAddr, u64)]) -> Option<IpAddr> {
 /// running when its next slot comes is not started twice (counted as lag).
 pub async fn run<T: Tracer>(
     tracer: T,
-    mut targets: watch::Receiver<Arc<Vec<TraceTarget>>>,
-    mut emit: Emitter,
+    targets: watch::Receiver<Arc<Vec<TraceTarget>>>,
+    emit: Emitter,
     shutdown: CancellationToken,
 ) {
     let tracer = Arc::new(tracer);
-    let mut schedule = Schedule::default();
-    let mut current = targets.borrow_and_update().clone();
-    schedule.set(current.iter().map(|t| t.interval).collect(), Instant::now());
-    let mut running: JoinSet<(Arc<TraceTarget>, Record)> = JoinSet::new();
-    let mut busy: HashSet<Arc<TraceTarget>> = HashSet::new();
-    let mut report = tokio::time::interval_at(Instant::now() + LAG_REPORT_EVERY, LAG_REPORT_EVERY);
-    loop {
-        let wake = schedule.next().unwrap_or_else(idle_wake);
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                if let Ok((target, record)) = done {
-                    busy.remove(&target);
-                    emit.push(record);
-                }
-            }
-            Ok(()) = targets.changed() => {
-                current = targets.borrow_and_update().clone();
-                schedule.set(current.iter().map(|t| t.interval).collect(), Instant::now());
-                tracing::info!(targets = current.len(), "traceroute target set applied");
-            }
-            () = sleep_until(wake) => {
-                let now = Instant::now();
-                while let Some(i) = schedule.pop_due(now) {
-                    let target = Arc::new(current[i].clone());
-                    if running.len() >= MAX_TRACES || busy.contains(&target) {
-                        schedule.skip();
-                        continue;
-                    }
-                    busy.insert(target.clone());
-                    let tracer = tracer.clone();
-                    running.spawn(async move {
-                        let r = trace(&*tracer, &target).await;
-                        (target, r)
-                    });
-                }
-            }
-            _ = report.tick() => {
-                if let Some(lag) = schedule.take_lag("trace", tracer.now_unix_nanos()) {
-                    emit.push(lag);
-                }
-                emit.flush_gap(tracer.now_unix_nanos());
-            }
-        }
-    }
+    let clock = tracer.clone();
+    let limits = Limits {
+        probe: "trace",
+        max_in_flight: MAX_TRACES,
+        one_per_target: true,
+    };
+    let start = move |target: TraceTarget| {
+        let tracer = tracer.clone();
+        async move { trace(&*tracer, &target).await }
+    };
+    tasks::run(
+        limits,
+        targets,
+        |t| t.interval,
+        start,
+        move || clock.now_unix_nanos(),
+        emit,
+        shutdown,
+    )
+    .await;
 }
 
 #[cfg(test)]
