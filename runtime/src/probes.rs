@@ -207,26 +207,35 @@ fn check(ok: bool, key: impl FnOnce() -> String, message: &str) -> Result<(), Pr
     }
 }
 
+/// The bounds every probe kind shares: some targets, an interval between
+/// `min_interval` and 24 h, a timeout between 1 ms and 60 s.
+fn check_common(
+    key: &dyn Fn(&str) -> String,
+    targets: usize,
+    interval: Duration,
+    min_interval: Duration,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    check(targets > 0, || key("targets"), "must not be empty")?;
+    let min = humantime::format_duration(min_interval);
+    check(
+        (min_interval..=MAX_INTERVAL).contains(&interval),
+        || key("interval"),
+        &format!("must be between {min} and 24h"),
+    )?;
+    check(
+        !timeout.is_zero() && timeout <= MAX_TIMEOUT,
+        || key("timeout"),
+        "must be between 1ms and 60s",
+    )
+}
+
 impl Probes {
     /// Checks every bound; the error names the offending key.
     pub fn validate(&self) -> Result<(), ProbeError> {
         for (i, p) in self.ping.iter().enumerate() {
             let key = |k: &str| format!("ping[{i}].{k}");
-            check(
-                !p.targets.is_empty(),
-                || key("targets"),
-                "must not be empty",
-            )?;
-            check(
-                (MIN_INTERVAL..=MAX_INTERVAL).contains(&p.interval),
-                || key("interval"),
-                "must be between 100ms and 24h",
-            )?;
-            check(
-                !p.timeout().is_zero() && p.timeout() <= MAX_TIMEOUT,
-                || key("timeout"),
-                "must be between 1ms and 60s",
-            )?;
+            check_common(&key, p.targets.len(), p.interval, MIN_INTERVAL, p.timeout())?;
             check(
                 p.payload <= MAX_PAYLOAD,
                 || key("payload"),
@@ -235,38 +244,16 @@ impl Probes {
         }
         for (i, p) in self.tcp.iter().enumerate() {
             let key = |k: &str| format!("tcp[{i}].{k}");
-            check(
-                !p.targets.is_empty(),
-                || key("targets"),
-                "must not be empty",
-            )?;
-            check(
-                (MIN_INTERVAL..=MAX_INTERVAL).contains(&p.interval),
-                || key("interval"),
-                "must be between 100ms and 24h",
-            )?;
-            check(
-                !p.timeout().is_zero() && p.timeout() <= MAX_TIMEOUT,
-                || key("timeout"),
-                "must be between 1ms and 60s (connect timeouts are capped at 60s)",
-            )?;
+            check_common(&key, p.targets.len(), p.interval, MIN_INTERVAL, p.timeout())?;
         }
         for (i, p) in self.trace.iter().enumerate() {
             let key = |k: &str| format!("trace[{i}].{k}");
-            check(
-                !p.targets.is_empty(),
-                || key("targets"),
-                "must not be empty",
-            )?;
-            check(
-                (MIN_TRACE_INTERVAL..=MAX_INTERVAL).contains(&p.interval),
-                || key("interval"),
-                "must be between 1s and 24h",
-            )?;
-            check(
-                !p.timeout.is_zero() && p.timeout <= MAX_TIMEOUT,
-                || key("timeout"),
-                "must be between 1ms and 60s",
+            check_common(
+                &key,
+                p.targets.len(),
+                p.interval,
+                MIN_TRACE_INTERVAL,
+                p.timeout,
             )?;
             check(
                 (1..=64).contains(&p.max_hops),

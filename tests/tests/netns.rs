@@ -29,6 +29,18 @@ fn probe_once(world: &World, lab: &Lab, ns: &str, tables: &str) -> (i32, String,
     (out.status.code().unwrap_or(-1), stdout, out)
 }
 
+/// Runs `probe-once` with `tables` here (the test's own namespace, on
+/// loopback); returns (stdout, the whole output).
+fn probe_once_here(world: &World, tables: &str) -> (String, Output) {
+    let cert = world.cert("acme", Role::Agent, "a1");
+    let config = world.agent_config("a1", &cert, tables);
+    let out = std::process::Command::new(bin("sonde-agent"))
+        .args(["probe-once", "--config", config.to_str().unwrap()])
+        .output()
+        .expect("run sonde-agent probe-once");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out)
+}
+
 /// Counts the status word of each `ping` line.
 fn ping_outcomes(stdout: &str) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -234,19 +246,12 @@ fn tcp_connect_open_refused_dropped_and_unroutable() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let cert = world.cert("acme", Role::Agent, "a1");
-    let config = world.agent_config(
-        "a1",
-        &cert,
+    let (stdout, _) = probe_once_here(
+        &world,
         &format!(
             "[[tcp]]\ntargets = [\"127.0.0.1:{open_port}\", \"127.0.0.1:{closed_port}\"]\ntimeout = \"2s\"\n"
         ),
     );
-    let out = std::process::Command::new(bin("sonde-agent"))
-        .args(["probe-once", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(
@@ -293,22 +298,20 @@ fn every_probe_kind_works_over_ipv6() {
     let world = World::new();
     let open = TcpListener::bind("[::1]:0").unwrap();
     let open_port = open.local_addr().unwrap().port();
-    let cert = world.cert("acme", Role::Agent, "v6");
-    let config = world.agent_config(
-        "v6",
-        &cert,
+    let closed_port = TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (stdout, out) = probe_once_here(
+        &world,
         &format!(
             "[[ping]]\ntargets = [\"::1\"]\n\
-             [[tcp]]\ntargets = [\"[::1]:{open_port}\", \"[::1]:9\"]\n\
+             [[tcp]]\ntargets = [\"[::1]:{open_port}\", \"[::1]:{closed_port}\"]\n\
              [[trace]]\ntargets = [\"::1\"]\nmethod = \"udp\"\n\
              [[trace]]\ntargets = [\"::1\"]\nmethod = \"icmp\"\n"
         ),
     );
-    let out = std::process::Command::new(bin("sonde-agent"))
-        .args(["probe-once", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 7, "{stdout}{}", stderr(&out));
     assert!(
@@ -319,7 +322,10 @@ fn every_probe_kind_works_over_ipv6() {
         lines[1].contains(&format!("[::1]:{open_port} ok ")),
         "{stdout}"
     );
-    assert!(lines[2].contains("[::1]:9 refused"), "{stdout}");
+    assert!(
+        lines[2].contains(&format!("[::1]:{closed_port} refused")),
+        "{stdout}"
+    );
     assert!(
         lines[3].starts_with("trace ::1 ::1 udp reached hops=1 "),
         "{stdout}"

@@ -27,7 +27,7 @@ use super::plan::{self, Plan};
 use super::resolve::{Names, Resolve};
 use super::schedule::idle_wake;
 use super::tcp::{self, SystemConnector};
-use super::trace::{self};
+use super::trace;
 use super::trace_net::SystemTracer;
 use crate::replace_if_changed;
 

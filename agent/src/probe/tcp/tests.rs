@@ -41,6 +41,40 @@ impl Connector for Arc<FakeNet> {
     }
 }
 
+/// The engine on `net` with `targets`, running on the paused clock.
+struct Running {
+    set: watch::Sender<Arc<Vec<TcpTarget>>>,
+    records: mpsc::Receiver<Record>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(net: &Arc<FakeNet>, targets: Vec<TcpTarget>) -> Running {
+    let (set, rx) = watch::channel(Arc::new(targets));
+    let (tx, records) = mpsc::channel(100);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(
+        net.clone(),
+        rx,
+        Emitter::new(tx, "tcp"),
+        shutdown.clone(),
+    ));
+    Running {
+        set,
+        records,
+        shutdown,
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(self) -> mpsc::Receiver<Record> {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+        self.records
+    }
+}
+
 fn target(port: u16, interval: Duration, timeout: Duration) -> TcpTarget {
     TcpTarget {
         label: format!("127.0.0.1:{port}").into(),
@@ -72,19 +106,10 @@ async fn each_outcome_gets_its_kind_and_timeouts_end_on_time() {
     let second = Duration::from_secs(1);
     let timeout = Duration::from_millis(700);
     let targets: Vec<TcpTarget> = (1..=5).map(|p| target(p, second, timeout)).collect();
-    let (_tx, rx) = watch::channel(Arc::new(targets));
-    let (rtx, mut records) = mpsc::channel(100);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(
-        net.clone(),
-        rx,
-        Emitter::new(rtx, "tcp"),
-        shutdown.clone(),
-    ));
+    let running = start(&net, targets);
     // 3 intervals: every target connected 3 times, spread 200 ms apart.
     tokio::time::sleep(Duration::from_millis(2900)).await;
-    shutdown.cancel();
-    task.await.unwrap();
+    let mut records = running.stop().await;
     let connects = net.connects.lock().unwrap().clone();
     assert_eq!(connects.len(), 15);
     let t0 = connects[0].0;
@@ -131,20 +156,13 @@ async fn a_new_target_set_applies_without_restart() {
         connects: Mutex::new(Vec::new()),
     });
     let second = Duration::from_secs(1);
-    let (tx, rx) = watch::channel(Arc::new(vec![target(1, second, second)]));
-    let (rtx, _records) = mpsc::channel(100);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(
-        net.clone(),
-        rx,
-        Emitter::new(rtx, "tcp"),
-        shutdown.clone(),
-    ));
+    let running = start(&net, vec![target(1, second, second)]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    tx.send_replace(Arc::new(vec![target(2, second, second)]));
+    running
+        .set
+        .send_replace(Arc::new(vec![target(2, second, second)]));
     tokio::time::sleep(Duration::from_millis(1900)).await;
-    shutdown.cancel();
-    task.await.unwrap();
+    running.stop().await;
     let ports: Vec<u16> = net
         .connects
         .lock()
