@@ -33,21 +33,25 @@ pub struct Limits {
     pub one_per_target: bool,
 }
 
-/// Runs until `shutdown`: `start(target)` is the task for one slot,
-/// `interval(target)` its period, `now_ns` the wall clock for lag records.
-pub async fn run<T, F, Fut>(
+/// Runs until `shutdown`: `probe(net, target)` is the task for one slot,
+/// `interval(target)` its period, `now_ns(net)` the wall clock for lag
+/// records.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<N, T, Fut>(
     limits: Limits,
+    net: N,
     mut targets: watch::Receiver<Arc<Vec<T>>>,
     interval: fn(&T) -> Duration,
-    start: F,
-    now_ns: impl Fn() -> i64,
+    probe: fn(Arc<N>, T) -> Fut,
+    now_ns: fn(&N) -> i64,
     mut emit: Emitter,
     shutdown: CancellationToken,
 ) where
+    N: Send + Sync + 'static,
     T: Clone + Eq + Hash + Send + Sync + 'static,
-    F: Fn(T) -> Fut,
     Fut: Future<Output = Record> + Send + 'static,
 {
+    let net = Arc::new(net);
     let mut schedule = Schedule::default();
     let mut current = targets.borrow_and_update().clone();
     schedule.set(current.iter().map(interval).collect(), Instant::now());
@@ -82,15 +86,15 @@ pub async fn run<T, F, Fut>(
                     if limits.one_per_target {
                         busy.insert(target.clone());
                     }
-                    let task = start(target.clone());
+                    let task = probe(net.clone(), target.clone());
                     running.spawn(async move { (target, task.await) });
                 }
             }
             _ = report.tick() => {
-                if let Some(lag) = schedule.take_lag(limits.probe, now_ns()) {
+                if let Some(lag) = schedule.take_lag(limits.probe, now_ns(&net)) {
                     emit.push(lag);
                 }
-                emit.flush_gap(now_ns());
+                emit.flush_gap(now_ns(&net));
             }
         }
     }

@@ -132,23 +132,17 @@ pub async fn run<C: Connector>(
     emit: Emitter,
     shutdown: CancellationToken,
 ) {
-    let net = Arc::new(net);
-    let clock = net.clone();
-    let limits = Limits {
-        probe: "tcp",
-        max_in_flight: MAX_IN_FLIGHT,
-        one_per_target: false,
-    };
-    let start = move |target: TcpTarget| {
-        let net = net.clone();
-        async move { probe(&*net, &target).await }
-    };
     tasks::run(
-        limits,
+        Limits {
+            probe: "tcp",
+            max_in_flight: MAX_IN_FLIGHT,
+            one_per_target: false,
+        },
+        net,
         targets,
         |t| t.interval,
-        start,
-        move || clock.now_unix_nanos(),
+        |net, t| async move { probe(&*net, &t).await },
+        C::now_unix_nanos,
         emit,
         shutdown,
     )

@@ -273,23 +273,17 @@ pub async fn run<T: Tracer>(
     emit: Emitter,
     shutdown: CancellationToken,
 ) {
-    let tracer = Arc::new(tracer);
-    let clock = tracer.clone();
-    let limits = Limits {
-        probe: "trace",
-        max_in_flight: MAX_TRACES,
-        one_per_target: true,
-    };
-    let start = move |target: TraceTarget| {
-        let tracer = tracer.clone();
-        async move { trace(&*tracer, &target).await }
-    };
     tasks::run(
-        limits,
+        Limits {
+            probe: "trace",
+            max_in_flight: MAX_TRACES,
+            one_per_target: true,
+        },
+        tracer,
         targets,
         |t| t.interval,
-        start,
-        move || clock.now_unix_nanos(),
+        |tracer, t| async move { trace(&*tracer, &t).await },
+        T::now_unix_nanos,
         emit,
         shutdown,
     )
