@@ -40,6 +40,7 @@ pub fn bin(name: &str) -> PathBuf {
     let own = match name {
         "sonde-agent" => "agent",
         "sonde-collector" => "collector",
+        "sondectl" => "ctl",
         _ => "certs-dev",
     };
     let newest = [own, "runtime", "proto", "certs-dev"]

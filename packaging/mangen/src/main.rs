@@ -1,5 +1,5 @@
-//! `sonde-mangen DIR`: writes `sonde-agent.8`, `sonde-collector.8` and
-//! `sonde-certs.1` into DIR, generated (with `clap_mangen`) from the same
+//! `sonde-mangen DIR`: writes `sonde-agent.8`, `sonde-collector.8`,
+//! `sondectl.1` and `sonde-certs.1` into DIR, generated (with `clap_mangen`) from the same
 //! command-line definitions the programs parse, so a man page cannot drift
 //! from the program. The package build (`packaging/build.sh`) runs it.
 
@@ -12,6 +12,7 @@ fn pages() -> Vec<(&'static str, &'static str, clap::Command)> {
     vec![
         ("sonde-agent", "8", sonde_agent::cli::Cli::command()),
         ("sonde-collector", "8", sonde_collector::cli::Cli::command()),
+        ("sondectl", "1", sondectl::cli::Cli::command()),
         ("sonde-certs", "1", sonde_certs::cli::Cli::command()),
     ]
 }
@@ -53,7 +54,12 @@ mod tests {
         let files = write_all(dir.path()).unwrap();
         assert_eq!(
             files,
-            ["sonde-agent.8", "sonde-collector.8", "sonde-certs.1"]
+            [
+                "sonde-agent.8",
+                "sonde-collector.8",
+                "sondectl.1",
+                "sonde-certs.1"
+            ]
         );
         let agent = std::fs::read_to_string(dir.path().join("sonde-agent.8")).unwrap();
         for needle in [
@@ -66,5 +72,7 @@ mod tests {
         }
         let certs = std::fs::read_to_string(dir.path().join("sonde-certs.1")).unwrap();
         assert!(certs.contains("revoke"), "{certs}");
+        let ctl = std::fs::read_to_string(dir.path().join("sondectl.1")).unwrap();
+        assert!(ctl.contains("SONDECTL_CONFIG"), "{ctl}");
     }
 }

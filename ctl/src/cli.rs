@@ -1,0 +1,45 @@
+//! The `sondectl` command line, in the library so the man page is generated
+//! from the same definition (`sonde-mangen`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Default config path when neither `--config` nor `SONDECTL_CONFIG` is set.
+pub const DEFAULT_PATH: &str = "/etc/sonde/sondectl.toml";
+
+/// sondectl: query the sonde collector's API with a viewer or admin
+/// certificate. What you see is what your certificate's tenant may see.
+#[derive(Parser)]
+#[command(name = "sondectl", version)]
+pub struct Cli {
+    /// Config file: collector address and your TLS files
+    /// (default: /etc/sonde/sondectl.toml).
+    #[arg(long, global = true, env = "SONDECTL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// List the agents you may see: state, last heartbeat, version.
+    Agents,
+    /// List recorded events (agent missing/back, connects), oldest first.
+    Events {
+        /// Only events with an id greater than this.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// At most this many events (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only events of this agent.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Validate the config file and the TLS files it names, then exit.
+    CheckConfig,
+}

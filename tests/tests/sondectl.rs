@@ -1,0 +1,137 @@
+//! `sondectl` against a real collector over mTLS: it lists what its
+//! certificate's tenant may see, prints JSON on request, and fails with the
+//! collector's reason (exit 1) or the config's (exit 2).
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use sonde_proto::Role;
+use sonde_tests::{Cert, World, bin, eventually};
+
+fn ctl_config(world: &World, name: &str, cert: &Cert) -> std::path::PathBuf {
+    let path = world.dir().join(format!("sondectl-{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "collector = \"localhost:{port}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+            port = world.port,
+            ca = world.pki.dir().join("ca.pem").display(),
+            cert = cert.cert.display(),
+            key = cert.key.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn sondectl(config: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(bin("sondectl"))
+        .env("SONDECTL_CONFIG", config)
+        .args(args)
+        .output()
+        .await
+        .expect("run sondectl")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sondectl_lists_its_tenants_agents_and_names_refusals() {
+    let world = World::new();
+    world.collector_config("");
+    let _collector = world.start_collector(&[]).await;
+    let a1 = world.cert("tenant-a", Role::Agent, "a1");
+    let b1 = world.cert("tenant-b", Role::Agent, "b1");
+    world.agent_config("a1", &a1, "[heartbeat]\ninterval = \"200ms\"\n");
+    world.agent_config("b1", &b1, "[heartbeat]\ninterval = \"200ms\"\n");
+    let _agent_a = world.start_agent("a1", &[]);
+    let _agent_b = world.start_agent("b1", &[]);
+
+    let viewer = ctl_config(
+        &world,
+        "viewer",
+        &world.cert("tenant-a", Role::Viewer, "va"),
+    );
+    let out = eventually(
+        "a1 listed as up by sondectl",
+        Duration::from_secs(20),
+        || async {
+            let out = sondectl(&viewer, &["agents"]).await;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            stdout
+                .lines()
+                .any(|l| {
+                    l.split_whitespace()
+                        .take(4)
+                        .eq(["tenant-a", "a1", "up", "yes"])
+                })
+                .then_some(out)
+        },
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("TENANT"), "{}", text(&out));
+    assert!(!stdout.contains("b1"), "tenant-b leaked:\n{}", text(&out));
+
+    let out = sondectl(&viewer, &["--json", "agents"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let names: Vec<&str> = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a1"]);
+
+    let out = sondectl(&viewer, &["events", "--agent", "a1", "--limit", "5"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ID"),
+        "{}",
+        text(&out)
+    );
+
+    // The collector's own reason comes through, with exit status 1.
+    let out = sondectl(&viewer, &["events", "--limit", "0"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 400: invalid query parameter limit"),
+        "{}",
+        text(&out)
+    );
+    let agent_cert = ctl_config(&world, "agent", &a1);
+    let out = sondectl(&agent_cert, &["agents"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 403"),
+        "{}",
+        text(&out)
+    );
+
+    // A wrong config is exit 2 with file and key, before any request.
+    let bad = world.dir().join("sondectl-bad.toml");
+    std::fs::write(
+        &bad,
+        "collector = \"nowhere\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+    )
+    .unwrap();
+    let out = sondectl(&bad, &["check-config"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sondectl-bad.toml:1:1: key `collector`"),
+        "{}",
+        text(&out)
+    );
+    let out = sondectl(&viewer, &["check-config"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+}
