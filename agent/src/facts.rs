@@ -1,14 +1,10 @@
 //! Host facts known at connect time (hostname, OS, kernel, architecture),
-//! read from the kernel and `/etc/os-release`. Missing files give empty
-//! strings: facts are informational and never block a session.
+//! from `uname(2)` and `/etc/os-release`. `uname` rather than
+//! `/proc/sys/kernel/*`, which the packaged unit hides (`ProcSubset=pid`).
+//! Missing files give empty strings: facts are informational and never
+//! block a session.
 
 use sonde_proto::v1::HostFacts;
-
-fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
 
 /// `PRETTY_NAME` from an os-release file's text.
 pub fn pretty_name(os_release: &str) -> Option<String> {
@@ -23,10 +19,16 @@ pub fn collect() -> HostFacts {
     let os_release = std::fs::read_to_string("/etc/os-release")
         .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
         .unwrap_or_default();
+    let uts = nix::sys::utsname::uname().ok();
+    let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+        uts.as_ref()
+            .map(|u| f(u).to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     HostFacts {
-        hostname: read_trimmed("/proc/sys/kernel/hostname"),
+        hostname: field(nix::sys::utsname::UtsName::nodename),
         os: pretty_name(&os_release).unwrap_or_default(),
-        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        kernel: field(nix::sys::utsname::UtsName::release),
         arch: std::env::consts::ARCH.to_owned(),
     }
 }
@@ -44,6 +46,8 @@ mod tests {
         );
         assert_eq!(pretty_name("ID=x\n"), None);
         let facts = collect();
-        assert!(!facts.hostname.is_empty() && !facts.kernel.is_empty());
+        let read = |p| std::fs::read_to_string(p).unwrap().trim().to_owned();
+        assert_eq!(facts.hostname, read("/proc/sys/kernel/hostname"));
+        assert_eq!(facts.kernel, read("/proc/sys/kernel/osrelease"));
     }
 }

@@ -8,6 +8,7 @@
 //! ([`eventually`]), never fixed sleeps.
 
 pub mod netns;
+pub mod nspawn;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
