@@ -32,6 +32,14 @@ target/dist/sonde-mangen "$man" >/dev/null
 # the RPMs get them compressed, as rpmbuild's brp-compress would.
 for page in "$man"/*.[18]; do gzip -9nc "$page" >"$page.gz"; done
 
+# One set of rpm scriptlets for both packages, with the name filled in.
+for pkg in sonde-agent sonde-collector; do
+    mkdir -p "target/rpm-scripts/$pkg"
+    for script in packaging/rpm/*.sh; do
+        sed "s/@PACKAGE@/$pkg/g" "$script" >"target/rpm-scripts/$pkg/${script##*/}"
+    done
+done
+
 out=target/packages
 mkdir -p "$out"
 for pkg in sonde-agent sonde-collector; do

@@ -13,6 +13,11 @@ apt_packages=(
   iproute2   # ip netns / veth: the namespaces probe tests build
   nftables   # loss, outages and SYN drops inside those namespaces
   systemd    # systemd-analyze verify / security on the units
+  systemd-container  # systemd-nspawn: the packages installed into a real systemd
+  debootstrap        # the Debian root file system that container boots
+  lintian    # checks the .debs
+  rpm        # rpm -i / -V / -e inside that container
+  rpmlint    # checks the .rpms
 )
 apt_updated=0
 for pkg in "${apt_packages[@]}"; do
@@ -24,10 +29,18 @@ done
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+# The package builders (packaging/build.sh would install them too).
+command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+command -v cargo-generate-rpm >/dev/null || cargo install --locked cargo-generate-rpm
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binaries; build them first.
 cargo build --workspace --bins --locked
+# The package tests install revision 1 and upgrade to revision 2 of the
+# same sources.
+bash packaging/build.sh 1
+bash packaging/build.sh 2
 # Stream the output and end with one summary line over every test binary
 # (cargo's own last line is that of the last doc-test run).
 log=$(mktemp)

@@ -5,5 +5,5 @@ if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi
 if [ "$1" -ge 1 ]; then
-    systemctl try-restart %{name}.service >/dev/null 2>&1 || :
+    systemctl try-restart @PACKAGE@.service >/dev/null 2>&1 || :
 fi
