@@ -262,9 +262,8 @@ impl Loaded {
         let source = Source::read(path)?;
         let mut config: Config = source.parse()?;
         config.state_dir = source.resolve("state-dir", &config.state_dir)?;
-        config.tls.ca = source.resolve("tls.ca", &config.tls.ca)?;
-        config.tls.cert = source.resolve("tls.cert", &config.tls.cert)?;
-        config.tls.key = source.resolve("tls.key", &config.tls.key)?;
+        let files = source.resolve_tls(&config.tls_files())?;
+        (config.tls.ca, config.tls.cert, config.tls.key) = (files.ca, files.cert, files.key);
         Self::validate(config, &source)
     }
 
@@ -314,14 +313,8 @@ impl Loaded {
             .validate()
             .map_err(|e| source.error(&e.key, e.message))?;
         let files = config.tls_files();
-        let tls = sonde_runtime::tls::client_config(&files).map_err(|e| {
-            let key = match e.path() {
-                Some(p) if p == files.key => "tls.key",
-                Some(p) if p == files.ca => "tls.ca",
-                _ => "tls.cert",
-            };
-            source.error(key, e.to_string())
-        })?;
+        let tls = sonde_runtime::tls::client_config(&files)
+            .map_err(|e| source.tls_error(&files, &[], &e))?;
         let mut h = DefaultHasher::new();
         for p in [&files.ca, &files.cert, &files.key] {
             std::fs::read(p).unwrap_or_default().hash(&mut h);

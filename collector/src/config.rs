@@ -138,9 +138,8 @@ impl Config {
 
     fn resolve_paths(&mut self, source: &Source) -> Result<(), ConfigError> {
         self.state_dir = source.resolve("state-dir", &self.state_dir)?;
-        self.tls.ca = source.resolve("tls.ca", &self.tls.ca)?;
-        self.tls.cert = source.resolve("tls.cert", &self.tls.cert)?;
-        self.tls.key = source.resolve("tls.key", &self.tls.key)?;
+        let files = source.resolve_tls(&self.tls_files())?;
+        (self.tls.ca, self.tls.cert, self.tls.key) = (files.ca, files.cert, files.key);
         for crl in &mut self.tls.crl {
             *crl = source.resolve("tls.crl", crl)?;
         }
@@ -187,16 +186,8 @@ impl Config {
         // Load the TLS material for real, and blame the key that names the
         // file that failed.
         let files = self.tls_files();
-        let located = |e: sonde_runtime::tls::TlsError| {
-            let key = match e.path() {
-                Some(p) if p == files.key => "tls.key",
-                Some(p) if p == files.ca => "tls.ca",
-                Some(p) if self.tls.crl.iter().any(|c| c == p) => "tls.crl",
-                _ => "tls.cert",
-            };
-            source.error(key, e.to_string())
-        };
-        sonde_runtime::tls::server_config(&files, &self.tls.crl).map_err(located)?;
+        sonde_runtime::tls::server_config(&files, &self.tls.crl)
+            .map_err(|e| source.tls_error(&files, &self.tls.crl, &e))?;
         Ok(())
     }
 

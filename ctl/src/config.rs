@@ -2,7 +2,7 @@
 //! present. Loaded with the same rules as the daemons' configs (unknown keys
 //! rejected, errors name file, line and key, TLS files loaded for real).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,23 +19,14 @@ pub struct Config {
     /// How long one request may take.
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub timeout: Duration,
-    pub tls: Tls,
+    /// Your TLS material: `ca` (issuer of the collector's certificate),
+    /// `cert` (URI SAN `sonde://TENANT/viewer/NAME` or `.../admin/...`),
+    /// `key` (0600).
+    pub tls: TlsFiles,
 }
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
-}
-
-/// Your TLS material.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Tls {
-    /// CA that issued the collector's certificate.
-    pub ca: PathBuf,
-    /// Your certificate (URI SAN `sonde://TENANT/viewer/NAME` or `.../admin/...`).
-    pub cert: PathBuf,
-    /// Your private key (0600).
-    pub key: PathBuf,
 }
 
 /// A validated config with its TLS client configuration.
@@ -53,9 +44,7 @@ impl Loaded {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let source = Source::read(path)?;
         let mut config: Config = source.parse()?;
-        config.tls.ca = source.resolve("tls.ca", &config.tls.ca)?;
-        config.tls.cert = source.resolve("tls.cert", &config.tls.cert)?;
-        config.tls.key = source.resolve("tls.key", &config.tls.key)?;
+        config.tls = source.resolve_tls(&config.tls)?;
         let Some(base_url) = base_url(&config.collector) else {
             return Err(source.error(
                 "collector",
@@ -68,19 +57,8 @@ impl Loaded {
         if config.timeout.is_zero() {
             return Err(source.error("timeout", "must be greater than zero"));
         }
-        let files = TlsFiles {
-            ca: config.tls.ca.clone(),
-            cert: config.tls.cert.clone(),
-            key: config.tls.key.clone(),
-        };
-        let tls = sonde_runtime::tls::client_config(&files).map_err(|e| {
-            let key = match e.path() {
-                Some(p) if p == files.ca => "tls.ca",
-                Some(p) if p == files.key => "tls.key",
-                _ => "tls.cert",
-            };
-            source.error(key, e.to_string())
-        })?;
+        let tls = sonde_runtime::tls::client_config(&config.tls)
+            .map_err(|e| source.tls_error(&config.tls, &[], &e))?;
         Ok(Self {
             config,
             base_url,

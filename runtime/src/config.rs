@@ -11,6 +11,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+
+use crate::tls::{TlsError, TlsFiles};
 use toml::de::{DeTable, DeValue};
 
 /// A config problem, located as precisely as the input allows.
@@ -94,6 +96,28 @@ impl Source {
         } else {
             self.path.parent().unwrap_or_else(|| Path::new(".")).join(p)
         })
+    }
+
+    /// Resolves the paths of a `[tls]` table (keys `tls.ca`, `tls.cert`,
+    /// `tls.key`) as [`Source::resolve`] does.
+    pub fn resolve_tls(&self, files: &TlsFiles) -> Result<TlsFiles, ConfigError> {
+        Ok(TlsFiles {
+            ca: self.resolve("tls.ca", &files.ca)?,
+            cert: self.resolve("tls.cert", &files.cert)?,
+            key: self.resolve("tls.key", &files.key)?,
+        })
+    }
+
+    /// A failure to load TLS material, blamed on the `[tls]` key that names
+    /// the file involved (`tls.crl` for one of `crls`).
+    pub fn tls_error(&self, files: &TlsFiles, crls: &[PathBuf], e: &TlsError) -> ConfigError {
+        let key = match e.path() {
+            Some(p) if p == files.key => "tls.key",
+            Some(p) if p == files.ca => "tls.ca",
+            Some(p) if crls.iter().any(|c| c == p) => "tls.crl",
+            _ => "tls.cert",
+        };
+        self.error(key, e.to_string())
     }
 
     /// Deserialises the whole file.

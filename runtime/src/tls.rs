@@ -153,8 +153,10 @@ fn roots(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(store))
 }
 
-/// Paths of one party's TLS material.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Paths of one party's TLS material; also the `[tls]` table of a config
+/// file that needs nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TlsFiles {
     /// CA certificate(s) that issued the peer's certificate.
     pub ca: PathBuf,
