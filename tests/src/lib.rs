@@ -81,6 +81,21 @@ fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
+/// Runs `cmd`, panicking with its output unless it succeeds.
+pub fn run_checked(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{cmd:?}: cannot run: {e} (is the package that has it installed?)")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand
 /// it out again at once).
 pub fn free_port() -> u16 {

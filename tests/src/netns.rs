@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::run_checked;
+
 /// Prefix of every namespace a test creates.
 const PREFIX: &str = "sonde-t";
 
@@ -20,19 +22,6 @@ pub struct Lab {
     tag: String,
     names: Vec<String>,
     links: u32,
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: cannot run: {e} (is iproute2/nftables installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Removes namespaces of earlier test processes that are gone.
@@ -68,7 +57,7 @@ impl Lab {
     /// name.
     pub fn host(&mut self, name: &str) -> String {
         let full = format!("{}-{name}", self.tag);
-        run(Command::new("ip").args(["netns", "add", &full]));
+        run_checked(Command::new("ip").args(["netns", "add", &full]));
         self.names.push(full.clone());
         self.ip(&full, &["link", "set", "lo", "up"]);
         for (key, value) in [
@@ -85,7 +74,7 @@ impl Lab {
 
     /// Sets a sysctl inside `ns`.
     pub fn sysctl(&self, ns: &str, key: &str, value: &str) {
-        run(Command::new("ip").args([
+        run_checked(Command::new("ip").args([
             "netns",
             "exec",
             ns,
@@ -98,7 +87,7 @@ impl Lab {
 
     /// Runs `ip -n NS ARGS...`.
     pub fn ip(&self, ns: &str, args: &[&str]) {
-        run(Command::new("ip").arg("-n").arg(ns).args(args));
+        run_checked(Command::new("ip").arg("-n").arg(ns).args(args));
     }
 
     /// A veth link between `a` and `b` with the given addresses (CIDR
@@ -106,7 +95,7 @@ impl Lab {
     pub fn link(&mut self, a: &str, a_addr: &str, b: &str, b_addr: &str) -> (String, String) {
         self.links += 1;
         let (ia, ib) = (format!("l{}a", self.links), format!("l{}b", self.links));
-        run(Command::new("ip").args([
+        run_checked(Command::new("ip").args([
             "link", "add", &ia, "netns", a, "type", "veth", "peer", "name", &ib, "netns", b,
         ]));
         for (ns, ifname, addr) in [(a, &ia, a_addr), (b, &ib, b_addr)] {

@@ -7,14 +7,17 @@
 //! look for a host manager to register with), `--register=no --keep-unit
 //! --console=read-only`; the test drives the container through `nsenter`
 //! into its namespaces. nspawn leaves `payload` and `supervisor` cgroups
-//! at the top of each hierarchy, so machines boot one at a time and those
-//! folders are removed afterwards. The container has no network but its own
+//! at the top of each hierarchy, so machines boot one at a time on a host
+//! (a lock shared with other test processes) and those folders are removed
+//! afterwards. The container has no network but its own
 //! loopback.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::run_checked;
 
 /// Packages in the cached root file system beyond debootstrap's minbase:
 /// systemd as PID 1, and what the sonde packages and tests use.
@@ -116,27 +119,27 @@ pub fn rootfs() -> &'static Path {
     })
 }
 
-/// Runs `cmd`, panicking with its output unless it succeeds.
-fn check(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// One machine at a time on this host: nspawn's cgroup folders are per
+/// host, not per machine. A mutex for the tests of this process, and an
+/// exclusive `flock` for other test processes (another checkout's run).
+struct BootLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+    _guard: MutexGuard<'static, ()>,
 }
 
-/// One machine at a time: nspawn's cgroup folders are per host, not per
-/// machine.
-fn boot_lock() -> MutexGuard<'static, ()> {
+fn boot_lock() -> BootLock {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    let guard = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let path = std::env::temp_dir().join("sonde-tests-nspawn.lock");
+    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("flock {}: {e}", path.display()));
+    BootLock {
+        _file: file,
+        _guard: guard,
+    }
 }
 
 /// Kills nspawn processes of test processes that no longer exist, and
@@ -237,7 +240,7 @@ pub struct Machine {
     /// Host PID of the container's systemd.
     init: u32,
     console: PathBuf,
-    _lock: MutexGuard<'static, ()>,
+    _lock: BootLock,
 }
 
 impl std::fmt::Debug for Machine {
@@ -260,7 +263,7 @@ impl Machine {
         let root = nspawn_dir().join(&name);
         let _ = std::fs::remove_dir_all(&root);
         let started = Instant::now();
-        check(Command::new("cp").arg("-a").arg(base).arg(&root));
+        run_checked(Command::new("cp").arg("-a").arg(base).arg(&root));
         let copied = started.elapsed();
         let console = nspawn_dir().join(format!("{name}.console"));
         let log = std::fs::File::create(&console).expect("console log");
