@@ -266,6 +266,13 @@ fn wait_active(m: &Machine, unit: &str) {
 
 /// Starts both services and checks what every installation must show.
 fn start_and_check_running(m: &Machine) {
+    // The README's check before the first start: the config as the unit
+    // will read it, with the key passed as a credential.
+    let checked = m.sh(
+        "systemd-run -P -q -p LoadCredential=agent.key:/etc/sonde/agent.key \
+         sonde-agent check-config",
+    );
+    assert_eq!(checked.trim(), "/etc/sonde/agent.toml: OK");
     m.sh("systemctl start sonde-collector sonde-agent");
     wait_active(m, "sonde-collector");
     wait_active(m, "sonde-agent");
