@@ -79,8 +79,8 @@ fn package(name: &str, revision: u32, kind: &str) -> PathBuf {
     path
 }
 
-/// Tags listed as accepted under `heading` in packaging/README.md
-/// (lines "- `tag` ...").
+/// Tags listed as accepted under `heading` in packaging/README.md: one
+/// bullet per tag, "- `tag`: why".
 fn accepted(heading: &str) -> Vec<String> {
     let text = std::fs::read_to_string(repo().join("packaging/README.md")).unwrap();
     let start = text
@@ -95,25 +95,36 @@ fn accepted(heading: &str) -> Vec<String> {
         .collect()
 }
 
-/// `(severity, tag)` of every `X: package: tag ...` line.
+/// `(severity, tag)` of every error or warning line: lintian writes
+/// `E: package: tag ...`, rpmlint `package.arch: E: tag ...`.
 fn findings(output: &str) -> Vec<(String, String)> {
     output
         .lines()
         .filter_map(|l| {
-            let (sev, rest) = l.split_once(": ")?;
-            if !matches!(sev.rsplit(' ').next()?, "E" | "W") {
+            let ([sev @ ("E" | "W"), _, rest] | [_, sev @ ("E" | "W"), rest]) =
+                l.splitn(3, ": ").collect::<Vec<_>>()[..]
+            else {
                 return None;
-            }
-            // lintian: "E: pkg: tag ..."; rpmlint: "pkg.arch: E: tag ...".
-            let (sev, tag) = if sev.len() == 1 {
-                (sev, rest.split_once(": ")?.1)
-            } else {
-                let (sev, tag) = rest.split_once(": ")?;
-                (sev, tag)
             };
-            Some((sev.to_owned(), tag.split_whitespace().next()?.to_owned()))
+            Some((sev.to_owned(), rest.split_whitespace().next()?.to_owned()))
         })
         .collect()
+}
+
+#[test]
+fn findings_are_read_from_lintian_and_rpmlint_lines() {
+    let out = "E: sonde-agent: some-error [usr/bin/x]\n\
+               N: a note\n\
+               sonde-agent.x86_64: W: some-warning /usr/lib\n\
+               I: sonde-agent: info-tag\n\
+               2 packages and 0 specfiles checked; 1 errors, 1 warnings\n";
+    assert_eq!(
+        findings(out),
+        [
+            ("E".to_owned(), "some-error".to_owned()),
+            ("W".to_owned(), "some-warning".to_owned())
+        ]
+    );
 }
 
 #[test]
@@ -281,7 +292,7 @@ fn start_and_check_running(m: &Machine) {
         "edge-1 connected in `sondectl agents`",
         Duration::from_secs(30),
         "sonde-collector",
-        "sondectl --json agents | tr -d ' \\n' | grep -q '\"connected\":true,.*\"name\":\"edge-1\"\\|\"name\":\"edge-1\".*\"connected\":true'",
+        "sondectl agents | grep -Eq '^acme +edge-1 +up +yes '",
     );
     let agents: serde_json::Value =
         serde_json::from_str(&m.sh("sondectl --json agents")).expect("sondectl JSON");
