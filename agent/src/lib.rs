@@ -3,7 +3,6 @@
 //! binary wraps it in [`daemon::run`] (signals, systemd).
 
 pub mod assignment;
-pub mod backoff;
 pub mod batcher;
 pub mod cli;
 pub mod config;
@@ -21,9 +20,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use backoff::Backoff;
 use config::Loaded;
 use session::{Process, SessionEnd};
+use sonde_runtime::backoff::Backoff;
 pub use status::AgentStatus;
 
 /// Publishes `new` on `tx` only if it differs from the current value, so

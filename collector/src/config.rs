@@ -46,6 +46,120 @@ pub struct Config {
     /// Per-agent overrides.
     #[serde(default)]
     pub agent: Vec<AgentOverride>,
+    /// Export to InfluxDB v2; without it the embedded store is all.
+    #[serde(default)]
+    pub influxdb: Option<Influx>,
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// A secret string (token, password): compared and cloned like a string,
+/// never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `[influxdb]`: where and how results are exported.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Influx {
+    /// Base URL, e.g. `https://influx.example.net:8086`.
+    pub url: String,
+    pub org: String,
+    pub bucket: String,
+    /// API token (or `token-file`); none for servers without auth.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// File holding the token (first line), e.g. a systemd credential.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) for an `https` URL with a private CA.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Whole-request timeout of one write.
+    #[serde(default = "default_influx_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A write is sent when it holds this many points …
+    #[serde(default = "default_batch_points")]
+    pub batch_points: usize,
+    /// … or when its oldest point has waited this long.
+    #[serde(default = "default_batch_delay", with = "humantime_serde")]
+    pub batch_delay: Duration,
+    /// Retry delays grow from `retry-initial` to `retry-max` (jittered).
+    #[serde(default = "default_retry_initial", with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+fn default_influx_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_batch_points() -> usize {
+    5000
+}
+fn default_batch_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retry_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Largest write batch accepted in the config.
+pub const MAX_BATCH_POINTS: usize = 100_000;
+
+/// How long derived data is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Retention {
+    /// Minute aggregates per series (the 24 h averages need at least 1 day).
+    #[serde(default = "default_aggregates", with = "humantime_serde")]
+    pub aggregates: Duration,
+    /// Raw ingest-log entries are deleted once every consumer (analysis,
+    /// export) has passed them and they are older than this.
+    #[serde(default = "default_ingest_log", with = "humantime_serde")]
+    pub ingest_log: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            aggregates: default_aggregates(),
+            ingest_log: default_ingest_log(),
+        }
+    }
+}
+
+fn default_aggregates() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn default_ingest_log() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_listen() -> SocketAddr {
@@ -125,6 +239,83 @@ impl AgentOverride {
     }
 }
 
+impl Influx {
+    fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+        let url = reqwest_influx::Url::parse(&self.url)
+            .map_err(|e| source.error("influxdb.url", format!("{:?}: {e}", self.url)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(source.error(
+                "influxdb.url",
+                format!(
+                    "{:?}: must be http://HOST[:PORT] or https://HOST[:PORT]",
+                    self.url
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("influxdb.org", &self.org),
+            ("influxdb.bucket", &self.bucket),
+        ] {
+            if v.trim().is_empty() {
+                return Err(source.error(key, "must not be empty"));
+            }
+        }
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err(source.error("influxdb.token-file", "give token or token-file, not both"));
+        }
+        if let Some(f) = &self.token_file {
+            Self::read_token_file(f).map_err(|e| source.error("influxdb.token-file", e))?;
+        }
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| source.error("influxdb.ca", format!("{}: {e}", ca.display())))?;
+            reqwest_influx::Certificate::from_pem(&pem).map_err(|e| {
+                source.error(
+                    "influxdb.ca",
+                    format!("{}: not a PEM certificate: {e}", ca.display()),
+                )
+            })?;
+        }
+        if !(1..=MAX_BATCH_POINTS).contains(&self.batch_points) {
+            return Err(source.error(
+                "influxdb.batch-points",
+                format!("must be between 1 and {MAX_BATCH_POINTS}"),
+            ));
+        }
+        for (key, d) in [
+            ("influxdb.timeout", self.timeout),
+            ("influxdb.connect-timeout", self.connect_timeout),
+            ("influxdb.retry-initial", self.retry_initial),
+        ] {
+            if d < Duration::from_millis(10) {
+                return Err(source.error(key, "must be at least 10ms"));
+            }
+        }
+        if self.retry_max < self.retry_initial {
+            return Err(source.error("influxdb.retry-max", "must not be below retry-initial"));
+        }
+        Ok(())
+    }
+
+    fn read_token_file(f: &Path) -> Result<Secret, String> {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let token = text.lines().next().unwrap_or("").trim();
+        if token.is_empty() {
+            return Err(format!("{}: empty", f.display()));
+        }
+        Ok(Secret::new(token))
+    }
+
+    /// The token to send, read from `token-file` when that is used.
+    pub fn token(&self) -> Result<Option<Secret>, String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Some(f)) => Self::read_token_file(f).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 impl Config {
     /// Reads, parses and validates `path`; relative paths in the file are
     /// resolved against the file's directory.
@@ -142,6 +333,14 @@ impl Config {
         (self.tls.ca, self.tls.cert, self.tls.key) = (files.ca, files.cert, files.key);
         for crl in &mut self.tls.crl {
             *crl = source.resolve("tls.crl", crl)?;
+        }
+        if let Some(influx) = &mut self.influxdb {
+            if let Some(f) = &influx.token_file {
+                influx.token_file = Some(source.resolve("influxdb.token-file", f)?);
+            }
+            if let Some(f) = &influx.ca {
+                influx.ca = Some(source.resolve("influxdb.ca", f)?);
+            }
         }
         Ok(())
     }
@@ -182,6 +381,15 @@ impl Config {
         for t in &self.access.operator_tenants {
             sonde_proto::identity::validate_component("tenant", t)
                 .map_err(|e| source.error("access.operator-tenants", e.to_string()))?;
+        }
+        if let Some(influx) = &self.influxdb {
+            influx.validate(source)?;
+        }
+        if self.retention.aggregates < Duration::from_secs(86_400) {
+            return Err(source.error(
+                "retention.aggregates",
+                "must be at least 1d (the 24 h averages read it)",
+            ));
         }
         // Load the TLS material for real, and blame the key that names the
         // file that failed.

@@ -7,8 +7,10 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod export;
 pub mod listener;
 pub mod liveness;
+pub mod observation;
 pub mod peer;
 pub mod session;
 pub mod store;
@@ -41,6 +43,8 @@ pub(crate) struct Shared {
     settings: watch::Receiver<Arc<Config>>,
     sessions: Sessions,
     shutdown: CancellationToken,
+    /// The InfluxDB exporter, when `[influxdb]` is configured.
+    export: Option<export::Handle>,
 }
 
 impl Shared {
@@ -60,12 +64,86 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Influx(#[from] export::influx::InfluxError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The analysis' cursor name in the ingest log.
+pub const LOG_CONSUMER_ANALYSIS: &str = "analysis";
+
+/// How often consumed ingest-log entries are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Deletes ingest-log entries every consumer has passed once they are
+/// older than `keep`, in bounded steps so ingest is never held up long.
+async fn prune_log(
+    store: Store,
+    consumers: Vec<&'static str>,
+    keep: Duration,
+    shutdown: CancellationToken,
+) {
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+        loop {
+            let consumers = consumers.clone();
+            let cutoff = store::now_ms().saturating_sub(keep_ms);
+            match store
+                .run(move |s| s.prune_log(&consumers, cutoff, 10_000))
+                .await
+            {
+                Ok(10_000) => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot prune the ingest log");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the ingest-log consumers (the exporter when configured) and the
+/// log pruner that follows them.
+fn spawn_consumers(
+    config: &Config,
+    store: &Store,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<Option<export::Handle>, StartError> {
+    let mut consumers = vec![LOG_CONSUMER_ANALYSIS];
+    let export = match &config.influxdb {
+        Some(influx) => {
+            let sink = export::influx::InfluxSink::new(influx)?;
+            let exporter = export::Exporter::new(
+                store.clone(),
+                sink,
+                export::Settings::from(influx),
+                shutdown.clone(),
+            );
+            let handle = exporter.handle();
+            tasks.spawn(exporter.run());
+            consumers.push(export::CURSOR);
+            Some(handle)
+        }
+        None => None,
+    };
+    tasks.spawn(prune_log(
+        store.clone(),
+        consumers,
+        config.retention.ingest_log,
+        shutdown.clone(),
+    ));
+    Ok(export)
 }
 
 /// Binds the configured mTLS and health listeners.
@@ -121,6 +199,7 @@ impl Collector {
         tasks.spawn(async move {
             let _ = liveness_task.await;
         });
+        let export = spawn_consumers(&config, &store, &shutdown, &mut tasks)?;
         let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
         let shared = Arc::new(Shared {
             store,
@@ -128,6 +207,7 @@ impl Collector {
             settings: settings_rx,
             sessions: Sessions::new(),
             shutdown: shutdown.clone(),
+            export,
         });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -208,15 +288,28 @@ impl Collector {
         if config.listen != current.listen
             || config.health_listen != current.health_listen
             || config.state_dir != current.state_dir
+            || config.influxdb != current.influxdb
+            || config.retention != current.retention
         {
             tracing::warn!(
-                "listen addresses and state-dir changes take effect only after a restart"
+                "listen addresses, state-dir, [influxdb] and [retention] changes take effect only after a restart"
             );
         }
         self.tls.send_replace(Arc::new(tls));
         self.settings.send_replace(Arc::new(config));
         tracing::info!("configuration reloaded");
         Ok(())
+    }
+
+    /// The InfluxDB exporter's state and lag (`None` without `[influxdb]`).
+    pub async fn export_status(&self) -> Result<Option<export::Status>, StoreError> {
+        let Some(handle) = self.shared.export.clone() else {
+            return Ok(None);
+        };
+        self.shared
+            .store
+            .run(move |s| handle.status(s).map(Some))
+            .await
     }
 
     /// Whether the collector's store and detector are responsive.

@@ -308,8 +308,8 @@ impl Stream {
                 }
                 msg = inbound.message() => match msg {
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => {
-                        let k = self.key.clone();
-                        self.shared.store.run(move |s| s.heartbeat(&k, hb.seq, now_ms())).await?;
+                        let (k, payload) = (self.key.clone(), hb.encode_to_vec());
+                        self.shared.store.run(move |s| s.heartbeat(&k, hb.seq, &payload, now_ms())).await?;
                         self.shared.liveness.seen(self.key.clone(), self.grace).await;
                     }
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Hello(_)) })) => {

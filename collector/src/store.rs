@@ -217,6 +217,14 @@ const MIGRATIONS: &[&str] = &[
         results INTEGER NOT NULL,
         payload BLOB NOT NULL
     );",
+    // 3: heartbeats join the ingest log (one ordered log for every
+    // consumer), and consumers keep durable cursors into it.
+    "ALTER TABLE ingest_log ADD COLUMN kind TEXT NOT NULL DEFAULT 'batch';
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`
@@ -247,10 +255,38 @@ impl Ingested {
     }
 }
 
-/// One batch as the ingest log holds it.
+/// What an ingest-log entry's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// An encoded `sonde.v1.ResultBatch`.
+    Batch,
+    /// An encoded `sonde.v1.Heartbeat` (`batch_seq` holds its `seq`).
+    Heartbeat,
+}
+
+impl LogKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            LogKind::Batch => "batch",
+            LogKind::Heartbeat => "heartbeat",
+        }
+    }
+
+    /// Entries of a kind this version does not know read as `None`.
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "batch" => Some(LogKind::Batch),
+            "heartbeat" => Some(LogKind::Heartbeat),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the ingest log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedBatch {
     pub id: i64,
+    pub kind: LogKind,
     pub tenant: String,
     pub agent: String,
     pub spool_id: u64,
@@ -260,10 +296,26 @@ pub struct LoggedBatch {
     pub payload: Vec<u8>,
 }
 
+/// How far a consumer is behind the head of the ingest log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct LogLag {
+    /// Log entries (batches and heartbeats) not yet consumed.
+    pub entries: u64,
+    /// Probe results in them.
+    pub results: u64,
+    /// Receive time (Unix ms) of the oldest of them.
+    pub oldest_ms: Option<i64>,
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// A second, query-only connection for readers (the API, the log
+    /// consumers), so that long reads do not hold up ingest: in WAL mode
+    /// readers and the writer do not block each other. Absent for
+    /// `:memory:` databases, which cannot be shared.
+    read: Option<Arc<Mutex<Connection>>>,
     path: PathBuf,
 }
 
@@ -309,13 +361,40 @@ impl Store {
             ))
             .map_err(wrap)?;
         }
+        let read = if path == Path::new(":memory:") {
+            None
+        } else {
+            let r = Connection::open(path).map_err(wrap)?;
+            r.execute_batch("PRAGMA query_only = 1; PRAGMA busy_timeout = 5000;")
+                .map_err(wrap)?;
+            Some(Arc::new(Mutex::new(r)))
+        };
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            read,
             path: path.to_owned(),
         })
     }
 
-    fn with<T>(
+    /// Runs a read-only `f` on the reader connection (the writer's when
+    /// there is none).
+    pub(crate) fn with_read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let Some(read) = &self.read else {
+            return self.with(|c| f(c));
+        };
+        let conn = read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&conn).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
@@ -406,10 +485,19 @@ impl Store {
         })
     }
 
-    /// Records a heartbeat.
-    pub fn heartbeat(&self, key: &AgentKey, seq: u64, now_ms: i64) -> Result<(), StoreError> {
+    /// Records a heartbeat: the agent's last sign of life, and the
+    /// heartbeat itself (`payload`, an encoded `Heartbeat`) in the ingest
+    /// log for the consumers that export or analyse it; one transaction.
+    pub fn heartbeat(
+        &self,
+        key: &AgentKey,
+        seq: u64,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "UPDATE agents SET last_heartbeat_ms = ?3, last_heartbeat_seq = ?4
                  WHERE tenant = ?1 AND name = ?2",
                 params![
@@ -418,8 +506,13 @@ impl Store {
                     now_ms,
                     i64::try_from(seq).unwrap_or(i64::MAX)
                 ],
-            )
-            .map(drop)
+            )?;
+            tx.execute(
+                "INSERT INTO ingest_log (tenant, agent, spool_id, batch_seq, received_ms, results, payload, kind)
+                 VALUES (?1, ?2, 0, ?3, ?4, 0, ?5, ?6)",
+                params![key.tenant, key.name, to_sql(seq), now_ms, payload, LogKind::Heartbeat.as_str()],
+            )?;
+            tx.commit()
         })
     }
 
@@ -507,7 +600,7 @@ impl Store {
 
     /// Agents visible in `scope`, ordered by tenant and name.
     pub fn agents(&self, scope: &Scope) -> Result<Vec<AgentRow>, StoreError> {
-        self.with(|c| {
+        self.with_read(|c| {
             let mut stmt = c.prepare(
                 "SELECT tenant, name, state, connected, last_heartbeat_ms, last_heartbeat_seq,
                         first_seen_ms, remote_addr, agent_version, hostname, os,
@@ -537,7 +630,7 @@ impl Store {
 
     /// Events visible in `scope`, oldest first.
     pub fn events(&self, scope: &Scope, q: &EventQuery) -> Result<Vec<EventRow>, StoreError> {
-        self.with(|c| {
+        self.with_read(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, at_ms, tenant, agent, kind, detail FROM events
                  WHERE id > ?1 AND (?2 IS NULL OR tenant = ?2) AND (?3 IS NULL OR agent = ?3)
@@ -612,17 +705,35 @@ impl Store {
         })
     }
 
-    /// Up to `limit` ingest-log entries with `id > after`, oldest first (the
-    /// cursor API later stages consume).
+    /// Up to `limit` result batches with `id > after`, oldest first.
     pub fn ingest_after(&self, after: i64, limit: u32) -> Result<Vec<LoggedBatch>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, tenant, agent, spool_id, batch_seq, received_ms, results, payload
-                 FROM ingest_log WHERE id > ?1 ORDER BY id LIMIT ?2",
+        self.read_log(after, limit, Some(LogKind::Batch))
+    }
+
+    /// Up to `limit` ingest-log entries of every kind with `id > after`,
+    /// oldest first: what a cursor-driven consumer reads.
+    pub fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LoggedBatch>, StoreError> {
+        self.read_log(after, limit, None)
+    }
+
+    fn read_log(
+        &self,
+        after: i64,
+        limit: u32,
+        only: Option<LogKind>,
+    ) -> Result<Vec<LoggedBatch>, StoreError> {
+        self.with_read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, tenant, agent, spool_id, batch_seq, received_ms, results, payload, kind
+                 FROM ingest_log WHERE id > ?1 AND (?3 IS NULL OR kind = ?3) ORDER BY id LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![after, limit], |r| {
-                Ok(LoggedBatch {
+            let rows = stmt.query_map(params![after, limit, only.map(LogKind::as_str)], |r| {
+                let Some(kind) = LogKind::parse(&r.get::<_, String>(8)?) else {
+                    return Ok(None);
+                };
+                Ok(Some(LoggedBatch {
                     id: r.get(0)?,
+                    kind,
                     tenant: r.get(1)?,
                     agent: r.get(2)?,
                     spool_id: from_sql(r.get(3)?),
@@ -630,9 +741,81 @@ impl Store {
                     received_ms: r.get(5)?,
                     results: r.get(6)?,
                     payload: r.get(7)?,
-                })
+                }))
             })?;
-            rows.collect()
+            // Entries of a kind a newer collector wrote are passed over.
+            Ok(rows
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect())
+        })
+    }
+
+    /// A consumer's position in the ingest log (0 = from the start).
+    pub fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+        self.with(|c| cursor(c, name))
+    }
+
+    /// Moves a consumer's cursor (never backwards).
+    pub fn set_cursor(&self, name: &str, position: i64, now_ms: i64) -> Result<(), StoreError> {
+        self.with(|c| set_cursor(c, name, position, now_ms))
+    }
+
+    /// How far `position` is behind the head of the log: entries, probe
+    /// results, and the receive time of the oldest entry not yet consumed.
+    pub fn log_lag(&self, position: i64) -> Result<LogLag, StoreError> {
+        self.with_read(|c| {
+            c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(results), 0), MIN(received_ms)
+                 FROM ingest_log WHERE id > ?1",
+                params![position],
+                |r| {
+                    Ok(LogLag {
+                        entries: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                        results: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                        oldest_ms: r.get(2)?,
+                    })
+                },
+            )
+        })
+    }
+
+    /// Size of the ingest log: entries and payload bytes.
+    pub fn log_size(&self) -> Result<(u64, u64), StoreError> {
+        self.with_read(|c| {
+            c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM ingest_log",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                        r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                    ))
+                },
+            )
+        })
+    }
+
+    /// Deletes up to `limit` entries that every consumer in `consumers`
+    /// has passed and that were received before `older_than_ms`; returns
+    /// how many went.
+    pub fn prune_log(
+        &self,
+        consumers: &[&str],
+        older_than_ms: i64,
+        limit: u32,
+    ) -> Result<usize, StoreError> {
+        self.with(|c| {
+            let mut upto = i64::MAX;
+            for name in consumers {
+                upto = upto.min(cursor(c, name)?);
+            }
+            c.execute(
+                "DELETE FROM ingest_log WHERE id IN (
+                    SELECT id FROM ingest_log WHERE id <= ?1 AND received_ms < ?2 ORDER BY id LIMIT ?3)",
+                params![upto, older_than_ms, limit],
+            )
         })
     }
 
@@ -650,6 +833,32 @@ fn hwm(c: &Connection, key: &AgentKey, spool_id: u64) -> rusqlite::Result<u64> {
     )
     .optional()
     .map(|v| v.map_or(0, from_sql))
+}
+
+fn cursor(c: &Connection, name: &str) -> rusqlite::Result<i64> {
+    c.query_row(
+        "SELECT position FROM cursors WHERE name = ?1",
+        params![name],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+}
+
+/// Moves a cursor forward inside the caller's transaction (consumers that
+/// write derived state commit it together with their position).
+pub(crate) fn set_cursor(
+    c: &Connection,
+    name: &str,
+    position: i64,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO cursors (name, position, updated_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET position = MAX(position, ?2), updated_ms = ?3",
+        params![name, position, now_ms],
+    )
+    .map(drop)
 }
 
 fn insert_event(
@@ -708,7 +917,7 @@ mod tests {
             store.session_opened(&key("a", "x"), &info, 3, 12).unwrap(),
             Some(AgentState::Up)
         );
-        store.heartbeat(&key("a", "x"), 7, 20).unwrap();
+        store.heartbeat(&key("a", "x"), 7, b"hb", 20).unwrap();
         store
             .transition(
                 &key("a", "x"),
@@ -813,5 +1022,57 @@ mod tests {
             ]
         );
         assert_eq!(store.ingest_after(log[1].id, 1).unwrap()[0].batch_seq, 9);
+    }
+
+    #[test]
+    fn cursors_lag_and_pruning() {
+        let store = Store::open(Path::new(":memory:")).unwrap();
+        let a = key("t", "a");
+        store.ingest(&a, 1, 1, 10, b"b1", 1_000).unwrap();
+        store.heartbeat(&a, 1, b"h1", 2_000).unwrap();
+        store.ingest(&a, 1, 2, 5, b"b2", 3_000).unwrap();
+        // Heartbeats are in the log for consumers, not among the batches.
+        let all = store.log_after(0, 10).unwrap();
+        let kinds: Vec<_> = all.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [LogKind::Batch, LogKind::Heartbeat, LogKind::Batch]);
+        assert_eq!(store.ingest_after(0, 10).unwrap().len(), 2);
+
+        assert_eq!(store.cursor("export").unwrap(), 0);
+        let lag = store.log_lag(0).unwrap();
+        assert_eq!(
+            (lag.entries, lag.results, lag.oldest_ms),
+            (3, 15, Some(1_000))
+        );
+        store.set_cursor("export", all[1].id, 5).unwrap();
+        store.set_cursor("export", all[0].id, 6).unwrap(); // never backwards
+        assert_eq!(store.cursor("export").unwrap(), all[1].id);
+        let lag = store.log_lag(all[1].id).unwrap();
+        assert_eq!(
+            (lag.entries, lag.results, lag.oldest_ms),
+            (1, 5, Some(3_000))
+        );
+
+        // Only what every consumer passed, and only when old enough.
+        store.set_cursor("analysis", all[2].id, 7).unwrap();
+        assert_eq!(
+            store
+                .prune_log(&["export", "analysis"], 1_500, 100)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .prune_log(&["export", "analysis"], 9_000, 100)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .prune_log(&["export", "analysis", "new"], 9_000, 100)
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.log_after(0, 10).unwrap().len(), 1);
+        assert_eq!(store.log_size().unwrap(), (1, 2));
     }
 }

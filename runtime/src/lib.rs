@@ -4,6 +4,7 @@
 //! same provider, log the same way and talk the same `sd_notify` protocol; this
 //! crate holds those pieces once so the two daemons behave alike.
 
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -55,6 +55,13 @@ fn sample_configs_parse() {
     let assigned = collector.assigned_probes("acme", "edge-paris-1");
     assigned.validate().unwrap();
     assert_eq!((assigned.ping.len(), assigned.tcp.len()), (1, 1));
+    let influx = collector.influxdb.expect("[influxdb] example");
+    assert_eq!(
+        (influx.bucket.as_str(), influx.batch_points),
+        ("sonde", 5000)
+    );
+    assert_eq!(influx.retry_max, std::time::Duration::from_secs(60));
+    assert_eq!(collector.retention.aggregates.as_secs(), 7 * 86_400);
 }
 
 /// Runs `PROGRAM --config PATH check-config`: (success, stdout + stderr).

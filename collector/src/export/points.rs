@@ -1,0 +1,290 @@
+//! Ingest-log entries as line-protocol points: the schema of what sonde
+//! writes to InfluxDB.
+//!
+//! | measurement | one point per | fields |
+//! | --- | --- | --- |
+//! | `ping` | echo request | `rtt_ms` (answered only), `lost` (0/1), `status`, `error`, `reply_ttl`, `address` |
+//! | `tcp` | connect attempt | `connect_ms` (ok only), `failed` (0/1), `status`, `error`, `port`, `address` |
+//! | `trace` | traceroute | `hops`, `reached`, `rtt_ms` (reached only), `path_hash` (hex), `method`, `error` |
+//! | `trace_hop` | hop of a traceroute | `address` (`*` silent), `probes`, `answered`, `rtt_ms`, `rtt_min_ms`, `rtt_max_ms` |
+//! | `heartbeat` | heartbeat | `seq`, `uptime_s`, `clock_skew_ms` (collector receive − agent send) |
+//! | `spool_gap` | gap record | `dropped`, `from_ns`, `reason` |
+//! | `scheduler_lag` | lag record | `late_probes`, `max_lag_ms` |
+//!
+//! Tags are `tenant`, `agent`, and for results `target` and `prefix` (the
+//! /24 or /64 of the address); `trace_hop` adds `hop` (the TTL, at most the
+//! trace's max-hops) and `scheduler_lag` adds `probe`. Nothing with
+//! unbounded values (addresses of hostname targets, error texts, path
+//! hashes) is a tag, so series cardinality stays that of the targets.
+//! Timestamps are the agent's send time in nanoseconds.
+
+use prost::Message as _;
+use sonde_proto::v1::{Heartbeat, ResultBatch, TraceMethod, record};
+
+use super::line::{Field, Point};
+use crate::observation::{Observation, Probe, observe, prefix_of};
+use crate::store::{LogKind, LoggedBatch};
+
+/// The points of one ingest-log entry; `Err` names what could not be
+/// decoded (the entry is then skipped, logged and counted by the caller).
+pub fn points(entry: &LoggedBatch) -> Result<Vec<Point>, prost::DecodeError> {
+    let base = |m: &'static str, t: i64| {
+        Point::new(m, t)
+            .tag("tenant", entry.tenant.clone())
+            .tag("agent", entry.agent.clone())
+    };
+    match entry.kind {
+        LogKind::Heartbeat => {
+            let hb = Heartbeat::decode(entry.payload.as_slice())?;
+            let received_ns = entry.received_ms.saturating_mul(1_000_000);
+            let sent = if hb.sent_unix_nanos > 0 {
+                hb.sent_unix_nanos
+            } else {
+                received_ns
+            };
+            #[allow(clippy::cast_precision_loss)]
+            let point = base("heartbeat", sent)
+                .field("seq", Field::I64(i64::try_from(hb.seq).unwrap_or(i64::MAX)))
+                .field("uptime_s", Field::F64(hb.uptime_ms as f64 / 1e3))
+                .field(
+                    "clock_skew_ms",
+                    Field::F64((received_ns - sent) as f64 / 1e6),
+                );
+            Ok(vec![point])
+        }
+        LogKind::Batch => {
+            let batch = ResultBatch::decode(entry.payload.as_slice())?;
+            let mut out = Vec::with_capacity(batch.records.len());
+            for kind in batch.records.iter().filter_map(|r| r.kind.as_ref()) {
+                record_points(kind, &base, &mut out);
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn record_points(
+    kind: &record::Kind,
+    base: &dyn Fn(&'static str, i64) -> Point,
+    out: &mut Vec<Point>,
+) {
+    match kind {
+        record::Kind::Gap(g) => out.push(
+            base("spool_gap", g.to_unix_nanos)
+                .field(
+                    "dropped",
+                    Field::I64(i64::try_from(g.dropped).unwrap_or(i64::MAX)),
+                )
+                .field("from_ns", Field::I64(g.from_unix_nanos))
+                .field("reason", Field::Str(g.reason.clone())),
+        ),
+        record::Kind::Lag(l) => out.push(
+            base("scheduler_lag", l.at_unix_nanos)
+                .tag("probe", l.probe.clone())
+                .field(
+                    "late_probes",
+                    Field::I64(i64::try_from(l.late_probes).unwrap_or(i64::MAX)),
+                )
+                .field("max_lag_ms", Field::F64(l.max_lag_nanos as f64 / 1e6)),
+        ),
+        _ => {
+            if let Some(o) = observe(kind) {
+                result_points(&o, base, out);
+            }
+        }
+    }
+}
+
+fn result_points(
+    o: &Observation<'_>,
+    base: &dyn Fn(&'static str, i64) -> Point,
+    out: &mut Vec<Point>,
+) {
+    let tagged = |m: &'static str| {
+        base(m, o.time_ns).tag("target", o.target.clone()).tag(
+            "prefix",
+            o.address
+                .map(|a| prefix_of(a).to_string())
+                .unwrap_or_default(),
+        )
+    };
+    let with_common = |mut p: Point| {
+        p = p.field("status", Field::Str(o.status.to_owned()));
+        if !o.error.is_empty() {
+            p = p.field("error", Field::Str(o.error.to_owned()));
+        }
+        if let Some(a) = o.address.filter(|a| a.to_string() != o.target) {
+            p = p.field("address", Field::Str(a.to_string()));
+        }
+        p
+    };
+    let failed = Field::I64(i64::from(!o.ok()));
+    match o.probe {
+        Probe::Ping => {
+            let mut p = with_common(tagged("ping").field("lost", failed));
+            if let Some(rtt) = o.rtt_ms {
+                p = p.field("rtt_ms", Field::F64(rtt));
+            }
+            if o.reply_ttl > 0 {
+                p = p.field("reply_ttl", Field::I64(o.reply_ttl.into()));
+            }
+            out.push(p);
+        }
+        Probe::Tcp => {
+            let mut p = with_common(tagged("tcp").field("failed", failed));
+            if let Some(rtt) = o.rtt_ms {
+                p = p.field("connect_ms", Field::F64(rtt));
+            }
+            if let Some(port) = o.port {
+                p = p.field("port", Field::I64(port.into()));
+            }
+            out.push(p);
+        }
+        Probe::Trace => {
+            let Some(t) = o.trace else { return };
+            let method = match TraceMethod::try_from(t.method) {
+                Ok(TraceMethod::Icmp) => "icmp",
+                Ok(TraceMethod::Udp) => "udp",
+                _ => "unknown",
+            };
+            let mut p = with_common(tagged("trace"))
+                .field(
+                    "hops",
+                    Field::I64(i64::try_from(t.hops.len()).unwrap_or(i64::MAX)),
+                )
+                .field("reached", Field::Bool(t.reached))
+                .field("path_hash", Field::Str(format!("{:016x}", t.path_hash)))
+                .field("method", Field::Str(method.to_owned()));
+            if let Some(rtt) = o.rtt_ms {
+                p = p.field("rtt_ms", Field::F64(rtt));
+            }
+            out.push(p);
+            for hop in &t.hops {
+                out.push(hop_point(tagged("trace_hop"), hop));
+            }
+        }
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn hop_point(p: Point, hop: &sonde_proto::v1::TraceHop) -> Point {
+    let address = if hop.address.is_empty() {
+        "*"
+    } else {
+        hop.address.as_str()
+    };
+    let mut p = p
+        .tag("hop", hop.ttl.to_string())
+        .field("address", Field::Str(address.to_owned()))
+        .field("probes", Field::I64(hop.probes.into()))
+        .field(
+            "answered",
+            Field::I64(i64::try_from(hop.rtt_nanos.len()).unwrap_or(i64::MAX)),
+        );
+    if !hop.rtt_nanos.is_empty() {
+        let ms = |n: u64| n as f64 / 1e6;
+        let sum: f64 = hop.rtt_nanos.iter().map(|n| ms(*n)).sum();
+        let min = hop.rtt_nanos.iter().min().copied().unwrap_or(0);
+        let max = hop.rtt_nanos.iter().max().copied().unwrap_or(0);
+        p = p
+            .field("rtt_ms", Field::F64(sum / hop.rtt_nanos.len() as f64))
+            .field("rtt_min_ms", Field::F64(ms(min)))
+            .field("rtt_max_ms", Field::F64(ms(max)));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonde_proto::v1::{PingResult, PingStatus, Record, TraceHop, TraceResult};
+
+    fn entry(kind: LogKind, payload: Vec<u8>) -> LoggedBatch {
+        LoggedBatch {
+            id: 1,
+            kind,
+            tenant: "acme".into(),
+            agent: "edge-1".into(),
+            spool_id: 1,
+            batch_seq: 1,
+            received_ms: 2_000,
+            results: 0,
+            payload,
+        }
+    }
+
+    fn lines(points: &[Point]) -> String {
+        let mut s = String::new();
+        for p in points {
+            p.write_line(&mut s);
+        }
+        s
+    }
+
+    #[test]
+    fn schema_of_each_measurement() {
+        let batch = ResultBatch {
+            batch_seq: 1,
+            sealed_unix_nanos: 0,
+            records: vec![
+                Record {
+                    kind: Some(record::Kind::Ping(PingResult {
+                        target: "10.1.2.0/24".into(),
+                        address: "10.1.2.7".into(),
+                        sent_unix_nanos: 1_000,
+                        rtt_nanos: 250_000,
+                        status: PingStatus::Ok.into(),
+                        reply_ttl: 64,
+                        ..PingResult::default()
+                    })),
+                },
+                Record {
+                    kind: Some(record::Kind::Trace(TraceResult {
+                        target: "10.9.0.1".into(),
+                        address: "10.9.0.1".into(),
+                        method: TraceMethod::Udp.into(),
+                        started_unix_nanos: 3_000,
+                        hops: vec![
+                            TraceHop {
+                                ttl: 1,
+                                address: String::new(),
+                                rtt_nanos: vec![],
+                                probes: 3,
+                            },
+                            TraceHop {
+                                ttl: 2,
+                                address: "10.9.0.1".into(),
+                                rtt_nanos: vec![1_000_000, 3_000_000],
+                                probes: 3,
+                            },
+                        ],
+                        reached: true,
+                        path_hash: 0xab,
+                        error: String::new(),
+                    })),
+                },
+            ],
+        };
+        let got = lines(&points(&entry(LogKind::Batch, batch.encode_to_vec())).unwrap());
+        let want = "\
+ping,agent=edge-1,prefix=10.1.2.0/24,target=10.1.2.7,tenant=acme lost=0i,status=\"ok\",rtt_ms=0.25,reply_ttl=64i 1000
+trace,agent=edge-1,prefix=10.9.0.0/24,target=10.9.0.1,tenant=acme status=\"ok\",hops=2i,reached=t,path_hash=\"00000000000000ab\",method=\"udp\",rtt_ms=1 3000
+trace_hop,agent=edge-1,hop=1,prefix=10.9.0.0/24,target=10.9.0.1,tenant=acme address=\"*\",probes=3i,answered=0i 3000
+trace_hop,agent=edge-1,hop=2,prefix=10.9.0.0/24,target=10.9.0.1,tenant=acme address=\"10.9.0.1\",probes=3i,answered=2i,rtt_ms=2,rtt_min_ms=1,rtt_max_ms=3 3000
+";
+        assert_eq!(got, want);
+
+        let hb = Heartbeat {
+            seq: 7,
+            uptime_ms: 1_500,
+            sent_unix_nanos: 1_999_000_000,
+        };
+        let got = lines(&points(&entry(LogKind::Heartbeat, hb.encode_to_vec())).unwrap());
+        assert_eq!(
+            got,
+            "heartbeat,agent=edge-1,tenant=acme seq=7i,uptime_s=1.5,clock_skew_ms=1 1999000000\n"
+        );
+        assert!(points(&entry(LogKind::Batch, vec![0xff, 0xff])).is_err());
+    }
+}
