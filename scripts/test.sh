@@ -18,6 +18,7 @@ apt_packages=(
   lintian    # checks the .debs
   rpm        # rpm -i / -V / -e inside that container
   rpmlint    # checks the .rpms
+  victoria-metrics   # a real InfluxDB-write-API server for the export tests
 )
 apt_updated=0
 for pkg in "${apt_packages[@]}"; do

@@ -7,8 +7,10 @@
 //! handle drops, also when a test fails. Waits are bounded polls
 //! ([`eventually`]), never fixed sleeps.
 
+pub mod agent;
 pub mod netns;
 pub mod nspawn;
+pub mod victoria;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

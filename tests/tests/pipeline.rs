@@ -6,85 +6,13 @@
 //! accounted for by gap records.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use sonde_agent::config::Loaded;
-use sonde_agent::outbox::Outbox;
-use sonde_agent::spool::Spool;
-use sonde_agent::{AgentStatus, batcher};
 use sonde_collector::store::Store;
-use sonde_proto::Role;
 use sonde_proto::v1::{PingResult, PingStatus, Record, ResultBatch, record};
-use sonde_runtime::probes::Probes;
+use sonde_tests::agent::Agent;
 use sonde_tests::{World, eventually};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-/// An agent running in this process.
-struct Agent {
-    records: Option<mpsc::Sender<Record>>,
-    shutdown: CancellationToken,
-    session: JoinHandle<()>,
-    batcher: JoinHandle<()>,
-    _config: watch::Sender<Arc<Loaded>>,
-    _assigned: watch::Receiver<Arc<Probes>>,
-}
-
-impl Agent {
-    fn start(world: &World, name: &str, tables: &str) -> Self {
-        let cert = world.cert("acme", Role::Agent, name);
-        let path = world.agent_config(name, &cert, tables);
-        let loaded = Loaded::load(&path).unwrap();
-        let (spool, _) = Spool::open(
-            &loaded.config.state_dir.join("spool"),
-            loaded.spool_limits(),
-        )
-        .unwrap();
-        let outbox = Outbox::new(spool);
-        let (tx, rx) = mpsc::channel(100_000);
-        let batcher = tokio::spawn(batcher::run(rx, outbox.clone(), loaded.batch_limits()));
-        let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
-        let (status_tx, _) = watch::channel(AgentStatus::Starting);
-        let shutdown = CancellationToken::new();
-        let (assigned_tx, assigned_rx) = watch::channel(Arc::new(Probes::default()));
-        let session = tokio::spawn(sonde_agent::run(
-            config_rx,
-            outbox,
-            status_tx,
-            assigned_tx,
-            shutdown.clone(),
-        ));
-        Self {
-            records: Some(tx),
-            shutdown,
-            session,
-            batcher,
-            _config: config_tx,
-            _assigned: assigned_rx,
-        }
-    }
-
-    async fn feed(&self, range: std::ops::Range<usize>, pad: usize) {
-        let tx = self.records.as_ref().unwrap();
-        for i in range {
-            tx.send(ping(i, pad)).await.unwrap();
-            if i % 50 == 49 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-
-    /// Stops the session, then flushes the batcher into the spool.
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        self.session.await.unwrap();
-        self.records.take();
-        self.batcher.await.unwrap();
-    }
-}
 
 fn ping(i: usize, pad: usize) -> Record {
     Record {
@@ -152,16 +80,16 @@ async fn collector_kill_9_mid_stream_loses_and_duplicates_nothing() {
     world.collector_config("");
     let mut collector = world.start_collector(&[]).await;
     let agent = Agent::start(&world, "pipe", AGENT);
-    agent.feed(0..1000, 0).await;
+    agent.send((0..1000).map(|i| ping(i, 0))).await;
     eventually("first results stored", Duration::from_secs(20), || async {
         (delivered(&world).per_target.len() >= 500).then_some(())
     })
     .await;
 
     collector.kill9();
-    agent.feed(1000..3000, 0).await; // spooled while the collector is down
+    agent.send((1000..3000).map(|i| ping(i, 0))).await; // spooled while the collector is down
     let _collector = world.start_collector(&[]).await;
-    agent.feed(3000..4000, 0).await;
+    agent.send((3000..4000).map(|i| ping(i, 0))).await;
 
     eventually(
         "all 4000 results stored",
@@ -181,12 +109,12 @@ async fn spooled_results_replay_after_agent_restart() {
     world.collector_config("");
     // The collector is down while the first agent process runs.
     let agent = Agent::start(&world, "replay", AGENT);
-    agent.feed(0..2000, 0).await;
+    agent.send((0..2000).map(|i| ping(i, 0))).await;
     agent.stop().await;
 
     let _collector = world.start_collector(&[]).await;
     let agent = Agent::start(&world, "replay", AGENT);
-    agent.feed(2000..2500, 0).await;
+    agent.send((2000..2500).map(|i| ping(i, 0))).await;
     eventually(
         "all 2500 results stored",
         Duration::from_secs(30),
@@ -211,7 +139,7 @@ async fn spool_cap_drops_are_reported_as_gaps_with_the_right_count() {
     let tables = format!("{AGENT}[spool]\nmax-size = \"64KiB\"\n");
     let agent = Agent::start(&world, "capped", &tables);
     // About 1.2 MB of results against a 64 KiB spool, collector down.
-    agent.feed(0..5000, 200).await;
+    agent.send((0..5000).map(|i| ping(i, 200))).await;
     agent.stop().await;
 
     let _collector = world.start_collector(&[]).await;
