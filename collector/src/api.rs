@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,8 +17,11 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use crate::Shared;
+use crate::access::{Access, RoleRefused};
+use crate::observation::Probe;
 use crate::peer::Peer;
-use crate::store::{AgentRow, EventQuery, EventRow, Scope, StoreError};
+use crate::query::{self, QueryError, TargetFilter};
+use crate::store::{AgentRow, EventQuery, EventRow, StoreError};
 
 /// Largest page of events one request may ask for.
 pub const MAX_EVENTS_LIMIT: u32 = 1000;
@@ -27,8 +30,10 @@ const DEFAULT_EVENTS_LIMIT: u32 = 100;
 /// What can go wrong answering an API request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("certificate role {0} may not use the API (viewer or admin required)")]
-    Forbidden(sonde_proto::Role),
+    #[error(transparent)]
+    Forbidden(#[from] RoleRefused),
+    #[error(transparent)]
+    Query(#[from] QueryError),
     #[error("invalid query parameter {name}: {reason}")]
     BadParam { name: String, reason: String },
     #[error("not found: {0}")]
@@ -40,15 +45,27 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Store(e) => {
+            ApiError::Forbidden(_) | ApiError::Query(QueryError::PrefixForbidden(_)) => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::Query(QueryError::Bad { .. }) | ApiError::BadParam { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Query(QueryError::NoSeries(_)) | ApiError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Query(QueryError::Store(e)) | ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
+        // Store errors name paths: never sent to the caller.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        };
+        (status, Json(json!({ "error": message }))).into_response()
     }
 }
 
@@ -58,6 +75,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/targets", get(targets))
+        .route("/api/v1/prefixes", get(prefixes))
+        .route("/api/v1/prefixes/{prefix}", get(grid))
+        .route("/api/v1/prefixes/{addr}/{len}", get(grid_split))
+        .route("/api/v1/series/{agent}/{target}", get(series))
+        .route("/api/v1/outages", get(outages))
+        .route("/api/v1/status", get(status))
         .with_state(shared)
 }
 
@@ -77,18 +101,11 @@ pub(crate) async fn not_found(req: axum::extract::Request) -> Response {
     }
 }
 
-/// The scope a caller may see, or 403.
-fn scope(shared: &Shared, peer: &Peer) -> Result<Scope, ApiError> {
-    let id = &peer.identity;
-    if !id.role.can_view() {
-        tracing::warn!(peer = %id, remote = %peer.remote, "API request refused: role may not view");
-        return Err(ApiError::Forbidden(id.role));
-    }
-    let operators = &shared.settings.borrow().access.operator_tenants;
-    Ok(if operators.contains(&id.tenant) {
-        Scope::All
-    } else {
-        Scope::Tenant(id.tenant.clone())
+/// What the caller may see, or 403.
+fn access(shared: &Shared, peer: &Peer) -> Result<Access, ApiError> {
+    Access::of(&shared.settings.borrow(), &peer.identity).map_err(|e| {
+        tracing::warn!(peer = %peer.identity, remote = %peer.remote, "API request refused: role may not view");
+        ApiError::Forbidden(e)
     })
 }
 
@@ -97,7 +114,7 @@ async fn agents(
     Extension(peer): Extension<Peer>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let scope = scope(&shared, &peer)?;
+    let scope = access(&shared, &peer)?.scope();
     Params::new(&params, &[])?;
     let rows: Vec<AgentRow> = shared.store.run(move |s| s.agents(&scope)).await?;
     Ok(Json(json!({ "agents": rows })))
@@ -108,7 +125,7 @@ async fn events(
     Extension(peer): Extension<Peer>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let scope = scope(&shared, &peer)?;
+    let scope = access(&shared, &peer)?.scope();
     let p = Params::new(&params, &["after", "limit", "agent"])?;
     let query = EventQuery {
         after_id: p.int("after", 0, 0, i64::MAX)?,
@@ -125,6 +142,186 @@ async fn events(
     let rows: Vec<EventRow> = shared.store.run(move |s| s.events(&scope, &query)).await?;
     let next = rows.last().map_or(after, |e| e.id);
     Ok(Json(json!({ "events": rows, "next_after": next })))
+}
+
+/// Largest page of targets one request may ask for.
+pub const MAX_TARGETS_LIMIT: i64 = 10_000;
+
+async fn targets(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    let p = Params::new(&params, &["agent", "probe", "prefix", "after", "limit"])?;
+    let filter = TargetFilter {
+        agent: p.name("agent")?,
+        probe: p.probe("probe")?,
+        prefix: p
+            .get("prefix")
+            .map(|raw| {
+                raw.parse::<ipnet::IpNet>().map_err(|_| ApiError::BadParam {
+                    name: "prefix".into(),
+                    reason: format!("{raw:?} is not a CIDR prefix such as 10.1.2.0/24"),
+                })
+            })
+            .transpose()?,
+        after: p.int("after", 0, 0, i64::MAX)?,
+        limit: usize::try_from(p.int("limit", 1000, 1, MAX_TARGETS_LIMIT)?).unwrap_or(1000),
+    };
+    let h = &shared.analysis;
+    let now = h.clock.now_ns();
+    let (rows, next) = query::targets(&h.read(), &access, &filter, now);
+    Ok(Json(json!({ "targets": rows, "next_after": next })))
+}
+
+async fn prefixes(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    Params::new(&params, &[])?;
+    let rows = query::prefixes(&shared.analysis.read(), &access);
+    Ok(Json(json!({ "prefixes": rows })))
+}
+
+async fn grid(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Path(prefix): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    grid_of(&shared, &peer, &prefix, &params)
+}
+
+async fn grid_split(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Path((addr, len)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    grid_of(&shared, &peer, &format!("{addr}/{len}"), &params)
+}
+
+fn grid_of(
+    shared: &Shared,
+    peer: &Peer,
+    prefix: &str,
+    params: &HashMap<String, String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = access(shared, peer)?;
+    Params::new(params, &[])?;
+    let prefix = query::parse_prefix(prefix)?;
+    let h = &shared.analysis;
+    let grid = query::grid(&h.read(), &access, prefix, h.clock.now_ns()).inspect_err(|e| {
+        if matches!(e, QueryError::PrefixForbidden(_)) {
+            tracing::warn!(peer = %peer.identity, %prefix, "prefix refused: not granted");
+        }
+    })?;
+    Ok(Json(serde_json::to_value(grid).unwrap_or_default()))
+}
+
+async fn series(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Path((agent, target)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    let p = Params::new(&params, &["tenant", "probe", "from", "to"])?;
+    let tenant = p.name("tenant")?.unwrap_or_else(|| access.tenant.clone());
+    let probe = p.probe("probe")?;
+    let now_ms = shared.analysis.clock.now_ns() / 1_000_000;
+    let to = p.int("to", now_ms, 0, i64::MAX)?;
+    let from = p.int("from", to - 86_400_000, 0, i64::MAX)?;
+    query::check_range(from, to)?;
+    let what = format!("{tenant}/{agent} → {target}");
+    let found = {
+        let book = shared.analysis.read();
+        let mut matching = book.series.iter().filter(|s| {
+            s.key.tenant == tenant
+                && s.key.agent == agent
+                && s.key.target == target
+                && probe.is_none_or(|p| p == s.key.probe)
+        });
+        match (matching.next(), matching.next()) {
+            (Some(s), None) if access.sees_series(s) => Ok(s.clone()),
+            (Some(_), Some(_)) => Err(ApiError::BadParam {
+                name: "probe".into(),
+                reason: format!("{what} has several probe kinds; give probe=ping|tcp|trace"),
+            }),
+            // Not visible reads as absent: nothing is revealed.
+            _ => Err(QueryError::NoSeries(what).into()),
+        }
+    }?;
+    let view = query_view(&found, shared.analysis.clock.now_ns());
+    let history = shared
+        .store
+        .run(move |s| query::history(s, &found, from, to))
+        .await?;
+    Ok(Json(
+        json!({ "series": view, "from_ms": from, "to_ms": to, "minutes": history }),
+    ))
+}
+
+fn query_view(s: &crate::analysis::series::Series, now: i64) -> serde_json::Value {
+    json!({
+        "id": s.id,
+        "tenant": s.key.tenant,
+        "agent": s.key.agent,
+        "probe": s.key.probe,
+        "target": s.key.target,
+        "address": s.address.map(|a| a.to_string()),
+        "averages": s.averages(now),
+        "timeline": s.timeline(now),
+        "outage": s.outage.open(),
+        "route": s.route.path(),
+    })
+}
+
+async fn outages(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    let p = Params::new(&params, &["open", "limit"])?;
+    let open = p.bool("open")?;
+    let limit = u32::try_from(p.int("limit", 100, 1, MAX_EVENTS_LIMIT.into())?).unwrap_or(100);
+    let rows = shared
+        .store
+        .run(move |s| query::outages(s, &access, open, limit))
+        .await?;
+    Ok(Json(json!({ "outages": rows })))
+}
+
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    access(&shared, &peer)?;
+    Params::new(&params, &[])?;
+    let export = shared.export.clone();
+    let position = shared
+        .analysis
+        .stats
+        .position
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let (export, analysis_lag) = shared
+        .store
+        .run(move |s| {
+            let export = export.map(|h| h.status(s)).transpose()?;
+            Ok((export, s.log_lag(position)?))
+        })
+        .await?;
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "connected_agents": shared.sessions.connected(),
+        "export": export,
+        "analysis": { "lag": analysis_lag },
+    })))
 }
 
 /// Validated access to query parameters.
@@ -161,6 +358,33 @@ impl<'a> Params<'a> {
             return Err(bad(format!("{v} is outside {min}..={max}")));
         }
         Ok(v)
+    }
+
+    fn get(&self, name: &str) -> Option<&String> {
+        self.0.get(name)
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, ApiError> {
+        match self.0.get(name).map(String::as_str) {
+            None | Some("false" | "0") => Ok(false),
+            Some("true" | "1" | "") => Ok(true),
+            Some(other) => Err(ApiError::BadParam {
+                name: name.to_owned(),
+                reason: format!("{other:?} is not true or false"),
+            }),
+        }
+    }
+
+    fn probe(&self, name: &str) -> Result<Option<Probe>, ApiError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                Probe::parse(v).ok_or_else(|| ApiError::BadParam {
+                    name: name.to_owned(),
+                    reason: format!("{v:?} is not ping, tcp or trace"),
+                })
+            })
+            .transpose()
     }
 
     fn name(&self, name: &str) -> Result<Option<String>, ApiError> {

@@ -46,11 +46,17 @@ pub struct Config {
     /// Per-agent overrides.
     #[serde(default)]
     pub agent: Vec<AgentOverride>,
+    /// Which prefixes each tenant's viewers and admins may see.
+    #[serde(default)]
+    pub tenant: Vec<TenantGrant>,
     /// Export to InfluxDB v2; without it the embedded store is all.
     #[serde(default)]
     pub influxdb: Option<Influx>,
     #[serde(default)]
     pub retention: Retention,
+    /// Outage, route-change and correlation thresholds.
+    #[serde(default)]
+    pub analysis: crate::analysis::Settings,
 }
 
 /// A secret string (token, password): compared and cloned like a string,
@@ -206,6 +212,16 @@ pub struct Access {
     /// Tenants whose viewers and admins see every tenant's data.
     #[serde(default)]
     pub operator_tenants: BTreeSet<String>,
+}
+
+/// `[[tenant]]`: the prefixes a tenant may see. A prefix may be granted
+/// to several tenants; a tenant may be listed once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TenantGrant {
+    pub name: String,
+    #[serde(default)]
+    pub prefixes: Vec<ipnet::IpNet>,
 }
 
 /// Settings for one agent, by tenant and name.
@@ -378,6 +394,28 @@ impl Config {
                 .validate()
                 .map_err(|e| source.error(&format!("agent[{i}].{}", e.key), e.message))?;
         }
+        let mut tenants = BTreeSet::new();
+        for (i, t) in self.tenant.iter().enumerate() {
+            sonde_proto::identity::validate_component("tenant", &t.name)
+                .map_err(|e| source.error(&format!("tenant[{i}].name"), e.to_string()))?;
+            if !tenants.insert(&t.name) {
+                return Err(source.error(
+                    &format!("tenant[{i}].name"),
+                    format!(
+                        "tenant {} is listed twice; give all its prefixes in one entry",
+                        t.name
+                    ),
+                ));
+            }
+            for p in &t.prefixes {
+                if p.trunc() != *p {
+                    return Err(source.error(
+                        &format!("tenant[{i}].prefixes"),
+                        format!("{p} has host bits set; did you mean {}?", p.trunc()),
+                    ));
+                }
+            }
+        }
         for t in &self.access.operator_tenants {
             sonde_proto::identity::validate_component("tenant", t)
                 .map_err(|e| source.error("access.operator-tenants", e.to_string()))?;
@@ -385,6 +423,7 @@ impl Config {
         if let Some(influx) = &self.influxdb {
             influx.validate(source)?;
         }
+        self.validate_analysis(source)?;
         if self.retention.aggregates < Duration::from_secs(86_400) {
             return Err(source.error(
                 "retention.aggregates",
@@ -396,6 +435,36 @@ impl Config {
         let files = self.tls_files();
         sonde_runtime::tls::server_config(&files, &self.tls.crl)
             .map_err(|e| source.tls_error(&files, &self.tls.crl, &e))?;
+        Ok(())
+    }
+
+    fn validate_analysis(&self, source: &Source) -> Result<(), ConfigError> {
+        let a = &self.analysis;
+        let max = crate::analysis::outage::MAX_WINDOW;
+        if !(1..=max).contains(&a.outage.of) {
+            return Err(source.error("analysis.outage.of", format!("must be between 1 and {max}")));
+        }
+        if !(1..=a.outage.of).contains(&a.outage.failures) {
+            return Err(source.error("analysis.outage.failures", "must be between 1 and `of`"));
+        }
+        if a.outage.recover_after == 0 {
+            return Err(source.error("analysis.outage.recover-after", "must be at least 1"));
+        }
+        if a.route_confirm == 0 {
+            return Err(source.error("analysis.route-confirm", "must be at least 1"));
+        }
+        let c = &a.correlation;
+        for (key, share) in [
+            ("analysis.correlation.agent-share", c.agent_share),
+            ("analysis.correlation.prefix-share", c.prefix_share),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(source.error(key, "must be a share in (0, 1], e.g. 0.8"));
+            }
+        }
+        if a.checkpoint < Duration::from_millis(100) {
+            return Err(source.error("analysis.checkpoint", "must be at least 100ms"));
+        }
         Ok(())
     }
 
@@ -429,6 +498,14 @@ impl Config {
             .and_then(|o| o.grace)
             .or(self.heartbeat.grace)
             .unwrap_or(interval * 3)
+    }
+
+    /// The prefixes granted to `tenant`.
+    pub fn grants(&self, tenant: &str) -> &[ipnet::IpNet] {
+        self.tenant
+            .iter()
+            .find(|t| t.name == tenant)
+            .map_or(&[], |t| t.prefixes.as_slice())
     }
 
     /// The probes assigned to an agent (none when it has no `[[agent]]`).

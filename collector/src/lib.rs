@@ -2,6 +2,8 @@
 //! and a config and runs until [`Collector::shutdown`]; tests call it
 //! directly, the binary wraps it in [`daemon::run`] (signals, systemd).
 
+pub mod access;
+pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -12,6 +14,7 @@ pub mod listener;
 pub mod liveness;
 pub mod observation;
 pub mod peer;
+pub mod query;
 pub mod session;
 pub mod store;
 
@@ -45,6 +48,8 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     /// The InfluxDB exporter, when `[influxdb]` is configured.
     export: Option<export::Handle>,
+    /// The analysis' live state.
+    analysis: analysis::Handle,
 }
 
 impl Shared {
@@ -73,9 +78,6 @@ pub enum StartError {
         source: std::io::Error,
     },
 }
-
-/// The analysis' cursor name in the ingest log.
-pub const LOG_CONSUMER_ANALYSIS: &str = "analysis";
 
 /// How often consumed ingest-log entries are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
@@ -120,7 +122,7 @@ fn spawn_consumers(
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<Option<export::Handle>, StartError> {
-    let mut consumers = vec![LOG_CONSUMER_ANALYSIS];
+    let mut consumers = vec![analysis::CURSOR];
     let export = match &config.influxdb {
         Some(influx) => {
             let sink = export::influx::InfluxSink::new(influx)?;
@@ -200,6 +202,14 @@ impl Collector {
             let _ = liveness_task.await;
         });
         let export = spawn_consumers(&config, &store, &shutdown, &mut tasks)?;
+        let (settings, s) = (config.analysis, store.clone());
+        let analyzer = tokio::task::spawn_blocking(move || {
+            analysis::Analyzer::load(&s, settings, analysis::Clock::new())
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))??;
+        let analysis = analyzer.handle();
+        tasks.spawn(analyzer.run(shutdown.clone()));
         let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
         let shared = Arc::new(Shared {
             store,
@@ -208,6 +218,7 @@ impl Collector {
             sessions: Sessions::new(),
             shutdown: shutdown.clone(),
             export,
+            analysis,
         });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -290,9 +301,10 @@ impl Collector {
             || config.state_dir != current.state_dir
             || config.influxdb != current.influxdb
             || config.retention != current.retention
+            || config.analysis != current.analysis
         {
             tracing::warn!(
-                "listen addresses, state-dir, [influxdb] and [retention] changes take effect only after a restart"
+                "listen addresses, state-dir, [influxdb], [retention] and [analysis] changes take effect only after a restart"
             );
         }
         self.tls.send_replace(Arc::new(tls));

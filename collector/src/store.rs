@@ -112,14 +112,24 @@ pub enum EventKind {
     AgentMissing,
     /// A missing agent sent a heartbeat again.
     AgentBack,
+    /// An outage began (its scope in the detail: series, target, prefix or
+    /// agent network).
+    OutageStart,
+    /// That outage ended.
+    OutageEnd,
+    /// A traced path changed and the change persisted.
+    RouteChange,
 }
 
 impl EventKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::AgentRegistered => "agent-registered",
             EventKind::AgentMissing => "agent-missing",
             EventKind::AgentBack => "agent-back",
+            EventKind::OutageStart => "outage-start",
+            EventKind::OutageEnd => "outage-end",
+            EventKind::RouteChange => "route-change",
         }
     }
 
@@ -128,6 +138,9 @@ impl EventKind {
             "agent-registered" => EventKind::AgentRegistered,
             "agent-missing" => EventKind::AgentMissing,
             "agent-back" => EventKind::AgentBack,
+            "outage-start" => EventKind::OutageStart,
+            "outage-end" => EventKind::OutageEnd,
+            "route-change" => EventKind::RouteChange,
             _ => return None,
         })
     }
@@ -225,6 +238,57 @@ const MIGRATIONS: &[&str] = &[
         position INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 4: analysis: series, their minute and hour aggregates, outages.
+    "CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        target TEXT NOT NULL,
+        address TEXT,
+        first_ns INTEGER NOT NULL,
+        last_ns INTEGER,
+        last_rtt_ms REAL,
+        last_status TEXT,
+        outage TEXT,
+        route TEXT,
+        UNIQUE (tenant, agent, probe, target)
+    );
+    CREATE TABLE minute_buckets (
+        series_id INTEGER NOT NULL,
+        unit INTEGER NOT NULL,
+        probes INTEGER NOT NULL,
+        lost INTEGER NOT NULL,
+        sum_ms REAL NOT NULL,
+        sum_sq_ms REAL NOT NULL,
+        min_ms REAL,
+        max_ms REAL,
+        PRIMARY KEY (series_id, unit)
+    ) WITHOUT ROWID;
+    CREATE INDEX minute_buckets_by_unit ON minute_buckets (unit);
+    CREATE TABLE hour_buckets (
+        series_id INTEGER NOT NULL,
+        unit INTEGER NOT NULL,
+        probes INTEGER NOT NULL,
+        lost INTEGER NOT NULL,
+        sum_ms REAL NOT NULL,
+        sum_sq_ms REAL NOT NULL,
+        min_ms REAL,
+        max_ms REAL,
+        PRIMARY KEY (series_id, unit)
+    ) WITHOUT ROWID;
+    CREATE INDEX hour_buckets_by_unit ON hour_buckets (unit);
+    CREATE TABLE outages (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER,
+        lost INTEGER NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX outages_open ON outages (end_ns);",
 ];
 
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`
@@ -835,6 +899,11 @@ fn hwm(c: &Connection, key: &AgentKey, spool_id: u64) -> rusqlite::Result<u64> {
     .map(|v| v.map_or(0, from_sql))
 }
 
+/// A consumer's cursor, inside the caller's connection or transaction.
+pub(crate) fn cursor_in(c: &Connection, name: &str) -> rusqlite::Result<i64> {
+    cursor(c, name)
+}
+
 fn cursor(c: &Connection, name: &str) -> rusqlite::Result<i64> {
     c.query_row(
         "SELECT position FROM cursors WHERE name = ?1",
@@ -861,8 +930,8 @@ pub(crate) fn set_cursor(
     .map(drop)
 }
 
-fn insert_event(
-    tx: &rusqlite::Transaction<'_>,
+pub(crate) fn insert_event(
+    tx: &Connection,
     now_ms: i64,
     key: &AgentKey,
     kind: EventKind,

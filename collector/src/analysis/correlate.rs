@@ -1,0 +1,437 @@
+//! Correlation: per-series outages grouped into the outage an operator
+//! should hear about, one event per cause instead of one per series.
+//!
+//! A series whose outage has lasted `settle` (by the agents' clocks) is
+//! attributed, in this order, to:
+//!
+//! 1. **agent network** — its agent has at least `agent-min` series down
+//!    and they are at least `agent-share` of the agent's active series:
+//!    the agent lost its network, not its targets;
+//! 2. **prefix** — among the monitored hosts of its /24 (/64), counting
+//!    only agents not in an agent-network outage, at least `prefix-min`
+//!    are down (every active series to them down) and they are at least
+//!    `prefix-share` of the prefix's hosts;
+//! 3. **target** — at least `target-agents` agents see it down, or every
+//!    agent that probes it does;
+//! 4. otherwise **path**: one agent cannot reach one target that others
+//!    can.
+//!
+//! A series joins the open outage of its cause when there is one (a
+//! spreading outage stays one event); an outage ends when its last series
+//! recovered, dated by the last recovery, with the probes lost by all of
+//! them. "Active" means a result within the last `active` window. An agent
+//! that is missing sends no results, so it raises "agent missing" (the
+//! liveness detector) and no outages; when it comes back, what it spooled
+//! is analysed in send-time order like everything else.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::outage::Outage;
+use super::persist::{NewEvent, OutageRow};
+use super::series::Series;
+use crate::observation::prefix_of;
+use crate::store::{AgentKey, EventKind};
+
+/// Correlation thresholds (`[analysis.correlation]`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Thresholds {
+    /// Share of an agent's active series down that makes it the agent's
+    /// network (0–1) …
+    #[serde(default = "default_agent_share")]
+    pub agent_share: f64,
+    /// … when at least this many are down.
+    #[serde(default = "default_min")]
+    pub agent_min: usize,
+    /// Agents that must see a target down to blame the target.
+    #[serde(default = "default_target_agents")]
+    pub target_agents: usize,
+    /// Share of a prefix's monitored hosts down that makes it a prefix
+    /// outage (0–1) …
+    #[serde(default = "default_prefix_share")]
+    pub prefix_share: f64,
+    /// … when at least this many hosts are down.
+    #[serde(default = "default_min")]
+    pub prefix_min: usize,
+    /// How long a series must be down before it is attributed.
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    /// A series with no result for this long is not counted as monitored.
+    #[serde(default = "default_active", with = "humantime_serde")]
+    pub active: Duration,
+}
+
+fn default_agent_share() -> f64 {
+    0.8
+}
+fn default_min() -> usize {
+    3
+}
+fn default_target_agents() -> usize {
+    2
+}
+fn default_prefix_share() -> f64 {
+    0.5
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_active() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            agent_share: default_agent_share(),
+            agent_min: default_min(),
+            target_agents: default_target_agents(),
+            prefix_share: default_prefix_share(),
+            prefix_min: default_min(),
+            settle: default_settle(),
+            active: default_active(),
+        }
+    }
+}
+
+/// What an outage is attributed to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cause {
+    AgentNetwork(AgentKey),
+    Prefix(IpNet),
+    Target(String),
+    Path(i64),
+}
+
+impl Cause {
+    pub fn scope(&self) -> &'static str {
+        match self {
+            Cause::AgentNetwork(_) => "agent-network",
+            Cause::Prefix(_) => "prefix",
+            Cause::Target(_) => "target",
+            Cause::Path(_) => "path",
+        }
+    }
+}
+
+/// An outage being reported.
+#[derive(Debug, Clone)]
+struct Group {
+    id: i64,
+    start_ns: i64,
+    members: HashSet<i64>,
+    /// Every series that was ever a member (for the end event).
+    seen: BTreeSet<i64>,
+    lost: u64,
+    end_ns: i64,
+    /// The agent the events are filed under.
+    agent: AgentKey,
+}
+
+/// The correlator's state.
+#[derive(Debug, Default)]
+pub struct Correlator {
+    groups: HashMap<Cause, Group>,
+    member_of: HashMap<i64, Cause>,
+    /// Series down and not yet attributed.
+    pending: BTreeSet<i64>,
+    next_id: i64,
+}
+
+/// What one evaluation produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub events: Vec<NewEvent>,
+    pub rows: Vec<OutageRow>,
+}
+
+fn ms(ns: i64) -> i64 {
+    ns.div_euclid(1_000_000)
+}
+
+fn agent_of(s: &Series) -> AgentKey {
+    AgentKey {
+        tenant: s.key.tenant.clone(),
+        name: s.key.agent.clone(),
+    }
+}
+
+/// The target a series is about, for grouping across agents: its address
+/// when it has one, else its target string.
+fn subject(s: &Series) -> String {
+    s.address
+        .map_or_else(|| s.key.target.clone(), |a: IpAddr| a.to_string())
+}
+
+impl Correlator {
+    /// A correlator whose outage ids continue after `next_id - 1`.
+    pub fn new(next_id: i64) -> Self {
+        Self {
+            next_id,
+            ..Self::default()
+        }
+    }
+
+    /// A series' outage started.
+    pub fn down(&mut self, id: i64) {
+        self.pending.insert(id);
+    }
+
+    /// A series' outage ended. An outage shorter than `settle` is
+    /// attributed now (it was real, only brief).
+    pub fn up(
+        &mut self,
+        series: &[Series],
+        t: &Thresholds,
+        id: i64,
+        ended: &Outage,
+        out: &mut Output,
+    ) {
+        if self.pending.contains(&id) {
+            self.attribute(series, t, &[id], out);
+        }
+        let Some(cause) = self.member_of.remove(&id) else {
+            return;
+        };
+        let Some(g) = self.groups.get_mut(&cause) else {
+            return;
+        };
+        g.members.remove(&id);
+        g.lost += ended.lost;
+        g.end_ns = g.end_ns.max(ended.end_ns.unwrap_or(ended.start_ns));
+        if !g.members.is_empty() {
+            return;
+        }
+        let g = self.groups.remove(&cause).expect("present");
+        #[allow(clippy::cast_precision_loss)]
+        let duration_s = (g.end_ns - g.start_ns) as f64 / 1e9;
+        let detail = json!({
+            "outage": g.id,
+            "scope": cause.scope(),
+            "subject": describe(&cause, series),
+            "start_ms": ms(g.start_ns),
+            "end_ms": ms(g.end_ns),
+            "duration_s": duration_s,
+            "lost": g.lost,
+            "series": g.seen.len(),
+        });
+        out.rows.push(OutageRow::Close {
+            id: g.id,
+            end_ns: g.end_ns,
+            lost: g.lost,
+            detail: detail.clone(),
+        });
+        out.events.push(NewEvent {
+            at_ms: ms(g.end_ns),
+            agent: g.agent,
+            kind: EventKind::OutageEnd,
+            detail,
+        });
+    }
+
+    /// Attributes the series that have been down for `settle` at `now_ns`.
+    pub fn evaluate(&mut self, series: &[Series], t: &Thresholds, now_ns: i64, out: &mut Output) {
+        let settle = i64::try_from(t.settle.as_nanos()).unwrap_or(i64::MAX);
+        let ready: Vec<i64> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|id| {
+                by_id(series, *id)
+                    .and_then(|s| s.outage.open())
+                    .is_none_or(|o| o.start_ns.saturating_add(settle) <= now_ns)
+            })
+            .collect();
+        if !ready.is_empty() {
+            self.attribute(series, t, &ready, out);
+        }
+    }
+
+    fn attribute(&mut self, series: &[Series], t: &Thresholds, ids: &[i64], out: &mut Output) {
+        let newest = series
+            .iter()
+            .filter_map(|s| s.latest.as_ref().map(|l| l.time_ns))
+            .max()
+            .unwrap_or(0);
+        let active_ns = i64::try_from(t.active.as_nanos()).unwrap_or(i64::MAX);
+        let active = |s: &Series| {
+            s.latest
+                .as_ref()
+                .is_some_and(|l| l.time_ns >= newest.saturating_sub(active_ns))
+        };
+        let down = |s: &Series| s.outage.open().is_some();
+        let mut left: Vec<&Series> = ids.iter().filter_map(|id| by_id(series, *id)).collect();
+        for id in ids {
+            self.pending.remove(id);
+        }
+
+        // 1. Agent network.
+        let agents: BTreeSet<AgentKey> = left.iter().map(|s| agent_of(s)).collect();
+        let mut cut_agents = HashSet::new();
+        for a in agents {
+            let mine = || {
+                series
+                    .iter()
+                    .filter(|s| s.key.tenant == a.tenant && s.key.agent == a.name)
+            };
+            let monitored = mine().filter(|s| active(s) || down(s)).count();
+            let failing = mine().filter(|s| down(s)).count();
+            #[allow(clippy::cast_precision_loss)]
+            let share = failing as f64 / monitored.max(1) as f64;
+            if failing >= t.agent_min && share >= t.agent_share {
+                cut_agents.insert(a.clone());
+                let (hit, rest): (Vec<_>, Vec<_>) =
+                    left.into_iter().partition(|s| agent_of(s) == a);
+                left = rest;
+                self.join(Cause::AgentNetwork(a), &hit, series, out);
+            }
+        }
+        let counted = |s: &Series| !cut_agents.contains(&agent_of(s)) && (active(s) || down(s));
+
+        // 2. Prefix.
+        let prefixes: BTreeSet<IpNet> = left
+            .iter()
+            .filter_map(|s| s.address.map(prefix_of))
+            .collect();
+        for p in prefixes {
+            let mut hosts: HashMap<IpAddr, (usize, usize)> = HashMap::new();
+            for s in series.iter().filter(|s| counted(s)) {
+                if let Some(a) = s.address.filter(|a| p.contains(a)) {
+                    let e = hosts.entry(a).or_default();
+                    e.0 += 1;
+                    e.1 += usize::from(down(s));
+                }
+            }
+            let down_hosts = hosts.values().filter(|(n, d)| n == d).count();
+            #[allow(clippy::cast_precision_loss)]
+            let share = down_hosts as f64 / hosts.len().max(1) as f64;
+            if down_hosts >= t.prefix_min && share >= t.prefix_share {
+                let (hit, rest): (Vec<_>, Vec<_>) = left
+                    .into_iter()
+                    .partition(|s| s.address.is_some_and(|a| p.contains(&a)));
+                left = rest;
+                self.join(Cause::Prefix(p), &hit, series, out);
+            }
+        }
+
+        // 3. Target, else 4. path.
+        for s in left {
+            let subj = subject(s);
+            let probing: Vec<&Series> = series
+                .iter()
+                .filter(|o| counted(o) && o.key.probe == s.key.probe && subject(o) == subj)
+                .collect();
+            let failing = probing.iter().filter(|o| down(o)).count();
+            let cause = if failing >= t.target_agents || failing == probing.len() {
+                Cause::Target(subj)
+            } else {
+                Cause::Path(s.id)
+            };
+            self.join(cause, &[s], series, out);
+        }
+    }
+
+    #[allow(clippy::needless_pass_by_value)]
+    fn join(&mut self, cause: Cause, hit: &[&Series], series: &[Series], out: &mut Output) {
+        if hit.is_empty() {
+            return;
+        }
+        let start = hit
+            .iter()
+            .filter_map(|s| s.outage.open().map(|o| o.start_ns))
+            .min()
+            .unwrap_or(0);
+        if !self.groups.contains_key(&cause) {
+            let id = self.next_id;
+            self.next_id += 1;
+            let agent = agent_of(hit[0]);
+            let targets: BTreeSet<&str> = hit.iter().map(|s| s.key.target.as_str()).collect();
+            let agents: BTreeSet<String> = hit.iter().map(|s| agent_of(s).to_string()).collect();
+            let detail = json!({
+                "outage": id,
+                "scope": cause.scope(),
+                "subject": describe(&cause, series),
+                "start_ms": ms(start),
+                "series": hit.len(),
+                "agents": agents.iter().take(20).collect::<Vec<_>>(),
+                "targets": targets.iter().take(20).collect::<Vec<_>>(),
+            });
+            let tenant = match &cause {
+                Cause::AgentNetwork(a) => a.tenant.clone(),
+                Cause::Path(_) => agent.tenant.clone(),
+                Cause::Prefix(_) | Cause::Target(_) => String::new(),
+            };
+            out.rows.push(OutageRow::Open {
+                id,
+                scope: cause.scope(),
+                tenant,
+                subject: describe(&cause, series),
+                start_ns: start,
+                detail: detail.clone(),
+            });
+            out.events.push(NewEvent {
+                at_ms: ms(start),
+                agent: agent.clone(),
+                kind: EventKind::OutageStart,
+                detail,
+            });
+            self.groups.insert(
+                cause.clone(),
+                Group {
+                    id,
+                    start_ns: start,
+                    members: HashSet::new(),
+                    seen: BTreeSet::new(),
+                    lost: 0,
+                    end_ns: start,
+                    agent,
+                },
+            );
+        }
+        let g = self.groups.get_mut(&cause).expect("inserted");
+        g.start_ns = g.start_ns.min(start);
+        for s in hit {
+            g.members.insert(s.id);
+            g.seen.insert(s.id);
+            self.member_of.insert(s.id, cause.clone());
+        }
+    }
+
+    /// Open outages: (id, scope, members now).
+    pub fn open(&self) -> Vec<(i64, &'static str, usize)> {
+        let mut v: Vec<_> = self
+            .groups
+            .iter()
+            .map(|(c, g)| (g.id, c.scope(), g.members.len()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+fn by_id(series: &[Series], id: i64) -> Option<&Series> {
+    usize::try_from(id - 1)
+        .ok()
+        .and_then(|i| series.get(i))
+        .filter(|s| s.id == id)
+}
+
+/// The subject of an outage as text: `tenant/agent`, a prefix, a target,
+/// or `tenant/agent → target` for a path.
+fn describe(cause: &Cause, series: &[Series]) -> String {
+    match cause {
+        Cause::AgentNetwork(a) => a.to_string(),
+        Cause::Prefix(p) => p.to_string(),
+        Cause::Target(t) => t.clone(),
+        Cause::Path(id) => by_id(series, *id).map_or_else(
+            || format!("series {id}"),
+            |s| format!("{}/{} → {}", s.key.tenant, s.key.agent, s.key.target),
+        ),
+    }
+}

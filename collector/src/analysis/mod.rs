@@ -1,0 +1,446 @@
+//! Analysis: the collector's second consumer of the ingest log (cursor
+//! `analysis`). It keeps per-series state (`series.rs`: latest result,
+//! minute and hour aggregates, moving averages, timeline), detects
+//! outages (`outage.rs`) and route changes (`route.rs`), attributes
+//! outages to their cause (`correlate.rs`), and persists all of it with
+//! its cursor in one transaction per checkpoint (`persist.rs`).
+//!
+//! Results are analysed in log order, which per agent is the order it sent
+//! them; windows and outages use the agents' send times. What the API asks
+//! ("now") comes from the collector's clock.
+
+pub mod bucket;
+pub mod correlate;
+pub mod outage;
+pub mod persist;
+pub mod route;
+pub mod series;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prost::Message as _;
+use serde::Deserialize;
+use serde_json::json;
+use sonde_proto::v1::ResultBatch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::observation::{Observation, Probe, observe};
+use crate::store::{AgentKey, EventKind, LogKind, LoggedBatch, Store, StoreError, now_ms};
+use correlate::{Correlator, Thresholds};
+use persist::{NewEvent, OutageRow};
+use series::{Deltas, Series, SeriesKey};
+
+/// The analysis' cursor name in the store.
+pub const CURSOR: &str = "analysis";
+
+/// Log entries read per store query.
+const READ_CHUNK: u32 = 500;
+
+/// `[analysis]` in the collector config.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    #[serde(default)]
+    pub outage: outage::Policy,
+    /// Consecutive traces that must agree before a route change counts.
+    #[serde(default = "default_route_confirm")]
+    pub route_confirm: u32,
+    #[serde(default)]
+    pub correlation: Thresholds,
+    /// How often analysis state is made durable.
+    #[serde(default = "default_checkpoint", with = "humantime_serde")]
+    pub checkpoint: Duration,
+}
+
+fn default_route_confirm() -> u32 {
+    2
+}
+fn default_checkpoint() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            outage: outage::Policy::default(),
+            route_confirm: default_route_confirm(),
+            correlation: Thresholds::default(),
+            checkpoint: default_checkpoint(),
+        }
+    }
+}
+
+/// Every series, indexed by key; ids are positions + 1.
+#[derive(Debug, Default)]
+pub struct Book {
+    pub series: Vec<Series>,
+    index: HashMap<SeriesKey, usize>,
+}
+
+impl Book {
+    fn from_series(series: Vec<Series>) -> Self {
+        let index = series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key.clone(), i))
+            .collect();
+        Self { series, index }
+    }
+
+    pub fn get(&self, key: &SeriesKey) -> Option<&Series> {
+        self.index.get(key).map(|i| &self.series[*i])
+    }
+
+    /// The series of a result, created on first sight.
+    fn entry(
+        &mut self,
+        tenant: &str,
+        agent: &str,
+        o: &Observation<'_>,
+        deltas: &mut Deltas,
+    ) -> usize {
+        let key = SeriesKey {
+            tenant: tenant.to_owned(),
+            agent: agent.to_owned(),
+            probe: o.probe,
+            target: o.target.clone(),
+        };
+        if let Some(i) = self.index.get(&key) {
+            return *i;
+        }
+        let i = self.series.len();
+        let id = i64::try_from(i).unwrap_or(i64::MAX) + 1;
+        self.series.push(Series::new(id, key.clone(), o.address));
+        self.index.insert(key, i);
+        deltas.created.push(id);
+        i
+    }
+}
+
+/// A wall clock that follows tokio's clock from a fixed start, so tests
+/// drive it with a paused clock and it never jumps with the system clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_ns: i64,
+    base: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self::at(sonde_runtime::clock::unix_nanos())
+    }
+
+    /// A clock that reads `unix_ns` now.
+    pub fn at(unix_ns: i64) -> Self {
+        Self {
+            base_ns: unix_ns,
+            base: Instant::now(),
+        }
+    }
+
+    pub fn now_ns(&self) -> i64 {
+        let elapsed = i64::try_from(self.base.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        self.base_ns.saturating_add(elapsed)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub results: std::sync::atomic::AtomicU64,
+    pub outages_started: std::sync::atomic::AtomicU64,
+    pub route_changes: std::sync::atomic::AtomicU64,
+    pub checkpoints: std::sync::atomic::AtomicU64,
+    pub position: std::sync::atomic::AtomicI64,
+}
+
+/// What the API reads: the book, behind a lock the analyzer holds only
+/// while applying one log entry.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub book: Arc<RwLock<Book>>,
+    pub clock: Clock,
+    pub stats: Arc<Stats>,
+}
+
+impl Handle {
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Book> {
+        self.book
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The analysis task.
+pub struct Analyzer {
+    store: Store,
+    settings: Settings,
+    book: Arc<RwLock<Book>>,
+    clock: Clock,
+    stats: Arc<Stats>,
+    correlator: Correlator,
+    deltas: Deltas,
+    events: Vec<NewEvent>,
+    rows: Vec<OutageRow>,
+    position: i64,
+    /// Newest send time analysed: the correlator's "now".
+    newest_ns: i64,
+}
+
+impl Analyzer {
+    /// Loads the analysis state from the store.
+    pub fn load(store: &Store, settings: Settings, clock: Clock) -> Result<Self, StoreError> {
+        let now = clock.now_ns();
+        let (series, position, next_outage) = store.with(|c| {
+            Ok((
+                persist::load(c, now)?,
+                crate::store::cursor_in(c, CURSOR)?,
+                persist::next_outage_id(c)?,
+            ))
+        })?;
+        let mut correlator = Correlator::new(next_outage);
+        for s in &series {
+            if s.outage.open().is_some() {
+                correlator.down(s.id);
+            }
+        }
+        let newest_ns = series
+            .iter()
+            .filter_map(|s| s.latest.as_ref().map(|l| l.time_ns))
+            .max()
+            .unwrap_or(0);
+        let stats = Arc::new(Stats::default());
+        stats
+            .position
+            .store(position, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self {
+            store: store.clone(),
+            settings,
+            book: Arc::new(RwLock::new(Book::from_series(series))),
+            clock,
+            stats,
+            correlator,
+            deltas: Deltas::default(),
+            events: Vec::new(),
+            rows: Vec::new(),
+            position,
+            newest_ns,
+        })
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle {
+            book: self.book.clone(),
+            clock: self.clock,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Applies one ingest-log entry.
+    pub fn apply(&mut self, entry: &LoggedBatch) {
+        self.position = entry.id;
+        if entry.kind != LogKind::Batch {
+            return;
+        }
+        let batch = match ResultBatch::decode(entry.payload.as_slice()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(id = entry.id, error = %e, "ingest-log entry cannot be decoded; not analysed");
+                return;
+            }
+        };
+        let shared = self.book.clone();
+        let mut book = shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = correlate::Output::default();
+        for o in batch
+            .records
+            .iter()
+            .filter_map(|r| r.kind.as_ref())
+            .filter_map(observe)
+        {
+            let i = book.entry(&entry.tenant, &entry.agent, &o, &mut self.deltas);
+            let s = &mut book.series[i];
+            s.record(&o);
+            self.deltas.record(s.id, &o);
+            self.newest_ns = self.newest_ns.max(o.time_ns);
+            self.stats
+                .results
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = s.id;
+            match s.outage.observe(&self.settings.outage, o.time_ns, o.ok()) {
+                Some(outage::Change::Started(_)) => {
+                    self.stats
+                        .outages_started
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.correlator.down(id);
+                }
+                Some(outage::Change::Ended(ended)) => {
+                    self.correlator.up(
+                        &book.series,
+                        &self.settings.correlation,
+                        id,
+                        &ended,
+                        &mut out,
+                    );
+                }
+                None => {}
+            }
+            if o.probe == Probe::Trace {
+                self.route(&mut book.series[i], &o);
+            }
+        }
+        self.correlator.evaluate(
+            &book.series,
+            &self.settings.correlation,
+            self.newest_ns,
+            &mut out,
+        );
+        self.events.append(&mut out.events);
+        self.rows.append(&mut out.rows);
+    }
+
+    fn route(&mut self, s: &mut Series, o: &Observation<'_>) {
+        let Some(trace) = o.trace else { return };
+        if let Some(change) = s.route.observe(self.settings.route_confirm, trace) {
+            self.stats
+                .route_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.events.push(NewEvent {
+                at_ms: change.new.since_ns.div_euclid(1_000_000),
+                agent: AgentKey {
+                    tenant: s.key.tenant.clone(),
+                    name: s.key.agent.clone(),
+                },
+                kind: EventKind::RouteChange,
+                detail: json!({
+                    "target": s.key.target,
+                    "address": s.address.map(|a| a.to_string()),
+                    "old": change.old,
+                    "new": change.new,
+                }),
+            });
+        }
+    }
+
+    /// Makes everything applied so far durable, with the cursor. On
+    /// failure nothing is lost: the pending changes stay for the next try.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let position = self.position;
+        {
+            let book = self
+                .book
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ids: std::collections::BTreeSet<i64> = self
+                .deltas
+                .touched
+                .iter()
+                .chain(&self.deltas.created)
+                .copied()
+                .collect();
+            let touched: Vec<&Series> = ids
+                .into_iter()
+                .filter_map(|id| book.series.get(usize::try_from(id - 1).ok()?))
+                .collect();
+            let (deltas, events, rows) = (&self.deltas, &self.events, &self.rows);
+            self.store.with(|c| {
+                persist::checkpoint(
+                    c,
+                    &touched,
+                    deltas,
+                    events,
+                    rows,
+                    (CURSOR, position),
+                    now_ms(),
+                )
+            })?;
+        }
+        self.deltas = Deltas::default();
+        self.events.clear();
+        self.rows.clear();
+        self.stats
+            .checkpoints
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .position
+            .store(position, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn dirty(&self) -> bool {
+        !self.deltas.is_empty() || !self.events.is_empty() || !self.rows.is_empty()
+    }
+
+    /// Runs until shutdown: read, apply, checkpoint.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(200);
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let position = self.position;
+            let store = self.store.clone();
+            let read =
+                tokio::task::spawn_blocking(move || store.log_after(position, READ_CHUNK)).await;
+            let entries = match read {
+                Ok(Ok(e)) => e,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "analysis cannot read the ingest log; retrying");
+                    Vec::new()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "analysis read task failed");
+                    Vec::new()
+                }
+            };
+            let caught_up = entries.len() < READ_CHUNK as usize;
+            // Applying is CPU work on in-memory state: done on the
+            // blocking pool so a large replay does not starve the runtime.
+            self = tokio::task::spawn_blocking(move || {
+                for e in &entries {
+                    self.apply(e);
+                }
+                self
+            })
+            .await
+            .expect("analysis apply panicked");
+            let due = last_checkpoint.elapsed() >= self.settings.checkpoint;
+            if self.dirty() && (due || shutdown.is_cancelled()) {
+                let (back, result) = tokio::task::spawn_blocking(move || {
+                    let r = self.checkpoint();
+                    (self, r)
+                })
+                .await
+                .expect("analysis checkpoint panicked");
+                self = back;
+                match result {
+                    Ok(()) => last_checkpoint = Instant::now(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "analysis checkpoint failed; state is kept and written at the next one");
+                    }
+                }
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if caught_up {
+                tokio::select! {
+                    () = tokio::time::sleep(poll) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+//! The analysis' tables in the embedded store, and its checkpoint.
+//!
+//! A checkpoint is one transaction: bucket deltas merged additively into
+//! `minute_buckets` / `hour_buckets`, new and changed `series` rows, the
+//! events and outage rows produced since the last checkpoint, and the
+//! analysis cursor moved past the log entries that produced them. After a
+//! crash the analysis resumes from the last checkpoint, so every result is
+//! counted exactly once.
+
+use rusqlite::{Connection, params};
+
+use super::bucket::Bucket;
+use super::series::{Deltas, HOUR_NS, Latest, MINUTE_NS, Series, SeriesKey};
+use super::{outage, route};
+use crate::observation::Probe;
+use crate::store::{AgentKey, EventKind, insert_event, set_cursor};
+
+/// An event the analysis produced, waiting for the checkpoint.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub at_ms: i64,
+    pub agent: AgentKey,
+    pub kind: EventKind,
+    pub detail: serde_json::Value,
+}
+
+/// A change to the `outages` table, waiting for the checkpoint.
+#[derive(Debug, Clone)]
+pub enum OutageRow {
+    Open {
+        id: i64,
+        scope: &'static str,
+        tenant: String,
+        subject: String,
+        start_ns: i64,
+        detail: serde_json::Value,
+    },
+    Close {
+        id: i64,
+        end_ns: i64,
+        lost: u64,
+        detail: serde_json::Value,
+    },
+}
+
+fn bucket_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Bucket> {
+    Ok(Bucket {
+        probes: r.get(at)?,
+        lost: r.get(at + 1)?,
+        sum_ms: r.get(at + 2)?,
+        sum_sq_ms: r.get(at + 3)?,
+        min_ms: r.get::<_, Option<f64>>(at + 4)?.unwrap_or(0.0),
+        max_ms: r.get::<_, Option<f64>>(at + 5)?.unwrap_or(0.0),
+    })
+}
+
+/// Every known series with its rings filled from the stored buckets that
+/// the windows at `now_ns` can need, its open outage and route.
+pub fn load(c: &Connection, now_ns: i64) -> rusqlite::Result<Vec<Series>> {
+    let mut series: Vec<Series> = Vec::new();
+    let mut stmt = c.prepare(
+        "SELECT id, tenant, agent, probe, target, address, last_ns, last_rtt_ms, last_status,
+                outage, route FROM series ORDER BY id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let Some(probe) = Probe::parse(&r.get::<_, String>(3)?) else {
+            continue;
+        };
+        let key = SeriesKey {
+            tenant: r.get(1)?,
+            agent: r.get(2)?,
+            probe,
+            target: r.get(4)?,
+        };
+        let address = r.get::<_, Option<String>>(5)?.and_then(|a| a.parse().ok());
+        let mut s = Series::new(r.get(0)?, key, address);
+        if let Some(time_ns) = r.get::<_, Option<i64>>(6)? {
+            s.latest = Some(Latest {
+                time_ns,
+                rtt_ms: r.get(7)?,
+                status: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            });
+        }
+        let open: Option<outage::Outage> = r
+            .get::<_, Option<String>>(9)?
+            .and_then(|j| serde_json::from_str(&j).ok());
+        s.outage = outage::Detector::resume(open);
+        let path: Option<route::Path> = r
+            .get::<_, Option<String>>(10)?
+            .and_then(|j| serde_json::from_str(&j).ok());
+        s.route = route::Detector::resume(path);
+        series.push(s);
+    }
+    let index: std::collections::HashMap<i64, usize> =
+        series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+    for (table, from) in [
+        ("minute_buckets", now_ns.div_euclid(MINUTE_NS) - 60),
+        ("hour_buckets", now_ns.div_euclid(HOUR_NS) - 24),
+    ] {
+        let mut stmt = c.prepare(&format!(
+            "SELECT series_id, unit, probes, lost, sum_ms, sum_sq_ms, min_ms, max_ms
+             FROM {table} WHERE unit >= ?1"
+        ))?;
+        let mut rows = stmt.query(params![from])?;
+        while let Some(r) = rows.next()? {
+            let Some(&i) = index.get(&r.get::<_, i64>(0)?) else {
+                continue;
+            };
+            let unit: i64 = r.get(1)?;
+            let b = bucket_from(r, 2)?;
+            let s = &mut series[i];
+            if table == "minute_buckets" {
+                s.minutes.merge(unit, &b);
+            } else {
+                s.hours.merge(unit, &b);
+            }
+        }
+    }
+    Ok(series)
+}
+
+/// Minute buckets of one series for units `from..=to`, oldest first.
+pub fn minutes(
+    c: &Connection,
+    series_id: i64,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<(i64, Bucket)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT unit, probes, lost, sum_ms, sum_sq_ms, min_ms, max_ms FROM minute_buckets
+         WHERE series_id = ?1 AND unit BETWEEN ?2 AND ?3 ORDER BY unit",
+    )?;
+    let rows = stmt.query_map(params![series_id, from, to], |r| {
+        Ok((r.get(0)?, bucket_from(r, 1)?))
+    })?;
+    rows.collect()
+}
+
+fn merge_bucket(
+    c: &Connection,
+    table: &str,
+    id: i64,
+    unit: i64,
+    b: &Bucket,
+) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare_cached(&format!(
+        "INSERT INTO {table} (series_id, unit, probes, lost, sum_ms, sum_sq_ms, min_ms, max_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (series_id, unit) DO UPDATE SET
+            probes = probes + excluded.probes,
+            lost = lost + excluded.lost,
+            sum_ms = sum_ms + excluded.sum_ms,
+            sum_sq_ms = sum_sq_ms + excluded.sum_sq_ms,
+            min_ms = CASE WHEN excluded.min_ms IS NULL THEN min_ms
+                          WHEN min_ms IS NULL THEN excluded.min_ms
+                          ELSE MIN(min_ms, excluded.min_ms) END,
+            max_ms = CASE WHEN excluded.max_ms IS NULL THEN max_ms
+                          WHEN max_ms IS NULL THEN excluded.max_ms
+                          ELSE MAX(max_ms, excluded.max_ms) END"
+    ))?;
+    stmt.execute(params![
+        id,
+        unit,
+        b.probes,
+        b.lost,
+        b.sum_ms,
+        b.sum_sq_ms,
+        b.min(),
+        b.max()
+    ])
+    .map(drop)
+}
+
+/// Writes one checkpoint (see the module docs).
+pub fn checkpoint(
+    c: &mut Connection,
+    series: &[&Series],
+    deltas: &Deltas,
+    events: &[NewEvent],
+    outages: &[OutageRow],
+    cursor: (&str, i64),
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = c.transaction()?;
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO series (id, tenant, agent, probe, target, address, first_ns, last_ns,
+                                 last_rtt_ms, last_status, outage, route)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (id) DO UPDATE SET address = ?6, last_ns = ?7, last_rtt_ms = ?8,
+                 last_status = ?9, outage = ?10, route = ?11",
+        )?;
+        for s in series {
+            let latest = s.latest.as_ref();
+            upsert.execute(params![
+                s.id,
+                s.key.tenant,
+                s.key.agent,
+                s.key.probe.as_str(),
+                s.key.target,
+                s.address.map(|a| a.to_string()),
+                latest.map(|l| l.time_ns),
+                latest.and_then(|l| l.rtt_ms),
+                latest.map(|l| l.status.as_str()),
+                s.outage
+                    .open()
+                    .map(|o| serde_json::to_string(o).unwrap_or_default()),
+                s.route
+                    .path()
+                    .map(|p| serde_json::to_string(p).unwrap_or_default()),
+            ])?;
+        }
+    }
+    for ((id, unit), b) in &deltas.minutes {
+        merge_bucket(&tx, "minute_buckets", *id, *unit, b)?;
+    }
+    for ((id, unit), b) in &deltas.hours {
+        merge_bucket(&tx, "hour_buckets", *id, *unit, b)?;
+    }
+    for e in events {
+        insert_event(&tx, e.at_ms, &e.agent, e.kind, &e.detail)?;
+    }
+    for o in outages {
+        match o {
+            OutageRow::Open {
+                id,
+                scope,
+                tenant,
+                subject,
+                start_ns,
+                detail,
+            } => {
+                tx.execute(
+                    "INSERT INTO outages (id, scope, tenant, subject, start_ns, lost, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                    params![id, scope, tenant, subject, start_ns, detail.to_string()],
+                )?;
+            }
+            OutageRow::Close {
+                id,
+                end_ns,
+                lost,
+                detail,
+            } => {
+                tx.execute(
+                    "UPDATE outages SET end_ns = ?2, lost = ?3, detail = ?4 WHERE id = ?1",
+                    params![
+                        id,
+                        end_ns,
+                        i64::try_from(*lost).unwrap_or(i64::MAX),
+                        detail.to_string()
+                    ],
+                )?;
+            }
+        }
+    }
+    set_cursor(&tx, cursor.0, cursor.1, now_ms)?;
+    tx.commit()
+}
+
+/// The next free outage id.
+pub fn next_outage_id(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM outages", [], |r| {
+        r.get(0)
+    })
+}
+
+/// Deletes aggregates older than the retention, at most `limit` rows per
+/// table; returns how many went.
+pub fn prune(c: &Connection, older_than_ns: i64, limit: u32) -> rusqlite::Result<usize> {
+    let mut n = 0;
+    for (table, unit) in [
+        ("minute_buckets", older_than_ns.div_euclid(MINUTE_NS)),
+        ("hour_buckets", older_than_ns.div_euclid(HOUR_NS)),
+    ] {
+        n += c.execute(
+            &format!(
+                "DELETE FROM {table} WHERE (series_id, unit) IN
+                    (SELECT series_id, unit FROM {table} WHERE unit < ?1 LIMIT ?2)"
+            ),
+            params![unit, limit],
+        )?;
+    }
+    Ok(n)
+}

@@ -1,0 +1,437 @@
+//! Analysis on synthetic result streams: averages and timeline against
+//! hand-computed values (tokio's paused clock drives "now"), outages,
+//! correlation and route changes, and persistence across a restart.
+
+use std::path::Path;
+
+use prost::Message as _;
+use sonde_proto::v1::{PingResult, PingStatus, Record, ResultBatch, TraceHop, TraceResult, record};
+
+use super::*;
+use crate::store::{EventQuery, EventRow, Scope};
+
+const S: i64 = 1_000_000_000;
+/// A whole hour (and so a whole minute): 2027-01-15T08:00:00Z.
+const T0: i64 = 1_799_971_200 * S;
+
+fn ping(target: &str, t: i64, rtt_ms: Option<f64>) -> Record {
+    Record {
+        kind: Some(record::Kind::Ping(PingResult {
+            target: target.to_owned(),
+            address: target.to_owned(),
+            sent_unix_nanos: t,
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            rtt_nanos: rtt_ms.map_or(0, |r| (r * 1e6) as u64),
+            status: if rtt_ms.is_some() {
+                PingStatus::Ok
+            } else {
+                PingStatus::Timeout
+            } as i32,
+            ..PingResult::default()
+        })),
+    }
+}
+
+fn entry(agent: &str, records: Vec<Record>) -> LoggedBatch {
+    LoggedBatch {
+        id: 0,
+        kind: LogKind::Batch,
+        tenant: "acme".into(),
+        agent: agent.into(),
+        spool_id: 1,
+        batch_seq: 1,
+        received_ms: 0,
+        results: 0,
+        payload: ResultBatch {
+            batch_seq: 1,
+            sealed_unix_nanos: 0,
+            records,
+        }
+        .encode_to_vec(),
+    }
+}
+
+fn analyzer(store: &Store, settings: Settings) -> Analyzer {
+    Analyzer::load(store, settings, Clock::at(T0)).unwrap()
+}
+
+fn key(agent: &str, target: &str) -> SeriesKey {
+    SeriesKey {
+        tenant: "acme".into(),
+        agent: agent.into(),
+        probe: Probe::Ping,
+        target: target.into(),
+    }
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-9)
+}
+
+#[tokio::test(start_paused = true)]
+async fn averages_and_timeline_match_hand_computed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let m = |k: i64| T0 + k * 60 * S; // start of minute m+k
+    let t = "10.0.0.1";
+    let mut records = Vec::new();
+    // Two hours ago: 10 answered probes at 100 ms.
+    records.extend((0..10).map(|i| ping(t, T0 - 2 * 3600 * S + i * S, Some(100.0))));
+    // Minute m−10: 10, 20, 30 ms and three lost.
+    for (i, r) in [Some(10.0), None, Some(20.0), None, Some(30.0), None]
+        .into_iter()
+        .enumerate()
+    {
+        records.push(ping(t, m(-10) + i64::try_from(i).unwrap() * S, r));
+    }
+    // Minute m−3: 40 and 60 ms. Minute m−1: 5, 7 ms and one lost.
+    records.extend([ping(t, m(-3), Some(40.0)), ping(t, m(-3) + S, Some(60.0))]);
+    records.extend([
+        ping(t, m(-1), Some(5.0)),
+        ping(t, m(-1) + S, Some(7.0)),
+        ping(t, m(-1) + 2 * S, None),
+    ]);
+    // The current minute m: 9 and 11 ms.
+    records.extend([
+        ping(t, m(0) + 10 * S, Some(9.0)),
+        ping(t, m(0) + 30 * S, Some(11.0)),
+    ]);
+    an.apply(&entry("edge-1", records));
+    tokio::time::advance(Duration::from_secs(45)).await;
+    let now = an.clock.now_ns();
+    assert_eq!(now, T0 + 45 * S);
+
+    let check = |an: &Analyzer| {
+        let book = an.handle();
+        let book = book.read();
+        let s = book.get(&key("edge-1", t)).expect("series");
+        let a = s.averages(now);
+        assert_eq!(a.latest.as_ref().unwrap().rtt_ms, Some(11.0));
+        // 1 min = minutes m−1 and m: 5 probes, 1 lost; mean of 5, 7, 9, 11.
+        assert_eq!((a.m1.probes, a.m1.loss_pct), (5, Some(20.0)));
+        assert!(close(a.m1.mean_ms, 8.0), "{:?}", a.m1);
+        // 5 min adds m−3: 7 probes, 1 lost; mean 132 / 6.
+        assert_eq!(a.m5.probes, 7);
+        assert!(
+            close(a.m5.loss_pct, 100.0 / 7.0) && close(a.m5.mean_ms, 22.0),
+            "{:?}",
+            a.m5
+        );
+        // 1 h adds m−10: 13 probes, 4 lost; mean 192 / 9.
+        assert_eq!(a.h1.probes, 13);
+        assert!(
+            close(a.h1.loss_pct, 400.0 / 13.0) && close(a.h1.mean_ms, 192.0 / 9.0),
+            "{:?}",
+            a.h1
+        );
+        // 24 h adds the 10 probes of two hours ago: 23 probes, 4 lost.
+        assert_eq!(a.h24.probes, 23);
+        assert!(
+            close(a.h24.loss_pct, 400.0 / 23.0) && close(a.h24.mean_ms, 1192.0 / 19.0),
+            "{:?}",
+            a.h24
+        );
+        // Jitter of the 1 min window: population stddev of 5, 7, 9, 11.
+        assert!(close(a.m1.jitter_ms, 5.0f64.sqrt()), "{:?}", a.m1.jitter_ms);
+
+        let tl = s.timeline(now);
+        assert_eq!(tl.len(), 60);
+        assert_eq!(tl[0].start_ms, m(-59) / 1_000_000);
+        assert_eq!(tl[59].start_ms, T0 / 1_000_000);
+        let at = |k: usize| tl[59 - k];
+        assert_eq!(
+            (at(10).probes, at(10).loss_pct, at(10).no_data),
+            (6, Some(50.0), false)
+        );
+        assert!(close(at(10).mean_ms, 20.0));
+        assert_eq!(
+            (at(2).probes, at(2).mean_ms, at(2).loss_pct, at(2).no_data),
+            (0, None, None, true)
+        );
+        assert_eq!((at(0).probes, at(0).mean_ms), (2, Some(10.0)));
+        assert_eq!(tl.iter().filter(|e| !e.no_data).count(), 4);
+    };
+    check(&an);
+    // A restart keeps it: checkpoint, reload from the store.
+    an.checkpoint().unwrap();
+    drop(an);
+    let store = Store::open_dir(dir.path()).unwrap();
+    let mut again = Analyzer::load(&store, Settings::default(), Clock::at(T0 + 45 * S)).unwrap();
+    check(&again);
+    // And a result after the restart adds to the stored minute.
+    again.apply(&entry("edge-1", vec![ping(t, m(0) + 40 * S, Some(13.0))]));
+    let h = again.handle();
+    assert_eq!(
+        h.read()
+            .get(&key("edge-1", t))
+            .unwrap()
+            .averages(now)
+            .m1
+            .probes,
+        6
+    );
+    again.checkpoint().unwrap();
+    let stored = store
+        .with(|c| persist::minutes(c, 1, m(0) / (60 * S), m(0) / (60 * S)))
+        .unwrap();
+    assert_eq!(stored[0].1.probes, 3);
+}
+
+/// Feeds `rounds` rounds at 1 s from `t`: every agent probes every one of
+/// its targets; `down(agent, target, round)` says which fail.
+fn feed(
+    an: &mut Analyzer,
+    t: i64,
+    rounds: i64,
+    plan: &[(&str, Vec<String>)],
+    down: &dyn Fn(&str, &str, i64) -> bool,
+) {
+    for r in 0..rounds {
+        for (agent, targets) in plan {
+            let records = targets
+                .iter()
+                .map(|target| {
+                    let ok = !down(agent, target, r);
+                    ping(target, t + r * S, ok.then_some(1.0))
+                })
+                .collect();
+            an.apply(&entry(agent, records));
+        }
+    }
+}
+
+fn events(store: &Store) -> Vec<EventRow> {
+    store
+        .events(
+            &Scope::All,
+            &EventQuery {
+                limit: 1000,
+                ..EventQuery::default()
+            },
+        )
+        .unwrap()
+}
+
+fn outage_events(store: &Store) -> Vec<(EventKind, String, String)> {
+    events(store)
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::OutageStart | EventKind::OutageEnd))
+        .map(|e| {
+            (
+                e.kind,
+                e.detail["scope"].as_str().unwrap_or("").to_owned(),
+                e.detail["subject"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn hosts(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("{prefix}.{i}")).collect()
+}
+
+#[test]
+fn an_agent_losing_its_network_is_one_outage() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let plan = [
+        ("edge-1", hosts("10.1.1", 1..6)),
+        ("edge-2", hosts("10.1.1", 1..6)),
+    ];
+    // edge-1 loses everything from round 5 to 24; edge-2 is fine.
+    feed(&mut an, T0, 30, &plan, &|a, _, r| {
+        a == "edge-1" && (5..25).contains(&r)
+    });
+    an.checkpoint().unwrap();
+    assert_eq!(
+        outage_events(&store),
+        vec![
+            (
+                EventKind::OutageStart,
+                "agent-network".into(),
+                "acme/edge-1".into()
+            ),
+            (
+                EventKind::OutageEnd,
+                "agent-network".into(),
+                "acme/edge-1".into()
+            ),
+        ]
+    );
+    let end = events(&store)
+        .into_iter()
+        .find(|e| e.kind == EventKind::OutageEnd)
+        .unwrap();
+    // 5 targets × 20 lost probes; from round 5 to the first answer (25).
+    assert_eq!(end.detail["lost"], 100);
+    assert_eq!(end.detail["start_ms"], (T0 + 5 * S) / 1_000_000);
+    assert_eq!(end.detail["end_ms"], (T0 + 25 * S) / 1_000_000);
+    assert_eq!(end.detail["series"], 5);
+}
+
+#[test]
+fn a_target_down_for_three_agents_is_one_target_outage() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let targets: Vec<String> = ["10.2.0.1", "10.2.1.1", "10.2.2.1", "10.2.3.1", "10.2.4.1"]
+        .map(String::from)
+        .to_vec();
+    let plan = [
+        ("a1", targets.clone()),
+        ("a2", targets.clone()),
+        ("a3", targets),
+    ];
+    feed(&mut an, T0, 40, &plan, &|_, t, r| {
+        t == "10.2.2.1" && (5..30).contains(&r)
+    });
+    an.checkpoint().unwrap();
+    assert_eq!(
+        outage_events(&store),
+        vec![
+            (EventKind::OutageStart, "target".into(), "10.2.2.1".into()),
+            (EventKind::OutageEnd, "target".into(), "10.2.2.1".into()),
+        ]
+    );
+    let end = events(&store)
+        .into_iter()
+        .find(|e| e.kind == EventKind::OutageEnd)
+        .unwrap();
+    assert_eq!(
+        (end.detail["series"].clone(), end.detail["lost"].clone()),
+        (3.into(), 75.into())
+    );
+}
+
+#[test]
+fn most_of_a_slash_24_down_is_one_prefix_outage() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    // 254 hosts of 10.3.0.0/24 and 80 elsewhere, so the agent still
+    // reaches most of what it probes (200 of 334 down < 80 %).
+    let mut targets = hosts("10.3.0", 1..255);
+    targets.extend(hosts("10.4.0", 1..81));
+    let plan = [("edge-1", targets)];
+    let dead = |t: &str| {
+        t.starts_with("10.3.0.") && t.rsplit('.').next().unwrap().parse::<u32>().unwrap() <= 200
+    };
+    feed(&mut an, T0, 30, &plan, &|_, t, r| {
+        dead(t) && (3..20).contains(&r)
+    });
+    an.checkpoint().unwrap();
+    assert_eq!(
+        outage_events(&store),
+        vec![
+            (
+                EventKind::OutageStart,
+                "prefix".into(),
+                "10.3.0.0/24".into()
+            ),
+            (EventKind::OutageEnd, "prefix".into(), "10.3.0.0/24".into()),
+        ]
+    );
+}
+
+#[test]
+fn one_agent_not_reaching_one_target_is_a_path_outage() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let targets = hosts("10.5.0", 1..6);
+    let plan = [("a1", targets.clone()), ("a2", targets)];
+    feed(&mut an, T0, 30, &plan, &|a, t, r| {
+        a == "a1" && t == "10.5.0.3" && (3..20).contains(&r)
+    });
+    // A blip shorter than the settle time is still reported.
+    feed(&mut an, T0 + 30 * S, 10, &plan, &|a, t, r| {
+        a == "a2" && t == "10.5.0.4" && (1..4).contains(&r)
+    });
+    an.checkpoint().unwrap();
+    assert_eq!(
+        outage_events(&store),
+        vec![
+            (
+                EventKind::OutageStart,
+                "path".into(),
+                "acme/a1 → 10.5.0.3".into()
+            ),
+            (
+                EventKind::OutageEnd,
+                "path".into(),
+                "acme/a1 → 10.5.0.3".into()
+            ),
+            (
+                EventKind::OutageStart,
+                "path".into(),
+                "acme/a2 → 10.5.0.4".into()
+            ),
+            (
+                EventKind::OutageEnd,
+                "path".into(),
+                "acme/a2 → 10.5.0.4".into()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn route_changes_are_events_with_both_hop_lists() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let trace = |t: i64, hops: &[&str], hash: u64| Record {
+        kind: Some(record::Kind::Trace(TraceResult {
+            target: "10.9.0.1".into(),
+            address: "10.9.0.1".into(),
+            started_unix_nanos: t,
+            hops: hops
+                .iter()
+                .zip(1..)
+                .map(|(a, ttl)| TraceHop {
+                    ttl,
+                    address: (*a).into(),
+                    rtt_nanos: vec![1_000_000],
+                    probes: 1,
+                })
+                .collect(),
+            reached: true,
+            path_hash: hash,
+            ..TraceResult::default()
+        })),
+    };
+    let a = ["10.0.0.1", "10.9.0.1"];
+    let b = ["10.0.0.2", "10.9.0.1"];
+    let stream = [
+        (&a, 1),
+        (&a, 1),
+        (&b, 2),
+        (&a, 1),
+        (&b, 2),
+        (&b, 2),
+        (&b, 2),
+    ];
+    for (i, (hops, hash)) in stream.into_iter().enumerate() {
+        let t = T0 + i64::try_from(i).unwrap() * 60 * S;
+        an.apply(&entry("edge-1", vec![trace(t, hops, hash)]));
+    }
+    an.checkpoint().unwrap();
+    let changes: Vec<EventRow> = events(&store)
+        .into_iter()
+        .filter(|e| e.kind == EventKind::RouteChange)
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let d = &changes[0].detail;
+    assert_eq!(d["old"]["hops"], serde_json::json!(a));
+    assert_eq!(d["new"]["hops"], serde_json::json!(b));
+    assert_eq!(changes[0].at_ms, (T0 + 4 * 60 * S) / 1_000_000);
+    // The confirmed path survives a restart: no second event for it.
+    drop(an);
+    let mut again = analyzer(&store, Settings::default());
+    again.apply(&entry("edge-1", vec![trace(T0 + 10 * 60 * S, &b, 2)]));
+    again.checkpoint().unwrap();
+    assert_eq!(
+        events(&store)
+            .iter()
+            .filter(|e| e.kind == EventKind::RouteChange)
+            .count(),
+        1
+    );
+}

@@ -1,0 +1,484 @@
+//! The read operations of the API (targets, prefixes, a prefix grid, a
+//! series' history, outages), over the analysis' live state and the
+//! store, always through the caller's [`Access`]. The HTTP handlers are
+//! thin wrappers around these.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::access::Access;
+use crate::analysis::bucket::Bucket;
+use crate::analysis::series::{Averages, Latest, MINUTE_NS, Minute, Series};
+use crate::analysis::{Book, persist};
+use crate::observation::{Probe, prefix_of};
+use crate::store::{Store, StoreError};
+
+/// A series with no result for this long is `stale`.
+pub const STALE_NS: i64 = 600 * 1_000_000_000;
+
+/// Why a query was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("prefix {0} is not granted to your tenant")]
+    PrefixForbidden(IpNet),
+    #[error("invalid {name}: {reason}")]
+    Bad { name: &'static str, reason: String },
+    #[error("no such series: {0}")]
+    NoSeries(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn bad(name: &'static str, reason: impl Into<String>) -> QueryError {
+    QueryError::Bad {
+        name,
+        reason: reason.into(),
+    }
+}
+
+/// How a series is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Answering (no open outage).
+    Up,
+    /// In an outage.
+    Down,
+    /// No result for 10 minutes.
+    Stale,
+    /// Never measured.
+    Unknown,
+}
+
+fn state(s: &Series, now_ns: i64) -> State {
+    if s.outage.open().is_some() {
+        State::Down
+    } else {
+        match &s.latest {
+            None => State::Unknown,
+            Some(l) if l.time_ns < now_ns - STALE_NS => State::Stale,
+            Some(_) => State::Up,
+        }
+    }
+}
+
+/// A target as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetView {
+    pub id: i64,
+    pub tenant: String,
+    pub agent: String,
+    pub probe: Probe,
+    pub target: String,
+    pub address: Option<String>,
+    pub prefix: Option<String>,
+    pub state: State,
+    /// Start of the open outage (Unix ms).
+    pub down_since_ms: Option<i64>,
+    pub averages: Averages,
+}
+
+fn view(s: &Series, now_ns: i64) -> TargetView {
+    TargetView {
+        id: s.id,
+        tenant: s.key.tenant.clone(),
+        agent: s.key.agent.clone(),
+        probe: s.key.probe,
+        target: s.key.target.clone(),
+        address: s.address.map(|a| a.to_string()),
+        prefix: s.address.map(|a| prefix_of(a).to_string()),
+        state: state(s, now_ns),
+        down_since_ms: s.outage.open().map(|o| o.start_ns.div_euclid(1_000_000)),
+        averages: s.averages(now_ns),
+    }
+}
+
+/// Filters of the targets list.
+#[derive(Debug, Clone, Default)]
+pub struct TargetFilter {
+    pub agent: Option<String>,
+    pub probe: Option<Probe>,
+    pub prefix: Option<IpNet>,
+    /// Only ids above this (pagination).
+    pub after: i64,
+    pub limit: usize,
+}
+
+/// Visible targets matching `f`, by id; and the `after` of the next page.
+pub fn targets(
+    book: &Book,
+    access: &Access,
+    f: &TargetFilter,
+    now_ns: i64,
+) -> (Vec<TargetView>, Option<i64>) {
+    let mut out = Vec::new();
+    let mut more = false;
+    for s in book.series.iter().filter(|s| s.id > f.after) {
+        if !access.sees_series(s)
+            || f.agent.as_ref().is_some_and(|a| *a != s.key.agent)
+            || f.probe.is_some_and(|p| p != s.key.probe)
+            || f.prefix
+                .is_some_and(|p| !s.address.is_some_and(|a| p.contains(&a)))
+        {
+            continue;
+        }
+        if out.len() == f.limit {
+            more = true;
+            break;
+        }
+        out.push(view(s, now_ns));
+    }
+    let next = if more { out.last().map(|t| t.id) } else { None };
+    (out, next)
+}
+
+/// A prefix as listed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PrefixView {
+    pub prefix: String,
+    /// Addresses with at least one visible series.
+    pub monitored: usize,
+    /// Addresses whose every series is down.
+    pub down: usize,
+    pub series: usize,
+}
+
+/// The /24s (/64s) the caller may see: every one holding a visible
+/// series, and every granted prefix of /24 (/64) or longer even before
+/// it has data.
+pub fn prefixes(book: &Book, access: &Access) -> Vec<PrefixView> {
+    let mut per: BTreeMap<IpNet, BTreeMap<IpAddr, (usize, usize)>> = BTreeMap::new();
+    let mut series = BTreeMap::<IpNet, usize>::new();
+    for s in book.series.iter().filter(|s| access.sees_series(s)) {
+        let Some(a) = s.address else { continue };
+        let p = prefix_of(a);
+        let e = per.entry(p).or_default().entry(a).or_default();
+        e.0 += 1;
+        e.1 += usize::from(s.outage.open().is_some());
+        *series.entry(p).or_default() += 1;
+    }
+    for g in &access.grants {
+        let unit = if g.addr().is_ipv4() { 24 } else { 64 };
+        if g.prefix_len() >= unit {
+            per.entry(prefix_of(g.addr())).or_default();
+        }
+    }
+    per.into_iter()
+        .map(|(p, hosts)| PrefixView {
+            prefix: p.to_string(),
+            monitored: hosts.len(),
+            down: hosts.values().filter(|(n, d)| n == d).count(),
+            series: series.get(&p).copied().unwrap_or(0),
+        })
+        .collect()
+}
+
+/// The series behind one grid cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellSeries {
+    pub tenant: String,
+    pub agent: String,
+    pub probe: Probe,
+    pub target: String,
+    pub state: State,
+}
+
+/// One address of a grid.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub address: String,
+    pub monitored: bool,
+    /// `up` when all its series are up, `down` when all are down,
+    /// `partial` in between (some agents cannot reach it), `stale`.
+    pub state: Option<&'static str>,
+    pub latest: Option<Latest>,
+    /// Over the current and previous minute, all its series together.
+    pub mean_ms_1m: Option<f64>,
+    pub loss_pct_1m: Option<f64>,
+    pub series: Vec<CellSeries>,
+    /// 60 minutes, all its series merged (ping series when it has any).
+    pub timeline: Vec<Minute>,
+}
+
+/// A prefix grid.
+#[derive(Debug, Clone, Serialize)]
+pub struct Grid {
+    pub prefix: String,
+    pub monitored: usize,
+    pub cells: Vec<Cell>,
+}
+
+/// Parses a grid prefix: an IPv4 /24 or IPv6 /64 network address.
+pub fn parse_prefix(raw: &str) -> Result<IpNet, QueryError> {
+    let p: IpNet = raw.parse().map_err(|_| {
+        bad(
+            "prefix",
+            format!("{raw:?} is not a CIDR prefix such as 10.1.2.0/24"),
+        )
+    })?;
+    let unit = if p.addr().is_ipv4() { 24 } else { 64 };
+    if p.prefix_len() != unit {
+        return Err(bad(
+            "prefix",
+            format!("{p}: grids are /24 (IPv4) or /64 (IPv6)"),
+        ));
+    }
+    if p.trunc() != p {
+        return Err(bad(
+            "prefix",
+            format!("{p} has host bits set; did you mean {}?", p.trunc()),
+        ));
+    }
+    Ok(p)
+}
+
+/// The grid of `prefix`: 256 cells for an IPv4 /24, the monitored
+/// addresses for an IPv6 /64.
+pub fn grid(book: &Book, access: &Access, prefix: IpNet, now_ns: i64) -> Result<Grid, QueryError> {
+    if !access.sees_prefix(&prefix) {
+        return Err(QueryError::PrefixForbidden(prefix));
+    }
+    let mut by_addr: BTreeMap<IpAddr, Vec<&Series>> = BTreeMap::new();
+    for s in &book.series {
+        if let Some(a) = s
+            .address
+            .filter(|a| prefix.contains(a) && access.sees_series(s))
+        {
+            by_addr.entry(a).or_default().push(s);
+        }
+    }
+    let addresses: Vec<IpAddr> = match prefix {
+        IpNet::V4(p) => (0u8..=255)
+            .map(|last| {
+                let mut o = p.network().octets();
+                o[3] = last;
+                IpAddr::from(o)
+            })
+            .collect(),
+        IpNet::V6(_) => by_addr.keys().copied().collect(),
+    };
+    let cells: Vec<Cell> = addresses
+        .into_iter()
+        .map(|a| cell(a, by_addr.get(&a), now_ns))
+        .collect();
+    Ok(Grid {
+        prefix: prefix.to_string(),
+        monitored: by_addr.len(),
+        cells,
+    })
+}
+
+fn cell(address: IpAddr, series: Option<&Vec<&Series>>, now_ns: i64) -> Cell {
+    let Some(series) = series.filter(|s| !s.is_empty()) else {
+        return Cell {
+            address: address.to_string(),
+            monitored: false,
+            state: None,
+            latest: None,
+            mean_ms_1m: None,
+            loss_pct_1m: None,
+            series: Vec::new(),
+            timeline: Vec::new(),
+        };
+    };
+    let states: Vec<State> = series.iter().map(|s| state(s, now_ns)).collect();
+    let cell_state = if states.iter().all(|s| *s == State::Down) {
+        "down"
+    } else if states.contains(&State::Down) {
+        "partial"
+    } else if states
+        .iter()
+        .all(|s| matches!(s, State::Stale | State::Unknown))
+    {
+        "stale"
+    } else {
+        "up"
+    };
+    let pings: Vec<&&Series> = series
+        .iter()
+        .filter(|s| s.key.probe == Probe::Ping)
+        .collect();
+    let merged: Vec<&Series> = if pings.is_empty() {
+        series.clone()
+    } else {
+        pings.into_iter().copied().collect()
+    };
+    // Merged from the buckets: means and losses do not average.
+    let m = now_ns.div_euclid(MINUTE_NS);
+    let merge = |from: i64, to: i64| {
+        let mut b = Bucket::default();
+        for s in &merged {
+            b.merge(&s.minutes.sum(from, to));
+        }
+        b
+    };
+    let last_minute = merge(m - 1, m);
+    let timeline: Vec<Minute> = (m - 59..=m)
+        .map(|unit| {
+            let b = merge(unit, unit);
+            Minute {
+                start_ms: unit * (MINUTE_NS / 1_000_000),
+                probes: b.probes,
+                mean_ms: b.mean_ms(),
+                loss_pct: b.loss_pct(),
+                no_data: b.probes == 0,
+            }
+        })
+        .collect();
+    let latest = merged
+        .iter()
+        .filter_map(|s| s.latest.clone())
+        .max_by_key(|l| l.time_ns);
+    Cell {
+        address: address.to_string(),
+        monitored: true,
+        state: Some(cell_state),
+        latest,
+        mean_ms_1m: last_minute.mean_ms(),
+        loss_pct_1m: last_minute.loss_pct(),
+        series: series
+            .iter()
+            .zip(states)
+            .map(|(s, state)| CellSeries {
+                tenant: s.key.tenant.clone(),
+                agent: s.key.agent.clone(),
+                probe: s.key.probe,
+                target: s.key.target.clone(),
+                state,
+            })
+            .collect(),
+        timeline,
+    }
+}
+
+/// One minute of a series' history.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryPoint {
+    pub start_ms: i64,
+    pub probes: u32,
+    pub lost: u32,
+    pub mean_ms: Option<f64>,
+    pub min_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    pub loss_pct: Option<f64>,
+}
+
+/// Longest history one request may ask for.
+pub const MAX_HISTORY_MS: i64 = 7 * 86_400_000;
+
+/// Checks a history range (Unix ms).
+pub fn check_range(from_ms: i64, to_ms: i64) -> Result<(), QueryError> {
+    if from_ms >= to_ms {
+        return Err(bad("from", format!("{from_ms} is not before to = {to_ms}")));
+    }
+    if to_ms - from_ms > MAX_HISTORY_MS {
+        return Err(bad("from", "the range may span at most 7 days"));
+    }
+    Ok(())
+}
+
+/// Minute history of one series between `from_ms` and `to_ms` (checked
+/// with [`check_range`]); minutes without results are absent.
+pub fn history(
+    store: &Store,
+    series: &Series,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<HistoryPoint>, StoreError> {
+    let ms_per_minute = MINUTE_NS / 1_000_000;
+    let (from, to) = (
+        from_ms.div_euclid(ms_per_minute),
+        to_ms.div_euclid(ms_per_minute),
+    );
+    let id = series.id;
+    let rows = store.with_read(|c| persist::minutes(c, id, from, to))?;
+    Ok(rows
+        .into_iter()
+        .map(|(unit, b)| HistoryPoint {
+            start_ms: unit * ms_per_minute,
+            probes: b.probes,
+            lost: b.lost,
+            mean_ms: b.mean_ms(),
+            min_ms: b.min(),
+            max_ms: b.max(),
+            jitter_ms: b.stddev_ms(),
+            loss_pct: b.loss_pct(),
+        })
+        .collect())
+}
+
+/// An outage as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutageView {
+    pub id: i64,
+    pub scope: String,
+    pub subject: String,
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+    pub duration_s: Option<f64>,
+    pub lost: i64,
+    pub detail: serde_json::Value,
+}
+
+/// An `outages` row: id, scope, tenant, subject, start, end, lost, detail.
+type OutageRowData = (i64, String, String, String, i64, Option<i64>, i64, String);
+
+/// Outages visible to the caller, newest first: agent and path outages of
+/// its tenant, prefix and target outages inside its grants.
+pub fn outages(
+    store: &Store,
+    access: &Access,
+    open_only: bool,
+    limit: u32,
+) -> Result<Vec<OutageView>, StoreError> {
+    let rows: Vec<OutageRowData> = store.with_read(|c| {
+        let mut stmt = c.prepare(
+            "SELECT id, scope, tenant, subject, start_ns, end_ns, lost, detail FROM outages
+             WHERE (?1 = 0 OR end_ns IS NULL) ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map([i64::from(open_only)], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })?;
+        rows.collect()
+    })?;
+    let visible = |scope: &str, tenant: &str, subject: &str| match scope {
+        "prefix" => subject
+            .parse::<IpNet>()
+            .is_ok_and(|p| access.sees_prefix(&p)),
+        "target" => subject
+            .parse::<IpAddr>()
+            .map_or(access.all, |a| access.sees_address(a)),
+        _ => access.sees_tenant(tenant),
+    };
+    Ok(rows
+        .into_iter()
+        .filter(|(_, scope, tenant, subject, ..)| visible(scope, tenant, subject))
+        .take(limit as usize)
+        .map(|(id, scope, _, subject, start_ns, end_ns, lost, detail)| {
+            #[allow(clippy::cast_precision_loss)]
+            OutageView {
+                id,
+                scope,
+                subject,
+                start_ms: start_ns.div_euclid(1_000_000),
+                end_ms: end_ns.map(|e| e.div_euclid(1_000_000)),
+                duration_s: end_ns.map(|e| (e - start_ns) as f64 / 1e9),
+                lost,
+                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+            }
+        })
+        .collect())
+}
