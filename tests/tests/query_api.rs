@@ -1,0 +1,173 @@
+//! The query API end to end with tenant scoping: two tenants share one
+//! prefix and each owns one more; a real collector, in-process agents
+//! (real sessions) feeding known results.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sonde_proto::Role;
+use sonde_proto::v1::{PingResult, PingStatus, Record, record};
+use sonde_tests::agent::Agent;
+use sonde_tests::{World, eventually};
+
+const AGENT: &str =
+    "[heartbeat]\ninterval = \"200ms\"\n[batch]\nmax-records = 50\nmax-delay = \"100ms\"\n";
+
+const GRANTS: &str = "[analysis]\ncheckpoint = \"200ms\"\n\
+    [[tenant]]\nname = \"acme\"\nprefixes = [\"10.70.1.0/24\", \"10.70.2.0/24\"]\n\
+    [[tenant]]\nname = \"globex\"\nprefixes = [\"10.70.1.0/24\", \"10.70.3.0/24\"]\n";
+
+fn pings(addresses: &[&str], rounds: i64) -> Vec<Record> {
+    let t0 = sonde_runtime::clock::unix_nanos() - rounds * 1_000_000_000;
+    (0..rounds)
+        .flat_map(|r| {
+            addresses.iter().map(move |a| Record {
+                kind: Some(record::Kind::Ping(PingResult {
+                    target: (*a).to_owned(),
+                    address: (*a).to_owned(),
+                    sent_unix_nanos: t0 + r * 1_000_000_000,
+                    rtt_nanos: 2_000_000,
+                    status: PingStatus::Ok as i32,
+                    ..PingResult::default()
+                })),
+            })
+        })
+        .collect()
+}
+
+fn addresses(body: &serde_json::Value) -> BTreeSet<String> {
+    body["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["address"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn prefix_names(body: &serde_json::Value) -> Vec<String> {
+    body["prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["prefix"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_sharing_a_prefix_see_exactly_their_grants() {
+    let world = World::new();
+    world.collector_config(GRANTS);
+    let _collector = world.start_collector(&[]).await;
+    let a1 = Agent::start_in(&world, "acme", "a1", AGENT);
+    let g1 = Agent::start_in(&world, "globex", "g1", AGENT);
+    a1.send(pings(&["10.70.1.5", "10.70.2.5", "10.70.3.5"], 10))
+        .await;
+    g1.send(pings(&["10.70.1.6", "10.70.3.6"], 10)).await;
+
+    let acme = world.api(Some(&world.cert("acme", Role::Viewer, "va")));
+    let globex = world.api(Some(&world.cert("globex", Role::Admin, "ga")));
+    eventually(
+        "acme sees its three targets",
+        Duration::from_secs(20),
+        || async {
+            let got = addresses(&acme.ok("/api/v1/targets").await);
+            (got.len() == 3).then_some(())
+        },
+    )
+    .await;
+
+    // Targets: by prefix grant, whichever agent measures them.
+    let want = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        addresses(&acme.ok("/api/v1/targets").await),
+        want(&["10.70.1.5", "10.70.1.6", "10.70.2.5"])
+    );
+    assert_eq!(
+        addresses(&globex.ok("/api/v1/targets").await),
+        want(&["10.70.1.5", "10.70.1.6", "10.70.3.5", "10.70.3.6"])
+    );
+    let t = acme.ok("/api/v1/targets?prefix=10.70.2.0/24").await;
+    let t = &t["targets"][0];
+    assert_eq!(
+        (t["agent"].as_str(), t["state"].as_str()),
+        (Some("a1"), Some("up"))
+    );
+    assert_eq!(t["averages"]["1m"]["mean_ms"], 2.0);
+    assert_eq!(t["averages"]["1h"]["loss_pct"], 0.0);
+
+    // Prefixes: the granted ones.
+    assert_eq!(
+        prefix_names(&acme.ok("/api/v1/prefixes").await),
+        ["10.70.1.0/24", "10.70.2.0/24"]
+    );
+    assert_eq!(
+        prefix_names(&globex.ok("/api/v1/prefixes").await),
+        ["10.70.1.0/24", "10.70.3.0/24"]
+    );
+
+    // The shared grid: 256 cells, two monitored, each with its timeline.
+    let grid = acme.ok("/api/v1/prefixes/10.70.1.0/24").await;
+    let cells = grid["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 256);
+    let monitored: Vec<&serde_json::Value> =
+        cells.iter().filter(|c| c["monitored"] == true).collect();
+    assert_eq!(monitored.len(), 2);
+    assert_eq!(monitored[0]["address"], "10.70.1.5");
+    assert_eq!(monitored[0]["state"], "up");
+    assert_eq!(monitored[0]["timeline"].as_array().unwrap().len(), 60);
+    assert_eq!(cells[7]["monitored"], false);
+    // The encoded form works the same.
+    assert_eq!(
+        acme.ok("/api/v1/prefixes/10.70.1.0%2F24").await["monitored"],
+        2
+    );
+
+    // Another tenant's prefix: 403 naming it, nothing else.
+    let (status, body) = acme.get("/api/v1/prefixes/10.70.3.0/24").await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"],
+        "prefix 10.70.3.0/24 is not granted to your tenant"
+    );
+    assert_eq!(
+        globex.get("/api/v1/prefixes/10.70.2.0/24").await.unwrap().0,
+        403
+    );
+    // Its series reads as absent.
+    let (status, _) = acme.get("/api/v1/series/a1/10.70.3.5").await.unwrap();
+    assert_eq!(status, 404);
+    // A visible one has its minute history.
+    let h = acme.ok("/api/v1/series/a1/10.70.2.5").await;
+    let probes: u64 = h["minutes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["probes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(probes, 10);
+
+    // Bad input: 400 with the parameter named.
+    let (status, body) = acme.get("/api/v1/prefixes/10.70.1.5/24").await.unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean 10.70.1.0/24"),
+        "{body}"
+    );
+    let (status, body) = acme.get("/api/v1/targets?probe=icmp").await.unwrap();
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("probe"), "{body}");
+    let (status, _) = acme
+        .get("/api/v1/series/a1/10.70.2.5?from=10&to=5")
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+
+    // Agents may not query.
+    let agent_api = world.api(Some(&world.cert("acme", Role::Agent, "a1")));
+    assert_eq!(agent_api.get("/api/v1/targets").await.unwrap().0, 403);
+    a1.stop().await;
+    g1.stop().await;
+}
