@@ -402,10 +402,154 @@ impl<'a> Params<'a> {
     }
 }
 
+/// `/metrics`: the collector's own figures, no tenant data.
+// A flat table of figures; splitting it would only scatter it.
+#[allow(clippy::too_many_lines)]
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    use crate::metrics::Sample;
+    use std::sync::atomic::Ordering::Relaxed;
+    let export = shared.export.clone();
+    let position = shared.analysis.stats.position.load(Relaxed);
+    let figures = shared
+        .store
+        .run(move |s| {
+            let export = export.map(|h| h.status(s)).transpose()?;
+            Ok((s.log_size()?, s.log_lag(position)?, export))
+        })
+        .await;
+    let Ok(((log_entries, log_bytes), analysis_lag, export)) = figures else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let f = |v: u64| v as f64;
+    let i = &shared.ingest;
+    let a = &shared.analysis.stats;
+    let mut samples = vec![
+        Sample {
+            name: "sonde_collector_connected_agents",
+            kind: "gauge",
+            help: "Agents with an open session.",
+            value: f(shared.sessions.connected() as u64),
+        },
+        Sample {
+            name: "sonde_collector_ingest_batches_total",
+            kind: "counter",
+            help: "Result batches made durable.",
+            value: f(i.batches.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_ingest_results_total",
+            kind: "counter",
+            help: "Probe results made durable.",
+            value: f(i.results.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_ingest_duplicate_batches_total",
+            kind: "counter",
+            help: "Replayed batches acknowledged again without a second copy.",
+            value: f(i.duplicates.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_heartbeats_total",
+            kind: "counter",
+            help: "Heartbeats received.",
+            value: f(i.heartbeats.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_ingest_log_entries",
+            kind: "gauge",
+            help: "Entries in the ingest log.",
+            value: f(log_entries),
+        },
+        Sample {
+            name: "sonde_collector_ingest_log_bytes",
+            kind: "gauge",
+            help: "Payload bytes in the ingest log.",
+            value: f(log_bytes),
+        },
+        Sample {
+            name: "sonde_collector_analysis_lag_entries",
+            kind: "gauge",
+            help: "Ingest-log entries not yet analysed.",
+            value: f(analysis_lag.entries),
+        },
+        Sample {
+            name: "sonde_collector_analysis_results_total",
+            kind: "counter",
+            help: "Results analysed.",
+            value: f(a.results.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_outages_detected_total",
+            kind: "counter",
+            help: "Per-series outages detected.",
+            value: f(a.outages_started.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_route_changes_total",
+            kind: "counter",
+            help: "Route changes detected.",
+            value: f(a.route_changes.load(Relaxed)),
+        },
+    ];
+    if let Some(e) = export {
+        samples.extend([
+            Sample {
+                name: "sonde_collector_export_lag_entries",
+                kind: "gauge",
+                help: "Ingest-log entries not yet exported to InfluxDB.",
+                value: f(e.lag.entries),
+            },
+            Sample {
+                name: "sonde_collector_export_lag_results",
+                kind: "gauge",
+                help: "Probe results not yet exported to InfluxDB.",
+                value: f(e.lag.results),
+            },
+            Sample {
+                name: "sonde_collector_export_lag_seconds",
+                kind: "gauge",
+                help: "Age of the oldest entry not yet exported.",
+                value: e.lag_seconds,
+            },
+            Sample {
+                name: "sonde_collector_export_points_total",
+                kind: "counter",
+                help: "Points InfluxDB accepted.",
+                value: f(e.points_written),
+            },
+            Sample {
+                name: "sonde_collector_export_rejected_points_total",
+                kind: "counter",
+                help: "Points InfluxDB refused for their content (logged, skipped).",
+                value: f(e.points_rejected),
+            },
+            Sample {
+                name: "sonde_collector_export_write_failures_total",
+                kind: "counter",
+                help: "Write attempts that failed and were retried.",
+                value: f(e.write_failures),
+            },
+            Sample {
+                name: "sonde_collector_export_failing",
+                kind: "gauge",
+                help: "1 while the last write attempt failed.",
+                value: f(u64::from(e.failing)),
+            },
+        ]);
+    }
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&samples, i),
+    )
+        .into_response()
+}
+
 /// The unauthenticated health router: `/healthz` only, no tenant data.
 pub(crate) fn health_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(shared)
 }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod export;
 pub mod listener;
 pub mod liveness;
+pub mod metrics;
 pub mod observation;
 pub mod peer;
 pub mod query;
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     export: Option<export::Handle>,
     /// The analysis' live state.
     analysis: analysis::Handle,
+    /// Ingest counters for `/metrics`.
+    ingest: metrics::Ingest,
 }
 
 impl Shared {
@@ -219,6 +222,7 @@ impl Collector {
             shutdown: shutdown.clone(),
             export,
             analysis,
+            ingest: metrics::Ingest::default(),
         });
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -310,17 +310,20 @@ impl Stream {
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => {
                         let (k, payload) = (self.key.clone(), hb.encode_to_vec());
                         self.shared.store.run(move |s| s.heartbeat(&k, hb.seq, &payload, now_ms())).await?;
+                        self.shared.ingest.heartbeats.fetch_add(1, Ordering::Relaxed);
                         self.shared.liveness.seen(self.key.clone(), self.grace).await;
                     }
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Hello(_)) })) => {
                         return Err(SessionError::DuplicateHello);
                     }
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Batch(batch)) })) => {
+                        let received = std::time::Instant::now();
                         let ack = self.ingest(batch).await?;
                         let ack = CollectorMessage { kind: Some(CollectorKind::Ack(Ack { batch_seq: ack })) };
                         if self.tx.send(Ok(ack)).await.is_err() {
                             return Ok(()); // the agent hung up; it will replay
                         }
+                        self.shared.ingest.ack_latency.observe(received.elapsed());
                     }
                     Ok(Some(AgentMessage { kind: None })) => {
                         tracing::debug!(agent = %self.key, "ignoring message of unknown kind");
@@ -355,8 +358,18 @@ impl Stream {
             .store
             .run(move |s| s.ingest(&k, spool_id, seq, results, &payload, now_ms()))
             .await?;
-        if let Ingested::Duplicate(hwm) = outcome {
-            tracing::debug!(agent = %self.key, batch_seq = seq, hwm, "replayed batch acknowledged again");
+        let counters = &self.shared.ingest;
+        match outcome {
+            Ingested::Duplicate(hwm) => {
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(agent = %self.key, batch_seq = seq, hwm, "replayed batch acknowledged again");
+            }
+            Ingested::Stored(_) => {
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .results
+                    .fetch_add(u64::from(results), Ordering::Relaxed);
+            }
         }
         Ok(outcome.ack())
     }

@@ -145,6 +145,35 @@ async fn export_schema_and_exactly_once_across_a_30s_outage() {
             Duration::from_secs(20),
         )
         .await;
+    // The lag is visible in /metrics and in the API while it lasts.
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", world.health_port);
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(&text, "sonde_collector_export_lag_results") >= 500.0,
+        "{text}"
+    );
+    assert!((metric(&text, "sonde_collector_export_failing") - 1.0).abs() < f64::EPSILON);
+    assert!(
+        !text.contains("acme") && !text.contains("edge-1"),
+        "tenant data in /metrics"
+    );
+    let viewer = world.api(Some(&world.cert("acme", sonde_proto::Role::Viewer, "v")));
+    let status = viewer.ok("/api/v1/status").await;
+    assert!(
+        status["export"]["lag"]["results"].as_u64().unwrap() >= 500,
+        "{status}"
+    );
+    assert_eq!(status["export"]["failing"], true);
     tokio::time::sleep(Duration::from_secs(30)).await;
     vm.restart().await;
     let all = eventually(

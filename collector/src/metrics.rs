@@ -1,0 +1,117 @@
+//! Prometheus metrics of the collector itself, served as text at
+//! `/metrics` on the plain health listener. They describe the collector
+//! (agents connected, ingest, acknowledgement latency, ingest-log size,
+//! export lag and errors, analysis) and never carry tenant data: no
+//! tenant, agent or target labels.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the acknowledgement-latency buckets.
+const ACK_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A fixed-bucket histogram of durations.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; ACK_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (bound, c) in ACK_BUCKETS.iter().zip(&self.counts) {
+            if secs <= *bound {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, c) in ACK_BUCKETS.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        #[allow(clippy::cast_precision_loss)]
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Ingest counters, updated by the agent sessions.
+#[derive(Debug, Default)]
+pub struct Ingest {
+    pub batches: AtomicU64,
+    pub results: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub heartbeats: AtomicU64,
+    /// From receiving a batch to sending its acknowledgement.
+    pub ack_latency: Histogram,
+}
+
+/// One sample to render: name, type, help, value.
+pub struct Sample<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub help: &'a str,
+    pub value: f64,
+}
+
+/// Renders counters and gauges, then the histograms.
+pub fn render(samples: &[Sample<'_>], ingest: &Ingest) -> String {
+    let mut out = String::new();
+    for s in samples {
+        let _ = writeln!(
+            out,
+            "# HELP {n} {h}\n# TYPE {n} {k}\n{n} {v}",
+            n = s.name,
+            h = s.help,
+            k = s.kind,
+            v = s.value
+        );
+    }
+    ingest.ack_latency.render(
+        "sonde_collector_ack_latency_seconds",
+        "Time from receiving a result batch to acknowledging it (durable).",
+        &mut out,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(10));
+        let mut s = String::new();
+        h.render("x", "help", &mut s);
+        assert!(s.contains("x_bucket{le=\"0.001\"} 1\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"0.05\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"5\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 3\n"), "{s}");
+        assert!(
+            s.contains("x_count 3\n") && s.contains("x_sum 10.0305\n"),
+            "{s}"
+        );
+    }
+}
