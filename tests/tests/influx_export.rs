@@ -69,16 +69,9 @@ fn logged_results(world: &World) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_schema_and_exactly_once_across_a_30s_outage() {
-    let world = World::new();
-    let mut vm = Victoria::start(&world.dir().join("vm")).await;
-    world.collector_config(&collector_tables(&vm.url()));
-    let collector = world.start_collector(&[]).await;
-    let agent = Agent::start(&world, "edge-1", AGENT);
-    let t0 = sonde_runtime::clock::unix_nanos() - 60_000_000_000;
-    agent.send((0..500).map(|i| result(i, t0))).await;
-
+/// The first 500 results in VictoriaMetrics: tags, fields, timestamps,
+/// heartbeats, and no invalid line.
+async fn check_schema(vm: &Victoria, t0: i64) {
     let lost = eventually("500 ping points", Duration::from_secs(30), || async {
         let s = vm.export(r#"ping_lost{agent="edge-1"}"#).await;
         (samples(&s) == 500).then_some(s)
@@ -128,6 +121,19 @@ async fn export_schema_and_exactly_once_across_a_30s_outage() {
             .abs()
             < f64::EPSILON
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_schema_and_exactly_once_across_a_30s_outage() {
+    let world = World::new();
+    let mut vm = Victoria::start(&world.dir().join("vm")).await;
+    world.collector_config(&collector_tables(&vm.url()));
+    let collector = world.start_collector(&[]).await;
+    let agent = Agent::start(&world, "edge-1", AGENT);
+    let t0 = sonde_runtime::clock::unix_nanos() - 60_000_000_000;
+    agent.send((0..500).map(|i| result(i, t0))).await;
+
+    check_schema(&vm, t0).await;
 
     // The server goes away for 30 s: agents are still acknowledged, the
     // export waits, and afterwards every point is there exactly once.
