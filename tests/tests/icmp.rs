@@ -30,7 +30,10 @@ pub async fn ping_for(addrs: &[IpAddr], interval: Duration, rounds: u32) -> Vec<
     let (_set, targets) = watch::channel(Arc::new(targets));
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(net, targets, Emitter::new(tx, "ping"), stop.clone()));
-    tokio::time::sleep((interval * rounds).saturating_sub(Duration::from_millis(1))).await;
+    // A quarter interval past the last round: sends are spread over the
+    // interval, so stopping right at `rounds` intervals could cut the last
+    // slot of the last round on a loaded machine (seen: 4,999 of 5,000).
+    tokio::time::sleep(interval * rounds + interval / 4).await;
     stop.cancel();
     task.await.unwrap();
     let mut out = Vec::new();
