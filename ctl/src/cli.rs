@@ -40,6 +40,48 @@ pub enum Command {
         #[arg(long)]
         agent: Option<String>,
     },
+    /// List the targets you may see, with state and moving averages.
+    Targets {
+        /// Only this agent's targets.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this probe kind: ping, tcp or trace.
+        #[arg(long)]
+        probe: Option<String>,
+        /// Only targets inside this prefix, e.g. 10.1.2.0/24.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// At most this many targets (1-10000).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Show a /24 as a 16x16 grid of its addresses, coloured by state
+    /// and latency (prefixes granted to your tenant only).
+    Prefix {
+        /// The prefix, e.g. 10.1.2.0/24. Without it: list your prefixes.
+        cidr: Option<String>,
+        /// Colour: auto (when printing to a terminal and NO_COLOR is
+        /// unset), always or never.
+        #[arg(long, default_value = "auto")]
+        color: Color,
+    },
+    /// List outages (agent network, prefix, target, path), newest first.
+    Outages {
+        /// Only outages still open.
+        #[arg(long)]
+        open: bool,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Validate the config file and the TLS files it names, then exit.
     CheckConfig,
+}
+
+/// When to colour the grid.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
 }

@@ -8,13 +8,14 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod grid;
 pub mod table;
 
 use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::cli::Command;
+use crate::cli::{Color, Command};
 use crate::client::{Api, ApiError};
 use crate::config::Loaded;
 
@@ -42,8 +43,135 @@ pub async fn run(loaded: &Loaded, command: &Command, json: bool) -> Result<Strin
             let v = api.get("events", &query).await?;
             Ok(if json { pretty(&v) } else { events_table(&v) })
         }
+        Command::Targets {
+            agent,
+            probe,
+            prefix,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            for (k, v) in [("agent", agent), ("probe", probe), ("prefix", prefix)] {
+                if let Some(v) = v {
+                    query.push((k, v.clone()));
+                }
+            }
+            let v = api.get("targets", &query).await?;
+            Ok(if json { pretty(&v) } else { targets_table(&v) })
+        }
+        Command::Prefix { cidr: None, .. } => {
+            let v = api.get("prefixes", &[]).await?;
+            Ok(if json { pretty(&v) } else { prefixes_table(&v) })
+        }
+        Command::Prefix {
+            cidr: Some(cidr),
+            color,
+        } => {
+            let v = api.get(&format!("prefixes/{cidr}"), &[]).await?;
+            let colour = match color {
+                Color::Always => true,
+                Color::Never => false,
+                Color::Auto => {
+                    use std::io::IsTerminal as _;
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
+            };
+            Ok(if json {
+                pretty(&v)
+            } else {
+                grid::render(&v, colour)
+            })
+        }
+        Command::Outages { open, limit } => {
+            let mut query = vec![("limit", limit.to_string())];
+            if *open {
+                query.push(("open", "true".to_owned()));
+            }
+            let v = api.get("outages", &query).await?;
+            Ok(if json { pretty(&v) } else { outages_table(&v) })
+        }
         Command::CheckConfig => Ok(String::new()),
     }
+}
+
+/// A number with a fixed precision, or `-`.
+fn num(v: Option<&Value>, unit: &str) -> String {
+    v.and_then(Value::as_f64)
+        .map_or_else(|| "-".to_owned(), |f| format!("{f:.2}{unit}"))
+}
+
+fn targets_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = rows(v, "targets")
+        .iter()
+        .map(|t| {
+            let a = t.get("averages");
+            let w = |k: &str, f: &str| a.and_then(|a| a.get(k)).and_then(|w| w.get(f));
+            vec![
+                format!(
+                    "{}/{}",
+                    table::cell(t.get("tenant")),
+                    table::cell(t.get("agent"))
+                ),
+                table::cell(t.get("probe")),
+                table::cell(t.get("target")),
+                table::cell(t.get("state")),
+                num(
+                    a.and_then(|a| a.get("latest"))
+                        .and_then(|l| l.get("rtt_ms")),
+                    "ms",
+                ),
+                num(w("1m", "mean_ms"), "ms"),
+                num(w("1m", "loss_pct"), "%"),
+                num(w("1h", "mean_ms"), "ms"),
+                num(w("1h", "loss_pct"), "%"),
+                num(w("24h", "mean_ms"), "ms"),
+                num(w("24h", "loss_pct"), "%"),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "AGENT", "PROBE", "TARGET", "STATE", "LAST", "1M", "LOSS-1M", "1H", "LOSS-1H", "24H",
+            "LOSS-24H",
+        ],
+        &rows,
+    )
+}
+
+fn prefixes_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = rows(v, "prefixes")
+        .iter()
+        .map(|p| {
+            ["prefix", "monitored", "down", "series"]
+                .iter()
+                .map(|k| table::cell(p.get(*k)))
+                .collect()
+        })
+        .collect();
+    table::render(&["PREFIX", "MONITORED", "DOWN", "SERIES"], &rows)
+}
+
+fn outages_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = rows(v, "outages")
+        .iter()
+        .map(|o| {
+            vec![
+                table::cell(o.get("id")),
+                table::cell(o.get("scope")),
+                table::cell(o.get("subject")),
+                table::time_ms(o.get("start_ms")),
+                match o.get("end_ms") {
+                    None | Some(Value::Null) => "open".to_owned(),
+                    end => table::time_ms(end),
+                },
+                num(o.get("duration_s"), "s"),
+                table::cell(o.get("lost")),
+            ]
+        })
+        .collect();
+    table::render(
+        &["ID", "SCOPE", "SUBJECT", "START", "END", "DURATION", "LOST"],
+        &rows,
+    )
 }
 
 fn pretty(v: &Value) -> String {

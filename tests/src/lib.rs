@@ -472,3 +472,30 @@ pub fn event_kinds(events: &[serde_json::Value]) -> Vec<(String, String)> {
 
 /// Wall-clock now in Unix milliseconds.
 pub use sonde_runtime::clock::unix_millis as now_ms;
+
+/// Writes a `sondectl` config for `cert` against the world's collector.
+pub fn ctl_config(world: &World, name: &str, cert: &Cert) -> PathBuf {
+    let path = world.dir().join(format!("sondectl-{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "collector = \"localhost:{port}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+            port = world.port,
+            ca = world.pki.dir().join("ca.pem").display(),
+            cert = cert.cert.display(),
+            key = cert.key.display(),
+        ),
+    )
+    .expect("write sondectl config");
+    path
+}
+
+/// Runs `sondectl` with `config` and `args`.
+pub async fn sondectl(config: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(bin("sondectl"))
+        .env("SONDECTL_CONFIG", config)
+        .args(args)
+        .output()
+        .await
+        .expect("run sondectl")
+}

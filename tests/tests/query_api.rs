@@ -8,7 +8,7 @@ use std::time::Duration;
 use sonde_proto::Role;
 use sonde_proto::v1::{PingResult, PingStatus, Record, record};
 use sonde_tests::agent::Agent;
-use sonde_tests::{World, eventually};
+use sonde_tests::{World, ctl_config, eventually, sondectl};
 
 const AGENT: &str =
     "[heartbeat]\ninterval = \"200ms\"\n[batch]\nmax-records = 50\nmax-delay = \"100ms\"\n";
@@ -51,6 +51,47 @@ fn prefix_names(body: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|p| p["prefix"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The same views through `sondectl`: the grid, targets, prefixes, and a
+/// refusal in one line.
+async fn check_sondectl(world: &World) {
+    let ctl = ctl_config(world, "acme", &world.cert("acme", Role::Viewer, "va"));
+    let out = sondectl(&ctl, &["prefix", "10.70.1.0/24", "--color", "never"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("10.70.1.0/24: 2 monitored\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .nth(2)
+            .unwrap()
+            .starts_with(".0    ··········██"),
+        "{stdout}"
+    );
+    let out = sondectl(&ctl, &["prefix", "10.70.3.0/24"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("prefix 10.70.3.0/24 is not granted to your tenant"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    let out = sondectl(&ctl, &["targets"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("10.70.1.6") && !stdout.contains("10.70.3."),
+        "{stdout}"
+    );
+    let out = sondectl(&ctl, &["prefix"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("10.70.2.0/24") && !stdout.contains("10.70.3.0/24"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,6 +205,8 @@ async fn two_tenants_sharing_a_prefix_see_exactly_their_grants() {
         .await
         .unwrap();
     assert_eq!(status, 400);
+
+    check_sondectl(&world).await;
 
     // Agents may not query.
     let agent_api = world.api(Some(&world.cert("acme", Role::Agent, "a1")));

@@ -2,37 +2,11 @@
 //! certificate's tenant may see, prints JSON on request, and fails with the
 //! collector's reason (exit 1) or the config's (exit 2).
 
-use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 use sonde_proto::Role;
-use sonde_tests::{Cert, World, bin, eventually};
-
-fn ctl_config(world: &World, name: &str, cert: &Cert) -> std::path::PathBuf {
-    let path = world.dir().join(format!("sondectl-{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "collector = \"localhost:{port}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
-            port = world.port,
-            ca = world.pki.dir().join("ca.pem").display(),
-            cert = cert.cert.display(),
-            key = cert.key.display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-async fn sondectl(config: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(bin("sondectl"))
-        .env("SONDECTL_CONFIG", config)
-        .args(args)
-        .output()
-        .await
-        .expect("run sondectl")
-}
+use sonde_tests::{World, ctl_config, eventually, sondectl};
 
 fn text(out: &Output) -> String {
     format!(
