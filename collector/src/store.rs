@@ -251,6 +251,7 @@ const MIGRATIONS: &[&str] = &[
         last_rtt_ms REAL,
         last_status TEXT,
         outage TEXT,
+        outage_group INTEGER,
         route TEXT,
         UNIQUE (tenant, agent, probe, target)
     );

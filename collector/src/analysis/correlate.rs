@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::outage::Outage;
-use super::persist::{NewEvent, OutageRow};
+use super::persist::{NewEvent, OpenOutage, OutageRow};
 use super::series::Series;
 use crate::observation::prefix_of;
 use crate::store::{AgentKey, EventKind};
@@ -149,6 +149,8 @@ pub struct Correlator {
 pub struct Output {
     pub events: Vec<NewEvent>,
     pub rows: Vec<OutageRow>,
+    /// Series whose outage membership changed (to persist).
+    pub changed: Vec<i64>,
 }
 
 fn ms(ns: i64) -> i64 {
@@ -205,7 +207,12 @@ impl Correlator {
         g.members.remove(&id);
         g.lost += ended.lost;
         g.end_ns = g.end_ns.max(ended.end_ns.unwrap_or(ended.start_ns));
+        out.changed.push(id);
         if !g.members.is_empty() {
+            out.rows.push(OutageRow::Progress {
+                id: g.id,
+                lost: g.lost,
+            });
             return;
         }
         let g = self.groups.remove(&cause).expect("present");
@@ -400,6 +407,71 @@ impl Correlator {
             g.members.insert(s.id);
             g.seen.insert(s.id);
             self.member_of.insert(s.id, cause.clone());
+            out.changed.push(s.id);
+        }
+    }
+
+    /// The outage a series is counted in.
+    pub fn group_of(&self, id: i64) -> Option<i64> {
+        self.member_of
+            .get(&id)
+            .and_then(|c| self.groups.get(c))
+            .map(|g| g.id)
+    }
+
+    /// Takes back the outages open at the last checkpoint with the series
+    /// that were in them, so a restart neither reports them again nor
+    /// forgets to end them. One whose members all lost their open state
+    /// (not expected: both are written in one transaction) is ended.
+    pub fn restore(&mut self, open: Vec<OpenOutage>, series: &[Series], out: &mut Output) {
+        for o in open {
+            let members: Vec<&Series> = o
+                .members
+                .iter()
+                .filter_map(|id| by_id(series, *id))
+                .filter(|s| s.outage.open().is_some())
+                .collect();
+            let cause = match o.scope.as_str() {
+                "agent-network" => o.subject.split_once('/').map(|(t, n)| {
+                    Cause::AgentNetwork(AgentKey {
+                        tenant: t.to_owned(),
+                        name: n.to_owned(),
+                    })
+                }),
+                "prefix" => o.subject.parse().ok().map(Cause::Prefix),
+                "target" => Some(Cause::Target(o.subject.clone())),
+                "path" => members.first().map(|s| Cause::Path(s.id)),
+                _ => None,
+            };
+            let (Some(cause), Some(first)) = (cause, members.first()) else {
+                let detail = json!({"outage": o.id, "scope": o.scope, "subject": o.subject,
+                    "start_ms": ms(o.start_ns), "end_ms": ms(o.start_ns), "lost": o.lost,
+                    "note": "ended at restart: no series was still down"});
+                out.rows.push(OutageRow::Close {
+                    id: o.id,
+                    end_ns: o.start_ns,
+                    lost: o.lost,
+                    detail,
+                });
+                continue;
+            };
+            let mut g = Group {
+                id: o.id,
+                start_ns: o.start_ns,
+                members: HashSet::new(),
+                seen: BTreeSet::new(),
+                lost: o.lost,
+                end_ns: o.start_ns,
+                agent: agent_of(first),
+            };
+            for s in &members {
+                g.members.insert(s.id);
+                g.seen.insert(s.id);
+                self.member_of.insert(s.id, cause.clone());
+                self.pending.remove(&s.id);
+            }
+            self.next_id = self.next_id.max(o.id + 1);
+            self.groups.insert(cause, g);
         }
     }
 

@@ -200,11 +200,12 @@ impl Analyzer {
     /// Loads the analysis state from the store.
     pub fn load(store: &Store, settings: Settings, clock: Clock) -> Result<Self, StoreError> {
         let now = clock.now_ns();
-        let (series, position, next_outage) = store.with(|c| {
+        let (series, position, next_outage, open) = store.with(|c| {
             Ok((
                 persist::load(c, now)?,
                 crate::store::cursor_in(c, CURSOR)?,
                 persist::next_outage_id(c)?,
+                persist::open_outages(c)?,
             ))
         })?;
         let mut correlator = Correlator::new(next_outage);
@@ -213,6 +214,8 @@ impl Analyzer {
                 correlator.down(s.id);
             }
         }
+        let mut restored = correlate::Output::default();
+        correlator.restore(open, &series, &mut restored);
         let newest_ns = series
             .iter()
             .filter_map(|s| s.latest.as_ref().map(|l| l.time_ns))
@@ -230,8 +233,8 @@ impl Analyzer {
             stats,
             correlator,
             deltas: Deltas::default(),
-            events: Vec::new(),
-            rows: Vec::new(),
+            events: restored.events,
+            rows: restored.rows,
             position,
             newest_ns,
         })
@@ -308,6 +311,7 @@ impl Analyzer {
         );
         self.events.append(&mut out.events);
         self.rows.append(&mut out.rows);
+        self.deltas.touched.extend(out.changed);
     }
 
     fn route(&mut self, s: &mut Series, o: &Observation<'_>) {
@@ -354,10 +358,13 @@ impl Analyzer {
                 .filter_map(|id| book.series.get(usize::try_from(id - 1).ok()?))
                 .collect();
             let (deltas, events, rows) = (&self.deltas, &self.events, &self.rows);
+            let correlator = &self.correlator;
+            let group_of = |id| correlator.group_of(id);
             self.store.with(|c| {
                 persist::checkpoint(
                     c,
                     &touched,
+                    &group_of,
                     deltas,
                     events,
                     rows,

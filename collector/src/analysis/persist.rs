@@ -35,12 +35,26 @@ pub enum OutageRow {
         start_ns: i64,
         detail: serde_json::Value,
     },
+    /// Probes lost so far by members that already recovered.
+    Progress { id: i64, lost: u64 },
     Close {
         id: i64,
         end_ns: i64,
         lost: u64,
         detail: serde_json::Value,
     },
+}
+
+/// An outage still open at the last checkpoint, for the correlator.
+#[derive(Debug, Clone)]
+pub struct OpenOutage {
+    pub id: i64,
+    pub scope: String,
+    pub subject: String,
+    pub start_ns: i64,
+    pub lost: u64,
+    /// Series that were in it.
+    pub members: Vec<i64>,
 }
 
 fn bucket_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Bucket> {
@@ -52,6 +66,34 @@ fn bucket_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Bucket> {
         min_ms: r.get::<_, Option<f64>>(at + 4)?.unwrap_or(0.0),
         max_ms: r.get::<_, Option<f64>>(at + 5)?.unwrap_or(0.0),
     })
+}
+
+/// Outages open at the last checkpoint, with their member series.
+pub fn open_outages(c: &Connection) -> rusqlite::Result<Vec<OpenOutage>> {
+    let mut stmt = c.prepare(
+        "SELECT id, scope, subject, start_ns, lost FROM outages WHERE end_ns IS NULL ORDER BY id",
+    )?;
+    let mut members = c.prepare("SELECT id FROM series WHERE outage_group = ?1 ORDER BY id")?;
+    let rows: Vec<OpenOutage> = stmt
+        .query_map([], |r| {
+            Ok(OpenOutage {
+                id: r.get(0)?,
+                scope: r.get(1)?,
+                subject: r.get(2)?,
+                start_ns: r.get(3)?,
+                lost: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                members: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.into_iter()
+        .map(|mut o| {
+            o.members = members
+                .query_map([o.id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(o)
+        })
+        .collect()
 }
 
 /// Every known series with its rings filled from the stored buckets that
@@ -173,9 +215,11 @@ fn merge_bucket(
 }
 
 /// Writes one checkpoint (see the module docs).
+#[allow(clippy::too_many_arguments)]
 pub fn checkpoint(
     c: &mut Connection,
     series: &[&Series],
+    group_of: &dyn Fn(i64) -> Option<i64>,
     deltas: &Deltas,
     events: &[NewEvent],
     outages: &[OutageRow],
@@ -186,10 +230,10 @@ pub fn checkpoint(
     {
         let mut upsert = tx.prepare_cached(
             "INSERT INTO series (id, tenant, agent, probe, target, address, first_ns, last_ns,
-                                 last_rtt_ms, last_status, outage, route)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
+                                 last_rtt_ms, last_status, outage, route, outage_group)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (id) DO UPDATE SET address = ?6, last_ns = ?7, last_rtt_ms = ?8,
-                 last_status = ?9, outage = ?10, route = ?11",
+                 last_status = ?9, outage = ?10, route = ?11, outage_group = ?12",
         )?;
         for s in series {
             let latest = s.latest.as_ref();
@@ -209,6 +253,7 @@ pub fn checkpoint(
                 s.route
                     .path()
                     .map(|p| serde_json::to_string(p).unwrap_or_default()),
+                group_of(s.id),
             ])?;
         }
     }
@@ -235,6 +280,12 @@ pub fn checkpoint(
                     "INSERT INTO outages (id, scope, tenant, subject, start_ns, lost, detail)
                      VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
                     params![id, scope, tenant, subject, start_ns, detail.to_string()],
+                )?;
+            }
+            OutageRow::Progress { id, lost } => {
+                tx.execute(
+                    "UPDATE outages SET lost = ?2 WHERE id = ?1",
+                    params![id, i64::try_from(*lost).unwrap_or(i64::MAX)],
                 )?;
             }
             OutageRow::Close {

@@ -435,3 +435,48 @@ fn route_changes_are_events_with_both_hop_lists() {
         1
     );
 }
+
+#[test]
+fn an_outage_open_across_a_restart_is_reported_once() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let plan = [
+        ("edge-1", hosts("10.6.1", 1..6)),
+        ("edge-2", hosts("10.6.1", 1..6)),
+    ];
+    let down = |a: &str, t: &str, r: i64| {
+        // edge-1 cut from round 5; one target comes back at round 17,
+        // before the restart, the others after it.
+        a == "edge-1" && r >= 5 && !(t == "10.6.1.1" && r >= 17)
+    };
+    feed(&mut an, T0, 20, &plan, &|a, t, r| down(a, t, r));
+    an.checkpoint().unwrap();
+    drop(an);
+    let mut again = analyzer(&store, Settings::default());
+    feed(&mut again, T0 + 20 * S, 10, &plan, &|a, t, r| {
+        down(a, t, r + 20) && r < 5
+    });
+    again.checkpoint().unwrap();
+    assert_eq!(
+        outage_events(&store),
+        vec![
+            (
+                EventKind::OutageStart,
+                "agent-network".into(),
+                "acme/edge-1".into()
+            ),
+            (
+                EventKind::OutageEnd,
+                "agent-network".into(),
+                "acme/edge-1".into()
+            ),
+        ]
+    );
+    let end = events(&store)
+        .into_iter()
+        .find(|e| e.kind == EventKind::OutageEnd)
+        .unwrap();
+    // 10.6.1.1 lost rounds 5–16 (12), the other four rounds 5–24 (4 × 20).
+    assert_eq!(end.detail["lost"], 12 + 80);
+    assert_eq!(end.detail["end_ms"], (T0 + 25 * S) / 1_000_000);
+}
