@@ -125,22 +125,52 @@ async fn events(
     Extension(peer): Extension<Peer>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let scope = access(&shared, &peer)?.scope();
+    let access = access(&shared, &peer)?;
     let p = Params::new(&params, &["after", "limit", "agent"])?;
+    let limit = u32::try_from(p.int(
+        "limit",
+        DEFAULT_EVENTS_LIMIT.into(),
+        1,
+        MAX_EVENTS_LIMIT.into(),
+    )?)
+    .unwrap_or(DEFAULT_EVENTS_LIMIT);
     let query = EventQuery {
         after_id: p.int("after", 0, 0, i64::MAX)?,
-        limit: u32::try_from(p.int(
-            "limit",
-            DEFAULT_EVENTS_LIMIT.into(),
-            1,
-            MAX_EVENTS_LIMIT.into(),
-        )?)
-        .unwrap_or(DEFAULT_EVENTS_LIMIT),
+        limit,
         agent: p.name("agent")?,
+        with_prefixes: !access.all,
     };
-    let after = query.after_id;
-    let rows: Vec<EventRow> = shared.store.run(move |s| s.events(&scope, &query)).await?;
-    let next = rows.last().map_or(after, |e| e.id);
+    // Events of the caller's tenant, and events about a prefix it is
+    // granted (another tenant's agent saw a shared target go down). Pages
+    // are read until `limit` visible events or the end of the log.
+    let (rows, next) = shared
+        .store
+        .run(move |s| {
+            let mut out: Vec<EventRow> = Vec::new();
+            let mut q = query;
+            loop {
+                let page = s.events(&access.scope(), &q)?;
+                let full = page.len() == q.limit as usize;
+                for e in page {
+                    q.after_id = e.id;
+                    let visible = access.sees_tenant(&e.tenant)
+                        || e.prefix
+                            .as_deref()
+                            .and_then(|p| p.parse::<ipnet::IpNet>().ok())
+                            .is_some_and(|p| access.sees_prefix(&p));
+                    if visible {
+                        out.push(e);
+                        if out.len() == limit as usize {
+                            return Ok((out, q.after_id));
+                        }
+                    }
+                }
+                if !full {
+                    return Ok((out, q.after_id));
+                }
+            }
+        })
+        .await?;
     Ok(Json(json!({ "events": rows, "next_after": next })))
 }
 

@@ -155,6 +155,9 @@ pub struct EventRow {
     pub agent: String,
     pub kind: EventKind,
     pub detail: serde_json::Value,
+    /// The /24 or /64 the event is about, when it is about targets: the
+    /// tenants granted it see the event too.
+    pub prefix: Option<String>,
 }
 
 /// Which tenants a query may see.
@@ -181,6 +184,9 @@ pub struct EventQuery {
     /// Only events of this agent.
     pub agent: Option<String>,
     pub limit: u32,
+    /// With a tenant scope: also every event that names a prefix (the
+    /// caller filters those by its grants).
+    pub with_prefixes: bool,
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -289,7 +295,8 @@ const MIGRATIONS: &[&str] = &[
         lost INTEGER NOT NULL,
         detail TEXT NOT NULL
     );
-    CREATE INDEX outages_open ON outages (end_ns);",
+    CREATE INDEX outages_open ON outages (end_ns);
+    ALTER TABLE events ADD COLUMN prefix TEXT;",
 ];
 
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`
@@ -525,6 +532,7 @@ impl Store {
                         "remote_addr": info.remote_addr,
                         "agent_version": info.agent_version,
                     }),
+                    None,
                 )?;
             } else {
                 tx.execute(
@@ -640,7 +648,7 @@ impl Store {
                 "UPDATE agents SET state = ?3 WHERE tenant = ?1 AND name = ?2",
                 params![key.tenant, key.name, state.as_str()],
             )?;
-            insert_event(&tx, now_ms, key, kind, detail)?;
+            insert_event(&tx, now_ms, key, kind, detail, None)?;
             tx.commit()
         })
     }
@@ -697,12 +705,20 @@ impl Store {
     pub fn events(&self, scope: &Scope, q: &EventQuery) -> Result<Vec<EventRow>, StoreError> {
         self.with_read(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, at_ms, tenant, agent, kind, detail FROM events
-                 WHERE id > ?1 AND (?2 IS NULL OR tenant = ?2) AND (?3 IS NULL OR agent = ?3)
+                "SELECT id, at_ms, tenant, agent, kind, detail, prefix FROM events
+                 WHERE id > ?1 AND (?2 IS NULL OR tenant = ?2 OR (?5 AND prefix IS NOT NULL))
+                   AND (?3 IS NULL OR agent = ?3)
                  ORDER BY id LIMIT ?4",
             )?;
-            let rows =
-                stmt.query_map(params![q.after_id, scope.tenant(), q.agent, q.limit], |r| {
+            let rows = stmt.query_map(
+                params![
+                    q.after_id,
+                    scope.tenant(),
+                    q.agent,
+                    q.limit,
+                    q.with_prefixes
+                ],
+                |r| {
                     let kind: String = r.get(4)?;
                     let detail: String = r.get(5)?;
                     Ok((
@@ -714,10 +730,12 @@ impl Store {
                             kind: EventKind::AgentRegistered,
                             detail: serde_json::from_str(&detail)
                                 .unwrap_or(serde_json::Value::Null),
+                            prefix: r.get(6)?,
                         },
                         kind,
                     ))
-                })?;
+                },
+            )?;
             // Rows of a kind this version does not know (written by a newer
             // collector) are skipped rather than misreported.
             Ok(rows
@@ -931,21 +949,25 @@ pub(crate) fn set_cursor(
     .map(drop)
 }
 
+/// Records an event of `key`'s tenant; `prefix` (a /24 or /64) makes it
+/// visible to the tenants granted that prefix too.
 pub(crate) fn insert_event(
     tx: &Connection,
     now_ms: i64,
     key: &AgentKey,
     kind: EventKind,
     detail: &serde_json::Value,
+    prefix: Option<&str>,
 ) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO events (at_ms, tenant, agent, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events (at_ms, tenant, agent, kind, detail, prefix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             now_ms,
             key.tenant,
             key.name,
             kind.as_str(),
-            detail.to_string()
+            detail.to_string(),
+            prefix
         ],
     )
     .map(drop)

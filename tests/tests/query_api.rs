@@ -214,3 +214,81 @@ async fn two_tenants_sharing_a_prefix_see_exactly_their_grants() {
     a1.stop().await;
     g1.stop().await;
 }
+
+/// `rounds` results for each address, one per second, ending now; lost
+/// when `lost` says so.
+fn results(addresses: &[&str], rounds: i64, lost: &dyn Fn(&str) -> bool) -> Vec<Record> {
+    let t0 = sonde_runtime::clock::unix_nanos() - rounds * 1_000_000_000;
+    let mut out = Vec::new();
+    for r in 0..rounds {
+        for a in addresses {
+            let down = lost(a);
+            out.push(Record {
+                kind: Some(record::Kind::Ping(PingResult {
+                    target: (*a).to_owned(),
+                    address: (*a).to_owned(),
+                    sent_unix_nanos: t0 + r * 1_000_000_000,
+                    rtt_nanos: if down { 0 } else { 2_000_000 },
+                    status: if down {
+                        PingStatus::Timeout
+                    } else {
+                        PingStatus::Ok
+                    } as i32,
+                    ..PingResult::default()
+                })),
+            });
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_events_reach_every_tenant_granted_the_prefix() {
+    let world = World::new();
+    world.collector_config(GRANTS);
+    let _collector = world.start_collector(&[]).await;
+    let g1 = Agent::start_in(&world, "globex", "g1", AGENT);
+    // globex's agent loses a target in the shared prefix and one in its own.
+    g1.send(results(
+        &["10.70.1.6", "10.70.3.6", "10.70.3.7", "10.70.3.8"],
+        20,
+        &|a| a == "10.70.1.6" || a == "10.70.3.6",
+    ))
+    .await;
+    let outages = |events: Vec<serde_json::Value>| -> BTreeSet<String> {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "outage-start")
+            .map(|e| e["detail"]["subject"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let globex = world.api(Some(&world.cert("globex", Role::Viewer, "gv")));
+    let both = eventually(
+        "globex sees both outages",
+        Duration::from_secs(20),
+        || async {
+            let seen = outages(globex.events().await);
+            (seen.len() == 2).then_some(seen)
+        },
+    )
+    .await;
+    assert_eq!(
+        both,
+        BTreeSet::from(["10.70.1.6".to_owned(), "10.70.3.6".to_owned()])
+    );
+    // acme is granted 10.70.1.0/24 only: it sees that outage, not the other.
+    let acme = world.api(Some(&world.cert("acme", Role::Viewer, "av")));
+    assert_eq!(
+        outages(acme.events().await),
+        BTreeSet::from(["10.70.1.6".to_owned()])
+    );
+    let acme_outages = acme.ok("/api/v1/outages?open=true").await;
+    let subjects: Vec<&str> = acme_outages["outages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, ["10.70.1.6"]);
+    g1.stop().await;
+}

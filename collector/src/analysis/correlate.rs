@@ -132,6 +132,8 @@ struct Group {
     end_ns: i64,
     /// The agent the events are filed under.
     agent: AgentKey,
+    /// The prefix its events name (none for an agent's network).
+    prefix: Option<String>,
 }
 
 /// The correlator's state.
@@ -239,6 +241,7 @@ impl Correlator {
             agent: g.agent,
             kind: EventKind::OutageEnd,
             detail,
+            prefix: g.prefix,
         });
     }
 
@@ -382,11 +385,13 @@ impl Correlator {
                 start_ns: start,
                 detail: detail.clone(),
             });
+            let prefix = event_prefix(&cause, series);
             out.events.push(NewEvent {
                 at_ms: ms(start),
                 agent: agent.clone(),
                 kind: EventKind::OutageStart,
                 detail,
+                prefix: prefix.clone(),
             });
             self.groups.insert(
                 cause.clone(),
@@ -398,6 +403,7 @@ impl Correlator {
                     lost: 0,
                     end_ns: start,
                     agent,
+                    prefix,
                 },
             );
         }
@@ -463,6 +469,7 @@ impl Correlator {
                 lost: o.lost,
                 end_ns: o.start_ns,
                 agent: agent_of(first),
+                prefix: event_prefix(&cause, series),
             };
             for s in &members {
                 g.members.insert(s.id);
@@ -492,6 +499,20 @@ fn by_id(series: &[Series], id: i64) -> Option<&Series> {
         .ok()
         .and_then(|i| series.get(i))
         .filter(|s| s.id == id)
+}
+
+/// The prefix an outage's events name, so the tenants granted it see
+/// them: the prefix itself, the target's, or the path's target's; none
+/// for an agent's network (its tenant's business).
+fn event_prefix(cause: &Cause, series: &[Series]) -> Option<String> {
+    match cause {
+        Cause::AgentNetwork(_) => None,
+        Cause::Prefix(p) => Some(p.to_string()),
+        Cause::Target(t) => t.parse::<IpAddr>().ok().map(|a| prefix_of(a).to_string()),
+        Cause::Path(id) => by_id(series, *id)
+            .and_then(|s| s.address)
+            .map(|a| prefix_of(a).to_string()),
+    }
 }
 
 /// The subject of an outage as text: `tenant/agent`, a prefix, a target,

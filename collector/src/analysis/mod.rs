@@ -333,6 +333,9 @@ impl Analyzer {
                     "old": change.old,
                     "new": change.new,
                 }),
+                prefix: s
+                    .address
+                    .map(|a| crate::observation::prefix_of(a).to_string()),
             });
         }
     }

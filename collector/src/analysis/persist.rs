@@ -22,6 +22,8 @@ pub struct NewEvent {
     pub agent: AgentKey,
     pub kind: EventKind,
     pub detail: serde_json::Value,
+    /// The /24 or /64 it is about (see `store::insert_event`).
+    pub prefix: Option<String>,
 }
 
 /// A change to the `outages` table, waiting for the checkpoint.
@@ -264,7 +266,14 @@ pub fn checkpoint(
         merge_bucket(&tx, "hour_buckets", *id, *unit, b)?;
     }
     for e in events {
-        insert_event(&tx, e.at_ms, &e.agent, e.kind, &e.detail)?;
+        insert_event(
+            &tx,
+            e.at_ms,
+            &e.agent,
+            e.kind,
+            &e.detail,
+            e.prefix.as_deref(),
+        )?;
     }
     for o in outages {
         match o {
