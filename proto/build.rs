@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["sonde/v1/agent.proto"];
+    let protos = ["sonde/v1/agent.proto", "sonde/v1/query.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

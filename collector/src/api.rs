@@ -21,7 +21,7 @@ use crate::access::{Access, RoleRefused};
 use crate::observation::Probe;
 use crate::peer::Peer;
 use crate::query::{self, QueryError, TargetFilter};
-use crate::store::{AgentRow, EventQuery, EventRow, StoreError};
+use crate::store::{AgentRow, EventQuery, StoreError};
 
 /// Largest page of events one request may ask for.
 pub const MAX_EVENTS_LIMIT: u32 = 1000;
@@ -140,36 +140,9 @@ async fn events(
         agent: p.name("agent")?,
         with_prefixes: !access.all,
     };
-    // Events of the caller's tenant, and events about a prefix it is
-    // granted (another tenant's agent saw a shared target go down). Pages
-    // are read until `limit` visible events or the end of the log.
     let (rows, next) = shared
         .store
-        .run(move |s| {
-            let mut out: Vec<EventRow> = Vec::new();
-            let mut q = query;
-            loop {
-                let page = s.events(&access.scope(), &q)?;
-                let full = page.len() == q.limit as usize;
-                for e in page {
-                    q.after_id = e.id;
-                    let visible = access.sees_tenant(&e.tenant)
-                        || e.prefix
-                            .as_deref()
-                            .and_then(|p| p.parse::<ipnet::IpNet>().ok())
-                            .is_some_and(|p| access.sees_prefix(&p));
-                    if visible {
-                        out.push(e);
-                        if out.len() == limit as usize {
-                            return Ok((out, q.after_id));
-                        }
-                    }
-                }
-                if !full {
-                    return Ok((out, q.after_id));
-                }
-            }
-        })
+        .run(move |s| query::events(s, &access, query))
         .await?;
     Ok(Json(json!({ "events": rows, "next_after": next })))
 }
@@ -266,25 +239,14 @@ async fn series(
     let to = p.int("to", now_ms, 0, i64::MAX)?;
     let from = p.int("from", to - 86_400_000, 0, i64::MAX)?;
     query::check_range(from, to)?;
-    let what = format!("{tenant}/{agent} → {target}");
-    let found = {
-        let book = shared.analysis.read();
-        let mut matching = book.series.iter().filter(|s| {
-            s.key.tenant == tenant
-                && s.key.agent == agent
-                && s.key.target == target
-                && probe.is_none_or(|p| p == s.key.probe)
-        });
-        match (matching.next(), matching.next()) {
-            (Some(s), None) if access.sees_series(s) => Ok(s.clone()),
-            (Some(_), Some(_)) => Err(ApiError::BadParam {
-                name: "probe".into(),
-                reason: format!("{what} has several probe kinds; give probe=ping|tcp|trace"),
-            }),
-            // Not visible reads as absent: nothing is revealed.
-            _ => Err(QueryError::NoSeries(what).into()),
-        }
-    }?;
+    let found = query::find_series(
+        &shared.analysis.read(),
+        &access,
+        &tenant,
+        &agent,
+        &target,
+        probe,
+    )?;
     let view = query_view(&found, shared.analysis.clock.now_ns());
     let history = shared
         .store

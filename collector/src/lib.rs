@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod export;
+pub mod grpc_query;
 pub mod listener;
 pub mod liveness;
 pub mod metrics;
@@ -229,6 +230,9 @@ impl Collector {
         health_reporter
             .set_serving::<AgentServiceServer<AgentSessions>>()
             .await;
+        health_reporter
+            .set_serving::<sonde_proto::v1::query_service_server::QueryServiceServer<grpc_query::Queries>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sonde_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -238,7 +242,13 @@ impl Collector {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let query_service = sonde_proto::v1::query_service_server::QueryServiceServer::new(
+            grpc_query::Queries::new(shared.clone()),
+        )
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let grpc = tonic::service::Routes::new(agent_service)
+            .add_service(query_service)
             .add_service(health_service)
             .add_service(reflection)
             .prepare()

@@ -14,7 +14,7 @@ use crate::analysis::bucket::Bucket;
 use crate::analysis::series::{Averages, Latest, MINUTE_NS, Minute, Series};
 use crate::analysis::{Book, persist};
 use crate::observation::{Probe, prefix_of};
-use crate::store::{Store, StoreError};
+use crate::store::{EventQuery, EventRow, Store, StoreError};
 
 /// A series with no result for this long is `stale`.
 pub const STALE_NS: i64 = 600 * 1_000_000_000;
@@ -81,7 +81,8 @@ pub struct TargetView {
     pub averages: Averages,
 }
 
-fn view(s: &Series, now_ns: i64) -> TargetView {
+/// A series as the targets list shows it.
+pub fn target_view(s: &Series, now_ns: i64) -> TargetView {
     TargetView {
         id: s.id,
         tenant: s.key.tenant.clone(),
@@ -129,10 +130,38 @@ pub fn targets(
             more = true;
             break;
         }
-        out.push(view(s, now_ns));
+        out.push(target_view(s, now_ns));
     }
     let next = if more { out.last().map(|t| t.id) } else { None };
     (out, next)
+}
+
+/// The one visible series of `tenant/agent → target` (of kind `probe`
+/// when given); one that exists but is not visible reads as absent.
+pub fn find_series(
+    book: &Book,
+    access: &Access,
+    tenant: &str,
+    agent: &str,
+    target: &str,
+    probe: Option<Probe>,
+) -> Result<Series, QueryError> {
+    let what = format!("{tenant}/{agent} → {target}");
+    let mut matching = book.series.iter().filter(|s| {
+        s.key.tenant == tenant
+            && s.key.agent == agent
+            && s.key.target == target
+            && probe.is_none_or(|p| p == s.key.probe)
+            && access.sees_series(s)
+    });
+    match (matching.next(), matching.next()) {
+        (Some(s), None) => Ok(s.clone()),
+        (Some(_), Some(_)) => Err(bad(
+            "probe",
+            format!("{what} has several probe kinds; give probe=ping|tcp|trace"),
+        )),
+        (None, _) => Err(QueryError::NoSeries(what)),
+    }
 }
 
 /// A prefix as listed.
@@ -481,4 +510,39 @@ pub fn outages(
             }
         })
         .collect())
+}
+
+/// Events visible to the caller, oldest first: its tenant's, and those
+/// about a prefix it is granted (another tenant's agent saw a shared
+/// target go down). Pages are read until `limit` visible events or the
+/// end of the log; returns them and the `after` for the next page.
+pub fn events(
+    store: &Store,
+    access: &Access,
+    mut q: EventQuery,
+) -> Result<(Vec<EventRow>, i64), StoreError> {
+    let limit = q.limit as usize;
+    q.with_prefixes = !access.all;
+    let mut out: Vec<EventRow> = Vec::new();
+    loop {
+        let page = store.events(&access.scope(), &q)?;
+        let full = page.len() == q.limit as usize;
+        for e in page {
+            q.after_id = e.id;
+            let visible = access.sees_tenant(&e.tenant)
+                || e.prefix
+                    .as_deref()
+                    .and_then(|p| p.parse::<IpNet>().ok())
+                    .is_some_and(|p| access.sees_prefix(&p));
+            if visible {
+                out.push(e);
+                if out.len() == limit {
+                    return Ok((out, q.after_id));
+                }
+            }
+        }
+        if !full {
+            return Ok((out, q.after_id));
+        }
+    }
 }

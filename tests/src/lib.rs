@@ -499,3 +499,27 @@ pub async fn sondectl(config: &Path, args: &[&str]) -> std::process::Output {
         .await
         .expect("run sondectl")
 }
+
+/// An mTLS gRPC channel to the world's collector presenting `cert`.
+pub async fn grpc_channel(world: &World, cert: &Cert) -> tonic::transport::Channel {
+    use hyper_util::rt::TokioIo;
+    use rustls_pki_types::ServerName;
+    use tokio::net::TcpStream;
+    use tokio_rustls::TlsConnector;
+    let mut tls = client_tls(&world.pki.dir().join("ca.pem"), Some(cert));
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = Arc::new(tls);
+    let port = world.port;
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let tls = tls.clone();
+            async move {
+                let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+                let name = ServerName::try_from("localhost").expect("name");
+                let stream = TlsConnector::from(tls).connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("mTLS gRPC channel")
+}

@@ -1,15 +1,8 @@
 //! The collector's standard gRPC services answer over mTLS: health reports
 //! `sonde.v1.AgentService` as SERVING and reflection lists the services.
 
-use std::sync::Arc;
-
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
 use sonde_proto::Role;
-use sonde_tests::{Cert, World, client_tls};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tonic::transport::{Channel, Endpoint};
+use sonde_tests::{World, grpc_channel};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -18,32 +11,13 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-async fn channel(world: &World, cert: &Cert) -> Channel {
-    let mut tls = client_tls(&world.pki.dir().join("ca.pem"), Some(cert));
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = Arc::new(tls);
-    let port = world.port;
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let tls = tls.clone();
-            async move {
-                let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-                let name = ServerName::try_from("localhost").expect("name");
-                let stream = TlsConnector::from(tls).connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await
-        .expect("mTLS gRPC channel")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_answer_over_mtls() {
     let world = World::new();
     world.collector_config("");
     let _collector = world.start_collector(&[]).await;
     let viewer = world.cert("acme", Role::Viewer, "v");
-    let ch = channel(&world, &viewer).await;
+    let ch = grpc_channel(&world, &viewer).await;
 
     let status = HealthClient::new(ch.clone())
         .check(HealthCheckRequest {
@@ -79,7 +53,8 @@ async fn health_and_reflection_answer_over_mtls() {
         vec![
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
-            "sonde.v1.AgentService"
+            "sonde.v1.AgentService",
+            "sonde.v1.QueryService"
         ]
     );
 }

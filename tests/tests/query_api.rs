@@ -8,7 +8,7 @@ use std::time::Duration;
 use sonde_proto::Role;
 use sonde_proto::v1::{PingResult, PingStatus, Record, record};
 use sonde_tests::agent::Agent;
-use sonde_tests::{World, ctl_config, eventually, sondectl};
+use sonde_tests::{World, ctl_config, eventually, grpc_channel, sondectl};
 
 const AGENT: &str =
     "[heartbeat]\ninterval = \"200ms\"\n[batch]\nmax-records = 50\nmax-delay = \"100ms\"\n";
@@ -92,6 +92,114 @@ async fn check_sondectl(world: &World) {
         stdout.contains("10.70.2.0/24") && !stdout.contains("10.70.3.0/24"),
         "{stdout}"
     );
+}
+
+/// Bad input: 400 with the parameter named.
+async fn check_bad_input(acme: &sonde_tests::Api) {
+    let (status, body) = acme.get("/api/v1/prefixes/10.70.1.5/24").await.unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean 10.70.1.0/24"),
+        "{body}"
+    );
+    let (status, body) = acme.get("/api/v1/targets?probe=icmp").await.unwrap();
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("probe"), "{body}");
+    let (status, _) = acme
+        .get("/api/v1/series/a1/10.70.2.5?from=10&to=5")
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+}
+
+/// The same operations over gRPC `sonde.v1.QueryService`, scoped the same.
+async fn check_grpc(world: &World) {
+    use sonde_proto::v1::query_service_client::QueryServiceClient;
+    use sonde_proto::v1::{
+        GetPrefixGridRequest, GetSeriesRequest, ListPrefixesRequest, ListTargetsRequest,
+    };
+    let acme = world.cert("acme", Role::Viewer, "va");
+    let mut q = QueryServiceClient::new(grpc_channel(world, &acme).await);
+    let targets = q
+        .list_targets(ListTargetsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let got: BTreeSet<String> = targets.targets.iter().map(|t| t.address.clone()).collect();
+    let want: BTreeSet<String> = ["10.70.1.5", "10.70.1.6", "10.70.2.5"]
+        .map(String::from)
+        .into();
+    assert_eq!(got, want);
+    let t = &targets.targets[0];
+    let avg = t.averages.as_ref().unwrap();
+    assert_eq!(avg.last_1m.as_ref().unwrap().mean_ms, Some(2.0));
+    let prefixes = q
+        .list_prefixes(ListPrefixesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = prefixes
+        .prefixes
+        .iter()
+        .map(|p| p.prefix.as_str())
+        .collect();
+    assert_eq!(names, ["10.70.1.0/24", "10.70.2.0/24"]);
+    let grid = q
+        .get_prefix_grid(GetPrefixGridRequest {
+            prefix: "10.70.1.0/24".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((grid.cells.len(), grid.monitored), (256, 2));
+    assert_eq!(grid.cells[5].timeline.len(), 60);
+    let denied = q
+        .get_prefix_grid(GetPrefixGridRequest {
+            prefix: "10.70.3.0/24".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        denied.message(),
+        "prefix 10.70.3.0/24 is not granted to your tenant"
+    );
+    let bad = q
+        .get_prefix_grid(GetPrefixGridRequest {
+            prefix: "10.70.1.0/23".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let hidden = q
+        .get_series(GetSeriesRequest {
+            agent: "a1".into(),
+            target: "10.70.3.5".into(),
+            ..GetSeriesRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+    let series = q
+        .get_series(GetSeriesRequest {
+            agent: "a1".into(),
+            target: "10.70.2.5".into(),
+            ..GetSeriesRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(series.minutes.iter().map(|m| m.probes).sum::<u32>(), 10);
+    let agent = world.cert("acme", Role::Agent, "a1");
+    let mut as_agent = QueryServiceClient::new(grpc_channel(world, &agent).await);
+    let refused = as_agent
+        .list_targets(ListTargetsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,26 +295,9 @@ async fn two_tenants_sharing_a_prefix_see_exactly_their_grants() {
         .sum();
     assert_eq!(probes, 10);
 
-    // Bad input: 400 with the parameter named.
-    let (status, body) = acme.get("/api/v1/prefixes/10.70.1.5/24").await.unwrap();
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("did you mean 10.70.1.0/24"),
-        "{body}"
-    );
-    let (status, body) = acme.get("/api/v1/targets?probe=icmp").await.unwrap();
-    assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("probe"), "{body}");
-    let (status, _) = acme
-        .get("/api/v1/series/a1/10.70.2.5?from=10&to=5")
-        .await
-        .unwrap();
-    assert_eq!(status, 400);
-
+    check_bad_input(&acme).await;
     check_sondectl(&world).await;
+    check_grpc(&world).await;
 
     // Agents may not query.
     let agent_api = world.api(Some(&world.cert("acme", Role::Agent, "a1")));
