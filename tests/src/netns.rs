@@ -134,7 +134,7 @@ impl Lab {
 
     /// Runs `program ARGS` inside `ns`, killed if it runs past `timeout`.
     pub fn exec(&self, ns: &str, program: &Path, args: &[&str], timeout: Duration) -> Output {
-        let mut child = Command::new("ip")
+        let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(program)
             .args(args)
@@ -143,20 +143,25 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .expect("ip netns exec");
-        let deadline = std::time::Instant::now() + timeout;
-        while child.try_wait().expect("try_wait").is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("output");
+        // Output is read while waiting (a full pipe would block the
+        // program), on a thread so the deadline holds.
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(out) => out.expect("output"),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let out = rx.recv().expect("reaped").expect("output");
                 panic!(
                     "{} {args:?} in {ns} ran past {timeout:?}: {}",
                     program.display(),
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        child.wait_with_output().expect("output")
     }
 }
 
