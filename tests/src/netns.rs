@@ -150,18 +150,16 @@ impl Lab {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        match rx.recv_timeout(timeout) {
-            Ok(out) => out.expect("output"),
-            Err(_) => {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let out = rx.recv().expect("reaped").expect("output");
-                panic!(
-                    "{} {args:?} in {ns} ran past {timeout:?}: {}",
-                    program.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+        if let Ok(out) = rx.recv_timeout(timeout) {
+            return out.expect("output");
         }
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let out = rx.recv().expect("reaped").expect("output");
+        panic!(
+            "{} {args:?} in {ns} ran past {timeout:?}: {}",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
