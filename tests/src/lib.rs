@@ -8,6 +8,7 @@
 //! ([`eventually`]), never fixed sleeps.
 
 pub mod agent;
+pub mod measure;
 pub mod netns;
 pub mod nspawn;
 pub mod victoria;

@@ -26,6 +26,7 @@ use sonde_collector::store::Store;
 use sonde_proto::Role;
 use sonde_proto::v1::{PingStatus, ResultBatch, TcpStatus, record};
 use sonde_runtime::clock::unix_nanos;
+use sonde_tests::measure::{cpu_seconds, peak_rss_mib, percentile};
 use sonde_tests::{Proc, World, eventually};
 
 const TARGETS: usize = 10_000;
@@ -34,40 +35,6 @@ const NS: i64 = 1_000_000_000;
 
 fn addr(i: usize) -> String {
     format!("127.20.{}.{}", i / 250, i % 250 + 1)
-}
-
-/// User + system CPU seconds of a process so far.
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
-
-/// Peak resident set of a process, MiB.
-fn peak_rss_mib(pid: i32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM");
-    kib / 1024.0
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let i = ((v.len() - 1) as f64 * p).round() as usize;
-    v[i]
 }
 
 /// What the collector stored for `agent`, batch by batch.
