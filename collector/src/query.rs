@@ -337,17 +337,17 @@ fn cell(address: IpAddr, series: Option<&Vec<&Series>>, now_ns: i64) -> Cell {
     };
     // Merged from the buckets: means and losses do not average.
     let m = now_ns.div_euclid(MINUTE_NS);
-    let merge = |from: i64, to: i64| {
-        let mut b = Bucket::default();
-        for s in &merged {
-            b.merge(&s.minutes.sum(from, to));
-        }
-        b
-    };
-    let last_minute = merge(m - 1, m);
+    let mut last_minute = Bucket::default();
+    for s in &merged {
+        last_minute.merge(&s.minutes.get(m - 1));
+        last_minute.merge(&s.minutes.get(m));
+    }
     let timeline: Vec<Minute> = (m - 59..=m)
         .map(|unit| {
-            let b = merge(unit, unit);
+            let mut b = Bucket::default();
+            for s in &merged {
+                b.merge(&s.minutes.get(unit));
+            }
             Minute {
                 start_ms: unit * (MINUTE_NS / 1_000_000),
                 probes: b.probes,

@@ -434,6 +434,17 @@ impl Api {
         Ok((status, body))
     }
 
+    /// GET `path`: status and the raw body (no parsing).
+    pub async fn raw(&self, path: &str) -> Result<(u16, Vec<u8>), reqwest::Error> {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.bytes().await?.to_vec()))
+    }
+
     /// GET `path` expecting 200 and returning the JSON body.
     pub async fn ok(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.get(path).await.expect("API request");

@@ -73,11 +73,14 @@ impl Default for Settings {
     }
 }
 
-/// Every series, indexed by key; ids are positions + 1.
+/// Every series, indexed by key and by /24 (/64); ids are positions + 1.
 #[derive(Debug, Default)]
 pub struct Book {
     pub series: Vec<Series>,
     index: HashMap<SeriesKey, usize>,
+    /// Series positions by the prefix of their address (a series whose
+    /// address moved is listed under each prefix it had; readers check).
+    by_prefix: HashMap<ipnet::IpNet, Vec<usize>>,
 }
 
 impl Book {
@@ -87,7 +90,38 @@ impl Book {
             .enumerate()
             .map(|(i, s)| (s.key.clone(), i))
             .collect();
-        Self { series, index }
+        let mut book = Self {
+            series,
+            index,
+            by_prefix: HashMap::new(),
+        };
+        for i in 0..book.series.len() {
+            book.index_prefix(i, false);
+        }
+        book
+    }
+
+    /// Lists series `i` under its address's prefix; `moved` says it may
+    /// be listed there already (its address changed back).
+    fn index_prefix(&mut self, i: usize, moved: bool) {
+        if let Some(a) = self.series[i].address {
+            let list = self
+                .by_prefix
+                .entry(crate::observation::prefix_of(a))
+                .or_default();
+            if !(moved && list.contains(&i)) {
+                list.push(i);
+            }
+        }
+    }
+
+    /// The series that have (or had) an address in the /24 (/64) `p`.
+    pub fn in_prefix(&self, p: &ipnet::IpNet) -> impl Iterator<Item = &Series> {
+        self.by_prefix
+            .get(&crate::observation::prefix_of(p.addr()))
+            .into_iter()
+            .flatten()
+            .map(|i| &self.series[*i])
     }
 
     pub fn get(&self, key: &SeriesKey) -> Option<&Series> {
@@ -274,7 +308,13 @@ impl Analyzer {
         {
             let i = book.entry(&entry.tenant, &entry.agent, &o, &mut self.deltas);
             let s = &mut book.series[i];
+            let created = self.deltas.created.last() == Some(&s.id) && s.latest.is_none();
+            let moved = !created && o.address.is_some() && o.address != s.address;
             s.record(&o);
+            if created || moved {
+                book.index_prefix(i, moved);
+            }
+            let s = &mut book.series[i];
             self.deltas.record(s.id, &o);
             self.newest_ns = self.newest_ns.max(o.time_ns);
             self.stats
