@@ -238,17 +238,8 @@ impl QueryService for Queries {
                 latest: c.latest.as_ref().map(latest),
                 mean_ms_1m: c.mean_ms_1m,
                 loss_pct_1m: c.loss_pct_1m,
-                series: c
-                    .series
-                    .iter()
-                    .map(|s| pb::CellSeries {
-                        tenant: s.tenant.clone(),
-                        agent: s.agent.clone(),
-                        probe: s.probe.as_str().to_owned(),
-                        target: s.target.clone(),
-                        state: spelled(&s.state),
-                    })
-                    .collect(),
+                series: c.series,
+                series_down: c.series_down,
                 timeline: c.timeline.iter().map(minute).collect(),
             })
             .collect();

@@ -205,16 +205,6 @@ pub fn prefixes(book: &Book, access: &Access) -> Vec<PrefixView> {
         .collect()
 }
 
-/// The series behind one grid cell.
-#[derive(Debug, Clone, Serialize)]
-pub struct CellSeries {
-    pub tenant: String,
-    pub agent: String,
-    pub probe: Probe,
-    pub target: String,
-    pub state: State,
-}
-
 /// One address of a grid.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
@@ -227,9 +217,45 @@ pub struct Cell {
     /// Over the current and previous minute, all its series together.
     pub mean_ms_1m: Option<f64>,
     pub loss_pct_1m: Option<f64>,
-    pub series: Vec<CellSeries>,
+    /// Series measuring it, and how many of them are down (which ones:
+    /// `/api/v1/targets?prefix=ADDRESS/32`).
+    pub series: u32,
+    pub series_down: u32,
     /// 60 minutes, all its series merged (ping series when it has any).
+    /// In JSON as parallel arrays (see [`compact`]): a grid of 256 cells
+    /// stays small enough to refresh every few seconds.
+    #[serde(serialize_with = "compact", skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<Minute>,
+}
+
+/// A timeline as `{"start_ms", "step_ms", "probes": [..], "mean_ms": [..],
+/// "loss_pct": [..]}`, oldest first; a minute with no data has 0 probes
+/// and `null` mean and loss (never zeros). Times in ms rounded to µs.
+fn compact<S: serde::Serializer>(timeline: &[Minute], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let round = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
+    let mut m = s.serialize_map(Some(5))?;
+    m.serialize_entry("start_ms", &timeline.first().map_or(0, |t| t.start_ms))?;
+    m.serialize_entry("step_ms", &(MINUTE_NS / 1_000_000))?;
+    m.serialize_entry(
+        "probes",
+        &timeline.iter().map(|t| t.probes).collect::<Vec<_>>(),
+    )?;
+    m.serialize_entry(
+        "mean_ms",
+        &timeline
+            .iter()
+            .map(|t| round(t.mean_ms))
+            .collect::<Vec<_>>(),
+    )?;
+    m.serialize_entry(
+        "loss_pct",
+        &timeline
+            .iter()
+            .map(|t| round(t.loss_pct))
+            .collect::<Vec<_>>(),
+    )?;
+    m.end()
 }
 
 /// A prefix grid.
@@ -309,7 +335,8 @@ fn cell(address: IpAddr, series: Option<&Vec<&Series>>, now_ns: i64) -> Cell {
             latest: None,
             mean_ms_1m: None,
             loss_pct_1m: None,
-            series: Vec::new(),
+            series: 0,
+            series_down: 0,
             timeline: Vec::new(),
         };
     };
@@ -368,17 +395,9 @@ fn cell(address: IpAddr, series: Option<&Vec<&Series>>, now_ns: i64) -> Cell {
         latest,
         mean_ms_1m: last_minute.mean_ms(),
         loss_pct_1m: last_minute.loss_pct(),
-        series: series
-            .iter()
-            .zip(states)
-            .map(|(s, state)| CellSeries {
-                tenant: s.key.tenant.clone(),
-                agent: s.key.agent.clone(),
-                probe: s.key.probe,
-                target: s.key.target.clone(),
-                state,
-            })
-            .collect(),
+        series: u32::try_from(series.len()).unwrap_or(u32::MAX),
+        series_down: u32::try_from(states.iter().filter(|s| **s == State::Down).count())
+            .unwrap_or(u32::MAX),
         timeline,
     }
 }

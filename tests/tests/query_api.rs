@@ -263,7 +263,24 @@ async fn two_tenants_sharing_a_prefix_see_exactly_their_grants() {
     assert_eq!(monitored.len(), 2);
     assert_eq!(monitored[0]["address"], "10.70.1.5");
     assert_eq!(monitored[0]["state"], "up");
-    assert_eq!(monitored[0]["timeline"].as_array().unwrap().len(), 60);
+    let timeline = &monitored[0]["timeline"];
+    assert_eq!(timeline["probes"].as_array().unwrap().len(), 60);
+    assert_eq!(
+        timeline["mean_ms"].as_array().unwrap().last(),
+        Some(&serde_json::json!(2.0))
+    );
+    assert_eq!(
+        timeline["mean_ms"][0],
+        serde_json::Value::Null,
+        "no data is null, not 0"
+    );
+    assert_eq!(
+        (
+            monitored[0]["series"].as_u64(),
+            monitored[1]["series"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
     assert_eq!(cells[7]["monitored"], false);
     // The encoded form works the same.
     assert_eq!(
