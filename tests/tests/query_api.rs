@@ -94,6 +94,42 @@ async fn check_sondectl(world: &World) {
     );
 }
 
+/// The shared grid: 256 cells, two monitored, each with its timeline.
+async fn check_grid(acme: &sonde_tests::Api) {
+    let grid = acme.ok("/api/v1/prefixes/10.70.1.0/24").await;
+    let cells = grid["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 256);
+    let monitored: Vec<&serde_json::Value> =
+        cells.iter().filter(|c| c["monitored"] == true).collect();
+    assert_eq!(monitored.len(), 2);
+    assert_eq!(monitored[0]["address"], "10.70.1.5");
+    assert_eq!(monitored[0]["state"], "up");
+    let timeline = &monitored[0]["timeline"];
+    assert_eq!(timeline["probes"].as_array().unwrap().len(), 60);
+    assert_eq!(
+        timeline["mean_ms"].as_array().unwrap().last(),
+        Some(&serde_json::json!(2.0))
+    );
+    assert_eq!(
+        timeline["mean_ms"][0],
+        serde_json::Value::Null,
+        "no data is null, not 0"
+    );
+    assert_eq!(
+        (
+            monitored[0]["series"].as_u64(),
+            monitored[1]["series"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(cells[7]["monitored"], false);
+    // The encoded form works the same.
+    assert_eq!(
+        acme.ok("/api/v1/prefixes/10.70.1.0%2F24").await["monitored"],
+        2
+    );
+}
+
 /// Bad input: 400 with the parameter named.
 async fn check_bad_input(acme: &sonde_tests::Api) {
     let (status, body) = acme.get("/api/v1/prefixes/10.70.1.5/24").await.unwrap();
@@ -254,39 +290,7 @@ async fn two_tenants_sharing_a_prefix_see_exactly_their_grants() {
         ["10.70.1.0/24", "10.70.3.0/24"]
     );
 
-    // The shared grid: 256 cells, two monitored, each with its timeline.
-    let grid = acme.ok("/api/v1/prefixes/10.70.1.0/24").await;
-    let cells = grid["cells"].as_array().unwrap();
-    assert_eq!(cells.len(), 256);
-    let monitored: Vec<&serde_json::Value> =
-        cells.iter().filter(|c| c["monitored"] == true).collect();
-    assert_eq!(monitored.len(), 2);
-    assert_eq!(monitored[0]["address"], "10.70.1.5");
-    assert_eq!(monitored[0]["state"], "up");
-    let timeline = &monitored[0]["timeline"];
-    assert_eq!(timeline["probes"].as_array().unwrap().len(), 60);
-    assert_eq!(
-        timeline["mean_ms"].as_array().unwrap().last(),
-        Some(&serde_json::json!(2.0))
-    );
-    assert_eq!(
-        timeline["mean_ms"][0],
-        serde_json::Value::Null,
-        "no data is null, not 0"
-    );
-    assert_eq!(
-        (
-            monitored[0]["series"].as_u64(),
-            monitored[1]["series"].as_u64()
-        ),
-        (Some(1), Some(1))
-    );
-    assert_eq!(cells[7]["monitored"], false);
-    // The encoded form works the same.
-    assert_eq!(
-        acme.ok("/api/v1/prefixes/10.70.1.0%2F24").await["monitored"],
-        2
-    );
+    check_grid(&acme).await;
 
     // Another tenant's prefix: 403 naming it, nothing else.
     let (status, body) = acme.get("/api/v1/prefixes/10.70.3.0/24").await.unwrap();
