@@ -206,9 +206,10 @@ impl Collector {
             let _ = liveness_task.await;
         });
         let export = spawn_consumers(&config, &store, &shutdown, &mut tasks)?;
-        let (settings, s) = (config.analysis, store.clone());
+        let (settings, s, keep) = (config.analysis, store.clone(), config.retention.aggregates);
         let analyzer = tokio::task::spawn_blocking(move || {
             analysis::Analyzer::load(&s, settings, analysis::Clock::new())
+                .map(|a| a.with_retention(keep))
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))??;

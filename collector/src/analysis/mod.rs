@@ -228,7 +228,12 @@ pub struct Analyzer {
     position: i64,
     /// Newest send time analysed: the correlator's "now".
     newest_ns: i64,
+    /// How long minute and hour aggregates are kept.
+    retention: Duration,
 }
+
+/// How often aggregates past the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 impl Analyzer {
     /// Loads the analysis state from the store.
@@ -271,7 +276,32 @@ impl Analyzer {
             rows: restored.rows,
             position,
             newest_ns,
+            retention: Duration::from_secs(7 * 86_400),
         })
+    }
+
+    /// Keeps aggregates for `d` (default 7 days).
+    #[must_use]
+    pub fn with_retention(mut self, d: Duration) -> Self {
+        self.retention = d;
+        self
+    }
+
+    /// Deletes aggregates older than the retention (by the collector's
+    /// clock), in bounded steps; returns how many rows went.
+    pub fn prune(&self) -> Result<usize, StoreError> {
+        let cutoff = self
+            .clock
+            .now_ns()
+            .saturating_sub(i64::try_from(self.retention.as_nanos()).unwrap_or(i64::MAX));
+        let mut total = 0;
+        loop {
+            let n = self.store.with(|c| persist::prune(c, cutoff, 20_000))?;
+            total += n;
+            if n < 20_000 {
+                return Ok(total);
+            }
+        }
     }
 
     pub fn handle(&self) -> Handle {
@@ -436,6 +466,7 @@ impl Analyzer {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let poll = Duration::from_millis(200);
         let mut last_checkpoint = Instant::now();
+        let mut last_prune: Option<Instant> = None;
         loop {
             let position = self.position;
             let store = self.store.clone();
@@ -481,6 +512,21 @@ impl Analyzer {
             }
             if shutdown.is_cancelled() {
                 return;
+            }
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(Instant::now());
+                let (back, result) = tokio::task::spawn_blocking(move || {
+                    let r = self.prune();
+                    (self, r)
+                })
+                .await
+                .expect("analysis prune panicked");
+                self = back;
+                match result {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "aggregates past the retention deleted"),
+                    Err(e) => tracing::error!(error = %e, "cannot delete old aggregates"),
+                }
             }
             if caught_up {
                 tokio::select! {

@@ -480,3 +480,26 @@ fn an_outage_open_across_a_restart_is_reported_once() {
     assert_eq!(end.detail["lost"], 12 + 80);
     assert_eq!(end.detail["end_ms"], (T0 + 25 * S) / 1_000_000);
 }
+
+#[test]
+fn aggregates_past_the_retention_are_deleted() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default()).with_retention(Duration::from_secs(86_400));
+    let t = "10.7.0.1";
+    an.apply(&entry(
+        "edge-1",
+        vec![ping(t, T0 - 3 * 86_400 * S, Some(1.0))],
+    ));
+    an.apply(&entry("edge-1", vec![ping(t, T0 - 3600 * S, Some(2.0))]));
+    an.checkpoint().unwrap();
+    let rows = |table: &str| -> i64 {
+        store
+            .with(|c| c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)))
+            .unwrap()
+    };
+    assert_eq!((rows("minute_buckets"), rows("hour_buckets")), (2, 2));
+    // One minute row and one hour row are older than a day.
+    assert_eq!(an.prune().unwrap(), 2);
+    assert_eq!((rows("minute_buckets"), rows("hour_buckets")), (1, 1));
+    assert_eq!(an.prune().unwrap(), 0);
+}
