@@ -118,6 +118,25 @@ async fn prune_log(
     }
 }
 
+/// Loads the analysis state and starts its task.
+async fn start_analysis(
+    config: &Config,
+    store: &Store,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<analysis::Handle, StartError> {
+    let (settings, s, keep) = (config.analysis, store.clone(), config.retention.aggregates);
+    let analyzer = tokio::task::spawn_blocking(move || {
+        analysis::Analyzer::load(&s, settings, analysis::Clock::new())
+            .map(|a| a.with_retention(keep))
+    })
+    .await
+    .map_err(|e| StoreError::Join(e.to_string()))??;
+    let handle = analyzer.handle();
+    tasks.spawn(analyzer.run(shutdown.clone()));
+    Ok(handle)
+}
+
 /// Starts the ingest-log consumers (the exporter when configured) and the
 /// log pruner that follows them.
 fn spawn_consumers(
@@ -206,15 +225,7 @@ impl Collector {
             let _ = liveness_task.await;
         });
         let export = spawn_consumers(&config, &store, &shutdown, &mut tasks)?;
-        let (settings, s, keep) = (config.analysis, store.clone(), config.retention.aggregates);
-        let analyzer = tokio::task::spawn_blocking(move || {
-            analysis::Analyzer::load(&s, settings, analysis::Clock::new())
-                .map(|a| a.with_retention(keep))
-        })
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))??;
-        let analysis = analyzer.handle();
-        tasks.spawn(analyzer.run(shutdown.clone()));
+        let analysis = start_analysis(&config, &store, &shutdown, &mut tasks).await?;
         let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
         let shared = Arc::new(Shared {
             store,
