@@ -1,7 +1,8 @@
 //! Outage correlation with real agents probing real hosts in network
 //! namespaces: one agent's network cut off, one target cut off for three
 //! agents, 200 of the 254 hosts of a /24 cut off — each is one outage of
-//! the right kind, not hundreds.
+//! the right kind, not hundreds; an agent that stops is "agent missing"
+//! and no outage.
 //!
 //! ```text
 //!   a1 ─┐                         ┌ 10.82.0.1–254 (the /24)
@@ -27,7 +28,7 @@ struct Setup {
     core: String,
     tgt: String,
     agents: Vec<String>,
-    _procs: Vec<Proc>,
+    procs: Vec<Proc>,
 }
 
 fn spawn_in(ns: &str, program: &str, config: &Path, log: std::path::PathBuf) -> Proc {
@@ -132,7 +133,7 @@ fn setup() -> Setup {
         core,
         tgt,
         agents,
-        _procs: procs,
+        procs,
     }
 }
 
@@ -220,7 +221,7 @@ async fn one_outage(s: &Setup, ns: &str, rules: &str, scope: &str, subject: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_are_attributed_to_their_cause() {
-    let s = setup();
+    let mut s = setup();
     // All three agents connected and every target up.
     eventually(
         "3 agents × 284 targets up",
@@ -257,4 +258,24 @@ async fn outages_are_attributed_to_their_cause() {
     let drop_200 = "table inet t {\n chain in {\n type filter hook input priority 0;\n \
                     ip daddr 10.82.0.1-10.82.0.200 icmp type echo-request drop\n }\n}\n";
     one_outage(&s, &s.tgt, drop_200, "prefix", "10.82.0.0/24").await;
+
+    // 4. An agent that stops is "agent missing", not outages of its
+    // targets.
+    let before = outage_events(&s).len();
+    s.procs[3].kill9();
+    eventually("a3 missing", Duration::from_secs(30), || async {
+        let v = ctl(&s, &["events", "--limit", "1000"])?;
+        v["events"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "agent-missing" && e["agent"] == "a3")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(
+        outage_events(&s)[before..],
+        [],
+        "outages for a missing agent's targets"
+    );
 }
