@@ -375,13 +375,7 @@ fn cell(address: IpAddr, series: Option<&Vec<&Series>>, now_ns: i64) -> Cell {
             for s in &merged {
                 b.merge(&s.minutes.get(unit));
             }
-            Minute {
-                start_ms: unit * (MINUTE_NS / 1_000_000),
-                probes: b.probes,
-                mean_ms: b.mean_ms(),
-                loss_pct: b.loss_pct(),
-                no_data: b.probes == 0,
-            }
+            Minute::of(unit, &b)
         })
         .collect();
     let latest = merged

@@ -422,16 +422,13 @@ impl Api {
         }
     }
 
-    /// GET `path`: status and JSON body.
+    /// GET `path`: status and JSON body (`null` when not JSON).
     pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value), reqwest::Error> {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await?;
-        let status = r.status().as_u16();
-        let body = r.json().await.unwrap_or(serde_json::Value::Null);
-        Ok((status, body))
+        let (status, body) = self.raw(path).await?;
+        Ok((
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        ))
     }
 
     /// GET `path`: status and the raw body (no parsing).

@@ -101,32 +101,38 @@ impl Detector {
     }
 }
 
+/// A reached trace over `hops` (empty address: silent hop), for tests.
+#[cfg(test)]
+pub(crate) fn test_trace(t: i64, hops: &[&str], hash: u64) -> TraceResult {
+    TraceResult {
+        target: "10.9.0.1".into(),
+        address: "10.9.0.1".into(),
+        started_unix_nanos: t,
+        hops: hops
+            .iter()
+            .zip(1..)
+            .map(|(a, ttl)| sonde_proto::v1::TraceHop {
+                ttl,
+                address: (*a).to_owned(),
+                rtt_nanos: vec![1_000_000],
+                probes: 1,
+            })
+            .collect(),
+        reached: true,
+        path_hash: hash,
+        ..TraceResult::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonde_proto::v1::TraceHop;
 
     fn trace(t: i64, hops: &[&str]) -> TraceResult {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         hops.hash(&mut h);
-        let hash = h.finish();
-        TraceResult {
-            started_unix_nanos: t,
-            hops: hops
-                .iter()
-                .zip(1..)
-                .map(|(a, ttl)| TraceHop {
-                    ttl,
-                    address: (*a).to_owned(),
-                    rtt_nanos: vec![1],
-                    probes: 1,
-                })
-                .collect(),
-            reached: true,
-            path_hash: hash,
-            ..TraceResult::default()
-        }
+        test_trace(t, hops, h.finish())
     }
 
     #[test]

@@ -114,6 +114,19 @@ pub struct Minute {
     pub no_data: bool,
 }
 
+impl Minute {
+    /// The timeline entry of minute `unit` (minutes since the epoch).
+    pub fn of(unit: i64, b: &Bucket) -> Self {
+        Self {
+            start_ms: unit * (MINUTE_NS / 1_000_000),
+            probes: b.probes,
+            mean_ms: b.mean_ms(),
+            loss_pct: b.loss_pct(),
+            no_data: b.probes == 0,
+        }
+    }
+}
+
 impl Series {
     pub fn new(id: i64, key: SeriesKey, address: Option<IpAddr>) -> Self {
         Self {
@@ -163,16 +176,7 @@ impl Series {
     pub fn timeline(&self, now_ns: i64) -> Vec<Minute> {
         let m = self.minutes.unit(now_ns);
         (m - 59..=m)
-            .map(|unit| {
-                let b = self.minutes.get(unit);
-                Minute {
-                    start_ms: unit * (MINUTE_NS / 1_000_000),
-                    probes: b.probes,
-                    mean_ms: b.mean_ms(),
-                    loss_pct: b.loss_pct(),
-                    no_data: b.probes == 0,
-                }
-            })
+            .map(|unit| Minute::of(unit, &self.minutes.get(unit)))
             .collect()
     }
 }

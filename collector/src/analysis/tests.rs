@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use prost::Message as _;
-use sonde_proto::v1::{PingResult, PingStatus, Record, ResultBatch, TraceHop, TraceResult, record};
+use sonde_proto::v1::{PingResult, PingStatus, Record, ResultBatch, record};
 
 use super::*;
 use crate::store::{EventQuery, EventRow, Scope};
@@ -227,6 +227,22 @@ fn outage_events(store: &Store) -> Vec<(EventKind, String, String)> {
         .collect()
 }
 
+/// The start and end events of one outage.
+fn start_and_end(scope: &str, subject: &str) -> Vec<(EventKind, String, String)> {
+    [EventKind::OutageStart, EventKind::OutageEnd]
+        .into_iter()
+        .map(|k| (k, scope.to_owned(), subject.to_owned()))
+        .collect()
+}
+
+/// The (first) outage-end event.
+fn end_event(store: &Store) -> EventRow {
+    events(store)
+        .into_iter()
+        .find(|e| e.kind == EventKind::OutageEnd)
+        .expect("an outage-end event")
+}
+
 fn hosts(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|i| format!("{prefix}.{i}")).collect()
 }
@@ -246,23 +262,9 @@ fn an_agent_losing_its_network_is_one_outage() {
     an.checkpoint().unwrap();
     assert_eq!(
         outage_events(&store),
-        vec![
-            (
-                EventKind::OutageStart,
-                "agent-network".into(),
-                "acme/edge-1".into()
-            ),
-            (
-                EventKind::OutageEnd,
-                "agent-network".into(),
-                "acme/edge-1".into()
-            ),
-        ]
+        start_and_end("agent-network", "acme/edge-1")
     );
-    let end = events(&store)
-        .into_iter()
-        .find(|e| e.kind == EventKind::OutageEnd)
-        .unwrap();
+    let end = end_event(&store);
     // 5 targets × 20 lost probes; from round 5 to the first answer (25).
     assert_eq!(end.detail["lost"], 100);
     assert_eq!(end.detail["start_ms"], (T0 + 5 * S) / 1_000_000);
@@ -286,17 +288,8 @@ fn a_target_down_for_three_agents_is_one_target_outage() {
         t == "10.2.2.1" && (5..30).contains(&r)
     });
     an.checkpoint().unwrap();
-    assert_eq!(
-        outage_events(&store),
-        vec![
-            (EventKind::OutageStart, "target".into(), "10.2.2.1".into()),
-            (EventKind::OutageEnd, "target".into(), "10.2.2.1".into()),
-        ]
-    );
-    let end = events(&store)
-        .into_iter()
-        .find(|e| e.kind == EventKind::OutageEnd)
-        .unwrap();
+    assert_eq!(outage_events(&store), start_and_end("target", "10.2.2.1"));
+    let end = end_event(&store);
     assert_eq!(
         (end.detail["series"].clone(), end.detail["lost"].clone()),
         (3.into(), 75.into())
@@ -321,14 +314,7 @@ fn most_of_a_slash_24_down_is_one_prefix_outage() {
     an.checkpoint().unwrap();
     assert_eq!(
         outage_events(&store),
-        vec![
-            (
-                EventKind::OutageStart,
-                "prefix".into(),
-                "10.3.0.0/24".into()
-            ),
-            (EventKind::OutageEnd, "prefix".into(), "10.3.0.0/24".into()),
-        ]
+        start_and_end("prefix", "10.3.0.0/24")
     );
 }
 
@@ -378,24 +364,7 @@ fn route_changes_are_events_with_both_hop_lists() {
     let store = Store::open(Path::new(":memory:")).unwrap();
     let mut an = analyzer(&store, Settings::default());
     let trace = |t: i64, hops: &[&str], hash: u64| Record {
-        kind: Some(record::Kind::Trace(TraceResult {
-            target: "10.9.0.1".into(),
-            address: "10.9.0.1".into(),
-            started_unix_nanos: t,
-            hops: hops
-                .iter()
-                .zip(1..)
-                .map(|(a, ttl)| TraceHop {
-                    ttl,
-                    address: (*a).into(),
-                    rtt_nanos: vec![1_000_000],
-                    probes: 1,
-                })
-                .collect(),
-            reached: true,
-            path_hash: hash,
-            ..TraceResult::default()
-        })),
+        kind: Some(record::Kind::Trace(route::test_trace(t, hops, hash))),
     };
     let a = ["10.0.0.1", "10.9.0.1"];
     let b = ["10.0.0.2", "10.9.0.1"];
@@ -459,23 +428,9 @@ fn an_outage_open_across_a_restart_is_reported_once() {
     again.checkpoint().unwrap();
     assert_eq!(
         outage_events(&store),
-        vec![
-            (
-                EventKind::OutageStart,
-                "agent-network".into(),
-                "acme/edge-1".into()
-            ),
-            (
-                EventKind::OutageEnd,
-                "agent-network".into(),
-                "acme/edge-1".into()
-            ),
-        ]
+        start_and_end("agent-network", "acme/edge-1")
     );
-    let end = events(&store)
-        .into_iter()
-        .find(|e| e.kind == EventKind::OutageEnd)
-        .unwrap();
+    let end = end_event(&store);
     // 10.6.1.1 lost rounds 5–16 (12), the other four rounds 5–24 (4 × 20).
     assert_eq!(end.detail["lost"], 12 + 80);
     assert_eq!(end.detail["end_ms"], (T0 + 25 * S) / 1_000_000);
