@@ -259,6 +259,13 @@ impl Influx {
     fn validate(&self, source: &Source) -> Result<(), ConfigError> {
         let url = reqwest_influx::Url::parse(&self.url)
             .map_err(|e| source.error("influxdb.url", format!("{:?}: {e}", self.url)))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            // It would end up in logs with every error naming the URL.
+            return Err(source.error(
+                "influxdb.url",
+                "must not carry credentials; give the token in token or token-file",
+            ));
+        }
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(source.error(
                 "influxdb.url",

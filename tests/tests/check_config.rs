@@ -125,6 +125,29 @@ fn collector_check_config_names_file_line_and_key() {
         &[&format!("{file}:10:"), "key `heartbeat.grace`"],
     );
 
+    // The new sections: named keys, and no secrets in the InfluxDB URL.
+    for (table, needles) in [
+        (
+            "[influxdb]\nurl = \"http://user:pw@127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\n",
+            vec!["key `influxdb.url`", "must not carry credentials"],
+        ),
+        (
+            "[influxdb]\nurl = \"ftp://127.0.0.1\"\norg = \"o\"\nbucket = \"b\"\n",
+            vec!["key `influxdb.url`", "http://HOST"],
+        ),
+        (
+            "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.1.2.7/24\"]\n",
+            vec!["key `tenant[0].prefixes`", "did you mean 10.1.2.0/24"],
+        ),
+        (
+            "[analysis.outage]\nfailures = 4\nof = 3\n",
+            vec!["key `analysis.outage.failures`"],
+        ),
+    ] {
+        std::fs::write(&good, format!("{text_of}{table}")).unwrap();
+        expect_error("sonde-collector", &good, &needles);
+    }
+
     // A certificate file that does not exist.
     std::fs::write(&good, text_of.replace("collector.pem", "missing.pem")).unwrap();
     expect_error(
