@@ -89,7 +89,7 @@ fn latest(l: &Latest) -> pb::Latest {
     pb::Latest {
         time_ms: l.time_ns.div_euclid(1_000_000),
         rtt_ms: l.rtt_ms,
-        status: l.status.clone(),
+        status: l.status.to_owned(),
     }
 }
 

@@ -79,6 +79,30 @@ impl Observation<'_> {
     }
 }
 
+/// Every status [`observe`] gives, for reading one back from the store.
+const STATUSES: [&str; 11] = [
+    "ok",
+    "timeout",
+    "send-error",
+    "resolve-error",
+    "unreachable",
+    "refused",
+    "reset",
+    "other",
+    "error",
+    "unreached",
+    "unknown",
+];
+
+/// The status named `s` (a stored one), `unknown` when not one of ours.
+pub fn status_named(s: &str) -> &'static str {
+    STATUSES
+        .iter()
+        .find(|k| **k == s)
+        .copied()
+        .unwrap_or("unknown")
+}
+
 /// The /24 (IPv4) or /64 (IPv6) an address belongs to: the unit of the
 /// grid views and of prefix outages.
 pub fn prefix_of(addr: IpAddr) -> IpNet {
@@ -246,5 +270,8 @@ mod tests {
             (o.target.as_str(), o.address, o.ok()),
             ("www.example.net", None, false)
         );
+        // Every status observe gives reads back from the store as itself.
+        assert_eq!(status_named(o.status), "resolve-error");
+        assert_eq!(status_named("bogus"), "unknown");
     }
 }

@@ -32,6 +32,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::Book;
 use super::outage::Outage;
 use super::persist::{NewEvent, OpenOutage, OutageRow};
 use super::series::Series;
@@ -191,14 +192,15 @@ impl Correlator {
     /// attributed now (it was real, only brief).
     pub fn up(
         &mut self,
-        series: &[Series],
+        book: &Book,
         t: &Thresholds,
+        now_ns: i64,
         id: i64,
         ended: &Outage,
         out: &mut Output,
     ) {
         if self.pending.contains(&id) {
-            self.attribute(series, t, &[id], out);
+            self.attribute(book, t, now_ns, &[id], out);
         }
         let Some(cause) = self.member_of.remove(&id) else {
             return;
@@ -223,7 +225,7 @@ impl Correlator {
         let detail = json!({
             "outage": g.id,
             "scope": cause.scope(),
-            "subject": describe(&cause, series),
+            "subject": describe(&cause, book),
             "start_ms": ms(g.start_ns),
             "end_ms": ms(g.end_ns),
             "duration_s": duration_s,
@@ -246,37 +248,42 @@ impl Correlator {
     }
 
     /// Attributes the series that have been down for `settle` at `now_ns`.
-    pub fn evaluate(&mut self, series: &[Series], t: &Thresholds, now_ns: i64, out: &mut Output) {
+    pub fn evaluate(&mut self, book: &Book, t: &Thresholds, now_ns: i64, out: &mut Output) {
         let settle = i64::try_from(t.settle.as_nanos()).unwrap_or(i64::MAX);
         let ready: Vec<i64> = self
             .pending
             .iter()
             .copied()
             .filter(|id| {
-                by_id(series, *id)
+                book.by_id(*id)
                     .and_then(|s| s.outage.open())
                     .is_none_or(|o| o.start_ns.saturating_add(settle) <= now_ns)
             })
             .collect();
         if !ready.is_empty() {
-            self.attribute(series, t, &ready, out);
+            self.attribute(book, t, now_ns, &ready, out);
         }
     }
 
-    fn attribute(&mut self, series: &[Series], t: &Thresholds, ids: &[i64], out: &mut Output) {
-        let newest = series
-            .iter()
-            .filter_map(|s| s.latest.as_ref().map(|l| l.time_ns))
-            .max()
-            .unwrap_or(0);
+    /// Attributes the series `ids` (see the module docs). `now_ns` is the
+    /// newest send time analysed, what "active" is measured from. Only the
+    /// series of the agents and prefixes involved are looked at.
+    fn attribute(
+        &mut self,
+        book: &Book,
+        t: &Thresholds,
+        now_ns: i64,
+        ids: &[i64],
+        out: &mut Output,
+    ) {
         let active_ns = i64::try_from(t.active.as_nanos()).unwrap_or(i64::MAX);
         let active = |s: &Series| {
             s.latest
                 .as_ref()
-                .is_some_and(|l| l.time_ns >= newest.saturating_sub(active_ns))
+                .is_some_and(|l| l.time_ns >= now_ns.saturating_sub(active_ns))
         };
         let down = |s: &Series| s.outage.open().is_some();
-        let mut left: Vec<&Series> = ids.iter().filter_map(|id| by_id(series, *id)).collect();
+        let mut left: Vec<&Series> = ids.iter().filter_map(|id| book.by_id(*id)).collect();
         for id in ids {
             self.pending.remove(id);
         }
@@ -285,13 +292,8 @@ impl Correlator {
         let agents: BTreeSet<AgentKey> = left.iter().map(|s| agent_of(s)).collect();
         let mut cut_agents = HashSet::new();
         for a in agents {
-            let mine = || {
-                series
-                    .iter()
-                    .filter(|s| s.key.tenant == a.tenant && s.key.agent == a.name)
-            };
-            let monitored = mine().filter(|s| active(s) || down(s)).count();
-            let failing = mine().filter(|s| down(s)).count();
+            let (monitored, failing) =
+                count_down(book.of_agent(&a).filter(|s| active(s) || down(s)), down);
             #[allow(clippy::cast_precision_loss)]
             let share = failing as f64 / monitored.max(1) as f64;
             if failing >= t.agent_min && share >= t.agent_share {
@@ -299,19 +301,19 @@ impl Correlator {
                 let (hit, rest): (Vec<_>, Vec<_>) =
                     left.into_iter().partition(|s| agent_of(s) == a);
                 left = rest;
-                self.join(Cause::AgentNetwork(a), &hit, series, out);
+                self.join(Cause::AgentNetwork(a), &hit, book, out);
             }
         }
         let counted = |s: &Series| !cut_agents.contains(&agent_of(s)) && (active(s) || down(s));
 
-        // 2. Prefix.
+        // 2. Prefix: every series of a host lives in the host's prefix.
         let prefixes: BTreeSet<IpNet> = left
             .iter()
             .filter_map(|s| s.address.map(prefix_of))
             .collect();
         for p in prefixes {
             let mut hosts: HashMap<IpAddr, (usize, usize)> = HashMap::new();
-            for s in series.iter().filter(|s| counted(s)) {
+            for s in book.in_prefix(&p).filter(|s| counted(s)) {
                 if let Some(a) = s.address.filter(|a| p.contains(a)) {
                     let e = hosts.entry(a).or_default();
                     e.0 += 1;
@@ -326,29 +328,31 @@ impl Correlator {
                     .into_iter()
                     .partition(|s| s.address.is_some_and(|a| p.contains(&a)));
                 left = rest;
-                self.join(Cause::Prefix(p), &hit, series, out);
+                self.join(Cause::Prefix(p), &hit, book, out);
             }
         }
 
-        // 3. Target, else 4. path.
+        // 3. Target, else 4. path. The other agents probing the same
+        // address are in its prefix; a target without an address is
+        // compared across every series of its kind.
         for s in left {
             let subj = subject(s);
-            let probing: Vec<&Series> = series
-                .iter()
-                .filter(|o| counted(o) && o.key.probe == s.key.probe && subject(o) == subj)
-                .collect();
-            let failing = probing.iter().filter(|o| down(o)).count();
-            let cause = if failing >= t.target_agents || failing == probing.len() {
+            let same = |o: &&Series| counted(o) && o.key.probe == s.key.probe && subject(o) == subj;
+            let (probing, failing) = match s.address {
+                Some(a) => count_down(book.in_prefix(&prefix_of(a)).filter(same), down),
+                None => count_down(book.series.iter().filter(same), down),
+            };
+            let cause = if failing >= t.target_agents || failing == probing {
                 Cause::Target(subj)
             } else {
                 Cause::Path(s.id)
             };
-            self.join(cause, &[s], series, out);
+            self.join(cause, &[s], book, out);
         }
     }
 
     #[allow(clippy::needless_pass_by_value)]
-    fn join(&mut self, cause: Cause, hit: &[&Series], series: &[Series], out: &mut Output) {
+    fn join(&mut self, cause: Cause, hit: &[&Series], book: &Book, out: &mut Output) {
         if hit.is_empty() {
             return;
         }
@@ -366,7 +370,7 @@ impl Correlator {
             let detail = json!({
                 "outage": id,
                 "scope": cause.scope(),
-                "subject": describe(&cause, series),
+                "subject": describe(&cause, book),
                 "start_ms": ms(start),
                 "series": hit.len(),
                 "agents": agents.iter().take(20).collect::<Vec<_>>(),
@@ -381,11 +385,11 @@ impl Correlator {
                 id,
                 scope: cause.scope(),
                 tenant,
-                subject: describe(&cause, series),
+                subject: describe(&cause, book),
                 start_ns: start,
                 detail: detail.clone(),
             });
-            let prefix = event_prefix(&cause, series);
+            let prefix = event_prefix(&cause, book);
             out.events.push(NewEvent {
                 at_ms: ms(start),
                 agent: agent.clone(),
@@ -429,12 +433,12 @@ impl Correlator {
     /// that were in them, so a restart neither reports them again nor
     /// forgets to end them. One whose members all lost their open state
     /// (not expected: both are written in one transaction) is ended.
-    pub fn restore(&mut self, open: Vec<OpenOutage>, series: &[Series], out: &mut Output) {
+    pub fn restore(&mut self, open: Vec<OpenOutage>, book: &Book, out: &mut Output) {
         for o in open {
             let members: Vec<&Series> = o
                 .members
                 .iter()
-                .filter_map(|id| by_id(series, *id))
+                .filter_map(|id| book.by_id(*id))
                 .filter(|s| s.outage.open().is_some())
                 .collect();
             let cause = match o.scope.as_str() {
@@ -469,7 +473,7 @@ impl Correlator {
                 lost: o.lost,
                 end_ns: o.start_ns,
                 agent: agent_of(first),
-                prefix: event_prefix(&cause, series),
+                prefix: event_prefix(&cause, book),
             };
             for s in &members {
                 g.members.insert(s.id);
@@ -481,35 +485,26 @@ impl Correlator {
             self.groups.insert(cause, g);
         }
     }
-
-    /// Open outages: (id, scope, members now).
-    pub fn open(&self) -> Vec<(i64, &'static str, usize)> {
-        let mut v: Vec<_> = self
-            .groups
-            .iter()
-            .map(|(c, g)| (g.id, c.scope(), g.members.len()))
-            .collect();
-        v.sort_unstable();
-        v
-    }
 }
 
-fn by_id(series: &[Series], id: i64) -> Option<&Series> {
-    usize::try_from(id - 1)
-        .ok()
-        .and_then(|i| series.get(i))
-        .filter(|s| s.id == id)
+/// How many of `series` there are, and how many are down.
+fn count_down<'a>(
+    series: impl Iterator<Item = &'a Series>,
+    down: impl Fn(&Series) -> bool,
+) -> (usize, usize) {
+    series.fold((0, 0), |(n, d), s| (n + 1, d + usize::from(down(s))))
 }
 
 /// The prefix an outage's events name, so the tenants granted it see
 /// them: the prefix itself, the target's, or the path's target's; none
 /// for an agent's network (its tenant's business).
-fn event_prefix(cause: &Cause, series: &[Series]) -> Option<String> {
+fn event_prefix(cause: &Cause, book: &Book) -> Option<String> {
     match cause {
         Cause::AgentNetwork(_) => None,
         Cause::Prefix(p) => Some(p.to_string()),
         Cause::Target(t) => t.parse::<IpAddr>().ok().map(|a| prefix_of(a).to_string()),
-        Cause::Path(id) => by_id(series, *id)
+        Cause::Path(id) => book
+            .by_id(*id)
             .and_then(|s| s.address)
             .map(|a| prefix_of(a).to_string()),
     }
@@ -517,12 +512,12 @@ fn event_prefix(cause: &Cause, series: &[Series]) -> Option<String> {
 
 /// The subject of an outage as text: `tenant/agent`, a prefix, a target,
 /// or `tenant/agent → target` for a path.
-fn describe(cause: &Cause, series: &[Series]) -> String {
+fn describe(cause: &Cause, book: &Book) -> String {
     match cause {
         Cause::AgentNetwork(a) => a.to_string(),
         Cause::Prefix(p) => p.to_string(),
         Cause::Target(t) => t.clone(),
-        Cause::Path(id) => by_id(series, *id).map_or_else(
+        Cause::Path(id) => book.by_id(*id).map_or_else(
             || format!("series {id}"),
             |s| format!("{}/{} → {}", s.key.tenant, s.key.agent, s.key.target),
         ),

@@ -73,11 +73,14 @@ impl Default for Settings {
     }
 }
 
-/// Every series, indexed by key and by /24 (/64); ids are positions + 1.
+/// Every series, indexed by agent (then probe kind and target) and by
+/// /24 (/64); ids are positions + 1.
 #[derive(Debug, Default)]
 pub struct Book {
     pub series: Vec<Series>,
-    index: HashMap<SeriesKey, usize>,
+    /// Positions by agent, probe kind and target: the agent is looked up
+    /// once per batch, a result's series with its target alone.
+    by_agent: HashMap<AgentKey, HashMap<Probe, HashMap<String, usize>>>,
     /// Series positions by the prefix of their address (a series whose
     /// address moved is listed under each prefix it had; readers check).
     by_prefix: HashMap<ipnet::IpNet, Vec<usize>>,
@@ -85,17 +88,21 @@ pub struct Book {
 
 impl Book {
     fn from_series(series: Vec<Series>) -> Self {
-        let index = series
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.key.clone(), i))
-            .collect();
         let mut book = Self {
             series,
-            index,
-            by_prefix: HashMap::new(),
+            ..Self::default()
         };
         for i in 0..book.series.len() {
+            let key = &book.series[i].key;
+            book.by_agent
+                .entry(AgentKey {
+                    tenant: key.tenant.clone(),
+                    name: key.agent.clone(),
+                })
+                .or_default()
+                .entry(key.probe)
+                .or_default()
+                .insert(key.target.clone(), i);
             book.index_prefix(i, false);
         }
         book
@@ -124,31 +131,63 @@ impl Book {
             .map(|i| &self.series[*i])
     }
 
-    pub fn get(&self, key: &SeriesKey) -> Option<&Series> {
-        self.index.get(key).map(|i| &self.series[*i])
+    /// Every series of one agent.
+    pub fn of_agent(&self, agent: &AgentKey) -> impl Iterator<Item = &Series> {
+        self.by_agent
+            .get(agent)
+            .into_iter()
+            .flat_map(HashMap::values)
+            .flat_map(HashMap::values)
+            .map(|i| &self.series[*i])
     }
 
-    /// The series of a result, created on first sight.
-    fn entry(
-        &mut self,
-        tenant: &str,
-        agent: &str,
-        o: &Observation<'_>,
-        deltas: &mut Deltas,
-    ) -> usize {
-        let key = SeriesKey {
-            tenant: tenant.to_owned(),
-            agent: agent.to_owned(),
-            probe: o.probe,
-            target: o.target.clone(),
+    /// The series with id `id`.
+    pub fn by_id(&self, id: i64) -> Option<&Series> {
+        usize::try_from(id - 1)
+            .ok()
+            .and_then(|i| self.series.get(i))
+            .filter(|s| s.id == id)
+    }
+
+    fn position(&self, agent: &AgentKey, probe: Probe, target: &str) -> Option<usize> {
+        self.by_agent.get(agent)?.get(&probe)?.get(target).copied()
+    }
+
+    pub fn get(&self, key: &SeriesKey) -> Option<&Series> {
+        let agent = AgentKey {
+            tenant: key.tenant.clone(),
+            name: key.agent.clone(),
         };
-        if let Some(i) = self.index.get(&key) {
-            return *i;
+        self.position(&agent, key.probe, &key.target)
+            .map(|i| &self.series[i])
+    }
+
+    /// The series of a result of `agent`, created (and indexed) on first
+    /// sight; `o`'s address is re-indexed when it moved.
+    fn entry(&mut self, agent: &AgentKey, o: &Observation<'_>, deltas: &mut Deltas) -> usize {
+        if let Some(i) = self.position(agent, o.probe, &o.target) {
+            if o.address.is_some() && o.address != self.series[i].address {
+                self.series[i].address = o.address;
+                self.index_prefix(i, true);
+            }
+            return i;
         }
         let i = self.series.len();
         let id = i64::try_from(i).unwrap_or(i64::MAX) + 1;
-        self.series.push(Series::new(id, key.clone(), o.address));
-        self.index.insert(key, i);
+        let key = SeriesKey {
+            tenant: agent.tenant.clone(),
+            agent: agent.name.clone(),
+            probe: o.probe,
+            target: o.target.clone(),
+        };
+        self.series.push(Series::new(id, key, o.address));
+        self.by_agent
+            .entry(agent.clone())
+            .or_default()
+            .entry(o.probe)
+            .or_default()
+            .insert(o.target.clone(), i);
+        self.index_prefix(i, false);
         deltas.created.push(id);
         i
     }
@@ -247,15 +286,17 @@ impl Analyzer {
                 persist::open_outages(c)?,
             ))
         })?;
+        let book = Book::from_series(series);
         let mut correlator = Correlator::new(next_outage);
-        for s in &series {
+        for s in &book.series {
             if s.outage.open().is_some() {
                 correlator.down(s.id);
             }
         }
         let mut restored = correlate::Output::default();
-        correlator.restore(open, &series, &mut restored);
-        let newest_ns = series
+        correlator.restore(open, &book, &mut restored);
+        let newest_ns = book
+            .series
             .iter()
             .filter_map(|s| s.latest.as_ref().map(|l| l.time_ns))
             .max()
@@ -267,7 +308,7 @@ impl Analyzer {
         Ok(Self {
             store: store.clone(),
             settings,
-            book: Arc::new(RwLock::new(Book::from_series(series))),
+            book: Arc::new(RwLock::new(book)),
             clock,
             stats,
             correlator,
@@ -330,21 +371,19 @@ impl Analyzer {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = correlate::Output::default();
+        let agent = AgentKey {
+            tenant: entry.tenant.clone(),
+            name: entry.agent.clone(),
+        };
         for o in batch
             .records
             .iter()
             .filter_map(|r| r.kind.as_ref())
             .filter_map(observe)
         {
-            let i = book.entry(&entry.tenant, &entry.agent, &o, &mut self.deltas);
+            let i = book.entry(&agent, &o, &mut self.deltas);
             let s = &mut book.series[i];
-            let created = self.deltas.created.last() == Some(&s.id) && s.latest.is_none();
-            let moved = !created && o.address.is_some() && o.address != s.address;
             s.record(&o);
-            if created || moved {
-                book.index_prefix(i, moved);
-            }
-            let s = &mut book.series[i];
             self.deltas.record(s.id, &o);
             self.newest_ns = self.newest_ns.max(o.time_ns);
             self.stats
@@ -359,13 +398,9 @@ impl Analyzer {
                     self.correlator.down(id);
                 }
                 Some(outage::Change::Ended(ended)) => {
-                    self.correlator.up(
-                        &book.series,
-                        &self.settings.correlation,
-                        id,
-                        &ended,
-                        &mut out,
-                    );
+                    let t = &self.settings.correlation;
+                    self.correlator
+                        .up(&book, t, self.newest_ns, id, &ended, &mut out);
                 }
                 None => {}
             }
@@ -373,12 +408,8 @@ impl Analyzer {
                 self.route(&mut book.series[i], &o);
             }
         }
-        self.correlator.evaluate(
-            &book.series,
-            &self.settings.correlation,
-            self.newest_ns,
-            &mut out,
-        );
+        self.correlator
+            .evaluate(&book, &self.settings.correlation, self.newest_ns, &mut out);
         self.events.append(&mut out.events);
         self.rows.append(&mut out.rows);
         self.deltas.touched.extend(out.changed);

@@ -123,7 +123,9 @@ pub fn load(c: &Connection, now_ns: i64) -> rusqlite::Result<Vec<Series>> {
             s.latest = Some(Latest {
                 time_ns,
                 rtt_ms: r.get(7)?,
-                status: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                status: crate::observation::status_named(
+                    &r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                ),
             });
         }
         let open: Option<outage::Outage> = r
@@ -248,7 +250,7 @@ pub fn checkpoint(
                 s.address.map(|a| a.to_string()),
                 latest.map(|l| l.time_ns),
                 latest.and_then(|l| l.rtt_ms),
-                latest.map(|l| l.status.as_str()),
+                latest.map(|l| l.status),
                 s.outage
                     .open()
                     .map(|o| serde_json::to_string(o).unwrap_or_default()),

@@ -52,7 +52,7 @@ pub struct SeriesKey {
 pub struct Latest {
     pub time_ns: i64,
     pub rtt_ms: Option<f64>,
-    pub status: String,
+    pub status: &'static str,
 }
 
 /// One series' live state.
@@ -141,20 +141,18 @@ impl Series {
         }
     }
 
-    /// Records one result in the rings and as latest (when newest).
+    /// Records one result in the rings and as latest (when newest); the
+    /// book keeps the address (it indexes it).
     pub fn record(&mut self, o: &Observation<'_>) {
         let mut one = Bucket::default();
         one.add(o.rtt_ms);
         self.minutes.merge(self.minutes.unit(o.time_ns), &one);
         self.hours.merge(self.hours.unit(o.time_ns), &one);
-        if o.address.is_some() {
-            self.address = o.address;
-        }
         if self.latest.as_ref().is_none_or(|l| l.time_ns <= o.time_ns) {
             self.latest = Some(Latest {
                 time_ns: o.time_ns,
                 rtt_ms: o.rtt_ms,
-                status: o.status.to_owned(),
+                status: o.status,
             });
         }
     }
