@@ -138,7 +138,7 @@ async fn events(
         after_id: p.int("after", 0, 0, i64::MAX)?,
         limit,
         agent: p.name("agent")?,
-        with_prefixes: !access.all,
+        ..EventQuery::default()
     };
     let (rows, next) = shared
         .store
@@ -527,6 +527,18 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                 kind: "gauge",
                 help: "1 while the last write attempt failed.",
                 value: f(u64::from(e.failing)),
+            },
+            Sample {
+                name: "sonde_collector_export_dropped_fields_total",
+                kind: "counter",
+                help: "Non-finite float fields left out of exported points.",
+                value: f(e.fields_dropped),
+            },
+            Sample {
+                name: "sonde_collector_export_undecodable_entries_total",
+                kind: "counter",
+                help: "Ingest-log entries that could not be decoded (not exported).",
+                value: f(e.undecodable),
             },
         ]);
     }

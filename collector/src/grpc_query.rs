@@ -353,7 +353,7 @@ impl QueryService for Queries {
             after_id: r.after,
             limit: limit(r.limit, 100, 1000, "limit")?,
             agent,
-            with_prefixes: false,
+            ..EventQuery::default()
         };
         let (rows, next_after) = self
             .shared

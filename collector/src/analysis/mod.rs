@@ -232,7 +232,6 @@ pub struct Stats {
     pub results: std::sync::atomic::AtomicU64,
     pub outages_started: std::sync::atomic::AtomicU64,
     pub route_changes: std::sync::atomic::AtomicU64,
-    pub checkpoints: std::sync::atomic::AtomicU64,
     pub position: std::sync::atomic::AtomicI64,
 }
 
@@ -480,9 +479,6 @@ impl Analyzer {
         self.deltas = Deltas::default();
         self.events.clear();
         self.rows.clear();
-        self.stats
-            .checkpoints
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.stats
             .position
             .store(position, std::sync::atomic::Ordering::Relaxed);

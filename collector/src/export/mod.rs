@@ -102,6 +102,9 @@ pub struct Status {
     pub points_written: u64,
     pub points_rejected: u64,
     pub write_failures: u64,
+    /// Non-finite float fields left out, and log entries not decodable.
+    pub fields_dropped: u64,
+    pub undecodable: u64,
     pub last_write_ms: Option<i64>,
     pub lag: LogLag,
     /// Seconds between now and the receive time of the oldest entry not
@@ -132,6 +135,8 @@ impl Handle {
             points_written: s.points_written.load(Ordering::Relaxed),
             points_rejected: s.points_rejected.load(Ordering::Relaxed),
             write_failures: s.write_failures.load(Ordering::Relaxed),
+            fields_dropped: s.fields_dropped.load(Ordering::Relaxed),
+            undecodable: s.undecodable.load(Ordering::Relaxed),
             last_write_ms: (last > 0).then_some(last),
             lag,
             lag_seconds,
