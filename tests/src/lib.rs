@@ -364,6 +364,23 @@ impl World {
         )
     }
 
+    /// The collector's `/metrics` text (health listener).
+    pub async fn collector_metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.health_port))
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("collector /metrics")
+            .text()
+            .await
+            .expect("collector /metrics body")
+    }
+
+    /// One sample of the collector's `/metrics`; panics when absent.
+    pub async fn collector_metric(&self, name: &str) -> f64 {
+        let text = self.collector_metrics().await;
+        prom_value(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    }
+
     /// An HTTPS API client presenting `cert` (or none).
     pub fn api(&self, cert: Option<&Cert>) -> Api {
         Api::new(&self.pki.dir().join("ca.pem"), cert, self.port)
@@ -531,4 +548,11 @@ pub async fn grpc_channel(world: &World, cert: &Cert) -> tonic::transport::Chann
         }))
         .await
         .expect("mTLS gRPC channel")
+}
+
+/// The value of sample `name` (with its labels, e.g. `x{a="b"}`) in
+/// Prometheus text.
+pub fn prom_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

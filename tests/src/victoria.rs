@@ -151,8 +151,7 @@ impl Victoria {
             .text()
             .await
             .expect("metrics body");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        crate::prom_value(&text, name_and_labels)
             .unwrap_or_else(|| panic!("VictoriaMetrics has no metric {name_and_labels}"))
     }
 }

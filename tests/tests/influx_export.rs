@@ -11,7 +11,7 @@ use sonde_collector::store::Store;
 use sonde_proto::v1::{PingResult, PingStatus, Record, record};
 use sonde_tests::agent::Agent;
 use sonde_tests::victoria::{Series, Victoria};
-use sonde_tests::{World, eventually, free_port};
+use sonde_tests::{World, eventually, free_port, prom_value};
 
 const AGENT: &str =
     "[heartbeat]\ninterval = \"200ms\"\n[batch]\nmax-records = 100\nmax-delay = \"100ms\"\n";
@@ -152,23 +152,13 @@ async fn export_schema_and_exactly_once_across_a_30s_outage() {
         )
         .await;
     // The lag is visible in /metrics and in the API while it lasts.
-    let metric = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in /metrics"))
-    };
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", world.health_port);
-    let text = reqwest::get(&metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = world.collector_metrics().await;
+    let metric = |name: &str| prom_value(&text, name).unwrap_or_else(|| panic!("no {name}"));
     assert!(
-        metric(&text, "sonde_collector_export_lag_results") >= 500.0,
+        metric("sonde_collector_export_lag_results") >= 500.0,
         "{text}"
     );
-    assert!((metric(&text, "sonde_collector_export_failing") - 1.0).abs() < f64::EPSILON);
+    assert!((metric("sonde_collector_export_failing") - 1.0).abs() < f64::EPSILON);
     assert!(
         !text.contains("acme") && !text.contains("edge-1"),
         "tenant data in /metrics"
@@ -204,6 +194,14 @@ async fn export_schema_and_exactly_once_across_a_30s_outage() {
     collector
         .wait_log(&["export recovered"], Duration::from_secs(5))
         .await;
+    eventually("export lag back to 0", Duration::from_secs(10), || async {
+        (world
+            .collector_metric("sonde_collector_export_lag_results")
+            .await
+            < 1.0)
+            .then_some(())
+    })
+    .await;
     agent.stop().await;
 }
 

@@ -60,7 +60,9 @@ pub struct Thresholds {
     /// … when at least this many hosts are down.
     #[serde(default = "default_min")]
     pub prefix_min: usize,
-    /// How long a series must be down before it is attributed.
+    /// How long a series must be down before it is attributed, measured
+    /// on the send times of the slowest agent still reporting (so an
+    /// agent's results are not judged before the others' batches arrive).
     #[serde(default = "default_settle", with = "humantime_serde")]
     pub settle: Duration,
     /// A series with no result for this long is not counted as monitored.

@@ -264,8 +264,8 @@ pub struct Analyzer {
     events: Vec<NewEvent>,
     rows: Vec<OutageRow>,
     position: i64,
-    /// Newest send time analysed: the correlator's "now".
-    newest_ns: i64,
+    /// Newest send time analysed per agent: the correlator's clock.
+    newest: HashMap<AgentKey, i64>,
     /// How long minute and hour aggregates are kept.
     retention: Duration,
 }
@@ -294,12 +294,17 @@ impl Analyzer {
         }
         let mut restored = correlate::Output::default();
         correlator.restore(open, &book, &mut restored);
-        let newest_ns = book
-            .series
-            .iter()
-            .filter_map(|s| s.latest.as_ref().map(|l| l.time_ns))
-            .max()
-            .unwrap_or(0);
+        let mut newest: HashMap<AgentKey, i64> = HashMap::new();
+        for s in &book.series {
+            if let Some(l) = &s.latest {
+                let agent = AgentKey {
+                    tenant: s.key.tenant.clone(),
+                    name: s.key.agent.clone(),
+                };
+                let t = newest.entry(agent).or_insert(l.time_ns);
+                *t = (*t).max(l.time_ns);
+            }
+        }
         let stats = Arc::new(Stats::default());
         stats
             .position
@@ -315,7 +320,7 @@ impl Analyzer {
             events: restored.events,
             rows: restored.rows,
             position,
-            newest_ns,
+            newest,
             retention: Duration::from_secs(7 * 86_400),
         })
     }
@@ -374,6 +379,8 @@ impl Analyzer {
             tenant: entry.tenant.clone(),
             name: entry.agent.clone(),
         };
+        let mut newest_here = self.newest.get(&agent).copied().unwrap_or(i64::MIN);
+        let now = self.watermark();
         for o in batch
             .records
             .iter()
@@ -384,7 +391,7 @@ impl Analyzer {
             let s = &mut book.series[i];
             s.record(&o);
             self.deltas.record(s.id, &o);
-            self.newest_ns = self.newest_ns.max(o.time_ns);
+            newest_here = newest_here.max(o.time_ns);
             self.stats
                 .results
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -398,8 +405,7 @@ impl Analyzer {
                 }
                 Some(outage::Change::Ended(ended)) => {
                     let t = &self.settings.correlation;
-                    self.correlator
-                        .up(&book, t, self.newest_ns, id, &ended, &mut out);
+                    self.correlator.up(&book, t, now, id, &ended, &mut out);
                 }
                 None => {}
             }
@@ -407,11 +413,35 @@ impl Analyzer {
                 self.route(&mut book.series[i], &o);
             }
         }
-        self.correlator
-            .evaluate(&book, &self.settings.correlation, self.newest_ns, &mut out);
+        if newest_here > i64::MIN {
+            self.newest.insert(agent, newest_here);
+        }
+        self.correlator.evaluate(
+            &book,
+            &self.settings.correlation,
+            self.watermark(),
+            &mut out,
+        );
         self.events.append(&mut out.events);
         self.rows.append(&mut out.rows);
         self.deltas.touched.extend(out.changed);
+    }
+
+    /// How far the agents' results have come, for the correlator: the
+    /// oldest "newest send time" among the agents that are reporting, so
+    /// one agent's results are not judged before the others' have arrived
+    /// (their batches travel with a delay). An agent more than three settle
+    /// times behind the newest is replaying or gone and holds no one back.
+    fn watermark(&self) -> i64 {
+        let newest = self.newest.values().copied().max().unwrap_or(0);
+        let settle = i64::try_from(self.settings.correlation.settle.as_nanos()).unwrap_or(i64::MAX);
+        let behind = settle.saturating_mul(3);
+        self.newest
+            .values()
+            .copied()
+            .filter(|t| *t >= newest.saturating_sub(behind))
+            .min()
+            .unwrap_or(newest)
     }
 
     fn route(&mut self, s: &mut Series, o: &Observation<'_>) {

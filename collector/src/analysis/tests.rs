@@ -458,3 +458,31 @@ fn aggregates_past_the_retention_are_deleted() {
     assert_eq!((rows("minute_buckets"), rows("hour_buckets")), (1, 1));
     assert_eq!(an.prune().unwrap(), 0);
 }
+
+#[test]
+fn one_agents_results_are_not_judged_before_the_others_arrive() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let targets = hosts("10.8.0", 1..6);
+    let both = [("a1", targets.clone()), ("a2", targets.clone())];
+    let down = |_: &str, t: &str, r: i64| t == "10.8.0.3" && r >= 5;
+    feed(&mut an, T0, 5, &both, &down);
+    // a1's batches for the next 20 s arrive before a2's (transport delay):
+    // judged on a1's clock alone, a2 would still look up and the target
+    // outage would be a path outage.
+    feed(
+        &mut an,
+        T0 + 5 * S,
+        20,
+        &[("a1", targets.clone())],
+        &|a, t, r| down(a, t, r + 5),
+    );
+    feed(&mut an, T0 + 5 * S, 20, &[("a2", targets)], &|a, t, r| {
+        down(a, t, r + 5)
+    });
+    an.checkpoint().unwrap();
+    assert_eq!(
+        outage_events(&store),
+        vec![(EventKind::OutageStart, "target".into(), "10.8.0.3".into())]
+    );
+}

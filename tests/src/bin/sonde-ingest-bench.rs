@@ -164,17 +164,6 @@ async fn agent(world: Arc<World>, n: usize, targets: usize, seconds: u64, tally:
     reader.abort();
 }
 
-async fn metric(health: u16, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{health}/metrics"))
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .expect("metrics");
-    let text = text.text().await.expect("metrics body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 /// Line protocol straight into VictoriaMetrics: points per second.
 async fn ceiling(vm: &Victoria, points: usize) -> f64 {
     let client = reqwest::Client::new();
@@ -258,9 +247,12 @@ async fn main() {
     let cpu = cpu_seconds(pid) - cpu0;
     let acked = tally.acked.load(Ordering::Relaxed);
     let mut lat = tally.latencies.lock().await.clone();
-    let health = world.health_port;
-    let export_lag = metric(health, "sonde_collector_export_lag_results").await;
-    let analysis_lag = metric(health, "sonde_collector_analysis_lag_entries").await;
+    let export_lag = world
+        .collector_metric("sonde_collector_export_lag_results")
+        .await;
+    let analysis_lag = world
+        .collector_metric("sonde_collector_analysis_lag_entries")
+        .await;
     println!(
         "  acknowledged {acked} results of {} offered over {seconds} s: {:.0} results/s sustained ({} batches not sent: 32 unacknowledged)",
         agents as u64 * targets as u64 * seconds,
@@ -287,13 +279,19 @@ async fn main() {
         "export and analysis caught up",
         Duration::from_secs(600),
         || async {
-            let e = metric(health, "sonde_collector_export_lag_results").await;
-            let a = metric(health, "sonde_collector_analysis_lag_entries").await;
+            let e = world
+                .collector_metric("sonde_collector_export_lag_results")
+                .await;
+            let a = world
+                .collector_metric("sonde_collector_analysis_lag_entries")
+                .await;
             (e < 1.0 && a < 1.0).then_some(())
         },
     )
     .await;
-    let exported = metric(health, "sonde_collector_export_points_total").await;
+    let exported = world
+        .collector_metric("sonde_collector_export_points_total")
+        .await;
     println!(
         "  caught up {:.1} s later; {exported:.0} points exported, peak RSS {:.0} MiB",
         catch_up.elapsed().as_secs_f64(),
