@@ -44,7 +44,8 @@ fn delivered(world: &World) -> (BTreeMap<String, Vec<i64>>, usize) {
     (per, repeats)
 }
 
-/// Every target has results from `from` to `to`, one interval apart.
+/// Every target has results from `from` to `to`, one interval apart (no
+/// hole, no repeat).
 fn contiguous(per: &BTreeMap<String, Vec<i64>>, from: i64, to: i64) -> Result<(), String> {
     for (addr, times) in per {
         let inside: Vec<i64> = times
@@ -54,12 +55,15 @@ fn contiguous(per: &BTreeMap<String, Vec<i64>>, from: i64, to: i64) -> Result<()
             .collect();
         let first = *inside.first().ok_or(format!("{addr}: nothing in window"))?;
         let last = *inside.last().expect("non-empty");
-        if first - from > SECOND + SECOND / 20 || to - last > SECOND + SECOND / 20 {
+        if first - from > SECOND * 3 / 2 || to - last > SECOND * 3 / 2 {
             return Err(format!("{addr}: window not covered ({first}..{last})"));
         }
         for w in inside.windows(2) {
             let d = w[1] - w[0];
-            if !(SECOND * 95 / 100..=SECOND * 105 / 100).contains(&d) {
+            // A hole is a gap of two intervals and a repeat one of ~0; a
+            // loaded machine (CI) delays single probes by tens of ms
+            // (scheduler lag, reported by the agent), which is neither.
+            if !(SECOND / 2..=SECOND * 3 / 2).contains(&d) {
                 return Err(format!("{addr}: {d} ns between two results"));
             }
         }
