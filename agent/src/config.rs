@@ -15,6 +15,11 @@ use sonde_runtime::config::{ByteSize, ConfigError, Source};
 use sonde_runtime::probes::{PingProbe, Probes, TcpProbe, TraceProbe};
 use sonde_runtime::tls::TlsFiles;
 
+use crate::host::HostConfig;
+use crate::host::config::{MetricsConfig, PortsConfig};
+use crate::host::public_ip::PublicIpConfig;
+use crate::host::remote::RemoteCheck;
+
 /// Default path of the agent config.
 pub const DEFAULT_PATH: &str = "/etc/sonde/agent.toml";
 /// Shortest heartbeat interval accepted.
@@ -53,6 +58,18 @@ pub struct Config {
     /// Traceroute probes.
     #[serde(default)]
     pub trace: Vec<TraceProbe>,
+    /// Public-IP lookups.
+    #[serde(default)]
+    pub public_ip: PublicIpConfig,
+    /// Listening-port inventory.
+    #[serde(default)]
+    pub ports: PortsConfig,
+    /// Remote port checks.
+    #[serde(default)]
+    pub remote_check: Vec<RemoteCheck>,
+    /// System metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// How host-name targets are resolved.
@@ -236,6 +253,16 @@ impl Config {
         }
     }
 
+    /// The host-fact settings of this file.
+    pub fn host(&self) -> HostConfig {
+        HostConfig {
+            public_ip: self.public_ip.clone(),
+            ports: self.ports.clone(),
+            remote_check: self.remote_check.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     fn tls_files(&self) -> TlsFiles {
         TlsFiles {
             ca: self.tls.ca.clone(),
@@ -312,6 +339,10 @@ impl Loaded {
             .probes()
             .validate()
             .map_err(|e| source.error(&e.key, e.message))?;
+        config
+            .host()
+            .check()
+            .map_err(|(key, message)| source.error(&key, message))?;
         let files = config.tls_files();
         let tls = sonde_runtime::tls::client_config(&files)
             .map_err(|e| source.tls_error(&files, &[], &e))?;
@@ -370,6 +401,10 @@ mod tests {
             ping: Vec::new(),
             tcp: Vec::new(),
             trace: Vec::new(),
+            public_ip: PublicIpConfig::default(),
+            ports: PortsConfig::default(),
+            remote_check: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 

@@ -70,9 +70,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "spool opened"
     );
     let outbox = Outbox::new(spool);
-    // Probe engines send their results here; the batcher seals them into
-    // the spool. When the engines end at shutdown, the last sender goes and
-    // the batcher flushes.
+    // Probe engines and host facts send their results here; the batcher
+    // seals them into the spool. When they end at shutdown, the last sender
+    // goes and the batcher flushes.
     let (records_tx, records_rx) = mpsc::channel(65_536);
     let batcher = tokio::spawn(crate::batcher::run(
         records_rx,
@@ -88,9 +88,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let probes = tokio::spawn(runner::run(
         inputs_rx,
         SystemResolver,
-        records_tx,
+        records_tx.clone(),
         shutdown.clone(),
     ));
+
+    let (host_tx, host_rx) = watch::channel(Arc::new(loaded.config.host()));
+    let facts = tokio::spawn(crate::host::run(host_rx, records_tx, shutdown.clone()));
 
     let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
     let (status_tx, mut status_rx) = watch::channel(AgentStatus::Starting);
@@ -121,6 +124,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                         Ok(new) => {
                             tracing::info!(path = %config_path.display(), "configuration reloaded");
                             update_inputs(&new, &assigned_rx.borrow());
+                            crate::replace_if_changed(&host_tx, new.config.host());
                             config_tx.send_replace(Arc::new(new));
                         }
                         Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
@@ -147,6 +151,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     shutdown.cancel();
     if tokio::time::timeout(STOP_TIMEOUT, probes).await.is_err() {
         tracing::warn!("probes did not stop within {STOP_TIMEOUT:?}");
+    }
+    if tokio::time::timeout(STOP_TIMEOUT, facts).await.is_err() {
+        tracing::warn!("host facts did not stop within {STOP_TIMEOUT:?}");
     }
     if tokio::time::timeout(STOP_TIMEOUT, batcher).await.is_err() {
         tracing::warn!("batcher did not finish within {STOP_TIMEOUT:?}");

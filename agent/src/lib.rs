@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod facts;
+pub mod host;
 pub mod outbox;
 pub mod probe;
 pub mod session;

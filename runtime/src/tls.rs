@@ -195,6 +195,23 @@ pub fn client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
     Ok(config)
 }
 
+/// Client configuration for public HTTPS services (public-IP sources,
+/// later webhooks): the Mozilla root set compiled in (`webpki-roots`, so a
+/// host without `ca-certificates` works too), TLS 1.2 or 1.3 as the far
+/// side offers, ALPN `h2` and `http/1.1`, no client certificate.
+pub fn public_client_config() -> Result<ClientConfig, TlsError> {
+    let roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// Server configuration: TLS 1.3, client certificate required and verified
 /// against `files.ca` and `crls`, plus the sonde SAN rule.
 pub fn server_config(files: &TlsFiles, crl_files: &[PathBuf]) -> Result<ServerConfig, TlsError> {
