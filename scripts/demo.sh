@@ -39,6 +39,9 @@ cert = "pki/demo-agent.pem"
 key = "pki/demo-agent.key"
 [heartbeat]
 interval = "2s"
+# The default public-IP sources are internet services: off in the demo.
+[public-ip]
+enabled = false
 # Loopback only: a few addresses pinged, the collector's health port
 # connected to, and a traceroute; results stream to the collector.
 [[ping]]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod export;
+pub mod facts;
 pub mod grpc_query;
 pub mod listener;
 pub mod liveness;
@@ -137,15 +138,16 @@ async fn start_analysis(
     Ok(handle)
 }
 
-/// Starts the ingest-log consumers (the exporter when configured) and the
-/// log pruner that follows them.
+/// Starts the ingest-log consumers (host facts, and the exporter when
+/// configured) and the log pruner that follows them.
 fn spawn_consumers(
     config: &Config,
     store: &Store,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<Option<export::Handle>, StartError> {
-    let mut consumers = vec![analysis::CURSOR];
+    let mut consumers = vec![analysis::CURSOR, facts::CURSOR];
+    tasks.spawn(facts::run(store.clone(), shutdown.clone()));
     let export = match &config.influxdb {
         Some(influx) => {
             let sink = export::influx::InfluxSink::new(influx)?;

@@ -219,7 +219,13 @@ pub fn observe(kind: &record::Kind) -> Option<Observation<'_>> {
                 reply_ttl: 0,
             })
         }
-        record::Kind::Gap(_) | record::Kind::Lag(_) => None,
+        // Not probe results: host facts are the `facts` consumer's.
+        record::Kind::Gap(_)
+        | record::Kind::Lag(_)
+        | record::Kind::PublicIp(_)
+        | record::Kind::Ports(_)
+        | record::Kind::RemoteCheck(_)
+        | record::Kind::Metrics(_) => None,
     }
 }
 

@@ -119,6 +119,16 @@ pub enum EventKind {
     OutageEnd,
     /// A traced path changed and the change persisted.
     RouteChange,
+    /// The agent's public address of a family changed.
+    IpChanged,
+    /// A listening port appeared on the agent's host.
+    PortOpened,
+    /// A listening port went away.
+    PortClosed,
+    /// A remote check found ports open that were closed.
+    RemotePortOpened,
+    /// A remote check found ports closed that were open.
+    RemotePortClosed,
 }
 
 impl EventKind {
@@ -130,6 +140,11 @@ impl EventKind {
             EventKind::OutageStart => "outage-start",
             EventKind::OutageEnd => "outage-end",
             EventKind::RouteChange => "route-change",
+            EventKind::IpChanged => "ip-changed",
+            EventKind::PortOpened => "port-opened",
+            EventKind::PortClosed => "port-closed",
+            EventKind::RemotePortOpened => "remote-port-opened",
+            EventKind::RemotePortClosed => "remote-port-closed",
         }
     }
 
@@ -141,6 +156,11 @@ impl EventKind {
             "outage-start" => EventKind::OutageStart,
             "outage-end" => EventKind::OutageEnd,
             "route-change" => EventKind::RouteChange,
+            "ip-changed" => EventKind::IpChanged,
+            "port-opened" => EventKind::PortOpened,
+            "port-closed" => EventKind::PortClosed,
+            "remote-port-opened" => EventKind::RemotePortOpened,
+            "remote-port-closed" => EventKind::RemotePortClosed,
             _ => return None,
         })
     }
@@ -297,6 +317,27 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX outages_open ON outages (end_ns);
     ALTER TABLE events ADD COLUMN prefix TEXT;",
+    // 5: host facts: public-IP history, and the latest of each fact (the
+    // record as the agent sent it, protobuf).
+    "CREATE TABLE public_ips (
+        id INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        family TEXT NOT NULL,
+        address TEXT NOT NULL,
+        first_ns INTEGER NOT NULL,
+        last_ns INTEGER NOT NULL
+    );
+    CREATE INDEX public_ips_by_agent ON public_ips (tenant, agent, family, id);
+    CREATE TABLE host_facts (
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        at_ns INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (tenant, agent, kind, key)
+    ) WITHOUT ROWID;",
 ];
 
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`

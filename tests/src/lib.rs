@@ -333,7 +333,8 @@ impl World {
         let text = format!(
             "collector = \"localhost:{port}\"\nstate-dir = \"{state}\"\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
-             [reconnect]\ninitial = \"100ms\"\nmax = \"1s\"\n{tables}\n",
+             [reconnect]\ninitial = \"100ms\"\nmax = \"1s\"\n{tables}\n{public_ip}",
+            public_ip = no_public_ip(tables),
             port = self.port,
             state = self.dir().join(format!("agent-{name}-state")).display(),
             ca = self.pki.dir().join("ca.pem").display(),
@@ -494,6 +495,16 @@ pub fn event_kinds(events: &[serde_json::Value]) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// `[public-ip]` off unless `tables` configures it: its default sources
+/// are on the internet, where no test may send.
+pub fn no_public_ip(tables: &str) -> &'static str {
+    if tables.contains("[public-ip]") || tables.contains("[[public-ip.source]]") {
+        ""
+    } else {
+        "[public-ip]\nenabled = false\n"
+    }
 }
 
 /// Wall-clock now in Unix milliseconds.

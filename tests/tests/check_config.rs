@@ -31,6 +31,13 @@ fn sample_configs_parse() {
         (1, 1, 1)
     );
     assert_eq!(probes.ping[0].targets.len(), 4);
+    let host = agent.host();
+    host.check().unwrap();
+    assert_eq!(host.public_ip.sources.len(), 4);
+    assert_eq!(host.public_ip.interval, std::time::Duration::from_secs(300));
+    assert_eq!(host.ports.risk.len(), 1);
+    assert_eq!(host.metrics.interval, std::time::Duration::from_secs(10));
+    assert_eq!(host.remote_check[0].targets.len(), 2);
     let collector: sonde_collector::Config = Source::read(&repo("collector/collector.toml"))
         .unwrap()
         .parse()
@@ -221,7 +228,7 @@ fn agent_check_config_names_file_line_and_key() {
         "sonde-agent",
         &good,
         &[
-            &format!("{file}:17:1"),
+            &format!("{file}:19:1"),
             "key `ping[1].interval`",
             "between 100ms and 24h",
         ],
@@ -235,11 +242,36 @@ fn agent_check_config_names_file_line_and_key() {
         "sonde-agent",
         &good,
         &[
-            &format!("{file}:14:11"),
+            &format!("{file}:16:11"),
             "key `tcp[0].targets`",
             "16777214 addresses",
             "at most 65536",
         ],
+    );
+
+    // Host facts: a remote check and a public-IP source, named.
+    std::fs::write(
+        &good,
+        format!("{text_of}[[remote-check]]\ntargets = [\"h:22\", \"h:9-3\"]\n"),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[&format!("{file}:16:1"), "key `remote-check[0]`", "\"h:9-3\": range \"9-3\" runs backwards"],
+    );
+    std::fs::write(
+        &good,
+        text_of.replace(
+            "[public-ip]\nenabled = false\n",
+            "[[public-ip.source]]\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nformat = \"json\"\n",
+        ),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[&format!("{file}:13:1"), "key `public-ip`", "format json needs field"],
     );
 
     std::fs::write(&good, text_of.replace("localhost:", "localhost-")).unwrap();

@@ -211,14 +211,17 @@ fn configure(m: &Machine) {
         // copy keeps the 0600 mode sonde-certs wrote; root owns it.
     }
     // The packaged samples, pointed at loopback; the agent's sample probes
-    // (documentation addresses) replaced by one loopback ping, which needs
-    // CAP_NET_RAW in a namespace whose ping_group_range admits no one.
+    // and host facts (documentation addresses, internet public-IP sources)
+    // replaced by one loopback ping (which needs CAP_NET_RAW in a namespace
+    // whose ping_group_range admits no one) and public-IP lookups off.
     let agent = std::fs::read_to_string(etc.join("agent.toml")).unwrap();
     let cut = agent.find("\n[[").map_or(agent.len(), |i| i + 1);
     let agent = agent[..cut].replace(
         "collector = \"collector.example.net:7443\"",
         "collector = \"localhost:7443\"",
-    ) + "[[ping]]\ntargets = [\"127.0.0.1\"]\ninterval = \"1s\"\n";
+    ) + "[[ping]]\ntargets = [\"127.0.0.1\"]\ninterval = \"1s\"\n"
+        // The default public-IP sources are on the internet.
+        + "[public-ip]\nenabled = false\n";
     assert!(
         agent.contains("localhost:7443"),
         "sample agent.toml changed"

@@ -10,10 +10,18 @@
 //! | `heartbeat` | heartbeat | `seq`, `uptime_s`, `clock_skew_ms` (collector receive − agent send) |
 //! | `spool_gap` | gap record | `dropped`, `from_ns`, `reason` |
 //! | `scheduler_lag` | lag record | `late_probes`, `max_lag_ms` |
+//! | `public_ip` | lookup (tag `family`) | `status` (ok/disagree/failed), `address`, `sources`, `answered` |
+//! | `listening_ports` | port snapshot | `ports`, `exposed`, `high`, `medium`, `low` |
+//! | `remote_check` | check pass (tag `target`) | `open`, `open_ports` ("22,443"), `checked`, `refused`, `timed_out`, `failed`, `duration_ms`, `error` |
+//! | `system` | metrics interval | `cpu_utilisation` (0..1), `cpu_count`, `load1/5/15`, `memory_{total,available,used}_bytes`, `swap_{total,used}_bytes` |
+//! | `system_disk` | file system (tag `mount`) | `device`, `fs_type`, `{total,used,available}_bytes`, `{read,write}_bytes_per_second` |
+//! | `system_net` | interface (tag `interface`) | `{rx,tx}_{bytes,packets}_per_second`, `{rx,tx}_{errors,drops}` (in the interval) |
 //!
 //! Tags are `tenant`, `agent`, and for results `target` and `prefix` (the
 //! /24 or /64 of the address); `trace_hop` adds `hop` (the TTL, at most the
-//! trace's max-hops) and `scheduler_lag` adds `probe`. Nothing with
+//! trace's max-hops) and `scheduler_lag` adds `probe`; host facts tag
+//! what the host has a handful of (family, mount, interface, configured
+//! remote-check target). Nothing with
 //! unbounded values (addresses of hostname targets, error texts, path
 //! hashes) is a tag, so series cardinality stays that of the targets.
 //! Timestamps are the agent's send time in nanoseconds.
@@ -88,11 +96,117 @@ fn record_points(
                 )
                 .field("max_lag_ms", Field::F64(l.max_lag_nanos as f64 / 1e6)),
         ),
+        record::Kind::Metrics(m) => metrics_points(m, base, out),
+        record::Kind::PublicIp(r) => out.push(
+            base("public_ip", r.checked_unix_nanos)
+                .tag("family", r.family.clone())
+                .field("status", Field::Str(status_text(r.status())))
+                .field("address", Field::Str(r.address.clone()))
+                .field("sources", Field::I64(count(r.answers.len())))
+                .field(
+                    "answered",
+                    Field::I64(count(r.answers.iter().filter(|a| !a.address.is_empty()).count())),
+                ),
+        ),
+        record::Kind::Ports(p) => {
+            let rated = |risk: &str| Field::I64(count(p.ports.iter().filter(|l| l.risk == risk).count()));
+            out.push(
+                base("listening_ports", p.at_unix_nanos)
+                    .field("ports", Field::I64(count(p.ports.len())))
+                    .field(
+                        "exposed",
+                        Field::I64(count(p.ports.iter().filter(|l| !l.loopback).count())),
+                    )
+                    .field("high", rated("high"))
+                    .field("medium", rated("medium"))
+                    .field("low", rated("low")),
+            );
+        }
+        record::Kind::RemoteCheck(r) => {
+            let open: Vec<String> = r.open.iter().map(ToString::to_string).collect();
+            out.push(
+                base("remote_check", r.started_unix_nanos)
+                    .tag("target", r.target.clone())
+                    .field("open", Field::I64(count(r.open.len())))
+                    .field("open_ports", Field::Str(open.join(",")))
+                    .field("checked", Field::I64(r.checked.into()))
+                    .field("refused", Field::I64(r.refused.into()))
+                    .field("timed_out", Field::I64(r.timed_out.into()))
+                    .field("failed", Field::I64(r.failed.into()))
+                    .field("duration_ms", Field::F64(r.duration_nanos as f64 / 1e6))
+                    .field("error", Field::Str(r.error.clone())),
+            );
+        }
         _ => {
             if let Some(o) = observe(kind) {
                 result_points(&o, base, out);
             }
         }
+    }
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn big(n: u64) -> Field {
+    Field::I64(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// `PUBLIC_IP_STATUS_OK` → `ok`.
+fn status_text(s: sonde_proto::v1::PublicIpStatus) -> String {
+    s.as_str_name()
+        .trim_start_matches("PUBLIC_IP_STATUS_")
+        .to_ascii_lowercase()
+}
+
+/// `system`, one `system_disk` per file system, one `system_net` per
+/// interface.
+fn metrics_points(
+    m: &sonde_proto::v1::SystemMetrics,
+    base: &dyn Fn(&'static str, i64) -> Point,
+    out: &mut Vec<Point>,
+) {
+    let t = m.at_unix_nanos;
+    out.push(
+        base("system", t)
+            .field("cpu_utilisation", Field::F64(m.cpu_utilisation))
+            .field("cpu_count", Field::I64(m.cpu_count.into()))
+            .field("load1", Field::F64(m.load1))
+            .field("load5", Field::F64(m.load5))
+            .field("load15", Field::F64(m.load15))
+            .field("memory_total_bytes", big(m.memory_total_bytes))
+            .field("memory_available_bytes", big(m.memory_available_bytes))
+            .field("memory_used_bytes", big(m.memory_used_bytes))
+            .field("swap_total_bytes", big(m.swap_total_bytes))
+            .field("swap_used_bytes", big(m.swap_used_bytes)),
+    );
+    for d in &m.disks {
+        out.push(
+            base("system_disk", t)
+                .tag("mount", d.mount.clone())
+                .field("device", Field::Str(d.device.clone()))
+                .field("fs_type", Field::Str(d.fs_type.clone()))
+                .field("total_bytes", big(d.total_bytes))
+                .field("used_bytes", big(d.used_bytes))
+                .field("available_bytes", big(d.available_bytes))
+                .field("read_bytes_per_second", Field::F64(d.read_bytes_per_second))
+                .field("write_bytes_per_second", Field::F64(d.write_bytes_per_second)),
+        );
+    }
+    for i in &m.interfaces {
+        out.push(
+            base("system_net", t)
+                .tag("interface", i.name.clone())
+                .field("rx_bytes_per_second", Field::F64(i.rx_bytes_per_second))
+                .field("tx_bytes_per_second", Field::F64(i.tx_bytes_per_second))
+                .field("rx_packets_per_second", Field::F64(i.rx_packets_per_second))
+                .field("tx_packets_per_second", Field::F64(i.tx_packets_per_second))
+                .field("rx_errors", big(i.rx_errors))
+                .field("tx_errors", big(i.tx_errors))
+                .field("rx_drops", big(i.rx_drops))
+                .field("tx_drops", big(i.tx_drops)),
+        );
     }
 }
 

@@ -1,0 +1,277 @@
+//! Host facts on the collector: a consumer of the ingest log (cursor
+//! `facts`) that keeps each agent's public-IP history, its latest
+//! listening ports, remote-check results and system metrics, and records
+//! what changed as events: `ip-changed`, `port-opened` / `port-closed`,
+//! `remote-port-opened` / `remote-port-closed`.
+//!
+//! Each chunk of the log is applied in one SQLite transaction together
+//! with the cursor, so a crash replays it exactly once. The latest fact of
+//! each kind is stored as the record the agent sent (protobuf), so what the
+//! API shows is what was measured.
+//!
+//! Baselines: an agent's first port snapshot and a remote check's first
+//! pass record no events (everything would be "opened"); from then on each
+//! difference is an event. A public-IP lookup changes the history only when
+//! its status is `ok` (a `disagree` or `failed` lookup keeps the address);
+//! the first address seen starts the history without an event. A record
+//! older than the fact already stored (replayed out of order) does not
+//! replace it.
+
+pub mod json;
+pub mod view;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prost::Message as _;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+use sonde_proto::v1::{
+    ListeningPort, ListeningPorts, PublicIpResult, PublicIpStatus, RemoteCheckResult, ResultBatch,
+    record,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{self, AgentKey, EventKind, LogKind, LoggedBatch, Store, StoreError};
+
+/// This consumer's cursor in the ingest log.
+pub const CURSOR: &str = "facts";
+/// Entries read and applied per transaction.
+const CHUNK: u32 = 500;
+
+/// Fact kinds in `host_facts`.
+pub(crate) const PORTS: &str = "ports";
+pub(crate) const METRICS: &str = "metrics";
+pub(crate) const REMOTE: &str = "remote-check";
+pub(crate) const REMOTE_FAILED: &str = "remote-check-failed";
+pub(crate) const IP_CHECK: &str = "public-ip";
+
+/// The stored fact of `kind`/`key`: (time, body).
+fn fact(c: &Connection, agent: &AgentKey, kind: &str, key: &str) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+    c.query_row(
+        "SELECT at_ns, body FROM host_facts WHERE tenant = ?1 AND agent = ?2 AND kind = ?3 AND key = ?4",
+        params![agent.tenant, agent.name, kind, key],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+/// Stores a fact unless a newer one is there; returns the one it replaced
+/// (`None` when there was none or the new one is older).
+fn replace_fact(
+    c: &Connection,
+    agent: &AgentKey,
+    kind: &str,
+    key: &str,
+    at_ns: i64,
+    body: &[u8],
+) -> rusqlite::Result<Option<Option<Vec<u8>>>> {
+    let old = fact(c, agent, kind, key)?;
+    if old.as_ref().is_some_and(|(t, _)| *t > at_ns) {
+        return Ok(None);
+    }
+    c.execute(
+        "INSERT INTO host_facts (tenant, agent, kind, key, at_ns, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (tenant, agent, kind, key) DO UPDATE SET at_ns = ?5, body = ?6",
+        params![agent.tenant, agent.name, kind, key, at_ns, body],
+    )?;
+    Ok(Some(old.map(|(_, b)| b)))
+}
+
+fn ms(ns: i64) -> i64 {
+    ns.div_euclid(1_000_000)
+}
+
+fn public_ip(c: &Connection, agent: &AgentKey, r: &PublicIpResult) -> rusqlite::Result<()> {
+    let at = r.checked_unix_nanos;
+    if replace_fact(c, agent, IP_CHECK, &r.family, at, &r.encode_to_vec())?.is_none() {
+        return Ok(());
+    }
+    if r.status() != PublicIpStatus::Ok || r.address.is_empty() {
+        return Ok(());
+    }
+    let current: Option<(i64, String)> = c
+        .query_row(
+            "SELECT id, address FROM public_ips WHERE tenant = ?1 AND agent = ?2 AND family = ?3
+             ORDER BY id DESC LIMIT 1",
+            params![agent.tenant, agent.name, r.family],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    match current {
+        Some((id, address)) if address == r.address => {
+            c.execute(
+                "UPDATE public_ips SET last_ns = MAX(last_ns, ?2) WHERE id = ?1",
+                params![id, at],
+            )?;
+        }
+        old => {
+            c.execute(
+                "INSERT INTO public_ips (tenant, agent, family, address, first_ns, last_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                params![agent.tenant, agent.name, r.family, r.address, at],
+            )?;
+            if let Some((_, old)) = old {
+                let sources: Vec<&str> = r
+                    .answers
+                    .iter()
+                    .filter(|a| a.address == r.address)
+                    .map(|a| a.source.as_str())
+                    .collect();
+                let detail = json!({
+                    "family": r.family,
+                    "old": old,
+                    "new": r.address,
+                    "sources": sources,
+                });
+                store::insert_event(c, ms(at), agent, EventKind::IpChanged, &detail, None)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The identity of a listening port across snapshots.
+fn port_key(p: &ListeningPort) -> (String, String, u32) {
+    (p.protocol.clone(), p.address.clone(), p.port)
+}
+
+fn ports(c: &Connection, agent: &AgentKey, snap: &ListeningPorts) -> rusqlite::Result<()> {
+    let at = snap.at_unix_nanos;
+    let Some(old) = replace_fact(c, agent, PORTS, "", at, &snap.encode_to_vec())? else {
+        return Ok(());
+    };
+    let Some(old) = old.and_then(|b| ListeningPorts::decode(b.as_slice()).ok()) else {
+        return Ok(()); // the baseline
+    };
+    let before: BTreeMap<_, _> = old.ports.iter().map(|p| (port_key(p), p)).collect();
+    let now: BTreeMap<_, _> = snap.ports.iter().map(|p| (port_key(p), p)).collect();
+    for (key, p) in &now {
+        if !before.contains_key(key) {
+            store::insert_event(c, ms(at), agent, EventKind::PortOpened, &json::port(p), None)?;
+        }
+    }
+    for (key, p) in &before {
+        if !now.contains_key(key) {
+            store::insert_event(c, ms(at), agent, EventKind::PortClosed, &json::port(p), None)?;
+        }
+    }
+    Ok(())
+}
+
+fn remote_check(c: &Connection, agent: &AgentKey, r: &RemoteCheckResult) -> rusqlite::Result<()> {
+    let at = r.started_unix_nanos;
+    // A pass that could not run (the name did not resolve) says nothing
+    // about the ports: kept apart to be seen, never compared.
+    if r.address.is_empty() {
+        replace_fact(c, agent, REMOTE_FAILED, &r.target, at, &r.encode_to_vec())?;
+        return Ok(());
+    }
+    let Some(old) = replace_fact(c, agent, REMOTE, &r.target, at, &r.encode_to_vec())? else {
+        return Ok(());
+    };
+    c.execute(
+        "DELETE FROM host_facts WHERE tenant = ?1 AND agent = ?2 AND kind = ?3 AND key = ?4 AND at_ns <= ?5",
+        params![agent.tenant, agent.name, REMOTE_FAILED, r.target, at],
+    )?;
+    let Some(old) = old.and_then(|b| RemoteCheckResult::decode(b.as_slice()).ok()) else {
+        return Ok(());
+    };
+    let opened: Vec<u32> = r.open.iter().filter(|p| !old.open.contains(p)).copied().collect();
+    let closed: Vec<u32> = old.open.iter().filter(|p| !r.open.contains(p)).copied().collect();
+    for (kind, ports) in [
+        (EventKind::RemotePortOpened, opened),
+        (EventKind::RemotePortClosed, closed),
+    ] {
+        if !ports.is_empty() {
+            let detail = json!({
+                "target": r.target,
+                "address": r.address,
+                "ports": ports,
+                "open": r.open,
+            });
+            store::insert_event(c, ms(at), agent, kind, &detail, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies one ingest-log entry inside the caller's transaction.
+pub fn apply(c: &Connection, entry: &LoggedBatch) -> rusqlite::Result<()> {
+    if entry.kind != LogKind::Batch {
+        return Ok(());
+    }
+    let batch = match ResultBatch::decode(entry.payload.as_slice()) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(id = entry.id, error = %e, "ingest-log entry cannot be decoded; its host facts are skipped");
+            return Ok(());
+        }
+    };
+    let agent = AgentKey {
+        tenant: entry.tenant.clone(),
+        name: entry.agent.clone(),
+    };
+    for kind in batch.records.iter().filter_map(|r| r.kind.as_ref()) {
+        match kind {
+            record::Kind::PublicIp(r) => public_ip(c, &agent, r)?,
+            record::Kind::Ports(p) => ports(c, &agent, p)?,
+            record::Kind::RemoteCheck(r) => remote_check(c, &agent, r)?,
+            record::Kind::Metrics(m) => {
+                replace_fact(c, &agent, METRICS, "", m.at_unix_nanos, &m.encode_to_vec())?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Applies the entries after the cursor, up to [`CHUNK`], in one
+/// transaction; returns how many there were.
+pub fn step(store: &Store) -> Result<usize, StoreError> {
+    let position = store.cursor(CURSOR)?;
+    let entries = store.log_after(position, CHUNK)?;
+    let Some(last) = entries.last().map(|e| e.id) else {
+        return Ok(0);
+    };
+    store.with(|c| {
+        let tx = c.transaction()?;
+        for e in &entries {
+            apply(&tx, e)?;
+        }
+        store::set_cursor(&tx, CURSOR, last, store::now_ms())?;
+        tx.commit()
+    })?;
+    Ok(entries.len())
+}
+
+/// Runs until shutdown.
+pub async fn run(store: Store, shutdown: CancellationToken) {
+    let poll = Duration::from_millis(200);
+    loop {
+        let s = store.clone();
+        let applied = match tokio::task::spawn_blocking(move || step(&s)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "host facts cannot be applied; retrying");
+                0
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "host-facts task failed");
+                0
+            }
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if applied < CHUNK as usize {
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
