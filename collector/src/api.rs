@@ -45,15 +45,15 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::Forbidden(_) | ApiError::Query(QueryError::PrefixForbidden(_)) => {
+            ApiError::Forbidden(_)
+            | ApiError::Query(QueryError::PrefixForbidden(_) | QueryError::TenantForbidden(_)) => {
                 StatusCode::FORBIDDEN
             }
             ApiError::Query(QueryError::Bad { .. }) | ApiError::BadParam { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Query(QueryError::NoSeries(_)) | ApiError::NotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::Query(QueryError::NoSeries(_) | QueryError::NoAgent(_))
+            | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Query(QueryError::Store(e)) | ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -74,6 +74,7 @@ impl IntoResponse for ApiError {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/agents", get(agents))
+        .route("/api/v1/agents/{name}", get(agent))
         .route("/api/v1/events", get(events))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/prefixes", get(prefixes))
@@ -118,6 +119,30 @@ async fn agents(
     Params::new(&params, &[])?;
     let rows: Vec<AgentRow> = shared.store.run(move |s| s.agents(&scope)).await?;
     Ok(Json(json!({ "agents": rows })))
+}
+
+/// One agent with its host facts (`?tenant=` for operators when several
+/// tenants have an agent of that name).
+async fn agent(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    let p = Params::new(&params, &["tenant"])?;
+    sonde_proto::identity::validate_component("agent name", &name).map_err(|e| {
+        ApiError::BadParam {
+            name: "name".to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    let tenant = p.name("tenant")?;
+    let detail = shared
+        .store
+        .run(move |s| Ok(query::agent_detail(s, &access, &name, tenant.as_deref())))
+        .await??;
+    Ok(Json(detail))
 }
 
 async fn events(

@@ -42,9 +42,11 @@ impl Queries {
 /// The one mapping of query errors to gRPC statuses.
 fn status(e: QueryError) -> Status {
     match e {
-        QueryError::PrefixForbidden(_) => Status::permission_denied(e.to_string()),
+        QueryError::PrefixForbidden(_) | QueryError::TenantForbidden(_) => {
+            Status::permission_denied(e.to_string())
+        }
         QueryError::Bad { .. } => Status::invalid_argument(e.to_string()),
-        QueryError::NoSeries(_) => Status::not_found(e.to_string()),
+        QueryError::NoSeries(_) | QueryError::NoAgent(_) => Status::not_found(e.to_string()),
         QueryError::Store(e) => store_status(&e),
     }
 }

@@ -14,7 +14,7 @@ use crate::analysis::bucket::Bucket;
 use crate::analysis::series::{Averages, Latest, MINUTE_NS, Minute, Series};
 use crate::analysis::{Book, persist};
 use crate::observation::{Probe, prefix_of};
-use crate::store::{EventQuery, EventRow, Store, StoreError};
+use crate::store::{AgentKey, AgentRow, EventQuery, EventRow, Store, StoreError};
 
 /// A series with no result for this long is `stale`.
 pub const STALE_NS: i64 = 600 * 1_000_000_000;
@@ -28,6 +28,10 @@ pub enum QueryError {
     Bad { name: &'static str, reason: String },
     #[error("no such series: {0}")]
     NoSeries(String),
+    #[error("tenant {0} is not yours")]
+    TenantForbidden(String),
+    #[error("no such agent: {0}")]
+    NoAgent(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -558,4 +562,43 @@ pub fn events(
             return Ok((out, q.after_id));
         }
     }
+}
+
+/// One agent with its host facts: `name` in the caller's tenant, or for
+/// an operator in `tenant` (needed only when several tenants have an
+/// agent of that name).
+pub fn agent_detail(
+    store: &Store,
+    access: &Access,
+    name: &str,
+    tenant: Option<&str>,
+) -> Result<serde_json::Value, QueryError> {
+    if let Some(t) = tenant
+        && !access.sees_tenant(t)
+    {
+        return Err(QueryError::TenantForbidden(t.to_owned()));
+    }
+    let rows: Vec<AgentRow> = store
+        .agents(&access.scope())?
+        .into_iter()
+        .filter(|a| a.name == name && tenant.is_none_or(|t| a.tenant == t))
+        .collect();
+    let row = match rows.as_slice() {
+        [] => return Err(QueryError::NoAgent(name.to_owned())),
+        [one] => one,
+        many => {
+            let tenants: Vec<&str> = many.iter().map(|a| a.tenant.as_str()).collect();
+            return Err(bad(
+                "tenant",
+                format!("agent {name} exists in tenants {}; name one", tenants.join(", ")),
+            ));
+        }
+    };
+    let key = AgentKey {
+        tenant: row.tenant.clone(),
+        name: row.name.clone(),
+    };
+    let mut detail = crate::facts::view::facts_of(store, &key)?;
+    detail["agent"] = serde_json::to_value(row).unwrap_or_default();
+    Ok(detail)
 }

@@ -28,6 +28,15 @@ pub struct Cli {
 pub enum Command {
     /// List the agents you may see: state, last heartbeat, version.
     Agents,
+    /// Show one agent: public IP and its history, listening ports with
+    /// risk ratings, remote-check results, latest system metrics.
+    Agent {
+        /// The agent's name.
+        name: String,
+        /// Its tenant (operators, when several tenants have that name).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// List recorded events (agent missing/back, connects), oldest first.
     Events {
         /// Only events with an id greater than this.

@@ -5,6 +5,7 @@
 //! certificate may see. The binary is a thin `main` around [`run`], which
 //! returns the text to print so tests can call it directly.
 
+pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -29,6 +30,15 @@ pub async fn run(loaded: &Loaded, command: &Command, json: bool) -> Result<Strin
                 pretty(&v)
             } else {
                 agents_table(&v, SystemTime::now())
+            })
+        }
+        Command::Agent { name, tenant } => {
+            let query: Vec<(&str, String)> = tenant.iter().map(|t| ("tenant", t.clone())).collect();
+            let v = api.get(&format!("agents/{}", segment(name)), &query).await?;
+            Ok(if json {
+                pretty(&v)
+            } else {
+                agent::render(&v, SystemTime::now())
             })
         }
         Command::Events {
@@ -91,6 +101,20 @@ pub async fn run(loaded: &Loaded, command: &Command, json: bool) -> Result<Strin
         }
         Command::CheckConfig => Ok(String::new()),
     }
+}
+
+/// `text` as one URL path segment: anything but letters, digits, `.`,
+/// `_` and `-` percent-encoded (the collector then names what is wrong).
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// A number with a fixed precision, or `-`.
