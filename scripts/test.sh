@@ -19,6 +19,7 @@ apt_packages=(
   rpm        # rpm -i / -V / -e inside that container
   rpmlint    # checks the .rpms
   victoria-metrics   # a real InfluxDB-write-API server for the export tests
+  socat      # listeners whose program the port inventory must name
 )
 apt_updated=0
 for pkg in "${apt_packages[@]}"; do

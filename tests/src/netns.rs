@@ -22,6 +22,8 @@ pub struct Lab {
     tag: String,
     names: Vec<String>,
     links: u32,
+    /// Interfaces made in the test's own namespace.
+    root_links: Vec<String>,
 }
 
 /// Removes namespaces of earlier test processes that are gone.
@@ -49,6 +51,7 @@ impl Lab {
             tag: format!("{PREFIX}-{}-{tag}", std::process::id()),
             names: Vec::new(),
             links: 0,
+            root_links: Vec::new(),
         }
     }
 
@@ -109,6 +112,25 @@ impl Lab {
         (ia, ib)
     }
 
+    /// A veth link between the test's own namespace and `ns`, for what
+    /// must run beside the test (an agent reading this host's tables): the
+    /// own end gets `root_addr` and a name unique to this process, which is
+    /// returned. Removed with the lab (deleting either end deletes both).
+    pub fn link_root(&mut self, ns: &str, ns_addr: &str, root_addr: &str) -> String {
+        self.links += 1;
+        let own = format!("st{}x{}", std::process::id(), self.links);
+        let theirs = format!("l{}b", self.links);
+        run_checked(Command::new("ip").args([
+            "link", "add", &own, "type", "veth", "peer", "name", &theirs, "netns", ns,
+        ]));
+        self.root_links.push(own.clone());
+        run_checked(Command::new("ip").args(["addr", "add", root_addr, "dev", &own]));
+        run_checked(Command::new("ip").args(["link", "set", &own, "up"]));
+        self.ip(ns, &["addr", "add", ns_addr, "dev", &theirs]);
+        self.ip(ns, &["link", "set", &theirs, "up"]);
+        own
+    }
+
     /// Replaces the nftables ruleset of `ns` with `rules`.
     pub fn nft(&self, ns: &str, rules: &str) {
         let mut child = Command::new("ip")
@@ -165,6 +187,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        for name in self.root_links.drain(..) {
+            let _ = Command::new("ip")
+                .args(["link", "del", &name])
+                .stderr(Stdio::null())
+                .status();
+        }
         for name in self.names.drain(..).rev() {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }
