@@ -50,13 +50,8 @@ fn inputs(loaded: &Loaded, assigned: &Probes) -> Inputs {
     }
 }
 
-/// Runs until SIGTERM/SIGINT; SIGHUP re-reads `config_path` and the
-/// certificates it names.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let notifier = Notifier::from_env();
-    let mut signals = Signals::install().context("installing signal handlers")?;
-    let loaded = Loaded::load(config_path)?;
-    raise_fd_limit();
+/// Opens (or recovers) the spool in the state directory.
+fn open_spool(loaded: &Loaded) -> anyhow::Result<Spool> {
     let state_dir = &loaded.config.state_dir;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating state directory {}", state_dir.display()))?;
@@ -69,7 +64,18 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         discarded_bytes = recovery.discarded_bytes,
         "spool opened"
     );
-    let outbox = Outbox::new(spool);
+    Ok(spool)
+}
+
+/// Runs until SIGTERM/SIGINT; SIGHUP re-reads `config_path` and the
+/// certificates it names.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env();
+    let mut signals = Signals::install().context("installing signal handlers")?;
+    let loaded = Loaded::load(config_path)?;
+    raise_fd_limit();
+    let state_dir = &loaded.config.state_dir;
+    let outbox = Outbox::new(open_spool(&loaded)?);
     // Probe engines and host facts send their results here; the batcher
     // seals them into the spool. When they end at shutdown, the last sender
     // goes and the batcher flushes.
@@ -149,14 +155,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     notifier.stopping();
     shutdown.cancel();
-    if tokio::time::timeout(STOP_TIMEOUT, probes).await.is_err() {
-        tracing::warn!("probes did not stop within {STOP_TIMEOUT:?}");
-    }
-    if tokio::time::timeout(STOP_TIMEOUT, facts).await.is_err() {
-        tracing::warn!("host facts did not stop within {STOP_TIMEOUT:?}");
-    }
-    if tokio::time::timeout(STOP_TIMEOUT, batcher).await.is_err() {
-        tracing::warn!("batcher did not finish within {STOP_TIMEOUT:?}");
+    // Producers first: when the last one is gone, the batcher flushes.
+    for (what, task) in [
+        ("probes", probes),
+        ("host facts", facts),
+        ("batcher", batcher),
+    ] {
+        if tokio::time::timeout(STOP_TIMEOUT, task).await.is_err() {
+            tracing::warn!("{what} did not finish within {STOP_TIMEOUT:?}");
+        }
     }
     Ok(())
 }

@@ -590,7 +590,10 @@ pub fn agent_detail(
             let tenants: Vec<&str> = many.iter().map(|a| a.tenant.as_str()).collect();
             return Err(bad(
                 "tenant",
-                format!("agent {name} exists in tenants {}; name one", tenants.join(", ")),
+                format!(
+                    "agent {name} exists in tenants {}; name one",
+                    tenants.join(", ")
+                ),
             ));
         }
     };

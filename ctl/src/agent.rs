@@ -49,9 +49,26 @@ fn risk_rank(p: &Value) -> u8 {
 /// The text of `GET /api/v1/agents/NAME`.
 pub fn render(v: &Value, now: SystemTime) -> String {
     let mut out = String::new();
+    identity(&mut out, v, now);
+    public_ip(&mut out, v);
+    ports(&mut out, v);
+    remote_checks(&mut out, v);
+    metrics(&mut out, v);
+    out
+}
+
+/// Who the agent is and whether it is alive.
+fn identity(out: &mut String, v: &Value, now: SystemTime) {
     let a = v.get("agent");
     let g = |k: &str| cell(a.and_then(|a| a.get(k)));
-    let _ = writeln!(out, "{}/{}  {}  connected={}", g("tenant"), g("name"), g("state"), g("connected"));
+    let _ = writeln!(
+        out,
+        "{}/{}  {}  connected={}",
+        g("tenant"),
+        g("name"),
+        g("state"),
+        g("connected")
+    );
     let _ = writeln!(
         out,
         "host {}  {}  agent {}  from {}  last heartbeat {}",
@@ -61,7 +78,10 @@ pub fn render(v: &Value, now: SystemTime) -> String {
         g("remote_addr"),
         table::age_ms(a.and_then(|a| a.get("last_heartbeat_ms")), now)
     );
+}
 
+/// Current addresses, their history, and failing sources.
+fn public_ip(out: &mut String, v: &Value) {
     let ip = v.get("public_ip");
     let _ = writeln!(
         out,
@@ -81,19 +101,33 @@ pub fn render(v: &Value, now: SystemTime) -> String {
         })
         .collect();
     if !history.is_empty() {
-        out.push_str(&table::render(&["FAMILY", "ADDRESS", "FIRST SEEN", "LAST SEEN"], &history));
+        out.push_str(&table::render(
+            &["FAMILY", "ADDRESS", "FIRST SEEN", "LAST SEEN"],
+            &history,
+        ));
     }
     for l in list(ip.and_then(|i| i.get("lookups"))) {
         if l.get("status").and_then(Value::as_str) != Some("ok") {
-            let _ = writeln!(out, "last {} lookup: {}", cell(l.get("family")), cell(l.get("status")));
+            let _ = writeln!(
+                out,
+                "last {} lookup: {}",
+                cell(l.get("family")),
+                cell(l.get("status"))
+            );
         }
         for a in list(l.get("answers")) {
-            if a.get("error").and_then(Value::as_str).is_some_and(|e| !e.is_empty()) {
+            if a.get("error")
+                .and_then(Value::as_str)
+                .is_some_and(|e| !e.is_empty())
+            {
                 let _ = writeln!(out, "  {}: {}", cell(a.get("source")), cell(a.get("error")));
             }
         }
     }
+}
 
+/// Listening ports, riskiest first.
+fn ports(out: &mut String, v: &Value) {
     let ports = v.get("ports");
     let mut rows = list(ports.and_then(|p| p.get("ports")));
     rows.sort_by_key(risk_rank);
@@ -113,31 +147,52 @@ pub fn render(v: &Value, now: SystemTime) -> String {
         })
         .collect();
     if !rows.is_empty() {
-        out.push_str(&table::render(&["RISK", "PROTO", "ADDRESS", "SERVICE", "PROGRAM", "PID", "USER"], &rows));
+        out.push_str(&table::render(
+            &[
+                "RISK", "PROTO", "ADDRESS", "SERVICE", "PROGRAM", "PID", "USER",
+            ],
+            &rows,
+        ));
     }
+}
 
+/// Remote-check results.
+fn remote_checks(out: &mut String, v: &Value) {
     let remote = list(v.get("remote_checks"));
     if !remote.is_empty() {
         let _ = writeln!(out, "\nREMOTE CHECKS");
         let rows: Vec<Vec<String>> = remote
             .iter()
             .map(|r| {
-                let open: Vec<String> = list(r.get("open")).iter().map(ToString::to_string).collect();
+                let open: Vec<String> = list(r.get("open"))
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 vec![
                     cell(r.get("target")),
                     cell(r.get("address")),
-                    if open.is_empty() { "-".to_owned() } else { open.join(",") },
+                    if open.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        open.join(",")
+                    },
                     table::time_ms(r.get("started_ms")),
                     cell(r.get("error")),
                 ]
             })
             .collect();
-        out.push_str(&table::render(&["TARGET", "ADDRESS", "OPEN", "CHECKED", "ERROR"], &rows));
+        out.push_str(&table::render(
+            &["TARGET", "ADDRESS", "OPEN", "CHECKED", "ERROR"],
+            &rows,
+        ));
     }
+}
 
+/// The latest system metrics.
+fn metrics(out: &mut String, v: &Value) {
     let Some(m) = v.get("metrics").filter(|m| !m.is_null()) else {
         out.push_str("\nMETRICS none yet\n");
-        return out;
+        return;
     };
     let f = |k: &str| m.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     let load = list(m.get("load"));
@@ -147,7 +202,10 @@ pub fn render(v: &Value, now: SystemTime) -> String {
         table::time_ms(m.get("at_ms")),
         f("cpu_utilisation") * 100.0,
         cell(m.get("cpu_count")),
-        load.iter().map(|l| format!("{:.2}", l.as_f64().unwrap_or(0.0))).collect::<Vec<_>>().join(" "),
+        load.iter()
+            .map(|l| format!("{:.2}", l.as_f64().unwrap_or(0.0)))
+            .collect::<Vec<_>>()
+            .join(" "),
         bytes(m.get("memory_used_bytes")),
         bytes(m.get("memory_available_bytes")),
         bytes(m.get("memory_total_bytes")),
@@ -166,7 +224,10 @@ pub fn render(v: &Value, now: SystemTime) -> String {
         })
         .collect();
     if !disks.is_empty() {
-        out.push_str(&table::render(&["MOUNT", "FS", "USED", "SIZE", "READ", "WRITE"], &disks));
+        out.push_str(&table::render(
+            &["MOUNT", "FS", "USED", "SIZE", "READ", "WRITE"],
+            &disks,
+        ));
     }
     let nics: Vec<Vec<String>> = list(m.get("interfaces"))
         .iter()
@@ -175,17 +236,37 @@ pub fn render(v: &Value, now: SystemTime) -> String {
                 cell(i.get("name")),
                 rate(i.get("rx_bytes_per_second")),
                 rate(i.get("tx_bytes_per_second")),
-                format!("{:.1}", i.get("rx_packets_per_second").and_then(Value::as_f64).unwrap_or(0.0)),
-                format!("{:.1}", i.get("tx_packets_per_second").and_then(Value::as_f64).unwrap_or(0.0)),
+                format!(
+                    "{:.1}",
+                    i.get("rx_packets_per_second")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0)
+                ),
+                format!(
+                    "{:.1}",
+                    i.get("tx_packets_per_second")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0)
+                ),
                 format!("{}/{}", cell(i.get("rx_errors")), cell(i.get("tx_errors"))),
                 format!("{}/{}", cell(i.get("rx_drops")), cell(i.get("tx_drops"))),
             ]
         })
         .collect();
     if !nics.is_empty() {
-        out.push_str(&table::render(&["INTERFACE", "RX", "TX", "RX PKT/S", "TX PKT/S", "ERR RX/TX", "DROP RX/TX"], &nics));
+        out.push_str(&table::render(
+            &[
+                "INTERFACE",
+                "RX",
+                "TX",
+                "RX PKT/S",
+                "TX PKT/S",
+                "ERR RX/TX",
+                "DROP RX/TX",
+            ],
+            &nics,
+        ));
     }
-    out
 }
 
 #[cfg(test)]
@@ -195,14 +276,20 @@ mod tests {
     #[test]
     fn sizes_and_an_agent_without_facts() {
         assert_eq!(bytes(Some(&Value::from(512))), "512 B");
-        assert_eq!(bytes(Some(&Value::from(3 * 1024 * 1024 + 512 * 1024))), "3.5 MiB");
+        assert_eq!(
+            bytes(Some(&Value::from(3 * 1024 * 1024 + 512 * 1024))),
+            "3.5 MiB"
+        );
         let v = serde_json::json!({
             "agent": {"tenant": "acme", "name": "edge-1", "state": "up", "connected": true},
             "public_ip": {"ipv4": null, "ipv6": null, "history": [], "lookups": []},
             "ports": null, "remote_checks": [], "metrics": null
         });
         let text = render(&v, SystemTime::now());
-        assert!(text.starts_with("acme/edge-1  up  connected=true"), "{text}");
+        assert!(
+            text.starts_with("acme/edge-1  up  connected=true"),
+            "{text}"
+        );
         assert!(text.contains("LISTENING PORTS (0)"), "{text}");
         assert!(text.contains("METRICS none yet"), "{text}");
     }

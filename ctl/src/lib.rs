@@ -34,7 +34,9 @@ pub async fn run(loaded: &Loaded, command: &Command, json: bool) -> Result<Strin
         }
         Command::Agent { name, tenant } => {
             let query: Vec<(&str, String)> = tenant.iter().map(|t| ("tenant", t.clone())).collect();
-            let v = api.get(&format!("agents/{}", segment(name)), &query).await?;
+            let v = api
+                .get(&format!("agents/{}", segment(name)), &query)
+                .await?;
             Ok(if json {
                 pretty(&v)
             } else {

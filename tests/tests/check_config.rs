@@ -249,31 +249,6 @@ fn agent_check_config_names_file_line_and_key() {
         ],
     );
 
-    // Host facts: a remote check and a public-IP source, named.
-    std::fs::write(
-        &good,
-        format!("{text_of}[[remote-check]]\ntargets = [\"h:22\", \"h:9-3\"]\n"),
-    )
-    .unwrap();
-    expect_error(
-        "sonde-agent",
-        &good,
-        &[&format!("{file}:16:1"), "key `remote-check[0]`", "\"h:9-3\": range \"9-3\" runs backwards"],
-    );
-    std::fs::write(
-        &good,
-        text_of.replace(
-            "[public-ip]\nenabled = false\n",
-            "[[public-ip.source]]\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nformat = \"json\"\n",
-        ),
-    )
-    .unwrap();
-    expect_error(
-        "sonde-agent",
-        &good,
-        &[&format!("{file}:13:1"), "key `public-ip`", "format json needs field"],
-    );
-
     std::fs::write(&good, text_of.replace("localhost:", "localhost-")).unwrap();
     expect_error(
         "sonde-agent",
@@ -291,6 +266,47 @@ fn agent_check_config_names_file_line_and_key() {
             &format!("{file}:6:1"),
             "key `tls.key`",
             "no PEM private key",
+        ],
+    );
+}
+
+#[test]
+fn agent_check_config_names_host_fact_keys() {
+    let world = World::new();
+    let cert = world.cert("acme", Role::Agent, "a");
+    let good = world.agent_config("a", &cert, "[heartbeat]\ninterval = \"5s\"\n");
+    let text_of = std::fs::read_to_string(&good).unwrap();
+    let file = good.display().to_string();
+    // Host facts: a remote check and a public-IP source, named.
+    std::fs::write(
+        &good,
+        format!("{text_of}[[remote-check]]\ntargets = [\"h:22\", \"h:9-3\"]\n"),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[
+            &format!("{file}:15:3"),
+            "key `remote-check[0]`",
+            "\"h:9-3\": range \"9-3\" runs backwards",
+        ],
+    );
+    std::fs::write(
+        &good,
+        text_of.replace(
+            "[public-ip]\nenabled = false\n",
+            "[[public-ip.source]]\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nformat = \"json\"\n",
+        ),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[
+            &format!("{file}:13:3"),
+            "key `public-ip`",
+            "format json needs field",
         ],
     );
 }

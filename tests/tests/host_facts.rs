@@ -29,7 +29,10 @@ async fn http_source(answer: Answer) -> SocketAddr {
                 async move { format!("{a}\n") }
             }),
         )
-        .route("/garbage", get(|| async { "<html><body>rate limited</body></html>" }));
+        .route(
+            "/garbage",
+            get(|| async { "<html><body>rate limited</body></html>" }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -92,8 +95,10 @@ fn socat(world: &World, ns: Option<&str>, addr: &str, port: u16) -> Proc {
     }
 }
 
-async fn detail(api: &sonde_tests::Api) -> Value {
-    api.ok("/api/v1/agents/facts").await
+/// The agent's entry (`None` until the agent has connected).
+async fn detail(api: &sonde_tests::Api) -> Option<Value> {
+    let (status, v) = api.get("/api/v1/agents/facts").await.ok()?;
+    (status == 200).then_some(v)
 }
 
 fn events(v: &Value, kind: &str) -> Vec<Value> {
@@ -118,7 +123,12 @@ fn port<'a>(v: &'a Value, address: &str, port: u16) -> Option<&'a Value> {
 fn meminfo_total() -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
     let line = text.lines().find(|l| l.starts_with("MemTotal:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +172,7 @@ async fn public_ip_ports_remote_check_and_metrics() {
     // Public IP: the dead and the garbage source fail, each with its
     // reason; the other two agree.
     let first = eventually("a public-IP lookup", Duration::from_secs(20), || async {
-        let v = detail(&api).await;
+        let v = detail(&api).await?;
         (v["public_ip"]["ipv4"] == old.to_string()).then_some(v)
     })
     .await;
@@ -176,19 +186,25 @@ async fn public_ip_ports_remote_check_and_metrics() {
         error(1),
         "not an IP address: \"<html><body>rate limited</body></html>\""
     );
-    assert_eq!((answers[2]["address"].as_str(), answers[3]["address"].as_str()), (Some("203.0.113.7"), Some("203.0.113.7")));
+    assert_eq!(
+        (
+            answers[2]["address"].as_str(),
+            answers[3]["address"].as_str()
+        ),
+        (Some("203.0.113.7"), Some("203.0.113.7"))
+    );
 
     // The sources change their answer: one ip-changed event, old → new.
     *answer.lock().unwrap() = new;
     eventually("the new public IP", Duration::from_secs(20), || async {
-        let v = detail(&api).await;
+        let v = detail(&api).await?;
         (v["public_ip"]["ipv4"] == new.to_string()).then_some(())
     })
     .await;
     let started = now_ms();
     // Three more lookups at the new address change nothing.
     eventually("three more lookups", Duration::from_secs(20), || async {
-        let v = detail(&api).await;
+        let v = detail(&api).await?;
         let at = v["public_ip"]["lookups"][0]["checked_ms"].as_i64()?;
         (at > started + 3_000).then_some(())
     })
@@ -199,7 +215,7 @@ async fn public_ip_ports_remote_check_and_metrics() {
     assert_eq!(changed[0]["detail"]["old"], old.to_string());
     assert_eq!(changed[0]["detail"]["new"], new.to_string());
     assert_eq!(changed[0]["detail"]["family"], "ipv4");
-    let v = detail(&api).await;
+    let v = detail(&api).await.expect("agent entry");
     let history: Vec<&str> = v["public_ip"]["history"]
         .as_array()
         .unwrap()
@@ -209,38 +225,70 @@ async fn public_ip_ports_remote_check_and_metrics() {
     assert_eq!(history, ["198.51.100.9", "203.0.113.7"], "newest first");
 
     // Ports: the collector's own listener is there, on loopback, rated low.
-    let v = detail(&api).await;
+    let v = detail(&api).await.expect("agent entry");
     let own = port(&v, "127.0.0.1", world.port).unwrap_or_else(|| panic!("{}", v["ports"]));
-    assert_eq!((own["program"].as_str(), own["risk"].as_str(), own["loopback"].as_bool()), (Some("sonde-collector"), Some("low"), Some(true)));
+    assert_eq!(
+        (
+            own["program"].as_str(),
+            own["risk"].as_str(),
+            own["loopback"].as_bool()
+        ),
+        (Some("sonde-collector"), Some("low"), Some(true))
+    );
     // A telnet port opened on a non-loopback address: reported within one
     // interval (1 s) with its program and a high rating.
     let opened_at = now_ms();
     let mut telnet = socat(&world, None, "198.18.84.1", 23);
     let event = eventually("port-opened", Duration::from_secs(15), || async {
         let all = api.ok("/api/v1/events?agent=facts&limit=1000").await;
-        events(&all, "port-opened").into_iter().find(|e| e["detail"]["port"] == 23)
+        events(&all, "port-opened")
+            .into_iter()
+            .find(|e| e["detail"]["port"] == 23)
     })
     .await;
-    let d = &event["detail"];
+    let opened = &event["detail"];
     assert_eq!(
-        (d["program"].as_str(), d["service"].as_str(), d["risk"].as_str(), d["address"].as_str(), d["loopback"].as_bool()),
-        (Some("socat"), Some("telnet"), Some("high"), Some("198.18.84.1"), Some(false)),
-        "{d}"
+        (
+            opened["program"].as_str(),
+            opened["service"].as_str(),
+            opened["risk"].as_str(),
+            opened["address"].as_str(),
+            opened["loopback"].as_bool()
+        ),
+        (
+            Some("socat"),
+            Some("telnet"),
+            Some("high"),
+            Some("198.18.84.1"),
+            Some(false)
+        ),
+        "{opened}"
     );
     let delay = event["at_ms"].as_i64().unwrap() - opened_at;
     eprintln!("port-opened {delay} ms after the listener started (interval 1 s)");
-    assert!(delay <= 1_500, "reported {delay} ms after opening; the interval is 1 s");
+    assert!(
+        delay <= 1_500,
+        "reported {delay} ms after opening; the interval is 1 s"
+    );
     telnet.kill9();
     let event = eventually("port-closed", Duration::from_secs(15), || async {
         let all = api.ok("/api/v1/events?agent=facts&limit=1000").await;
-        events(&all, "port-closed").into_iter().find(|e| e["detail"]["port"] == 23)
+        events(&all, "port-closed")
+            .into_iter()
+            .find(|e| e["detail"]["port"] == 23)
     })
     .await;
-    assert_eq!((event["detail"]["risk"].as_str(), event["detail"]["program"].as_str()), (Some("high"), Some("socat")));
+    assert_eq!(
+        (
+            event["detail"]["risk"].as_str(),
+            event["detail"]["program"].as_str()
+        ),
+        (Some("high"), Some("socat"))
+    );
 
     // Remote check: nothing open in the namespace yet, then a listener.
     eventually("a remote-check pass", Duration::from_secs(15), || async {
-        let v = detail(&api).await;
+        let v = detail(&api).await?;
         let r = v["remote_checks"].get(0)?;
         (r["checked"] == 5 && r["open"] == serde_json::json!([])).then_some(())
     })
@@ -262,13 +310,16 @@ async fn public_ip_ports_remote_check_and_metrics() {
     assert_eq!(event["detail"]["ports"], serde_json::json!([8022]));
 
     // Metrics: sane values, compared with the kernel's own where exact.
-    let v = detail(&api).await;
+    let v = detail(&api).await.expect("agent entry");
     let m = &v["metrics"];
     let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
     assert!((0.0..=1.0).contains(&f("cpu_utilisation")), "{m}");
     assert!(m["cpu_count"].as_u64().unwrap() >= 1, "{m}");
     assert_eq!(m["memory_total_bytes"].as_u64(), Some(meminfo_total()));
-    assert!(f("memory_available_bytes") <= f("memory_total_bytes"), "{m}");
+    assert!(
+        f("memory_available_bytes") <= f("memory_total_bytes"),
+        "{m}"
+    );
     assert!(f("memory_used_bytes") > 0.0, "{m}");
     assert!(m["load"][0].as_f64().unwrap() >= 0.0, "{m}");
     assert!((0.5..=1.5).contains(&f("interval_s")), "{m}");
@@ -281,22 +332,36 @@ async fn public_ip_ports_remote_check_and_metrics() {
         .lines()
         .filter(|l| l.split_whitespace().nth(1) == Some("/"))
         .map(|l| l.split_whitespace().nth(2).unwrap().to_owned())
-        .last()
+        .next_back()
         .unwrap();
     if !sonde_agent::host::metrics::DEFAULT_IGNORE_FS.contains(&root_fs.as_str()) {
-        let root = m["disks"].as_array().unwrap().iter().find(|d| d["mount"] == "/");
+        let root = m["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["mount"] == "/");
         let root = root.unwrap_or_else(|| panic!("/ ({root_fs}) not reported: {}", m["disks"]));
         let st = nix::sys::statvfs::statvfs("/").unwrap();
-        assert_eq!(root["total_bytes"].as_u64(), Some(st.blocks() * st.fragment_size()));
+        assert_eq!(
+            root["total_bytes"].as_u64(),
+            Some(st.blocks() * st.fragment_size())
+        );
     }
 
     // Interface counters: quiet veth, then ~1 MB/s of UDP into the
     // namespace for 4 s; the agent's rates for the veth follow.
     let veth_of = |v: &Value| -> Option<(f64, f64)> {
-        let i = v["metrics"]["interfaces"].as_array()?.iter().find(|i| i["name"] == veth.as_str())?;
-        Some((i["tx_bytes_per_second"].as_f64()?, i["tx_packets_per_second"].as_f64()?))
+        let i = v["metrics"]["interfaces"]
+            .as_array()?
+            .iter()
+            .find(|i| i["name"] == veth.as_str())?;
+        Some((
+            i["tx_bytes_per_second"].as_f64()?,
+            i["tx_packets_per_second"].as_f64()?,
+        ))
     };
-    let (quiet, _) = veth_of(&v).unwrap_or_else(|| panic!("{veth} not reported: {}", v["metrics"]["interfaces"]));
+    let (quiet, _) = veth_of(&v)
+        .unwrap_or_else(|| panic!("{veth} not reported: {}", v["metrics"]["interfaces"]));
     assert!(quiet < 10_000.0, "veth already busy: {quiet} B/s");
     let sender = tokio::spawn(async {
         let socket = tokio::net::UdpSocket::bind("198.18.84.1:0").await.unwrap();
@@ -309,14 +374,17 @@ async fn public_ip_ports_remote_check_and_metrics() {
         }
     });
     let (bytes, packets) = eventually("veth counters moving", Duration::from_secs(10), || async {
-        let v = detail(&api).await;
+        let v = detail(&api).await?;
         veth_of(&v).filter(|(b, _)| *b > 300_000.0)
     })
     .await;
     sender.await.unwrap();
     eprintln!("veth {veth}: {bytes:.0} B/s, {packets:.0} packets/s while sending ~1 MB/s");
     assert!(bytes < 5_000_000.0, "{bytes} B/s is more than was sent");
-    assert!((300.0..=3000.0).contains(&packets), "{packets} packets/s for ~1000/s sent");
+    assert!(
+        (300.0..=3000.0).contains(&packets),
+        "{packets} packets/s for ~1000/s sent"
+    );
 
     agent.terminate();
 }

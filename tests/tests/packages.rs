@@ -221,7 +221,7 @@ fn configure(m: &Machine) {
         "collector = \"localhost:7443\"",
     ) + "[[ping]]\ntargets = [\"127.0.0.1\"]\ninterval = \"1s\"\n"
         // The default public-IP sources are on the internet.
-        + "[public-ip]\nenabled = false\n";
+        + "[public-ip]\nenabled = false\n[metrics]\ninterval = \"1s\"\n";
     assert!(
         agent.contains("localhost:7443"),
         "sample agent.toml changed"
@@ -304,6 +304,31 @@ fn start_and_check_running(m: &Machine) {
     assert_eq!(edge["name"], "edge-1", "{agents}");
     assert_eq!(edge["state"], "up", "{agents}");
     assert_eq!(edge["hostname"], "sonde-test", "{agents}");
+    // Host facts under the hardened unit: system metrics (which need more
+    // of /proc than ProcSubset=pid leaves) and the collector's listener in
+    // the port inventory, by its owner.
+    m.eventually(
+        "edge-1's metrics in `sondectl agent`",
+        Duration::from_secs(30),
+        "sonde-agent",
+        "sondectl --json agent edge-1 | grep -q '\"memory_total_bytes\"'",
+    );
+    let edge: serde_json::Value =
+        serde_json::from_str(&m.sh("sondectl --json agent edge-1")).expect("sondectl JSON");
+    let metrics = &edge["metrics"];
+    assert_eq!(metrics["error"], "", "{metrics}");
+    assert!(
+        metrics["memory_total_bytes"].as_u64() > Some(0),
+        "{metrics}"
+    );
+    assert!(metrics["cpu_count"].as_u64() >= Some(1), "{metrics}");
+    let ports = &edge["ports"];
+    assert_eq!(ports["error"], "", "{ports}");
+    let listener = ports["ports"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["port"] == 7443))
+        .unwrap_or_else(|| panic!("collector port 7443 not listed: {ports}"));
+    assert_eq!(listener["user"], "sonde", "{listener}");
 }
 
 /// The journal entries of `unit` as JSON objects.

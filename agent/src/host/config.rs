@@ -96,8 +96,7 @@ impl HostConfig {
             return Err(("metrics.interval".into(), "must be at least 1s".into()));
         }
         for (i, c) in self.remote_check.iter().enumerate() {
-            c.check()
-                .map_err(|e| (format!("remote-check[{i}]"), e))?;
+            c.check().map_err(|e| (format!("remote-check[{i}]"), e))?;
         }
         Ok(())
     }

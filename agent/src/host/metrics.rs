@@ -21,7 +21,7 @@ use std::time::Instant;
 use sonde_proto::v1::{DiskMetrics, InterfaceMetrics, SystemMetrics};
 
 /// File systems that hold no disk space of their own (Telegraf's and
-/// node_exporter's usual exclusions); configurable as `metrics.ignore-fs`.
+/// `node_exporter`'s usual exclusions); configurable as `metrics.ignore-fs`.
 pub const DEFAULT_IGNORE_FS: &[&str] = &[
     "tmpfs",
     "devtmpfs",
@@ -111,7 +111,11 @@ pub fn parse_meminfo(text: &str) -> Option<Memory> {
         let Some((key, rest)) = line.split_once(':') else {
             continue;
         };
-        if let Some(v) = rest.split_ascii_whitespace().next().and_then(|v| v.parse().ok()) {
+        if let Some(v) = rest
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+        {
             kb.insert(key, v);
         }
     }
@@ -145,7 +149,10 @@ fn unescape(field: &str) -> String {
             && let Some(oct) = bytes.get(i + 1..i + 4)
             && oct.iter().all(|d| (b'0'..=b'7').contains(d))
         {
-            out.push(oct.iter().fold(0u8, |v, d| v.wrapping_mul(8).wrapping_add(d - b'0')));
+            out.push(
+                oct.iter()
+                    .fold(0u8, |v, d| v.wrapping_mul(8).wrapping_add(d - b'0')),
+            );
             i += 4;
             continue;
         }
@@ -332,9 +339,7 @@ impl Sampler {
             .map(|t| parse_mounts(&t, &self.ignore_fs))
             .unwrap_or_default();
         let now = Instant::now();
-        let Some((then, before)) = self.last.replace((now, raw)) else {
-            return None;
-        };
+        let (then, before) = self.last.replace((now, raw))?;
         let raw = &self.last.as_ref().expect("just set").1;
         let secs = now.duration_since(then).as_secs_f64().max(1e-3);
         m.interval_seconds = secs;

@@ -56,7 +56,11 @@ pub async fn run(
     }
 }
 
-fn start(config: &HostConfig, records: &mpsc::Sender<Record>, stop: &CancellationToken) -> JoinSet<()> {
+fn start(
+    config: &HostConfig,
+    records: &mpsc::Sender<Record>,
+    stop: &CancellationToken,
+) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let emitter = |name| Emitter::new(records.clone(), name);
     if config.metrics.enabled {
@@ -139,9 +143,10 @@ async fn ports_task(c: config::PortsConfig, mut emit: Emitter, stop: Cancellatio
             _ = tick.tick() => {}
         }
         let (table, proc) = (table.clone(), proc.clone());
-        let snap = tokio::task::spawn_blocking(move || ports::snapshot(&proc, &table, unix_nanos()))
-            .await
-            .expect("port inventory panicked");
+        let snap =
+            tokio::task::spawn_blocking(move || ports::snapshot(&proc, &table, unix_nanos()))
+                .await
+                .expect("port inventory panicked");
         if last.as_ref().is_some_and(|l| same_ports(l, &snap)) {
             continue;
         }

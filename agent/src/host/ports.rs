@@ -93,7 +93,11 @@ pub fn socket_owners(proc: &Path) -> HashMap<u64, (u32, String)> {
         return owners;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
@@ -243,7 +247,10 @@ mod tests {
             "the established connection is not a listener"
         );
         let tcp6 = parse_table(TCP6, Protocol::Tcp);
-        let got: Vec<(String, u16)> = tcp6.iter().map(|s| (s.address.to_string(), s.port)).collect();
+        let got: Vec<(String, u16)> = tcp6
+            .iter()
+            .map(|s| (s.address.to_string(), s.port))
+            .collect();
         assert_eq!(got, [("::".into(), 22), ("::1".into(), 8080)]);
         let udp = parse_table(UDP, Protocol::Udp);
         assert_eq!(udp.len(), 1, "a connected UDP socket is a client");
@@ -265,10 +272,18 @@ mod tests {
         let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
         assert_eq!(mine.program, comm.trim_end());
         assert!(mine.loopback);
-        assert_eq!((mine.address.as_str(), mine.risk.as_str()), ("127.0.0.1", "low"));
+        assert_eq!(
+            (mine.address.as_str(), mine.risk.as_str()),
+            ("127.0.0.1", "low")
+        );
         assert_eq!(mine.uid, nix::unistd::getuid().as_raw());
         drop(listener);
         let snap = snapshot(Path::new("/proc"), &Table::default(), 8);
-        assert!(!snap.ports.iter().any(|p| p.protocol == "tcp" && p.port == u32::from(port)));
+        assert!(
+            !snap
+                .ports
+                .iter()
+                .any(|p| p.protocol == "tcp" && p.port == u32::from(port))
+        );
     }
 }

@@ -330,7 +330,12 @@ impl Lookup {
     }
 
     /// One lookup of `family` under `config`, stamped `now_ns`.
-    pub async fn run(&self, config: &PublicIpConfig, family: Family, now_ns: i64) -> PublicIpResult {
+    pub async fn run(
+        &self,
+        config: &PublicIpConfig,
+        family: Family,
+        now_ns: i64,
+    ) -> PublicIpResult {
         let mut answers = Vec::new();
         for source in config.sources.iter().filter(|s| s.family() == family) {
             let started = tokio::time::Instant::now();
@@ -389,7 +394,11 @@ mod tests {
         PublicIpAnswer {
             source: "s".into(),
             address: address.into(),
-            error: if address.is_empty() { "down".into() } else { String::new() },
+            error: if address.is_empty() {
+                "down".into()
+            } else {
+                String::new()
+            },
             duration_nanos: 1,
         }
     }
@@ -406,7 +415,11 @@ mod tests {
         let y = "198.51.100.9";
         assert_eq!(verdict(&[x, x], 2), (Ok, x.into()));
         assert_eq!(verdict(&[x, y, x], 2), (Ok, x.into()), "two of three agree");
-        assert_eq!(verdict(&["", x], 2), (Ok, x.into()), "the one that answered");
+        assert_eq!(
+            verdict(&["", x], 2),
+            (Ok, x.into()),
+            "the one that answered"
+        );
         assert_eq!(verdict(&[x, y], 2), (Disagree, String::new()));
         assert_eq!(verdict(&[x, "", y], 2), (Disagree, String::new()));
         assert_eq!(verdict(&["", ""], 2), (Failed, String::new()));
@@ -445,13 +458,37 @@ mod tests {
         c.check().unwrap();
         assert_eq!(c.sources[1].family(), Family::Ipv6);
         assert_eq!(c.families(), [Family::Ipv4, Family::Ipv6]);
-        let bad = |t: &str| toml::from_str::<PublicIpConfig>(t).map_err(|e| e.to_string()).and_then(|c| c.check());
-        assert!(bad("[[source]]\nkind = \"http\"\nurl = \"ftp://x\"\n").unwrap_err().contains("only http"));
-        assert!(bad("[[source]]\nkind = \"http\"\nurl = \"https://u:p@x\"\n").unwrap_err().contains("credentials"));
-        assert!(bad("[[source]]\nkind = \"http\"\nurl = \"https://x\"\nformat = \"json\"\n").unwrap_err().contains("needs field"));
+        let bad = |t: &str| {
+            toml::from_str::<PublicIpConfig>(t)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.check())
+        };
+        assert!(
+            bad("[[source]]\nkind = \"http\"\nurl = \"ftp://x\"\n")
+                .unwrap_err()
+                .contains("only http")
+        );
+        assert!(
+            bad("[[source]]\nkind = \"http\"\nurl = \"https://u:p@x\"\n")
+                .unwrap_err()
+                .contains("credentials")
+        );
+        assert!(
+            bad("[[source]]\nkind = \"http\"\nurl = \"https://x\"\nformat = \"json\"\n")
+                .unwrap_err()
+                .contains("needs field")
+        );
         assert!(bad("[[source]]\nkind = \"dns\"\nserver = \"1.2.3.4:53\"\nname = \"x\"\nrecord = \"A\"\nfamily = \"ipv6\"\n").unwrap_err().contains("only for TXT"));
-        assert!(bad("[[source]]\nkind = \"smoke\"\n").unwrap_err().contains("smoke"));
-        assert!(bad("[[source]]\nkind = \"http\"\nurl = \"https://x\"\nport = 1\n").unwrap_err().contains("port"));
+        assert!(
+            bad("[[source]]\nkind = \"smoke\"\n")
+                .unwrap_err()
+                .contains("smoke")
+        );
+        assert!(
+            bad("[[source]]\nkind = \"http\"\nurl = \"https://x\"\nport = 1\n")
+                .unwrap_err()
+                .contains("port")
+        );
         PublicIpConfig::default().check().unwrap();
     }
 

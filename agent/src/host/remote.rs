@@ -80,9 +80,7 @@ pub struct Target {
 impl Target {
     pub fn parse(text: &str) -> Result<Self, String> {
         let bad = |why: &str| format!("{text:?}: {why}");
-        let (host, spec) = text
-            .rsplit_once(':')
-            .ok_or_else(|| bad("not HOST:PORTS"))?;
+        let (host, spec) = text.rsplit_once(':').ok_or_else(|| bad("not HOST:PORTS"))?;
         let host = match host.strip_prefix('[') {
             Some(h) => h.strip_suffix(']').ok_or_else(|| bad("unclosed ["))?,
             None if host.contains(':') => return Err(bad("write IPv6 addresses as [ADDR]:PORTS")),
@@ -139,7 +137,9 @@ pub async fn check<C: Connector + Clone>(
     let spacing = Duration::from_secs(1) / rate.max(1);
     let mut running = JoinSet::new();
     let mut open = BTreeSet::new();
-    let mut settle = |r: &mut RemoteCheckResult, port: u16, outcome: Option<std::io::Result<()>>| {
+    let mut settle = |r: &mut RemoteCheckResult,
+                      port: u16,
+                      outcome: Option<std::io::Result<()>>| {
         match outcome {
             Some(Ok(())) => {
                 open.insert(u32::from(port));
@@ -167,7 +167,12 @@ pub async fn check<C: Connector + Clone>(
         let net = net.clone();
         running.spawn(async move {
             let target = SocketAddr::new(addr, port);
-            (port, tokio::time::timeout(timeout, net.connect(target)).await.ok())
+            (
+                port,
+                tokio::time::timeout(timeout, net.connect(target))
+                    .await
+                    .ok(),
+            )
         });
     }
     while let Some(done) = running.join_next().await {
@@ -221,7 +226,10 @@ mod tests {
         assert_eq!(t.host, "host.example.net");
         assert_eq!(t.ports, [22, 80, 8000, 8001, 8002]);
         let t = Target::parse("[2001:db8::1]:443,22").unwrap();
-        assert_eq!((t.host.as_str(), t.ports.as_slice()), ("2001:db8::1", &[22, 443][..]));
+        assert_eq!(
+            (t.host.as_str(), t.ports.as_slice()),
+            ("2001:db8::1", &[22, 443][..])
+        );
         for (bad, why) in [
             ("host", "not HOST:PORTS"),
             ("2001:db8::1:22", "[ADDR]:PORTS"),
@@ -247,7 +255,10 @@ mod tests {
             match addr.port() {
                 22 => Ok(()),
                 23 => Err(io::ErrorKind::ConnectionRefused.into()),
-                25 => Err(io::Error::new(io::ErrorKind::HostUnreachable, "no route to host")),
+                25 => Err(io::Error::new(
+                    io::ErrorKind::HostUnreachable,
+                    "no route to host",
+                )),
                 _ => std::future::pending().await,
             }
         }
@@ -271,7 +282,13 @@ mod tests {
         assert_eq!(r.open, [22]);
         assert_eq!((r.checked, r.refused, r.timed_out, r.failed), (4, 1, 1, 1));
         assert_eq!(r.error, "port 25: no route to host");
-        let starts: Vec<Duration> = fake.0.lock().unwrap().iter().map(|(_, t)| *t - start).collect();
+        let starts: Vec<Duration> = fake
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| *t - start)
+            .collect();
         assert_eq!(
             starts,
             [0, 500, 1000, 1500].map(Duration::from_millis),

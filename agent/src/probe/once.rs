@@ -117,36 +117,77 @@ pub fn format(record: &Record) -> (String, bool) {
             let _ = write!(out, "lag   {} {} probes late", l.probe, l.late_probes);
             true
         }
-        Some(record::Kind::PublicIp(r)) => {
+        Some(
+            fact @ (record::Kind::PublicIp(_)
+            | record::Kind::Ports(_)
+            | record::Kind::RemoteCheck(_)
+            | record::Kind::Metrics(_)),
+        ) => return format_fact(fact),
+        None => return (String::new(), true),
+    };
+    (out, ok)
+}
+
+/// A host-fact record as text; `true` if it is complete.
+fn format_fact(kind: &record::Kind) -> (String, bool) {
+    let mut out = String::new();
+    let ok = match kind {
+        record::Kind::PublicIp(r) => {
             let status = r.status();
-            let _ = write!(out, "public-ip {} {} {}", r.family, or_dash(&r.address), status_name(status));
+            let _ = write!(
+                out,
+                "public-ip {} {} {}",
+                r.family,
+                or_dash(&r.address),
+                status_name(status)
+            );
             for a in &r.answers {
-                let _ = write!(out, "\n  {} {}", a.source, with_error(or_dash(&a.address), &a.error));
+                let _ = write!(
+                    out,
+                    "\n  {} {}",
+                    a.source,
+                    with_error(or_dash(&a.address), &a.error)
+                );
             }
             status == sonde_proto::v1::PublicIpStatus::Ok
         }
-        Some(record::Kind::Ports(p)) => {
+        record::Kind::Ports(p) => {
             let _ = write!(out, "ports {} listening", p.ports.len());
             for l in &p.ports {
                 let _ = write!(
                     out,
                     "\n  {} {} {} {} {} {}",
-                    l.protocol, l.address, l.port, or_dash(&l.program), or_dash(&l.service), l.risk
+                    l.protocol,
+                    l.address,
+                    l.port,
+                    or_dash(&l.program),
+                    or_dash(&l.service),
+                    l.risk
                 );
             }
             p.error.is_empty()
         }
-        Some(record::Kind::RemoteCheck(r)) => {
+        record::Kind::RemoteCheck(r) => {
             let open: Vec<String> = r.open.iter().map(ToString::to_string).collect();
-            let _ = write!(out, "remote {} {} open=[{}]", r.target, or_dash(&r.address), open.join(","));
+            let _ = write!(
+                out,
+                "remote {} {} open=[{}]",
+                r.target,
+                or_dash(&r.address),
+                open.join(",")
+            );
             out.push_str(&with_error("", &r.error));
             r.error.is_empty()
         }
-        Some(record::Kind::Metrics(m)) => {
-            let _ = write!(out, "metrics cpu={:.2} load={:.2} mem-used={}", m.cpu_utilisation, m.load1, m.memory_used_bytes);
+        record::Kind::Metrics(m) => {
+            let _ = write!(
+                out,
+                "metrics cpu={:.2} load={:.2} mem-used={}",
+                m.cpu_utilisation, m.load1, m.memory_used_bytes
+            );
             m.error.is_empty()
         }
-        None => return (String::new(), true),
+        _ => true,
     };
     (out, ok)
 }

@@ -105,11 +105,14 @@ fn record_points(
                 .field("sources", Field::I64(count(r.answers.len())))
                 .field(
                     "answered",
-                    Field::I64(count(r.answers.iter().filter(|a| !a.address.is_empty()).count())),
+                    Field::I64(count(
+                        r.answers.iter().filter(|a| !a.address.is_empty()).count(),
+                    )),
                 ),
         ),
         record::Kind::Ports(p) => {
-            let rated = |risk: &str| Field::I64(count(p.ports.iter().filter(|l| l.risk == risk).count()));
+            let rated =
+                |risk: &str| Field::I64(count(p.ports.iter().filter(|l| l.risk == risk).count()));
             out.push(
                 base("listening_ports", p.at_unix_nanos)
                     .field("ports", Field::I64(count(p.ports.len())))
@@ -191,7 +194,10 @@ fn metrics_points(
                 .field("used_bytes", big(d.used_bytes))
                 .field("available_bytes", big(d.available_bytes))
                 .field("read_bytes_per_second", Field::F64(d.read_bytes_per_second))
-                .field("write_bytes_per_second", Field::F64(d.write_bytes_per_second)),
+                .field(
+                    "write_bytes_per_second",
+                    Field::F64(d.write_bytes_per_second),
+                ),
         );
     }
     for i in &m.interfaces {

@@ -47,7 +47,12 @@ pub(crate) const REMOTE_FAILED: &str = "remote-check-failed";
 pub(crate) const IP_CHECK: &str = "public-ip";
 
 /// The stored fact of `kind`/`key`: (time, body).
-fn fact(c: &Connection, agent: &AgentKey, kind: &str, key: &str) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+fn fact(
+    c: &Connection,
+    agent: &AgentKey,
+    kind: &str,
+    key: &str,
+) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
     c.query_row(
         "SELECT at_ns, body FROM host_facts WHERE tenant = ?1 AND agent = ?2 AND kind = ?3 AND key = ?4",
         params![agent.tenant, agent.name, kind, key],
@@ -56,8 +61,17 @@ fn fact(c: &Connection, agent: &AgentKey, kind: &str, key: &str) -> rusqlite::Re
     .optional()
 }
 
-/// Stores a fact unless a newer one is there; returns the one it replaced
-/// (`None` when there was none or the new one is older).
+/// What storing a fact found.
+enum Replaced {
+    /// A newer fact is stored; this one was not.
+    Older,
+    /// There was none: this is the baseline.
+    First,
+    /// This one replaced the body here.
+    Was(Vec<u8>),
+}
+
+/// Stores a fact unless a newer one is there.
 fn replace_fact(
     c: &Connection,
     agent: &AgentKey,
@@ -65,17 +79,17 @@ fn replace_fact(
     key: &str,
     at_ns: i64,
     body: &[u8],
-) -> rusqlite::Result<Option<Option<Vec<u8>>>> {
+) -> rusqlite::Result<Replaced> {
     let old = fact(c, agent, kind, key)?;
     if old.as_ref().is_some_and(|(t, _)| *t > at_ns) {
-        return Ok(None);
+        return Ok(Replaced::Older);
     }
     c.execute(
         "INSERT INTO host_facts (tenant, agent, kind, key, at_ns, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (tenant, agent, kind, key) DO UPDATE SET at_ns = ?5, body = ?6",
         params![agent.tenant, agent.name, kind, key, at_ns, body],
     )?;
-    Ok(Some(old.map(|(_, b)| b)))
+    Ok(old.map_or(Replaced::First, |(_, b)| Replaced::Was(b)))
 }
 
 fn ms(ns: i64) -> i64 {
@@ -84,7 +98,7 @@ fn ms(ns: i64) -> i64 {
 
 fn public_ip(c: &Connection, agent: &AgentKey, r: &PublicIpResult) -> rusqlite::Result<()> {
     let at = r.checked_unix_nanos;
-    if replace_fact(c, agent, IP_CHECK, &r.family, at, &r.encode_to_vec())?.is_none() {
+    if let Replaced::Older = replace_fact(c, agent, IP_CHECK, &r.family, at, &r.encode_to_vec())? {
         return Ok(());
     }
     if r.status() != PublicIpStatus::Ok || r.address.is_empty() {
@@ -138,22 +152,36 @@ fn port_key(p: &ListeningPort) -> (String, String, u32) {
 
 fn ports(c: &Connection, agent: &AgentKey, snap: &ListeningPorts) -> rusqlite::Result<()> {
     let at = snap.at_unix_nanos;
-    let Some(old) = replace_fact(c, agent, PORTS, "", at, &snap.encode_to_vec())? else {
-        return Ok(());
+    let Replaced::Was(old) = replace_fact(c, agent, PORTS, "", at, &snap.encode_to_vec())? else {
+        return Ok(()); // older, or the baseline
     };
-    let Some(old) = old.and_then(|b| ListeningPorts::decode(b.as_slice()).ok()) else {
-        return Ok(()); // the baseline
+    let Ok(old) = ListeningPorts::decode(old.as_slice()) else {
+        return Ok(());
     };
     let before: BTreeMap<_, _> = old.ports.iter().map(|p| (port_key(p), p)).collect();
     let now: BTreeMap<_, _> = snap.ports.iter().map(|p| (port_key(p), p)).collect();
     for (key, p) in &now {
         if !before.contains_key(key) {
-            store::insert_event(c, ms(at), agent, EventKind::PortOpened, &json::port(p), None)?;
+            store::insert_event(
+                c,
+                ms(at),
+                agent,
+                EventKind::PortOpened,
+                &json::port(p),
+                None,
+            )?;
         }
     }
     for (key, p) in &before {
         if !now.contains_key(key) {
-            store::insert_event(c, ms(at), agent, EventKind::PortClosed, &json::port(p), None)?;
+            store::insert_event(
+                c,
+                ms(at),
+                agent,
+                EventKind::PortClosed,
+                &json::port(p),
+                None,
+            )?;
         }
     }
     Ok(())
@@ -167,18 +195,32 @@ fn remote_check(c: &Connection, agent: &AgentKey, r: &RemoteCheckResult) -> rusq
         replace_fact(c, agent, REMOTE_FAILED, &r.target, at, &r.encode_to_vec())?;
         return Ok(());
     }
-    let Some(old) = replace_fact(c, agent, REMOTE, &r.target, at, &r.encode_to_vec())? else {
+    let old = replace_fact(c, agent, REMOTE, &r.target, at, &r.encode_to_vec())?;
+    if let Replaced::Older = old {
         return Ok(());
-    };
+    }
     c.execute(
         "DELETE FROM host_facts WHERE tenant = ?1 AND agent = ?2 AND kind = ?3 AND key = ?4 AND at_ns <= ?5",
         params![agent.tenant, agent.name, REMOTE_FAILED, r.target, at],
     )?;
-    let Some(old) = old.and_then(|b| RemoteCheckResult::decode(b.as_slice()).ok()) else {
+    let Replaced::Was(old) = old else {
+        return Ok(()); // the baseline
+    };
+    let Ok(old) = RemoteCheckResult::decode(old.as_slice()) else {
         return Ok(());
     };
-    let opened: Vec<u32> = r.open.iter().filter(|p| !old.open.contains(p)).copied().collect();
-    let closed: Vec<u32> = old.open.iter().filter(|p| !r.open.contains(p)).copied().collect();
+    let opened: Vec<u32> = r
+        .open
+        .iter()
+        .filter(|p| !old.open.contains(p))
+        .copied()
+        .collect();
+    let closed: Vec<u32> = old
+        .open
+        .iter()
+        .filter(|p| !r.open.contains(p))
+        .copied()
+        .collect();
     for (kind, ports) in [
         (EventKind::RemotePortOpened, opened),
         (EventKind::RemotePortClosed, closed),

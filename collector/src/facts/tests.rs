@@ -104,11 +104,19 @@ fn public_ip_history_and_one_event_per_change() {
     let history = v["public_ip"]["history"].as_array().unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(
-        (history[0]["address"].as_str(), history[0]["first_seen_ms"].as_i64(), history[0]["last_seen_ms"].as_i64()),
+        (
+            history[0]["address"].as_str(),
+            history[0]["first_seen_ms"].as_i64(),
+            history[0]["last_seen_ms"].as_i64()
+        ),
         (Some(b), Some(5_000), Some(6_000))
     );
     assert_eq!(
-        (history[1]["address"].as_str(), history[1]["first_seen_ms"].as_i64(), history[1]["last_seen_ms"].as_i64()),
+        (
+            history[1]["address"].as_str(),
+            history[1]["first_seen_ms"].as_i64(),
+            history[1]["last_seen_ms"].as_i64()
+        ),
         (Some(a), Some(1_000), Some(2_000))
     );
     assert_eq!(v["public_ip"]["lookups"][0]["status"], "ok");
@@ -142,7 +150,10 @@ fn port_events_after_the_baseline() {
     let mut f = Fixture::new();
     f.apply(snapshot(1, vec![port(22, "sshd", "medium")]));
     assert!(f.events().is_empty());
-    f.apply(snapshot(2, vec![port(22, "sshd", "medium"), port(23, "inetd", "high")]));
+    f.apply(snapshot(
+        2,
+        vec![port(22, "sshd", "medium"), port(23, "inetd", "high")],
+    ));
     // A restarted daemon (new PID) is no event.
     let mut restarted = port(22, "sshd", "medium");
     restarted.pid = 43;
@@ -177,7 +188,11 @@ fn pass(at: i64, address: &str, open: &[u32]) -> record::Kind {
         address: address.into(),
         open: open.to_vec(),
         checked: 7,
-        error: if address.is_empty() { "gw: no address".into() } else { String::new() },
+        error: if address.is_empty() {
+            "gw: no address".into()
+        } else {
+            String::new()
+        },
         ..RemoteCheckResult::default()
     })
 }

@@ -20,7 +20,7 @@ fn facts(c: &Connection, agent: &AgentKey, kind: &str) -> rusqlite::Result<Vec<V
     rows.collect()
 }
 
-fn decoded<M: prost::Message + Default>(bodies: Vec<Vec<u8>>, f: fn(&M) -> Value) -> Vec<Value> {
+fn decoded<M: prost::Message + Default>(bodies: &[Vec<u8>], f: fn(&M) -> Value) -> Vec<Value> {
     bodies
         .iter()
         .filter_map(|b| M::decode(b.as_slice()).ok())
@@ -55,17 +55,17 @@ pub fn facts_of(store: &Store, agent: &AgentKey) -> Result<Value, StoreError> {
             "ipv4": current("ipv4"),
             "ipv6": current("ipv6"),
             "history": history,
-            "lookups": decoded::<PublicIpResult>(facts(c, agent, IP_CHECK)?, j::public_ip),
+            "lookups": decoded::<PublicIpResult>(&facts(c, agent, IP_CHECK)?, j::public_ip),
         });
-        let ports = decoded::<ListeningPorts>(facts(c, agent, PORTS)?, j::ports)
+        let ports = decoded::<ListeningPorts>(&facts(c, agent, PORTS)?, j::ports)
             .pop()
             .unwrap_or(Value::Null);
-        let mut remote = decoded::<RemoteCheckResult>(facts(c, agent, REMOTE)?, j::remote);
+        let mut remote = decoded::<RemoteCheckResult>(&facts(c, agent, REMOTE)?, j::remote);
         remote.extend(decoded::<RemoteCheckResult>(
-            facts(c, agent, REMOTE_FAILED)?,
+            &facts(c, agent, REMOTE_FAILED)?,
             j::remote,
         ));
-        let metrics = decoded::<SystemMetrics>(facts(c, agent, METRICS)?, j::metrics)
+        let metrics = decoded::<SystemMetrics>(&facts(c, agent, METRICS)?, j::metrics)
             .pop()
             .unwrap_or(Value::Null);
         Ok(json!({

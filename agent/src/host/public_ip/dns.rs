@@ -53,7 +53,11 @@ pub fn answer(id: u16, bytes: &[u8], kind: RecordKind) -> Result<IpAddr, String>
             (RecordKind::A, RData::A(a)) => Some(IpAddr::V4(a.0)),
             (RecordKind::AAAA, RData::AAAA(a)) => Some(IpAddr::V6(a.0)),
             (RecordKind::TXT, RData::TXT(t)) => {
-                let text: Vec<u8> = t.txt_data().iter().flat_map(|s| s.iter().copied()).collect();
+                let text: Vec<u8> = t
+                    .txt_data()
+                    .iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect();
                 let parsed = std::str::from_utf8(&text)
                     .ok()
                     .and_then(|s| s.trim().trim_matches('"').parse().ok());
@@ -93,7 +97,9 @@ pub async fn ask(
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let socket = UdpSocket::bind(local).await.map_err(|e| format!("socket: {e}"))?;
+        let socket = UdpSocket::bind(local)
+            .await
+            .map_err(|e| format!("socket: {e}"))?;
         socket
             .connect(server)
             .await
@@ -123,8 +129,8 @@ pub async fn ask(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::rdata::{A, TXT};
     use hickory_proto::rr::Record;
+    use hickory_proto::rr::rdata::{A, TXT};
 
     fn reply(id: u16, data: Vec<RData>, code: ResponseCode) -> Vec<u8> {
         let mut m = Message::new();
@@ -132,7 +138,11 @@ mod tests {
             .set_message_type(MessageType::Response)
             .set_response_code(code);
         for d in data {
-            m.add_answer(Record::from_rdata(Name::from_ascii("myip.test.").unwrap(), 0, d));
+            m.add_answer(Record::from_rdata(
+                Name::from_ascii("myip.test.").unwrap(),
+                0,
+                d,
+            ));
         }
         m.to_vec().unwrap()
     }
@@ -141,16 +151,29 @@ mod tests {
     fn reads_addresses_and_names_what_is_wrong() {
         let a = RData::A(A("203.0.113.7".parse().unwrap()));
         assert_eq!(
-            answer(7, &reply(7, vec![a.clone()], ResponseCode::NoError), RecordKind::A),
+            answer(
+                7,
+                &reply(7, vec![a.clone()], ResponseCode::NoError),
+                RecordKind::A
+            ),
             Ok("203.0.113.7".parse().unwrap())
         );
         let txt = RData::TXT(TXT::new(vec!["2001:db8::5".into()]));
         assert_eq!(
-            answer(7, &reply(7, vec![txt], ResponseCode::NoError), RecordKind::TXT),
+            answer(
+                7,
+                &reply(7, vec![txt], ResponseCode::NoError),
+                RecordKind::TXT
+            ),
             Ok("2001:db8::5".parse().unwrap())
         );
         let junk = RData::TXT(TXT::new(vec!["hello".into()]));
-        let e = answer(7, &reply(7, vec![junk], ResponseCode::NoError), RecordKind::TXT).unwrap_err();
+        let e = answer(
+            7,
+            &reply(7, vec![junk], ResponseCode::NoError),
+            RecordKind::TXT,
+        )
+        .unwrap_err();
         assert_eq!(e, "no address in the answer: \"hello\"");
         assert_eq!(
             answer(7, &reply(7, vec![], ResponseCode::NXDomain), RecordKind::A).unwrap_err(),
@@ -160,7 +183,11 @@ mod tests {
             answer(7, &reply(8, vec![a], ResponseCode::NoError), RecordKind::A).unwrap_err(),
             "an answer to another query"
         );
-        assert!(answer(7, b"\x00\x07garbage", RecordKind::A).unwrap_err().starts_with("malformed"));
+        assert!(
+            answer(7, b"\x00\x07garbage", RecordKind::A)
+                .unwrap_err()
+                .starts_with("malformed")
+        );
         let q = query(9, "myip.opendns.com", RecordKind::AAAA).unwrap();
         let parsed = Message::from_vec(&q).unwrap();
         assert_eq!(parsed.queries()[0].query_type(), RecordType::AAAA);

@@ -47,7 +47,11 @@ fn chain(e: &reqwest::Error) -> String {
 }
 
 /// GETs `url` within `timeout`; the body, or why there is none.
-pub async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
     let work = async {
         let mut response = client.get(url).send().await.map_err(|e| chain(&e))?;
         let status = response.status();
@@ -107,7 +111,11 @@ mod tests {
         let e = parse(b"<html>oops</html>", Format::Text, None).unwrap_err();
         assert_eq!(e, "not an IP address: \"<html>oops</html>\"");
         assert_eq!(
-            parse(br#"{"data": {"ip": "203.0.113.7"}}"#, Format::Json, Some("data.ip")),
+            parse(
+                br#"{"data": {"ip": "203.0.113.7"}}"#,
+                Format::Json,
+                Some("data.ip")
+            ),
             Ok(v4)
         );
         let e = parse(br#"{"ip": 5}"#, Format::Json, Some("ip")).unwrap_err();
