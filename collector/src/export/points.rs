@@ -407,4 +407,58 @@ trace_hop,agent=edge-1,hop=2,prefix=10.9.0.0/24,target=10.9.0.1,tenant=acme addr
         );
         assert!(points(&entry(LogKind::Batch, vec![0xff, 0xff])).is_err());
     }
+
+    #[test]
+    fn schema_of_host_facts() {
+        use sonde_proto::v1::{
+            InterfaceMetrics, ListeningPort, ListeningPorts, PublicIpResult, PublicIpStatus,
+            SystemMetrics,
+        };
+        let record = |kind| Record { kind: Some(kind) };
+        let batch = ResultBatch {
+            batch_seq: 1,
+            sealed_unix_nanos: 0,
+            records: vec![
+                record(record::Kind::Metrics(SystemMetrics {
+                    at_unix_nanos: 10,
+                    cpu_utilisation: 0.25,
+                    cpu_count: 2,
+                    load1: 1.5,
+                    memory_total_bytes: 1000,
+                    memory_available_bytes: 600,
+                    memory_used_bytes: 400,
+                    interfaces: vec![InterfaceMetrics {
+                        name: "eth0".into(),
+                        rx_bytes_per_second: 100.0,
+                        tx_drops: 2,
+                        ..InterfaceMetrics::default()
+                    }],
+                    ..SystemMetrics::default()
+                })),
+                record(record::Kind::PublicIp(PublicIpResult {
+                    checked_unix_nanos: 20,
+                    family: "ipv4".into(),
+                    address: "203.0.113.7".into(),
+                    status: PublicIpStatus::Ok.into(),
+                    answers: Vec::new(),
+                })),
+                record(record::Kind::Ports(ListeningPorts {
+                    at_unix_nanos: 30,
+                    ports: vec![ListeningPort {
+                        risk: "high".into(),
+                        ..ListeningPort::default()
+                    }],
+                    error: String::new(),
+                })),
+            ],
+        };
+        let got = lines(&points(&entry(LogKind::Batch, batch.encode_to_vec())).unwrap());
+        let want = "\
+system,agent=edge-1,tenant=acme cpu_utilisation=0.25,cpu_count=2i,load1=1.5,load5=0,load15=0,memory_total_bytes=1000i,memory_available_bytes=600i,memory_used_bytes=400i,swap_total_bytes=0i,swap_used_bytes=0i 10
+system_net,agent=edge-1,interface=eth0,tenant=acme rx_bytes_per_second=100,tx_bytes_per_second=0,rx_packets_per_second=0,tx_packets_per_second=0,rx_errors=0i,tx_errors=0i,rx_drops=0i,tx_drops=2i 10
+public_ip,agent=edge-1,family=ipv4,tenant=acme status=\"ok\",address=\"203.0.113.7\",sources=0i,answered=0i 20
+listening_ports,agent=edge-1,tenant=acme ports=1i,exposed=1i,high=1i,medium=0i,low=0i 30
+";
+        assert_eq!(got, want);
+    }
 }

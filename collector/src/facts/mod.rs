@@ -11,7 +11,8 @@
 //!
 //! Baselines: an agent's first port snapshot and a remote check's first
 //! pass record no events (everything would be "opened"); from then on each
-//! difference is an event. A public-IP lookup changes the history only when
+//! difference is an event. A partial snapshot (the agent could not read a
+//! socket table) is shown but not compared. A public-IP lookup changes the history only when
 //! its status is `ok` (a `disagree` or `failed` lookup keeps the address);
 //! the first address seen starts the history without an event. A record
 //! older than the fact already stored (replayed out of order) does not
@@ -158,6 +159,11 @@ fn ports(c: &Connection, agent: &AgentKey, snap: &ListeningPorts) -> rusqlite::R
     let Ok(old) = ListeningPorts::decode(old.as_slice()) else {
         return Ok(());
     };
+    // A partial snapshot (a table unreadable) would read as ports closing,
+    // and the next full one as ports opening: neither is compared.
+    if !snap.error.is_empty() || !old.error.is_empty() {
+        return Ok(());
+    }
     let before: BTreeMap<_, _> = old.ports.iter().map(|p| (port_key(p), p)).collect();
     let now: BTreeMap<_, _> = snap.ports.iter().map(|p| (port_key(p), p)).collect();
     for (key, p) in &now {

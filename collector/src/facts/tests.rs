@@ -179,6 +179,15 @@ fn port_events_after_the_baseline() {
     );
     let v = f.view();
     assert_eq!(v["ports"]["ports"][0]["program"], "inetd");
+    // A partial snapshot and the full one after it change nothing.
+    f.apply(record::Kind::Ports(ListeningPorts {
+        at_unix_nanos: 5,
+        ports: Vec::new(),
+        error: "/proc/self/net/tcp: permission denied".into(),
+    }));
+    f.apply(snapshot(6, vec![port(23, "inetd", "high")]));
+    assert_eq!(f.events().len(), 2);
+    assert_eq!(f.view()["ports"]["error"], "");
 }
 
 fn pass(at: i64, address: &str, open: &[u32]) -> record::Kind {
