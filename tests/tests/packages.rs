@@ -221,7 +221,7 @@ fn configure(m: &Machine) {
         "collector = \"localhost:7443\"",
     ) + "[[ping]]\ntargets = [\"127.0.0.1\"]\ninterval = \"1s\"\n"
         // The default public-IP sources are on the internet.
-        + "[public-ip]\nenabled = false\n[metrics]\ninterval = \"1s\"\n";
+        + "[public-ip]\nenabled = false\n[metrics]\ninterval = \"1s\"\n[ports]\ninterval = \"1s\"\n";
     assert!(
         agent.contains("localhost:7443"),
         "sample agent.toml changed"
@@ -307,11 +307,14 @@ fn start_and_check_running(m: &Machine) {
     // Host facts under the hardened unit: system metrics (which need more
     // of /proc than ProcSubset=pid leaves) and the collector's listener in
     // the port inventory, by its owner.
+    // The agent may take its first port snapshot before the collector
+    // listens: the listener shows in a later one.
     m.eventually(
-        "edge-1's metrics in `sondectl agent`",
+        "edge-1's metrics and the collector's port in `sondectl agent`",
         Duration::from_secs(30),
         "sonde-agent",
-        "sondectl --json agent edge-1 | grep -q '\"memory_total_bytes\"'",
+        "sondectl --json agent edge-1 > /tmp/edge.json && grep -q '\"memory_total_bytes\"' /tmp/edge.json \
+         && grep -Eq '\"port\": ?7443' /tmp/edge.json",
     );
     let edge: serde_json::Value =
         serde_json::from_str(&m.sh("sondectl --json agent edge-1")).expect("sondectl JSON");
