@@ -224,14 +224,7 @@ impl Default for Reconnect {
 impl Config {
     /// `(host, port)` of the collector address.
     pub fn collector_host_port(&self) -> Option<(&str, u16)> {
-        let (host, port) = self.collector.rsplit_once(':')?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() || (host.contains(':') && !self.collector.starts_with('[')) {
-            return None;
-        }
+        let (host, port) = sonde_runtime::target::split_host(&self.collector)?;
         Some((host, port.parse().ok()?))
     }
 

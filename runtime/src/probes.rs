@@ -152,12 +152,7 @@ impl FromStr for Endpoint {
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         let s = raw.trim();
         let invalid = || TargetError::Invalid(format!("{raw} (expected HOST:PORT)"));
-        let (host, port) = s.rsplit_once(':').ok_or_else(invalid)?;
-        let host = match host.strip_prefix('[') {
-            Some(h) => h.strip_suffix(']').ok_or_else(invalid)?,
-            None if host.contains(':') => return Err(invalid()),
-            None => host,
-        };
+        let (host, port) = crate::target::split_host(s).ok_or_else(invalid)?;
         let port: u16 = port.parse().map_err(|_| invalid())?;
         if port == 0 {
             return Err(invalid());

@@ -114,6 +114,20 @@ impl<'de> serde::Deserialize<'de> for Target {
     }
 }
 
+/// Splits `HOST:REST` at its last colon, where an IPv6 host is written in
+/// brackets (`[ADDR]:REST`); the host comes back without them. `None` when
+/// there is no colon, the bracket is not closed, the host is empty, or an
+/// IPv6 host lacks its brackets.
+pub fn split_host(s: &str) -> Option<(&str, &str)> {
+    let (host, rest) = s.rsplit_once(':')?;
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    (!host.is_empty()).then_some((host, rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

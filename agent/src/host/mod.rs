@@ -15,7 +15,7 @@ pub mod public_ip;
 pub mod remote;
 pub mod risk;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use sonde_proto::v1::{ListeningPorts, Record, record};
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::HostConfig;
 
 use crate::probe::emit::Emitter;
+use crate::probe::resolve::SystemResolver;
 use crate::probe::tcp::SystemConnector;
 
 /// Where the kernel's tables are read.
@@ -134,7 +135,7 @@ fn same_ports(a: &ListeningPorts, b: &ListeningPorts) -> bool {
 
 async fn ports_task(c: config::PortsConfig, mut emit: Emitter, stop: CancellationToken) {
     let table = Arc::new(risk::Table::new(&c.risk));
-    let proc = PathBuf::from(PROC);
+    let mut owners = Some(ports::Owners::default());
     let mut last: Option<ListeningPorts> = None;
     let mut tick = ticker(c.interval);
     loop {
@@ -142,11 +143,17 @@ async fn ports_task(c: config::PortsConfig, mut emit: Emitter, stop: Cancellatio
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (table, proc) = (table.clone(), proc.clone());
-        let snap =
-            tokio::task::spawn_blocking(move || ports::snapshot(&proc, &table, unix_nanos()))
-                .await
-                .expect("port inventory panicked");
+        let (table, mut o) = (
+            table.clone(),
+            owners.take().expect("owners are back after each round"),
+        );
+        let (back, snap) = tokio::task::spawn_blocking(move || {
+            let snap = ports::snapshot(Path::new(PROC), &table, &mut o, unix_nanos());
+            (o, snap)
+        })
+        .await
+        .expect("port inventory panicked");
+        owners = Some(back);
         if last.as_ref().is_some_and(|l| same_ports(l, &snap)) {
             continue;
         }
@@ -200,7 +207,7 @@ async fn remote_task(
         }
         let r = tokio::select! {
             () = stop.cancelled() => return,
-            r = remote::run_once(&SystemConnector, &target, c.timeout, c.rate) => r,
+            r = remote::run_once(&SystemConnector, &SystemResolver, &target, c.timeout, c.rate) => r,
         };
         push(&mut emit, record::Kind::RemoteCheck(r));
     }

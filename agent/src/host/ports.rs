@@ -127,6 +127,29 @@ pub fn socket_owners(proc: &Path) -> HashMap<u64, (u32, String)> {
     owners
 }
 
+/// Owners found by the last scan of `/proc/*/fd`, kept between snapshots:
+/// an owner never changes for a socket inode, so the (costly: one
+/// `readlink` per descriptor of every process) scan runs again only when a
+/// socket appears that the last scan has not seen.
+#[derive(Debug, Default)]
+pub struct Owners {
+    found: HashMap<u64, (u32, String)>,
+    scanned: std::collections::HashSet<u64>,
+    /// Scans done, for tests.
+    pub scans: u32,
+}
+
+impl Owners {
+    fn refresh(&mut self, proc: &Path, sockets: &[Socket]) {
+        if sockets.iter().all(|s| self.scanned.contains(&s.inode)) {
+            return;
+        }
+        self.found = socket_owners(proc);
+        self.scanned = sockets.iter().map(|s| s.inode).collect();
+        self.scans += 1;
+    }
+}
+
 /// A user name for a uid ("" when it has none).
 fn user_name(uid: u32, cache: &mut HashMap<u32, String>) -> String {
     cache
@@ -144,7 +167,7 @@ fn user_name(uid: u32, cache: &mut HashMap<u32, String>) -> String {
 /// Reads the tables under `proc` (normally `/proc`) and rates each port.
 /// One entry per (protocol, address, port): workers sharing a socket and
 /// `SO_REUSEPORT` groups are one port.
-pub fn snapshot(proc: &Path, table: &Table, now_ns: i64) -> ListeningPorts {
+pub fn snapshot(proc: &Path, table: &Table, owners: &mut Owners, now_ns: i64) -> ListeningPorts {
     let mut errors = Vec::new();
     let mut sockets = Vec::new();
     for (file, protocol) in [
@@ -161,11 +184,8 @@ pub fn snapshot(proc: &Path, table: &Table, now_ns: i64) -> ListeningPorts {
             Err(e) => errors.push(format!("{}: {e}", path.display())),
         }
     }
-    let owners = if sockets.is_empty() {
-        HashMap::new()
-    } else {
-        socket_owners(proc)
-    };
+    owners.refresh(proc, &sockets);
+    let owners = &owners.found;
     let mut users = HashMap::new();
     let mut ports: BTreeMap<(&str, u16, IpAddr), ListeningPort> = BTreeMap::new();
     for s in &sockets {
@@ -261,7 +281,8 @@ mod tests {
     fn snapshot_of_a_real_listener_names_this_process() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let snap = snapshot(Path::new("/proc"), &Table::default(), 7);
+        let mut owners = Owners::default();
+        let snap = snapshot(Path::new("/proc"), &Table::default(), &mut owners, 7);
         assert_eq!(snap.error, "");
         let mine = snap
             .ports
@@ -277,8 +298,10 @@ mod tests {
             ("127.0.0.1", "low")
         );
         assert_eq!(mine.uid, nix::unistd::getuid().as_raw());
+        let _ = snapshot(Path::new("/proc"), &Table::default(), &mut owners, 8);
+        assert_eq!(owners.scans, 1, "nothing new: no second scan of /proc/*/fd");
         drop(listener);
-        let snap = snapshot(Path::new("/proc"), &Table::default(), 8);
+        let snap = snapshot(Path::new("/proc"), &Table::default(), &mut owners, 9);
         assert!(
             !snap
                 .ports

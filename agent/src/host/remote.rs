@@ -20,6 +20,7 @@ use sonde_proto::v1::{RemoteCheckResult, TcpStatus};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::probe::resolve::Resolve;
 use crate::probe::tcp::{Connector, classify};
 
 /// `[[remote-check]]`.
@@ -80,15 +81,8 @@ pub struct Target {
 impl Target {
     pub fn parse(text: &str) -> Result<Self, String> {
         let bad = |why: &str| format!("{text:?}: {why}");
-        let (host, spec) = text.rsplit_once(':').ok_or_else(|| bad("not HOST:PORTS"))?;
-        let host = match host.strip_prefix('[') {
-            Some(h) => h.strip_suffix(']').ok_or_else(|| bad("unclosed ["))?,
-            None if host.contains(':') => return Err(bad("write IPv6 addresses as [ADDR]:PORTS")),
-            None => host,
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
+        let (host, spec) = sonde_runtime::target::split_host(text)
+            .ok_or_else(|| bad("not HOST:PORTS ([ADDR]:PORTS for IPv6)"))?;
         let mut ports = BTreeSet::new();
         for part in spec.split(',') {
             let port = |p: &str| {
@@ -185,19 +179,21 @@ pub async fn check<C: Connector + Clone>(
     r
 }
 
-/// Resolves `target`'s host (its first address) and checks it.
-pub async fn run_once<C: Connector + Clone>(
+/// Resolves `target`'s host (its first address, through the agent's
+/// resolver and its timeout) and checks it.
+pub async fn run_once<C: Connector + Clone, R: Resolve>(
     net: &C,
+    resolver: &R,
     target: &Target,
     timeout: Duration,
     rate: u32,
 ) -> RemoteCheckResult {
     let addr = match target.host.parse::<IpAddr>() {
         Ok(a) => Ok(a),
-        Err(_) => match tokio::net::lookup_host((target.host.as_str(), 0)).await {
-            Ok(mut addrs) => addrs
-                .next()
-                .map(|a| a.ip())
+        Err(_) => match resolver.lookup(&target.host).await {
+            Ok(addrs) => addrs
+                .first()
+                .copied()
                 .ok_or_else(|| format!("{}: no address", target.host)),
             Err(e) => Err(format!("{}: {e}", target.host)),
         },
@@ -236,8 +232,8 @@ mod tests {
             ("h:0", "not a port"),
             ("h:70000", "not a port"),
             ("h:9-3", "backwards"),
-            (":22", "no host"),
-            ("[::1:22", "unclosed"),
+            (":22", "not HOST:PORTS"),
+            ("[::1:22", "not HOST:PORTS"),
         ] {
             let e = Target::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");

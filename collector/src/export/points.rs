@@ -52,7 +52,7 @@ pub fn points(entry: &LoggedBatch) -> Result<Vec<Point>, prost::DecodeError> {
             };
             #[allow(clippy::cast_precision_loss)]
             let point = base("heartbeat", sent)
-                .field("seq", Field::I64(i64::try_from(hb.seq).unwrap_or(i64::MAX)))
+                .field("seq", big(hb.seq))
                 .field("uptime_s", Field::F64(hb.uptime_ms as f64 / 1e3))
                 .field(
                     "clock_skew_ms",
@@ -80,27 +80,24 @@ fn record_points(
     match kind {
         record::Kind::Gap(g) => out.push(
             base("spool_gap", g.to_unix_nanos)
-                .field(
-                    "dropped",
-                    Field::I64(i64::try_from(g.dropped).unwrap_or(i64::MAX)),
-                )
+                .field("dropped", big(g.dropped))
                 .field("from_ns", Field::I64(g.from_unix_nanos))
                 .field("reason", Field::Str(g.reason.clone())),
         ),
         record::Kind::Lag(l) => out.push(
             base("scheduler_lag", l.at_unix_nanos)
                 .tag("probe", l.probe.clone())
-                .field(
-                    "late_probes",
-                    Field::I64(i64::try_from(l.late_probes).unwrap_or(i64::MAX)),
-                )
+                .field("late_probes", big(l.late_probes))
                 .field("max_lag_ms", Field::F64(l.max_lag_nanos as f64 / 1e6)),
         ),
         record::Kind::Metrics(m) => metrics_points(m, base, out),
         record::Kind::PublicIp(r) => out.push(
             base("public_ip", r.checked_unix_nanos)
                 .tag("family", r.family.clone())
-                .field("status", Field::Str(status_text(r.status())))
+                .field(
+                    "status",
+                    Field::Str(crate::facts::json::ip_status(r.status())),
+                )
                 .field("address", Field::Str(r.address.clone()))
                 .field("sources", Field::I64(count(r.answers.len())))
                 .field(
@@ -154,13 +151,6 @@ fn count(n: usize) -> i64 {
 
 fn big(n: u64) -> Field {
     Field::I64(i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-/// `PUBLIC_IP_STATUS_OK` → `ok`.
-fn status_text(s: sonde_proto::v1::PublicIpStatus) -> String {
-    s.as_str_name()
-        .trim_start_matches("PUBLIC_IP_STATUS_")
-        .to_ascii_lowercase()
 }
 
 /// `system`, one `system_disk` per file system, one `system_net` per
@@ -269,10 +259,7 @@ fn result_points(
                 _ => "unknown",
             };
             let mut p = with_common(tagged("trace"))
-                .field(
-                    "hops",
-                    Field::I64(i64::try_from(t.hops.len()).unwrap_or(i64::MAX)),
-                )
+                .field("hops", Field::I64(count(t.hops.len())))
                 .field("reached", Field::Bool(t.reached))
                 .field("path_hash", Field::Str(format!("{:016x}", t.path_hash)))
                 .field("method", Field::Str(method.to_owned()));
@@ -298,10 +285,7 @@ fn hop_point(p: Point, hop: &sonde_proto::v1::TraceHop) -> Point {
         .tag("hop", hop.ttl.to_string())
         .field("address", Field::Str(address.to_owned()))
         .field("probes", Field::I64(hop.probes.into()))
-        .field(
-            "answered",
-            Field::I64(i64::try_from(hop.rtt_nanos.len()).unwrap_or(i64::MAX)),
-        );
+        .field("answered", Field::I64(count(hop.rtt_nanos.len())));
     if !hop.rtt_nanos.is_empty() {
         let ms = |n: u64| n as f64 / 1e6;
         let sum: f64 = hop.rtt_nanos.iter().map(|n| ms(*n)).sum();

@@ -4,11 +4,16 @@
 
 use serde_json::{Value, json};
 use sonde_proto::v1::{
-    ListeningPort, ListeningPorts, PublicIpResult, RemoteCheckResult, SystemMetrics,
+    ListeningPort, ListeningPorts, PublicIpResult, PublicIpStatus, RemoteCheckResult, SystemMetrics,
 };
 
-fn ms(ns: i64) -> i64 {
-    ns.div_euclid(1_000_000)
+use super::ms;
+
+/// `PUBLIC_IP_STATUS_OK` → `ok` (also the exported `status` field).
+pub fn ip_status(s: PublicIpStatus) -> String {
+    s.as_str_name()
+        .trim_start_matches("PUBLIC_IP_STATUS_")
+        .to_ascii_lowercase()
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -40,15 +45,10 @@ pub fn ports(s: &ListeningPorts) -> Value {
 }
 
 pub fn public_ip(r: &PublicIpResult) -> Value {
-    let status = r
-        .status()
-        .as_str_name()
-        .trim_start_matches("PUBLIC_IP_STATUS_")
-        .to_ascii_lowercase();
     json!({
         "checked_ms": ms(r.checked_unix_nanos),
         "family": r.family,
-        "status": status,
+        "status": ip_status(r.status()),
         "address": r.address,
         "answers": r.answers.iter().map(|a| json!({
             "source": a.source,

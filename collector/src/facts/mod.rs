@@ -93,7 +93,8 @@ fn replace_fact(
     Ok(old.map_or(Replaced::First, |(_, b)| Replaced::Was(b)))
 }
 
-fn ms(ns: i64) -> i64 {
+/// Unix nanoseconds to the API's milliseconds.
+pub(crate) fn ms(ns: i64) -> i64 {
     ns.div_euclid(1_000_000)
 }
 

@@ -40,8 +40,8 @@ pub fn facts_of(store: &Store, agent: &AgentKey) -> Result<Value, StoreError> {
                 Ok(json!({
                     "family": r.get::<_, String>(0)?,
                     "address": r.get::<_, String>(1)?,
-                    "first_seen_ms": r.get::<_, i64>(2)?.div_euclid(1_000_000),
-                    "last_seen_ms": r.get::<_, i64>(3)?.div_euclid(1_000_000),
+                    "first_seen_ms": super::ms(r.get(2)?),
+                    "last_seen_ms": super::ms(r.get(3)?),
                 }))
             })?
             .collect::<rusqlite::Result<_>>()?;
