@@ -57,6 +57,9 @@ pub struct Config {
     /// Outage, route-change and correlation thresholds.
     #[serde(default)]
     pub analysis: crate::analysis::Settings,
+    /// Rules, routes, receivers, schedules.
+    #[serde(default)]
+    pub alerting: crate::alert::Alerting,
 }
 
 /// A secret string (token, password): compared and cloned like a string,
@@ -357,6 +360,7 @@ impl Config {
         for crl in &mut self.tls.crl {
             *crl = source.resolve("tls.crl", crl)?;
         }
+        self.alerting.resolve_paths(source)?;
         if let Some(influx) = &mut self.influxdb {
             if let Some(f) = &influx.token_file {
                 influx.token_file = Some(source.resolve("influxdb.token-file", f)?);
@@ -431,6 +435,7 @@ impl Config {
             influx.validate(source)?;
         }
         self.validate_analysis(source)?;
+        self.alerting.validate(source)?;
         if self.retention.aggregates < Duration::from_secs(86_400) {
             return Err(source.error(
                 "retention.aggregates",

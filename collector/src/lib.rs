@@ -3,6 +3,7 @@
 //! directly, the binary wraps it in [`daemon::run`] (signals, systemd).
 
 pub mod access;
+pub mod alert;
 pub mod analysis;
 pub mod api;
 pub mod cli;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     analysis: analysis::Handle,
     /// Ingest counters for `/metrics`.
     ingest: metrics::Ingest,
+    /// The alerting tasks' handles.
+    alert: alert::Handle,
 }
 
 impl Shared {
@@ -173,6 +176,46 @@ fn spawn_consumers(
     Ok(export)
 }
 
+/// The collector's health as the dead-man's switch sees it.
+struct DeadmanHealth(Arc<Shared>);
+
+impl alert::deadman::Health for DeadmanHealth {
+    async fn healthy(&self) -> bool {
+        let no_data = self.0.alert.no_data(&self.0.settings.borrow());
+        !no_data && self.0.healthy(Duration::from_secs(5)).await
+    }
+}
+
+/// Starts the alert engine, the delivery workers and the dead-man's
+/// switch.
+fn spawn_alerting(
+    shared: &Arc<Shared>,
+    settings: &watch::Receiver<Arc<Config>>,
+    tasks: &mut JoinSet<()>,
+) {
+    let h = &shared.alert;
+    tasks.spawn(alert::run(
+        shared.store.clone(),
+        settings.clone(),
+        h.clone(),
+        shared.shutdown.clone(),
+    ));
+    tasks.spawn(alert::notify::run(
+        shared.store.clone(),
+        settings.clone(),
+        h.clock,
+        h.deliver.clone(),
+        h.stats.clone(),
+        shared.shutdown.clone(),
+    ));
+    tasks.spawn(alert::deadman::run(
+        settings.clone(),
+        DeadmanHealth(shared.clone()),
+        h.stats.clone(),
+        shared.shutdown.clone(),
+    ));
+}
+
 /// Binds the configured mTLS and health listeners.
 pub async fn bind(config: &Config) -> Result<(TcpListener, Option<TcpListener>), StartError> {
     let bind = |addr: SocketAddr| async move {
@@ -232,13 +275,15 @@ impl Collector {
         let shared = Arc::new(Shared {
             store,
             liveness,
-            settings: settings_rx,
+            settings: settings_rx.clone(),
             sessions: Sessions::new(),
             shutdown: shutdown.clone(),
             export,
             analysis,
             ingest: metrics::Ingest::default(),
+            alert: alert::Handle::new(analysis::Clock::new()),
         });
+        spawn_alerting(&shared, &settings_rx, &mut tasks);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter

@@ -311,6 +311,7 @@ impl Stream {
                         let (k, payload) = (self.key.clone(), hb.encode_to_vec());
                         self.shared.store.run(move |s| s.heartbeat(&k, hb.seq, &payload, now_ms())).await?;
                         self.shared.ingest.heartbeats.fetch_add(1, Ordering::Relaxed);
+                        self.shared.alert.received();
                         self.shared.liveness.seen(self.key.clone(), self.grace).await;
                     }
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Hello(_)) })) => {
@@ -365,6 +366,7 @@ impl Stream {
                 tracing::debug!(agent = %self.key, batch_seq = seq, hwm, "replayed batch acknowledged again");
             }
             Ingested::Stored(_) => {
+                self.shared.alert.received();
                 counters.batches.fetch_add(1, Ordering::Relaxed);
                 counters
                     .results

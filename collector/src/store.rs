@@ -129,6 +129,10 @@ pub enum EventKind {
     RemotePortOpened,
     /// A remote check found ports closed that were open.
     RemotePortClosed,
+    /// An alert receiver keeps failing (or gave a notification up).
+    ReceiverFailing,
+    /// A failing receiver delivered again.
+    ReceiverRecovered,
 }
 
 impl EventKind {
@@ -145,6 +149,8 @@ impl EventKind {
             EventKind::PortClosed => "port-closed",
             EventKind::RemotePortOpened => "remote-port-opened",
             EventKind::RemotePortClosed => "remote-port-closed",
+            EventKind::ReceiverFailing => "receiver-failing",
+            EventKind::ReceiverRecovered => "receiver-recovered",
         }
     }
 
@@ -161,6 +167,8 @@ impl EventKind {
             "port-closed" => EventKind::PortClosed,
             "remote-port-opened" => EventKind::RemotePortOpened,
             "remote-port-closed" => EventKind::RemotePortClosed,
+            "receiver-failing" => EventKind::ReceiverFailing,
+            "receiver-recovered" => EventKind::ReceiverRecovered,
             _ => return None,
         })
     }
@@ -338,6 +346,8 @@ const MIGRATIONS: &[&str] = &[
         body BLOB NOT NULL,
         PRIMARY KEY (tenant, agent, kind, key)
     ) WITHOUT ROWID;",
+    // 6: alerting: alerts, groups, the notification outbox, silences.
+    crate::alert::state::MIGRATION,
 ];
 
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`

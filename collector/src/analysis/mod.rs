@@ -214,6 +214,10 @@ impl Clock {
         }
     }
 
+    pub fn now_ms(&self) -> i64 {
+        self.now_ns().div_euclid(1_000_000)
+    }
+
     pub fn now_ns(&self) -> i64 {
         let elapsed = i64::try_from(self.base.elapsed().as_nanos()).unwrap_or(i64::MAX);
         self.base_ns.saturating_add(elapsed)

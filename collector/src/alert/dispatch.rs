@@ -1,0 +1,238 @@
+//! Routes and groups: which alerts are notified together, when, and
+//! which of them a notification must mention — the Alertmanager model,
+//! with deferral by schedule.
+//!
+//! An alert joins one group per route it matches (first matching route,
+//! more when a route says `continue`); the group's key is the values of
+//! the route's `group-by` labels. A new group is flushed after
+//! `group-wait`, then every `group-interval`. A flush notifies when an
+//! alert fires that the group has not notified (per occurrence), an alert
+//! starts flapping, an alert notified as firing resolved, or
+//! `repeat-interval` has passed with alerts still firing. Silenced and
+//! suppressed alerts are not notified as firing; their resolution is,
+//! when their firing was.
+//!
+//! Outside the route's schedule a flush sends nothing: the alerts it
+//! would have notified are marked deferred and the group is flushed again
+//! when the schedule opens. Then what still fires is sent, and what fired
+//! and resolved in between is summarised once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::Route;
+use super::matcher::all_match;
+use super::message::{AlertView, Message};
+use super::schedule::Schedule;
+use super::silence::{Silence, silenced_by};
+use super::{Alert, Labels};
+
+/// What a group knows of one of its alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The occurrence last notified as firing.
+    #[serde(default)]
+    pub notified: Option<u64>,
+    /// Notified as flapping (and not since as firing).
+    #[serde(default)]
+    pub notified_flapping: bool,
+    /// Held back by the schedule at least once since last notified.
+    #[serde(default)]
+    pub deferred: bool,
+}
+
+impl Member {
+    fn was_notified(&self) -> bool {
+        self.notified.is_some() || self.notified_flapping
+    }
+}
+
+/// A group of one route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub route: String,
+    pub key: String,
+    pub labels: Labels,
+    pub created_ms: i64,
+    pub next_flush_ms: i64,
+    #[serde(default)]
+    pub last_notified_ms: Option<i64>,
+    /// Held back by the schedule since then.
+    #[serde(default)]
+    pub deferred_since_ms: Option<i64>,
+    pub members: BTreeMap<String, Member>,
+}
+
+/// Whether `route` takes `alert`.
+pub fn matches(route: &Route, alert: &Alert) -> bool {
+    route.tenant.as_deref().is_none_or(|t| t == alert.tenant())
+        && all_match(&route.matchers, &alert.labels)
+}
+
+/// The group key of `alert` under `route`: label values in `group-by`
+/// order, and those labels.
+pub fn group_of(route: &Route, alert: &Alert) -> (String, Labels) {
+    let labels: Labels = route
+        .group_by
+        .iter()
+        .map(|l| (l.clone(), alert.label(l).to_owned()))
+        .collect();
+    let key = route
+        .group_by
+        .iter()
+        .map(|l| alert.label(l))
+        .collect::<Vec<_>>()
+        .join("\u{1f}");
+    (key, labels)
+}
+
+/// What a flush looks at.
+pub struct Flush<'a> {
+    pub route: &'a Route,
+    pub route_name: &'a str,
+    pub schedule: &'a Schedule,
+    pub alerts: &'a HashMap<String, Alert>,
+    pub silences: &'a [Silence],
+    pub suppressed: &'a HashMap<String, String>,
+    pub external_url: Option<&'a str>,
+    pub now_ms: i64,
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Group {
+    pub fn new(route: &str, key: String, labels: Labels, now_ms: i64, wait_ms: i64) -> Self {
+        Self {
+            route: route.to_owned(),
+            key,
+            labels,
+            created_ms: now_ms,
+            next_flush_ms: now_ms.saturating_add(wait_ms),
+            last_notified_ms: None,
+            deferred_since_ms: None,
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// Flushes the group: the notification to send, if any. Members that
+    /// are done (resolved and told, or dropped) leave; the caller deletes
+    /// a group left empty.
+    pub fn flush(&mut self, f: &Flush<'_>) -> Option<Message> {
+        let now = f.now_ms;
+        let mut firing = Vec::new();
+        let mut new_firing = Vec::new();
+        let mut flapping = Vec::new();
+        let mut resolved = Vec::new();
+        let mut summarised = Vec::new();
+        let mut leave = Vec::new();
+        for (fp, m) in &self.members {
+            let Some(a) = f.alerts.get(fp) else {
+                leave.push(fp.clone());
+                continue;
+            };
+            if !a.firing {
+                if a.flapping {
+                    continue; // held until stable
+                }
+                if a.oneshot_until_ms.is_some() {
+                    leave.push(fp.clone()); // one-off: nothing to resolve
+                } else if m.was_notified() && f.route.send_resolved {
+                    resolved.push(fp.clone());
+                } else if !m.was_notified() && m.deferred {
+                    summarised.push(fp.clone());
+                } else {
+                    leave.push(fp.clone());
+                }
+                continue;
+            }
+            if f.suppressed.contains_key(fp) || !silenced_by(f.silences, a, now).is_empty() {
+                continue;
+            }
+            if a.flapping {
+                if !m.notified_flapping {
+                    flapping.push(fp.clone());
+                }
+                continue;
+            }
+            firing.push(fp.clone());
+            if m.notified != Some(a.occurrence) || m.notified_flapping {
+                new_firing.push(fp.clone());
+            }
+        }
+        for fp in &leave {
+            self.members.remove(fp);
+        }
+        let news = !new_firing.is_empty()
+            || !flapping.is_empty()
+            || !resolved.is_empty()
+            || !summarised.is_empty();
+
+        if !f.schedule.is_open(now) {
+            if news {
+                for fp in new_firing.iter().chain(&flapping) {
+                    if let Some(m) = self.members.get_mut(fp) {
+                        m.deferred = true;
+                    }
+                }
+                self.deferred_since_ms.get_or_insert(now);
+            }
+            self.next_flush_ms = f
+                .schedule
+                .next_change(now)
+                .unwrap_or(now.saturating_add(ms(f.route.group_interval)));
+            return None;
+        }
+
+        let repeat = !firing.is_empty()
+            && self
+                .last_notified_ms
+                .is_some_and(|t| now.saturating_sub(t) >= ms(f.route.repeat_interval));
+        self.next_flush_ms = now.saturating_add(ms(f.route.group_interval));
+        if !news && !repeat {
+            return None;
+        }
+        let view = |fps: &[String]| -> Vec<AlertView> {
+            fps.iter()
+                .filter_map(|fp| f.alerts.get(fp))
+                .map(AlertView::from)
+                .collect()
+        };
+        let message = Message {
+            route: f.route_name.to_owned(),
+            receiver: f.route.receiver.clone(),
+            tenant: f.route.tenant.clone(),
+            group: self.labels.clone(),
+            firing: view(&firing),
+            flapping: view(&flapping),
+            resolved: view(&resolved),
+            resolved_while_deferred: view(&summarised),
+            at_ms: now,
+            deferred_since_ms: self.deferred_since_ms,
+            external_url: f.external_url.map(str::to_owned),
+        };
+        for fp in &firing {
+            if let (Some(m), Some(a)) = (self.members.get_mut(fp), f.alerts.get(fp)) {
+                *m = Member {
+                    notified: Some(a.occurrence),
+                    notified_flapping: false,
+                    deferred: false,
+                };
+            }
+        }
+        for fp in &flapping {
+            if let Some(m) = self.members.get_mut(fp) {
+                m.notified_flapping = true;
+                m.deferred = false;
+            }
+        }
+        for fp in resolved.iter().chain(&summarised) {
+            self.members.remove(fp);
+        }
+        self.last_notified_ms = Some(now);
+        self.deferred_since_ms = None;
+        Some(message)
+    }
+}
