@@ -40,6 +40,8 @@ pub mod schedule;
 pub mod silence;
 pub mod state;
 pub mod suppress;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

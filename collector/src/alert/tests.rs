@@ -1,0 +1,596 @@
+//! The engine's semantics on explicit times (grouping, resolution,
+//! repeat, flapping, silences, dependencies, one-off alerts), and the
+//! engine task on tokio's paused clock across a weekend and a DST change.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use sonde_runtime::config::Source;
+
+use super::engine::{Engine, Status, status};
+use super::message::Message;
+use super::rules::{Update, alert, from_event};
+use super::silence::Silence;
+use super::*;
+use crate::store::{AgentKey, EventKind, EventRow};
+
+const TLS: &str = "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+
+fn config(alerting: &str) -> Config {
+    Source::from_text(Path::new("t.toml"), format!("{TLS}{alerting}"))
+        .parse()
+        .unwrap()
+}
+
+const BASIC: &str = r#"
+[[tenant]]
+name = "acme"
+prefixes = ["10.1.2.0/24"]
+[[tenant]]
+name = "globex"
+prefixes = ["10.1.2.0/24"]
+[alerting]
+[[alerting.route]]
+receiver = "ops"
+group-wait = "30s"
+group-interval = "5m"
+repeat-interval = "4h"
+[[alerting.receiver]]
+name = "ops"
+[alerting.receiver.discord]
+url = "http://127.0.0.1:9/hook"
+"#;
+
+fn event(
+    id: i64,
+    at_ms: i64,
+    agent: &str,
+    kind: EventKind,
+    detail: serde_json::Value,
+    prefix: Option<&str>,
+) -> EventRow {
+    EventRow {
+        id,
+        at_ms,
+        tenant: "acme".into(),
+        agent: agent.into(),
+        kind,
+        detail,
+        prefix: prefix.map(str::to_owned),
+    }
+}
+
+fn outage(
+    id: i64,
+    at: i64,
+    kind: EventKind,
+    scope: &str,
+    subject: &str,
+    agent: &str,
+    prefix: Option<&str>,
+) -> EventRow {
+    event(
+        id,
+        at,
+        agent,
+        kind,
+        json!({"scope": scope, "subject": subject, "series": 1, "outage": id}),
+        prefix,
+    )
+}
+
+/// Applies `events` at `at`, ticks at `at`, returns the messages.
+fn step(
+    e: &mut Engine,
+    c: &Config,
+    events: &[EventRow],
+    silences: &[Silence],
+    at: i64,
+) -> Vec<Message> {
+    for ev in events {
+        for u in from_event(c, ev) {
+            e.apply(&c.alerting, u, at);
+        }
+    }
+    e.tick(&c.alerting, silences, at);
+    e.take_changes().messages
+}
+
+const S: i64 = 1000;
+const T0: i64 = 1_800_000_000_000;
+
+#[test]
+fn a_dead_prefix_is_one_notification_per_tenant_then_one_resolution() {
+    let c = config(BASIC);
+    let mut e = Engine::default();
+    // 200 targets of one /24 reported as target outages (the correlator
+    // would make it one prefix outage; grouping must hold either way).
+    let starts: Vec<EventRow> = (0..200)
+        .map(|i| {
+            outage(
+                i,
+                T0,
+                EventKind::OutageStart,
+                "target",
+                &format!("10.1.2.{i}"),
+                "edge-1",
+                Some("10.1.2.0/24"),
+            )
+        })
+        .collect();
+    assert!(step(&mut e, &c, &starts[..100], &[], T0).is_empty());
+    assert!(step(&mut e, &c, &starts[100..], &[], T0 + 10 * S).is_empty());
+    let m = step(&mut e, &c, &[], &[], T0 + 30 * S);
+    // One message per tenant granted the prefix, each with all 200.
+    assert_eq!(m.len(), 2, "{m:#?}");
+    assert!(
+        m.iter()
+            .all(|m| m.firing.len() == 200 && m.resolved.is_empty())
+    );
+    let tenants: Vec<&str> = m.iter().map(|m| m.group["tenant"].as_str()).collect();
+    assert_eq!(tenants, ["acme", "globex"]);
+    assert!(
+        m[0].title()
+            .starts_with("[FIRING:200] acme: target 10.1.2."),
+        "{}",
+        m[0].title()
+    );
+    // Nothing new: no message at the next flushes.
+    assert!(step(&mut e, &c, &[], &[], T0 + 330 * S).is_empty());
+    let ends: Vec<EventRow> = (0..200)
+        .map(|i| {
+            outage(
+                1000 + i,
+                T0 + 400 * S,
+                EventKind::OutageEnd,
+                "target",
+                &format!("10.1.2.{i}"),
+                "edge-1",
+                Some("10.1.2.0/24"),
+            )
+        })
+        .collect();
+    assert!(step(&mut e, &c, &ends, &[], T0 + 400 * S).is_empty());
+    let m = step(&mut e, &c, &[], &[], T0 + 630 * S);
+    assert_eq!(m.len(), 2);
+    assert!(
+        m.iter()
+            .all(|m| m.resolved.len() == 200 && m.firing.is_empty())
+    );
+    assert!(m[0].title().starts_with("[RESOLVED:200]"));
+    // The groups are gone; nothing more.
+    assert!(e.groups.is_empty());
+    assert!(step(&mut e, &c, &[], &[], T0 + 2000 * S).is_empty());
+}
+
+#[test]
+fn repeat_interval_and_a_blip_shorter_than_group_wait() {
+    let c = config(BASIC);
+    let mut e = Engine::default();
+    let missing = event(
+        1,
+        T0,
+        "edge-1",
+        EventKind::AgentMissing,
+        json!({"silent_for_ms": 30_000}),
+        None,
+    );
+    let back = event(2, T0, "edge-1", EventKind::AgentBack, json!({}), None);
+    // Missing and back within group-wait: nobody is paged.
+    step(&mut e, &c, &[missing.clone()], &[], T0);
+    step(&mut e, &c, &[back], &[], T0 + 10 * S);
+    assert!(step(&mut e, &c, &[], &[], T0 + 30 * S).is_empty());
+    // Missing for good: one page, repeated after 4 h, not before.
+    step(&mut e, &c, &[missing], &[], T0 + 100 * S);
+    let m = step(&mut e, &c, &[], &[], T0 + 130 * S);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].firing[0].labels["rule"], "agent-missing");
+    let mut repeats = 0;
+    for k in 1..=48 {
+        repeats += step(&mut e, &c, &[], &[], T0 + 130 * S + k * 300 * S).len();
+    }
+    assert_eq!(repeats, 1, "4 h of 5-minute flushes repeat once");
+}
+
+#[test]
+fn flapping_is_one_notification_until_stable() {
+    let c = config(BASIC); // max-flips 4 in 15 min
+    let mut e = Engine::default();
+    let mut sent = Vec::new();
+    let mut t = T0;
+    for i in 0..10 {
+        let kind = if i % 2 == 0 {
+            EventKind::AgentMissing
+        } else {
+            EventKind::AgentBack
+        };
+        let ev = event(i, t, "edge-1", kind, json!({}), None);
+        sent.extend(step(&mut e, &c, &[ev], &[], t));
+        t += 40 * S;
+        sent.extend(step(&mut e, &c, &[], &[], t));
+    }
+    // The first firing; within the next group interval it flipped four
+    // more times: one flapping notification, then nothing.
+    let kinds: Vec<String> = sent.iter().map(Message::title).collect();
+    assert_eq!(sent.len(), 2, "{kinds:#?}");
+    assert!(kinds[0].starts_with("[FIRING:1]"), "{kinds:#?}");
+    assert!(kinds[1].starts_with("[FLAPPING:1]"), "{kinds:#?}");
+    let fp = sent[0].firing[0].fingerprint.clone();
+    assert!(e.alerts[&fp].flapping);
+    // Last event was "back": stable for the window → one resolved message.
+    let after: Vec<Message> = (1..=8)
+        .flat_map(|k| step(&mut e, &c, &[], &[], t + k * 300 * S))
+        .collect();
+    assert_eq!(after.len(), 1, "{after:#?}");
+    assert!(after[0].title().starts_with("[RESOLVED:1]"));
+    assert_eq!(after[0].resolved[0].fingerprint, fp);
+    // Done with: no longer held in memory (it stays in the store's history).
+    assert!(e.alerts.get(&fp).is_none_or(|a| !a.flapping && !a.firing));
+}
+
+#[test]
+fn silences_mute_and_their_end_unmutes() {
+    let c = config(BASIC);
+    let mut e = Engine::default();
+    let missing = event(1, T0, "edge-1", EventKind::AgentMissing, json!({}), None);
+    let probe = alert(
+        "acme",
+        "agent-missing",
+        Severity::Critical,
+        vec![("agent", "edge-1".into())],
+        String::new(),
+        String::new(),
+        T0,
+    );
+    let silence = Silence {
+        id: 7,
+        tenant: Some("acme".into()),
+        matchers: vec![Matcher::parse("agent=edge-1").unwrap()],
+        starts_ms: T0,
+        ends_ms: T0 + 3600 * S,
+        author: "acme/admin/ann".into(),
+        comment: "maintenance".into(),
+        created_ms: T0,
+        expired_by: None,
+    };
+    let s = [silence];
+    step(&mut e, &c, &[missing], &s, T0);
+    assert!(step(&mut e, &c, &[], &s, T0 + 30 * S).is_empty());
+    let groups: Vec<_> = e.groups.values().collect();
+    let sup = suppress::suppressed(e.alerts.values());
+    assert_eq!(
+        status(
+            &e.alerts[&probe.fingerprint],
+            &groups,
+            &s,
+            &sup,
+            T0 + 60 * S
+        ),
+        Status::Silenced
+    );
+    // Still silenced at every flush of the hour.
+    for k in 1..12 {
+        assert!(step(&mut e, &c, &[], &s, T0 + 30 * S + k * 300 * S).is_empty());
+    }
+    // Expired: the next flush notifies it.
+    let m = step(&mut e, &c, &[], &s, T0 + 3630 * S);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].firing[0].fingerprint, probe.fingerprint);
+    let groups: Vec<_> = e.groups.values().collect();
+    assert_eq!(
+        status(
+            &e.alerts[&probe.fingerprint],
+            &groups,
+            &s,
+            &sup,
+            T0 + 3630 * S
+        ),
+        Status::Firing
+    );
+}
+
+#[test]
+fn a_missing_agent_suppresses_its_own_targets_not_others() {
+    let c = config(BASIC);
+    let mut e = Engine::default();
+    let evs = [
+        event(1, T0, "edge-1", EventKind::AgentMissing, json!({}), None),
+        outage(
+            2,
+            T0,
+            EventKind::OutageStart,
+            "path",
+            "acme/edge-1 → 10.1.2.9",
+            "edge-1",
+            Some("10.1.2.0/24"),
+        ),
+        outage(
+            3,
+            T0,
+            EventKind::OutageStart,
+            "agent-network",
+            "acme/edge-1",
+            "edge-1",
+            None,
+        ),
+        outage(
+            4,
+            T0,
+            EventKind::OutageStart,
+            "path",
+            "acme/edge-2 → 10.1.2.9",
+            "edge-2",
+            Some("10.1.2.0/24"),
+        ),
+    ];
+    step(&mut e, &c, &evs, &[], T0);
+    let m = step(&mut e, &c, &[], &[], T0 + 30 * S);
+    let notified: Vec<(String, String, String)> = m
+        .iter()
+        .filter(|m| m.group["tenant"] == "acme")
+        .flat_map(|m| &m.firing)
+        .map(|a| {
+            (
+                a.labels["rule"].clone(),
+                a.labels["agent"].clone(),
+                a.labels.get("scope").cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        notified,
+        vec![
+            ("agent-missing".into(), "edge-1".into(), String::new()),
+            ("outage".into(), "edge-2".into(), "path".into()),
+        ]
+    );
+}
+
+#[test]
+fn one_off_alerts_fire_once_and_leave_without_resolution() {
+    let c = config(BASIC); // route-change hold 1 h
+    let mut e = Engine::default();
+    let change = event(
+        1,
+        T0,
+        "edge-1",
+        EventKind::RouteChange,
+        json!({"target": "10.1.2.9", "old": {"hops": [1, 2]}, "new": {"hops": [1, 2, 3]}}),
+        Some("10.1.2.0/24"),
+    );
+    step(&mut e, &c, &[change.clone()], &[], T0);
+    let m = step(&mut e, &c, &[], &[], T0 + 30 * S);
+    assert_eq!(m.len(), 2); // acme and globex (granted the prefix)
+    assert!(
+        m[0].firing[0].summary.contains("2 hops → 3 hops"),
+        "{:?}",
+        m[0].firing[0].summary
+    );
+    let later: usize = (1..=24)
+        .map(|k| step(&mut e, &c, &[], &[], T0 + 30 * S + k * 300 * S).len())
+        .sum();
+    assert_eq!(later, 0, "no resolved message for a one-off change");
+    assert!(e.alerts.values().all(|a| !a.firing));
+}
+
+#[test]
+fn open_port_rule_respects_min_risk_and_port_closed_resolves() {
+    let c = config(&format!(
+        "{BASIC}\n[alerting.rules.open-port]\nmin-risk = \"medium\"\n"
+    ));
+    let port = |risk: &str, port: u32| json!({"protocol": "tcp", "address": "0.0.0.0", "port": port, "program": "socat", "service": "x", "risk": risk});
+    let evs = [
+        event(
+            1,
+            T0,
+            "edge-1",
+            EventKind::PortOpened,
+            port("low", 80),
+            None,
+        ),
+        event(
+            2,
+            T0,
+            "edge-1",
+            EventKind::PortOpened,
+            port("medium", 81),
+            None,
+        ),
+        event(
+            3,
+            T0,
+            "edge-1",
+            EventKind::PortOpened,
+            port("high", 23),
+            None,
+        ),
+    ];
+    let fired: Vec<String> = evs
+        .iter()
+        .flat_map(|ev| from_event(&c, ev))
+        .filter_map(|u| match u {
+            Update::Fire { alert, .. } => Some(alert.labels["port"].clone()),
+            Update::Resolve { .. } => None,
+        })
+        .collect();
+    assert_eq!(fired, ["tcp/0.0.0.0:81", "tcp/0.0.0.0:23"]);
+    let mut e = Engine::default();
+    step(&mut e, &c, &evs, &[], T0);
+    step(
+        &mut e,
+        &c,
+        &[event(
+            4,
+            T0,
+            "edge-1",
+            EventKind::PortClosed,
+            port("high", 23),
+            None,
+        )],
+        &[],
+        T0 + S,
+    );
+    let firing: Vec<&str> = e
+        .alerts
+        .values()
+        .filter(|a| a.firing)
+        .map(|a| a.label("port"))
+        .collect();
+    assert_eq!(firing, ["tcp/0.0.0.0:81"]);
+}
+
+#[test]
+fn fingerprints_are_stable_and_ignore_severity() {
+    let a = alert(
+        "acme",
+        "agent-missing",
+        Severity::Critical,
+        vec![("agent", "edge-1".into())],
+        String::new(),
+        String::new(),
+        0,
+    );
+    let b = alert(
+        "acme",
+        "agent-missing",
+        Severity::Info,
+        vec![("agent", "edge-1".into())],
+        String::new(),
+        String::new(),
+        5,
+    );
+    assert_eq!(a.fingerprint, b.fingerprint);
+    // Pinned: a change of the hash would re-page every firing alert
+    // after an upgrade.
+    assert_eq!(a.fingerprint, fingerprint(&a.labels));
+    assert_eq!(a.fingerprint.len(), 16);
+    let key = AgentKey {
+        tenant: "acme".into(),
+        name: "edge-2".into(),
+    };
+    let c = alert(
+        &key.tenant,
+        "agent-missing",
+        Severity::Critical,
+        vec![("agent", key.name.clone())],
+        String::new(),
+        String::new(),
+        0,
+    );
+    assert_ne!(a.fingerprint, c.fingerprint);
+}
+
+#[tokio::test(start_paused = true)]
+async fn business_hours_defer_over_a_weekend_and_a_dst_change() {
+    use crate::store::Store;
+    // Friday 2026-10-23 20:00 UTC = 22:00 in Paris (UTC+2); summer time
+    // ends on Sunday the 25th; Monday 09:00 Paris is 08:00 UTC.
+    let friday = chrono::DateTime::parse_from_rfc3339("2026-10-23T20:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    let monday_open = chrono::DateTime::parse_from_rfc3339("2026-10-26T08:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    let c = config(
+        r#"
+[alerting]
+poll = "1m"
+[[alerting.schedule]]
+name = "office"
+timezone = "Europe/Paris"
+days = ["mon-fri"]
+start = "09:00"
+end = "18:00"
+[[alerting.route]]
+tenant = "acme"
+receiver = "ops"
+schedule = "office"
+group-wait = "30s"
+group-interval = "5m"
+[[alerting.receiver]]
+name = "ops"
+[alerting.receiver.discord]
+url = "http://127.0.0.1:9/hook"
+"#,
+    );
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let clock = Clock::at(friday * 1_000_000);
+    let handle = Handle::new(clock);
+    let (_tx, settings) = watch::channel(Arc::new(c));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(store.clone(), settings, handle.clone(), stop.clone()));
+    let key = AgentKey {
+        tenant: "acme".into(),
+        name: "edge-1".into(),
+    };
+    let record = |kind: EventKind, detail: serde_json::Value, prefix: Option<&'static str>| {
+        let (store, key) = (store.clone(), key.clone());
+        let now = clock.now_ms();
+        store
+            .with(|c| crate::store::insert_event(c, now, &key, kind, &detail, prefix))
+            .unwrap();
+    };
+    // Night: the agent goes missing, and a target is down for an hour.
+    record(
+        EventKind::AgentMissing,
+        json!({"silent_for_ms": 30_000}),
+        None,
+    );
+    record(
+        EventKind::OutageStart,
+        json!({"scope": "target", "subject": "10.1.2.3", "series": 1}),
+        Some("10.1.2.0/24"),
+    );
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    record(
+        EventKind::OutageEnd,
+        json!({"scope": "target", "subject": "10.1.2.3", "series": 1}),
+        Some("10.1.2.0/24"),
+    );
+    let queued = |store: &Store| state::recent_notifications(store, None, 100).unwrap();
+    // Through the weekend: nothing is sent, both are listed as deferred.
+    tokio::time::sleep(Duration::from_secs(2 * 86_400)).await;
+    assert!(queued(&store).is_empty());
+    let alerts = state::alerts(&store, Some("acme"), 0).unwrap();
+    let groups = state::groups(&store).unwrap();
+    let refs: Vec<&dispatch::Group> = groups.iter().collect();
+    let missing = alerts.iter().find(|a| a.rule() == "agent-missing").unwrap();
+    assert_eq!(
+        status(missing, &refs, &[], &Default::default(), clock.now_ms()),
+        Status::Deferred
+    );
+    // Monday 07:59 UTC (08:59 Paris, winter time now): still nothing.
+    let until = |t: i64| Duration::from_millis(u64::try_from(t - clock.now_ms()).unwrap());
+    tokio::time::sleep(until(monday_open - 60_000)).await;
+    assert!(queued(&store).is_empty());
+    tokio::time::sleep(until(monday_open + 1000)).await;
+    let sent = queued(&store);
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    for n in &sent {
+        assert_eq!(n.created_ms, monday_open, "sent when the office opens");
+        assert!(n.message.deferred_since_ms.is_some());
+    }
+    let firing = sent.iter().find(|n| !n.message.firing.is_empty()).unwrap();
+    assert_eq!(firing.message.firing[0].labels["rule"], "agent-missing");
+    let summary = sent
+        .iter()
+        .find(|n| !n.message.resolved_while_deferred.is_empty())
+        .unwrap();
+    assert_eq!(
+        summary.message.resolved_while_deferred[0].labels["target"],
+        "10.1.2.3"
+    );
+    assert!(summary.message.firing.is_empty() && summary.message.resolved.is_empty());
+    assert!(
+        summary
+            .message
+            .text()
+            .contains("Fired and resolved outside the schedule")
+    );
+    // Once: an hour later nothing more was queued.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(queued(&store).len(), 2);
+    stop.cancel();
+    task.await.unwrap();
+}
