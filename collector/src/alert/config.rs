@@ -692,10 +692,10 @@ impl Alerting {
     pub fn resolve_paths(&mut self, source: &Source) -> Result<(), ConfigError> {
         for (i, r) in self.receiver.iter_mut().enumerate() {
             let key = |k: &str| format!("alerting.receiver[{i}].{k}");
-            if let Some(d) = &mut r.discord {
-                if let Some(f) = &d.url_file {
-                    d.url_file = Some(source.resolve(&key("discord.url-file"), f)?);
-                }
+            if let Some(d) = &mut r.discord
+                && let Some(f) = &d.url_file
+            {
+                d.url_file = Some(source.resolve(&key("discord.url-file"), f)?);
             }
             if let Some(e) = &mut r.email {
                 if let Some(f) = &e.password_file {
@@ -705,10 +705,10 @@ impl Alerting {
                     e.ca = Some(source.resolve(&key("email.ca"), f)?);
                 }
             }
-            if let Some(t) = &mut r.twilio {
-                if let Some(f) = &t.auth_token_file {
-                    t.auth_token_file = Some(source.resolve(&key("twilio.auth-token-file"), f)?);
-                }
+            if let Some(t) = &mut r.twilio
+                && let Some(f) = &t.auth_token_file
+            {
+                t.auth_token_file = Some(source.resolve(&key("twilio.auth-token-file"), f)?);
             }
             if let Some(w) = &mut r.sms_webhook {
                 if let Some(f) = &w.url_file {
@@ -719,10 +719,10 @@ impl Alerting {
                 }
             }
         }
-        if let Some(d) = &mut self.deadman {
-            if let Some(f) = &d.url_file {
-                d.url_file = Some(source.resolve("alerting.deadman.url-file", f)?);
-            }
+        if let Some(d) = &mut self.deadman
+            && let Some(f) = &d.url_file
+        {
+            d.url_file = Some(source.resolve("alerting.deadman.url-file", f)?);
         }
         Ok(())
     }
@@ -785,41 +785,7 @@ impl Alerting {
             super::receiver::validate(r)
                 .map_err(|(k, m)| err(format!("alerting.receiver[{i}].{k}"), m))?;
         }
-        for (i, r) in self.route.iter().enumerate() {
-            let key = |k: &str| format!("alerting.route[{i}].{k}");
-            if !receivers.contains(r.receiver.as_str()) {
-                return Err(err(
-                    key("receiver"),
-                    format!("no [[alerting.receiver]] named {:?}", r.receiver),
-                ));
-            }
-            if let Some(s) = &r.schedule {
-                if s != "always" && !names.contains(s.as_str()) {
-                    return Err(err(
-                        key("schedule"),
-                        format!("no [[alerting.schedule]] named {s:?}"),
-                    ));
-                }
-            }
-            if let Some(t) = &r.tenant {
-                sonde_proto::identity::validate_component("tenant", t)
-                    .map_err(|e| err(key("tenant"), e.to_string()))?;
-            }
-            for (k, d) in [
-                ("group-interval", r.group_interval),
-                ("repeat-interval", r.repeat_interval),
-            ] {
-                if d < Duration::from_secs(1) {
-                    return Err(err(key(k), "must be at least 1s".into()));
-                }
-            }
-            if r.repeat_interval < r.group_interval {
-                return Err(err(
-                    key("repeat-interval"),
-                    "must not be below group-interval".into(),
-                ));
-            }
-        }
+        self.validate_routes(source, &receivers, &names)?;
         let d = &self.delivery;
         if d.retry_initial < Duration::from_millis(10) || d.retry_max < d.retry_initial {
             return Err(err(
@@ -839,6 +805,13 @@ impl Alerting {
                 "max-flips must be at least 2 and window at least 1s".into(),
             ));
         }
+        self.validate_watchers(source)
+    }
+}
+
+impl Alerting {
+    fn validate_watchers(&self, source: &Source) -> Result<(), ConfigError> {
+        let err = |key: String, msg: String| source.error(&key, msg);
         if let Some(dm) = &self.deadman {
             let url = secret(
                 "url",
@@ -856,11 +829,57 @@ impl Alerting {
                 ));
             }
         }
-        if let Some(n) = &self.no_data {
-            if n.after < Duration::from_secs(1) {
+        if let Some(n) = &self.no_data
+            && n.after < Duration::from_secs(1)
+        {
+            return Err(err(
+                "alerting.no-data.after".into(),
+                "must be at least 1s".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_routes(
+        &self,
+        source: &Source,
+        receivers: &BTreeSet<&str>,
+        names: &BTreeSet<&str>,
+    ) -> Result<(), ConfigError> {
+        let err = |key: String, msg: String| source.error(&key, msg);
+        for (i, r) in self.route.iter().enumerate() {
+            let key = |k: &str| format!("alerting.route[{i}].{k}");
+            if !receivers.contains(r.receiver.as_str()) {
                 return Err(err(
-                    "alerting.no-data.after".into(),
-                    "must be at least 1s".into(),
+                    key("receiver"),
+                    format!("no [[alerting.receiver]] named {:?}", r.receiver),
+                ));
+            }
+            if let Some(s) = &r.schedule
+                && s != "always"
+                && !names.contains(s.as_str())
+            {
+                return Err(err(
+                    key("schedule"),
+                    format!("no [[alerting.schedule]] named {s:?}"),
+                ));
+            }
+            if let Some(t) = &r.tenant {
+                sonde_proto::identity::validate_component("tenant", t)
+                    .map_err(|e| err(key("tenant"), e.to_string()))?;
+            }
+            for (k, d) in [
+                ("group-interval", r.group_interval),
+                ("repeat-interval", r.repeat_interval),
+            ] {
+                if d < Duration::from_secs(1) {
+                    return Err(err(key(k), "must be at least 1s".into()));
+                }
+            }
+            if r.repeat_interval < r.group_interval {
+                return Err(err(
+                    key("repeat-interval"),
+                    "must not be below group-interval".into(),
                 ));
             }
         }

@@ -87,6 +87,20 @@ pub fn group_of(route: &Route, alert: &Alert) -> (String, Labels) {
     (key, labels)
 }
 
+/// The members of a group as a flush sees them (fingerprints).
+struct Sorted {
+    /// Firing and not muted (all of them are listed in a notification) …
+    firing: Vec<String>,
+    /// … of which these were not notified yet.
+    new_firing: Vec<String>,
+    /// Flapping, not yet notified as such.
+    flapping: Vec<String>,
+    /// Resolved after being notified.
+    resolved: Vec<String>,
+    /// Fired and resolved while the schedule held them back.
+    summarised: Vec<String>,
+}
+
 /// What a flush looks at.
 pub struct Flush<'a> {
     pub route: &'a Route,
@@ -117,11 +131,8 @@ impl Group {
         }
     }
 
-    /// Flushes the group: the notification to send, if any. Members that
-    /// are done (resolved and told, or dropped) leave; the caller deletes
-    /// a group left empty.
-    pub fn flush(&mut self, f: &Flush<'_>) -> Option<Message> {
-        let now = f.now_ms;
+    /// Sorts the members for a flush; members that are done leave.
+    fn sort(&mut self, f: &Flush<'_>) -> Sorted {
         let mut firing = Vec::new();
         let mut new_firing = Vec::new();
         let mut flapping = Vec::new();
@@ -148,7 +159,7 @@ impl Group {
                 }
                 continue;
             }
-            if f.suppressed.contains_key(fp) || !silenced_by(f.silences, a, now).is_empty() {
+            if f.suppressed.contains_key(fp) || !silenced_by(f.silences, a, f.now_ms).is_empty() {
                 continue;
             }
             if a.flapping {
@@ -165,6 +176,27 @@ impl Group {
         for fp in &leave {
             self.members.remove(fp);
         }
+        Sorted {
+            firing,
+            new_firing,
+            flapping,
+            resolved,
+            summarised,
+        }
+    }
+
+    /// Flushes the group: the notification to send, if any. Members that
+    /// are done (resolved and told, or dropped) leave; the caller deletes
+    /// a group left empty.
+    pub fn flush(&mut self, f: &Flush<'_>) -> Option<Message> {
+        let now = f.now_ms;
+        let Sorted {
+            firing,
+            new_firing,
+            flapping,
+            resolved,
+            summarised,
+        } = self.sort(f);
         let news = !new_firing.is_empty()
             || !flapping.is_empty()
             || !resolved.is_empty()

@@ -330,11 +330,11 @@ fn flip(cfg: &Alerting, a: &mut Alert, now_ms: i64) {
 }
 
 /// The status of `alert` given the groups, silences and suppressions.
-pub fn status(
+pub fn status<S: std::hash::BuildHasher>(
     alert: &Alert,
     groups: &[&Group],
     silences: &[Silence],
-    suppressed: &HashMap<String, String>,
+    suppressed: &HashMap<String, String, S>,
     now_ms: i64,
 ) -> Status {
     if !alert.firing && !alert.flapping {

@@ -150,7 +150,7 @@ impl Message {
         format!("[{tag}] {tenant}{first}{more}")
     }
 
-    fn line(&self, a: &AlertView) -> String {
+    fn line(a: &AlertView) -> String {
         let mut s = format!(
             "[{}] {} (since {}",
             a.severity.as_str(),
@@ -178,7 +178,7 @@ impl Message {
         for (heading, alerts) in self.sections() {
             let _ = writeln!(out, "{heading}:");
             for a in alerts {
-                let _ = writeln!(out, "- {}\n  {}", self.line(a), self.url(&a.link));
+                let _ = writeln!(out, "- {}\n  {}", Self::line(a), self.url(&a.link));
             }
             out.push('\n');
         }
@@ -216,7 +216,7 @@ impl Message {
                 let _ = write!(
                     out,
                     "<li>{} — <a href=\"{}\">{}</a></li>",
-                    esc(&self.line(a)),
+                    esc(&Self::line(a)),
                     esc(&self.url(&a.link)),
                     esc(&a.link)
                 );

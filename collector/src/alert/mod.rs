@@ -43,6 +43,7 @@ pub mod suppress;
 #[cfg(test)]
 mod tests;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -132,7 +133,7 @@ pub(crate) fn segment(s: &str) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out
@@ -228,10 +229,9 @@ impl Runner {
                 if let Update::Fire {
                     hold_ms: Some(h), ..
                 } = &u
+                    && ev.at_ms.saturating_add(*h) <= now
                 {
-                    if ev.at_ms.saturating_add(*h) <= now {
-                        continue;
-                    }
+                    continue;
                 }
                 self.engine.apply(cfg, u, now);
             }

@@ -71,7 +71,7 @@ pub async fn run(
                             name,
                             integration,
                             delivery,
-                            clock: clock.clone(),
+                            clock,
                             wake: wake.clone(),
                             stats: stats.clone(),
                             stop: generation.clone(),
@@ -139,15 +139,93 @@ impl Worker {
     }
 }
 
+/// A worker's run of failures.
+struct Failures {
+    backoff: sonde_runtime::backoff::Backoff,
+    count: u32,
+    failing: bool,
+}
+
+impl Worker {
+    /// Records the outcome of one attempt at notification `n`.
+    async fn outcome(&self, f: &mut Failures, n: &state::Outgoing, result: Result<(), SendError>) {
+        let now = self.clock.now_ms();
+        let id = n.id;
+        let Err(error) = result else {
+            f.backoff.reset();
+            f.count = 0;
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.store.run(move |s| state::sent(s, id, now)).await {
+                tracing::error!(error = %e, id, "delivered, but cannot mark the notification sent");
+            }
+            tracing::info!(receiver = %self.receiver, integration = %self.name, id, "notification delivered");
+            if f.failing {
+                f.failing = false;
+                self.stats.failing.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(receiver = %self.receiver, integration = %self.name, "receiver recovered");
+                let detail = json!({"receiver": self.receiver, "integration": self.name});
+                self.event(n.tenant.as_deref(), EventKind::ReceiverRecovered, detail)
+                    .await;
+            }
+            return;
+        };
+        f.count = f.count.saturating_add(1);
+        self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        let expired = now.saturating_sub(n.created_ms) >= ms(self.delivery.give_up_after);
+        let (give_up, delay) = match &error {
+            SendError::Rejected { .. } => (true, Duration::ZERO),
+            SendError::Retry { after, .. } => {
+                (expired, after.unwrap_or_else(|| f.backoff.next_delay()))
+            }
+        };
+        let reason = error.to_string();
+        tracing::warn!(receiver = %self.receiver, integration = %self.name,
+            to = %self.integration.describe(), id, attempt = n.attempts + 1, error = %reason,
+            retry_in = ?delay, give_up, "notification not delivered");
+        let (next, why) = (now.saturating_add(ms(delay)), reason.clone());
+        let recorded = self
+            .store
+            .run(move |s| state::attempt_failed(s, id, &why, next, give_up))
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, id, "cannot record the failed attempt");
+        }
+        if give_up {
+            self.stats.given_up.fetch_add(1, Ordering::Relaxed);
+        }
+        if !f.failing && (f.count >= self.delivery.failing_after || give_up) {
+            f.failing = true;
+            self.stats.failing.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(receiver = %self.receiver, integration = %self.name,
+                failures = f.count, error = %reason, "receiver is failing");
+            let detail = json!({
+                "receiver": self.receiver,
+                "integration": self.name,
+                "failures": f.count,
+                "error": reason,
+                "given_up": give_up,
+            });
+            self.event(n.tenant.as_deref(), EventKind::ReceiverFailing, detail)
+                .await;
+        }
+    }
+}
+
 async fn worker(w: Worker) {
-    let mut backoff =
-        sonde_runtime::backoff::Backoff::new(w.delivery.retry_initial, w.delivery.retry_max);
-    let mut failures: u32 = 0;
-    let mut failing = false;
-    let what = w.integration.describe();
+    let mut failures = Failures {
+        backoff: sonde_runtime::backoff::Backoff::new(
+            w.delivery.retry_initial,
+            w.delivery.retry_max,
+        ),
+        count: 0,
+        failing: false,
+    };
     loop {
-        let (s, r, n) = (w.store.clone(), w.receiver.clone(), w.name.clone());
-        let next = match s.run(move |s| state::next_pending(s, &r, &n)).await {
+        let (store, receiver, name) = (w.store.clone(), w.receiver.clone(), w.name.clone());
+        let next = match store
+            .run(move |s| state::next_pending(s, &receiver, &name))
+            .await
+        {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the notification outbox");
@@ -171,84 +249,15 @@ async fn worker(w: Worker) {
             }
             continue;
         }
-        let result =
-            match tokio::time::timeout(w.delivery.timeout, w.integration.send(n.id, &n.message))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(SendError::Retry {
+        let attempt = w.integration.send(n.id, &n.message);
+        let result = tokio::time::timeout(w.delivery.timeout, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::Retry {
                     reason: format!("no answer within {:?}", w.delivery.timeout),
                     after: None,
-                }),
-            };
-        let now = w.clock.now_ms();
-        let id = n.id;
-        match result {
-            Ok(()) => {
-                backoff.reset();
-                failures = 0;
-                w.stats.sent.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = w.store.run(move |s| state::sent(s, id, now)).await {
-                    tracing::error!(error = %e, id, "delivered, but cannot mark the notification sent");
-                }
-                tracing::info!(receiver = %w.receiver, integration = %w.name, id, "notification delivered");
-                if failing {
-                    failing = false;
-                    w.stats.failing.fetch_sub(1, Ordering::Relaxed);
-                    tracing::info!(receiver = %w.receiver, integration = %w.name, "receiver recovered");
-                    w.event(
-                        n.tenant.as_deref(),
-                        EventKind::ReceiverRecovered,
-                        json!({"receiver": w.receiver, "integration": w.name}),
-                    )
-                    .await;
-                }
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                w.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                let expired = now.saturating_sub(n.created_ms) >= ms(w.delivery.give_up_after);
-                let (give_up, delay) = match &e {
-                    SendError::Rejected { .. } => (true, Duration::ZERO),
-                    SendError::Retry { after, .. } => {
-                        (expired, after.unwrap_or_else(|| backoff.next_delay()))
-                    }
-                };
-                let reason = e.to_string();
-                tracing::warn!(receiver = %w.receiver, integration = %w.name, to = %what, id,
-                    attempt = n.attempts + 1, error = %reason, retry_in = ?delay, give_up,
-                    "notification not delivered");
-                let next = now.saturating_add(ms(delay));
-                let r = reason.clone();
-                if let Err(e) = w
-                    .store
-                    .run(move |s| state::attempt_failed(s, id, &r, next, give_up))
-                    .await
-                {
-                    tracing::error!(error = %e, id, "cannot record the failed attempt");
-                }
-                if give_up {
-                    w.stats.given_up.fetch_add(1, Ordering::Relaxed);
-                }
-                if !failing && (failures >= w.delivery.failing_after || give_up) {
-                    failing = true;
-                    w.stats.failing.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(receiver = %w.receiver, integration = %w.name, failures, error = %reason,
-                        "receiver is failing");
-                    w.event(
-                        n.tenant.as_deref(),
-                        EventKind::ReceiverFailing,
-                        json!({
-                            "receiver": w.receiver,
-                            "integration": w.name,
-                            "failures": failures,
-                            "error": reason,
-                            "given_up": give_up,
-                        }),
-                    )
-                    .await;
-                }
-            }
-        }
+                })
+            });
+        w.outcome(&mut failures, &n, result).await;
     }
 }

@@ -61,7 +61,7 @@ const DAY_NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 impl Schedule {
     /// Builds a schedule; the error is `(key, message)` for the config's
-    /// file:line:key report.
+    /// <file:line:key> report.
     pub fn from_config(c: &ScheduleConfig) -> Result<Self, (&'static str, String)> {
         let tz: Tz = match &c.timezone {
             None => Tz::UTC,

@@ -182,12 +182,19 @@ mod tests {
             )
         };
         assert_eq!(
-            silenced_by(&[s.clone()], &a("acme", "edge-1"), now),
+            silenced_by(std::slice::from_ref(&s), &a("acme", "edge-1"), now),
             vec![0]
         );
-        assert!(silenced_by(&[s.clone()], &a("acme", "edge-2"), now).is_empty());
-        assert!(silenced_by(&[s.clone()], &a("globex", "edge-1"), now).is_empty());
-        assert!(silenced_by(&[s.clone()], &a("acme", "edge-1"), now + 3_600_000).is_empty());
+        assert!(silenced_by(std::slice::from_ref(&s), &a("acme", "edge-2"), now).is_empty());
+        assert!(silenced_by(std::slice::from_ref(&s), &a("globex", "edge-1"), now).is_empty());
+        assert!(
+            silenced_by(
+                std::slice::from_ref(&s),
+                &a("acme", "edge-1"),
+                now + 3_600_000
+            )
+            .is_empty()
+        );
         assert_eq!(s.state(now - 1), "pending");
         assert_eq!(s.state(now + 3_600_000), "expired");
         let all = Silence { tenant: None, ..s };

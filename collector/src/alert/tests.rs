@@ -178,7 +178,7 @@ fn repeat_interval_and_a_blip_shorter_than_group_wait() {
     );
     let back = event(2, T0, "edge-1", EventKind::AgentBack, json!({}), None);
     // Missing and back within group-wait: nobody is paged.
-    step(&mut e, &c, &[missing.clone()], &[], T0);
+    step(&mut e, &c, std::slice::from_ref(&missing), &[], T0);
     step(&mut e, &c, &[back], &[], T0 + 10 * S);
     assert!(step(&mut e, &c, &[], &[], T0 + 30 * S).is_empty());
     // Missing for good: one page, repeated after 4 h, not before.
@@ -359,7 +359,7 @@ fn one_off_alerts_fire_once_and_leave_without_resolution() {
         json!({"target": "10.1.2.9", "old": {"hops": [1, 2]}, "new": {"hops": [1, 2, 3]}}),
         Some("10.1.2.0/24"),
     );
-    step(&mut e, &c, &[change.clone()], &[], T0);
+    step(&mut e, &c, std::slice::from_ref(&change), &[], T0);
     let m = step(&mut e, &c, &[], &[], T0 + 30 * S);
     assert_eq!(m.len(), 2); // acme and globex (granted the prefix)
     assert!(
@@ -482,6 +482,7 @@ fn fingerprints_are_stable_and_ignore_severity() {
 }
 
 #[tokio::test(start_paused = true)]
+#[allow(clippy::too_many_lines)]
 async fn business_hours_defer_over_a_weekend_and_a_dst_change() {
     use crate::store::Store;
     // Friday 2026-10-23 20:00 UTC = 22:00 in Paris (UTC+2); summer time
@@ -557,7 +558,13 @@ url = "http://127.0.0.1:9/hook"
     let refs: Vec<&dispatch::Group> = groups.iter().collect();
     let missing = alerts.iter().find(|a| a.rule() == "agent-missing").unwrap();
     assert_eq!(
-        status(missing, &refs, &[], &Default::default(), clock.now_ms()),
+        status(
+            missing,
+            &refs,
+            &[],
+            &std::collections::HashMap::<String, String>::new(),
+            clock.now_ms()
+        ),
         Status::Deferred
     );
     // Monday 07:59 UTC (08:59 Paris, winter time now): still nothing.

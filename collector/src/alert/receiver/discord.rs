@@ -8,6 +8,7 @@
 //! A 429 carries `retry_after` (seconds, fractional) in its JSON body and
 //! a `Retry-After` header; the body's value is honoured first.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -56,7 +57,7 @@ pub fn payload(m: &Message, username: Option<&str>) -> Value {
             shown += 1;
             let mut value = format!("{}\nsince {}", a.summary, time(a.starts_ms));
             if let Some(end) = a.ends_ms {
-                value.push_str(&format!(", resolved {}", time(end)));
+                let _ = write!(value, ", resolved {}", time(end));
             }
             value.push('\n');
             value.push_str(&m.url(&a.link));
@@ -70,13 +71,14 @@ pub fn payload(m: &Message, username: Option<&str>) -> Value {
     }
     let mut description = String::new();
     if let Some(since) = m.deferred_since_ms {
-        description.push_str(&format!(
-            "Held back by the schedule since {}.\n",
+        let _ = writeln!(
+            description,
+            "Held back by the schedule since {}.",
             time(since)
-        ));
+        );
     }
     if total > shown {
-        description.push_str(&format!("{} more not shown.\n", total - shown));
+        let _ = writeln!(description, "{} more not shown.", total - shown);
     }
     let group: Vec<String> = m
         .group
@@ -84,11 +86,12 @@ pub fn payload(m: &Message, username: Option<&str>) -> Value {
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    description.push_str(&format!(
+    let _ = write!(
+        description,
         "Route {}, group {{{}}}",
         m.route,
         group.join(", ")
-    ));
+    );
     let timestamp = chrono::DateTime::from_timestamp_millis(m.at_ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     json!({
