@@ -38,6 +38,10 @@ pub enum ApiError {
     BadParam { name: String, reason: String },
     #[error("not found: {0}")]
     NotFound(String),
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("invalid request body: {0}")]
+    BadBody(String),
     #[error("internal error")]
     Store(#[from] StoreError),
 }
@@ -46,10 +50,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::Forbidden(_)
+            | ApiError::NotAllowed(_)
             | ApiError::Query(QueryError::PrefixForbidden(_) | QueryError::TenantForbidden(_)) => {
                 StatusCode::FORBIDDEN
             }
-            ApiError::Query(QueryError::Bad { .. }) | ApiError::BadParam { .. } => {
+            ApiError::Query(QueryError::Bad { .. })
+            | ApiError::BadParam { .. }
+            | ApiError::BadBody(_) => {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Query(QueryError::NoSeries(_) | QueryError::NoAgent(_))
@@ -83,6 +90,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/series/{agent}/{target}", get(series))
         .route("/api/v1/outages", get(outages))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/alerts", get(alerts))
+        .route(
+            "/api/v1/silences",
+            get(silences)
+                .post(add_silence)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_SILENCE_BODY)),
+        )
+        .route("/api/v1/silences/{id}", axum::routing::delete(expire_silence))
         .with_state(shared)
 }
 
@@ -341,6 +356,164 @@ async fn status(
     })))
 }
 
+/// Largest silence request body.
+const MAX_SILENCE_BODY: usize = 64 * 1024;
+/// How far back resolved alerts and ended silences are listed by default
+/// (and at most).
+const DEFAULT_HISTORY: std::time::Duration = std::time::Duration::from_secs(86_400);
+const MAX_HISTORY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+impl Params<'_> {
+    /// A duration parameter (`24h`), at most `MAX_HISTORY`.
+    fn history(&self) -> Result<i64, ApiError> {
+        let d = match self.get("history") {
+            None => DEFAULT_HISTORY,
+            Some(raw) => humantime::parse_duration(raw)
+                .ok()
+                .filter(|d| *d <= MAX_HISTORY)
+                .ok_or_else(|| ApiError::BadParam {
+                    name: "history".into(),
+                    reason: format!("{raw:?} is not a duration up to 7d (e.g. 24h)"),
+                })?,
+        };
+        Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+async fn alerts(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    let p = Params::new(&params, &["status", "history"])?;
+    let history = p.history()?;
+    let only = p
+        .get("status")
+        .map(|s| {
+            crate::alert::view::parse_status(s).ok_or_else(|| ApiError::BadParam {
+                name: "status".into(),
+                reason: format!(
+                    "{s:?} is not pending, firing, deferred, silenced, suppressed, flapping or resolved"
+                ),
+            })
+        })
+        .transpose()?;
+    let now = shared.alert.clock.now_ms();
+    let v = shared
+        .store
+        .run(move |s| crate::alert::view::alerts(s, &access, now, history, only))
+        .await?;
+    Ok(Json(v))
+}
+
+async fn silences(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    let history = Params::new(&params, &["history"])?.history()?;
+    let now = shared.alert.clock.now_ms();
+    let v = shared
+        .store
+        .run(move |s| crate::alert::view::silences(s, &access, now, history))
+        .await?;
+    Ok(Json(v))
+}
+
+/// The caller's access, when it may change its tenant's alerting.
+fn admin(shared: &Shared, peer: &Peer, what: &str) -> Result<Access, ApiError> {
+    let access = access(shared, peer)?;
+    if peer.identity.role != sonde_proto::Role::Admin {
+        tracing::warn!(peer = %peer.identity, "refused: {what} needs the admin role");
+        return Err(ApiError::NotAllowed(format!(
+            "{what} needs a certificate with the admin role of the tenant (this one is {})",
+            peer.identity.role.as_str()
+        )));
+    }
+    Ok(access)
+}
+
+async fn add_silence(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Query(params): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let access = admin(&shared, &peer, "creating a silence")?;
+    Params::new(&params, &[])?;
+    let new: crate::alert::silence::NewSilence =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?;
+    let tenant = match (&new.tenant, access.all) {
+        (Some(t), true) => Some(t.clone()),
+        (None, true) => None,
+        (Some(t), false) if *t != access.tenant => {
+            return Err(ApiError::NotAllowed(format!(
+                "a silence may only cover your own tenant ({}), not {t}",
+                access.tenant
+            )));
+        }
+        (_, false) => Some(access.tenant.clone()),
+    };
+    let now = shared.alert.clock.now_ms();
+    let silence = new
+        .build(tenant, peer.identity.to_string(), now)
+        .map_err(ApiError::BadBody)?;
+    let silence = shared
+        .store
+        .run(move |s| crate::alert::state::add_silence(s, silence))
+        .await?;
+    tracing::info!(id = silence.id, author = %silence.author, matchers = ?silence.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(), "silence created");
+    shared.alert.kick.notify_one();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(&silence).unwrap_or_default()),
+    ))
+}
+
+async fn expire_silence(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = admin(&shared, &peer, "expiring a silence")?;
+    Params::new(&params, &[])?;
+    let id: i64 = id.parse().map_err(|_| ApiError::BadParam {
+        name: "id".into(),
+        reason: format!("{id:?} is not a silence id"),
+    })?;
+    let found = shared
+        .store
+        .run(move |s| crate::alert::state::silence(s, id))
+        .await?;
+    if found
+        .as_ref()
+        .is_some_and(|s| s.tenant.is_none() && !access.all)
+    {
+        return Err(ApiError::NotAllowed(format!(
+            "silence {id} covers every tenant: only an operator tenant's admin may expire it"
+        )));
+    }
+    let visible = found
+        .as_ref()
+        .filter(|s| access.all || s.tenant.as_deref() == Some(access.tenant.as_str()));
+    if visible.is_none() {
+        // Another tenant's silence is not revealed.
+        return Err(ApiError::NotFound(format!("silence {id}")));
+    }
+    let (by, now) = (peer.identity.to_string(), shared.alert.clock.now_ms());
+    let expired = shared
+        .store
+        .run(move |s| crate::alert::state::expire_silence(s, id, &by, now))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("silence {id}")))?;
+    tracing::info!(id, by = %peer.identity, "silence expired");
+    shared.alert.kick.notify_one();
+    Ok(Json(serde_json::to_value(&expired).unwrap_or_default()))
+}
+
 /// Validated access to query parameters.
 struct Params<'a>(&'a HashMap<String, String>);
 
@@ -567,6 +740,51 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             },
         ]);
     }
+    let n = &shared.alert.stats;
+    samples.extend([
+        Sample {
+            name: "sonde_collector_alerts_firing",
+            kind: "gauge",
+            help: "Alerts firing now (all tenants).",
+            value: f(n.firing.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_notifications_sent_total",
+            kind: "counter",
+            help: "Notifications a receiver accepted.",
+            value: f(n.sent.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_notification_failures_total",
+            kind: "counter",
+            help: "Delivery attempts that failed (retried or given up).",
+            value: f(n.failed_attempts.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_notifications_given_up_total",
+            kind: "counter",
+            help: "Notifications given up (refused, or undelivered past give-up-after).",
+            value: f(n.given_up.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_receivers_failing",
+            kind: "gauge",
+            help: "Receiver integrations failing now (receiver-failing raised).",
+            value: f(n.failing.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_deadman_pings_total",
+            kind: "counter",
+            help: "Dead-man's switch pings answered.",
+            value: f(n.deadman_pings.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_deadman_failures_total",
+            kind: "counter",
+            help: "Dead-man's switch pings that failed.",
+            value: f(n.deadman_failures.load(Relaxed)),
+        },
+    ]);
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(&samples, i),

@@ -57,7 +57,7 @@ fn ms(d: std::time::Duration) -> i64 {
 }
 
 /// An alert's status as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// Firing, waiting for its group's first flush.

@@ -40,6 +40,7 @@ pub mod schedule;
 pub mod silence;
 pub mod state;
 pub mod suppress;
+pub mod view;
 #[cfg(test)]
 mod tests;
 

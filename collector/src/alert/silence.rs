@@ -80,6 +80,10 @@ pub struct NewSilence {
     #[serde(default)]
     pub duration: Option<String>,
     pub comment: String,
+    /// Operators only: the tenant whose alerts it covers (default: all
+    /// tenants). Others' silences always cover their own tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 fn rfc3339(key: &str, s: &str) -> Result<i64, String> {
@@ -160,6 +164,7 @@ mod tests {
             ends: ends.map(str::to_owned),
             duration: duration.map(str::to_owned),
             comment: "maintenance".into(),
+            tenant: None,
         }
     }
 
