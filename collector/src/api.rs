@@ -56,9 +56,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Query(QueryError::Bad { .. })
             | ApiError::BadParam { .. }
-            | ApiError::BadBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Query(QueryError::NoSeries(_) | QueryError::NoAgent(_))
             | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Query(QueryError::Store(e)) | ApiError::Store(e) => {
@@ -97,7 +95,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .post(add_silence)
                 .layer(axum::extract::DefaultBodyLimit::max(MAX_SILENCE_BODY)),
         )
-        .route("/api/v1/silences/{id}", axum::routing::delete(expire_silence))
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(expire_silence),
+        )
         .with_state(shared)
 }
 

@@ -83,8 +83,62 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// List alerts: firing, pending, deferred (outside a route's
+    /// schedule), silenced, suppressed (explained by another alert),
+    /// flapping, and recently resolved; then recent notifications.
+    Alerts {
+        /// Only this status (firing, pending, deferred, silenced,
+        /// suppressed, flapping, resolved).
+        #[arg(long)]
+        status: Option<String>,
+        /// How far back resolved alerts are listed (up to 7d).
+        #[arg(long, default_value = "24h")]
+        history: String,
+    },
+    /// Create, list and expire silences (creating and expiring need an
+    /// admin certificate).
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+    },
     /// Validate the config file and the TLS files it names, then exit.
     CheckConfig,
+}
+
+/// `sondectl silence …`.
+#[derive(Clone, PartialEq, Eq, Subcommand)]
+pub enum SilenceAction {
+    /// Silence alerts matching every MATCHER (name=value, name!=value,
+    /// name=~regex, name!~regex), e.g. `agent=edge-1 rule=outage`.
+    Add {
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long from the start, e.g. 2h …
+        #[arg(long, conflicts_with = "ends")]
+        duration: Option<String>,
+        /// … or the end, RFC 3339 (2026-11-21T18:00:00Z).
+        #[arg(long)]
+        ends: Option<String>,
+        /// Start, RFC 3339 (default now).
+        #[arg(long)]
+        starts: Option<String>,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+        /// Operators: only this tenant's alerts (default all tenants).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List silences (active, pending, and those ended within --history).
+    List {
+        #[arg(long, default_value = "24h")]
+        history: String,
+    },
+    /// End a silence now.
+    Expire {
+        /// The silence's id.
+        id: i64,
+    },
 }
 
 /// When to colour the grid.

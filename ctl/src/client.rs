@@ -52,18 +52,37 @@ impl Api {
 
     /// `GET /api/v1/{path}` with query parameters.
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ApiError> {
+        self.request(reqwest::Method::GET, path, query, None).await
+    }
+
+    /// `POST /api/v1/{path}` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
+        self.request(reqwest::Method::POST, path, &[], Some(body))
+            .await
+    }
+
+    /// `DELETE /api/v1/{path}`.
+    pub async fn delete(&self, path: &str) -> Result<Value, ApiError> {
+        self.request(reqwest::Method::DELETE, path, &[], None).await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
         let url = format!("{}/api/v1/{path}", self.base);
         let transport = |e: reqwest::Error| ApiError::Transport {
             url: url.clone(),
             reason: error_chain(&e),
         };
-        let resp = self
-            .http
-            .get(&url)
-            .query(query)
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut request = self.http.request(method, &url).query(query);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let resp = request.send().await.map_err(transport)?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(transport)?;
         let json: Result<Value, _> = serde_json::from_slice(&body);

@@ -6,6 +6,7 @@
 //! returns the text to print so tests can call it directly.
 
 pub mod agent;
+pub mod alerts;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -101,6 +102,7 @@ pub async fn run(loaded: &Loaded, command: &Command, json: bool) -> Result<Strin
             let v = api.get("outages", &query).await?;
             Ok(if json { pretty(&v) } else { outages_table(&v) })
         }
+        Command::Alerts { .. } | Command::Silence { .. } => alerts::run(&api, command, json).await,
         Command::CheckConfig => Ok(String::new()),
     }
 }

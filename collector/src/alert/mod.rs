@@ -40,9 +40,9 @@ pub mod schedule;
 pub mod silence;
 pub mod state;
 pub mod suppress;
-pub mod view;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
 use std::fmt::Write as _;
 use std::sync::Arc;

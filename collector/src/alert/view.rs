@@ -36,7 +36,10 @@ pub fn alerts(
     let suppressed = suppress::suppressed(all.iter());
     let mut counts: BTreeMap<Status, usize> = BTreeMap::new();
     let mut rows = Vec::new();
-    for a in all.iter().filter(|a| access.all || a.tenant() == access.tenant) {
+    for a in all
+        .iter()
+        .filter(|a| access.all || a.tenant() == access.tenant)
+    {
         let in_groups: Vec<_> = groups
             .iter()
             .filter(|g| g.members.contains_key(&a.fingerprint))
@@ -71,28 +74,37 @@ pub fn alerts(
             "detail": a.detail,
         }));
     }
-    let notifications: Vec<Value> = state::recent_notifications(store, tenant_filter(access), NOTIFICATIONS)?
-        .into_iter()
-        .filter(|n| access.all || n.tenant.as_deref() == Some(access.tenant.as_str()))
-        .map(|n| {
-            json!({
-                "id": n.id,
-                "receiver": n.receiver,
-                "integration": n.integration,
-                "state": n.state,
-                "attempts": n.attempts,
-                "created_ms": n.created_ms,
-                "sent_ms": n.sent_ms,
-                "next_attempt_ms": (n.state == "pending").then_some(n.next_ms),
-                "last_error": n.last_error,
-                "title": n.message.title(),
-                "route": n.message.route,
+    let notifications: Vec<Value> =
+        state::recent_notifications(store, tenant_filter(access), NOTIFICATIONS)?
+            .into_iter()
+            .filter(|n| access.all || n.tenant.as_deref() == Some(access.tenant.as_str()))
+            .map(|n| {
+                json!({
+                    "id": n.id,
+                    "receiver": n.receiver,
+                    "integration": n.integration,
+                    "state": n.state,
+                    "attempts": n.attempts,
+                    "created_ms": n.created_ms,
+                    "sent_ms": n.sent_ms,
+                    "next_attempt_ms": (n.state == "pending").then_some(n.next_ms),
+                    "last_error": n.last_error,
+                    "title": n.message.title(),
+                    "route": n.message.route,
+                })
             })
-        })
-        .collect();
+            .collect();
     let counts: BTreeMap<String, usize> = counts
         .into_iter()
-        .map(|(k, v)| (serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), v))
+        .map(|(k, v)| {
+            (
+                serde_json::to_value(k)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                v,
+            )
+        })
         .collect();
     Ok(json!({
         "alerts": rows,
@@ -103,7 +115,12 @@ pub fn alerts(
 
 /// `GET /api/v1/silences`: silences visible to the caller that ended
 /// within `history_ms` or have not ended.
-pub fn silences(store: &Store, access: &Access, now_ms: i64, history_ms: i64) -> Result<Value, StoreError> {
+pub fn silences(
+    store: &Store,
+    access: &Access,
+    now_ms: i64,
+    history_ms: i64,
+) -> Result<Value, StoreError> {
     let rows: Vec<Value> = state::silences(store, tenant_filter(access), now_ms - history_ms)?
         .into_iter()
         .map(|s| {
