@@ -69,6 +69,21 @@ fn sample_configs_parse() {
     );
     assert_eq!(influx.retry_max, std::time::Duration::from_secs(60));
     assert_eq!(collector.retention.aggregates.as_secs(), 7 * 86_400);
+    let alerting = &collector.alerting;
+    assert_eq!(alerting.route.len(), 2);
+    assert_eq!(alerting.route[0].schedule.as_deref(), Some("office"));
+    assert_eq!(alerting.receiver.len(), 2);
+    assert!(alerting.receiver[0].email.is_some() && alerting.receiver[0].twilio.is_some());
+    assert!(alerting.receiver[1].discord.is_some() && alerting.receiver[1].sms_webhook.is_some());
+    for s in &alerting.schedule {
+        sonde_collector::alert::schedule::Schedule::from_config(s).unwrap();
+    }
+    assert!(alerting.rules_for("acme").latency.enabled);
+    assert_eq!(
+        alerting.rules_for("acme").latency.threshold,
+        std::time::Duration::from_millis(80)
+    );
+    assert!(alerting.deadman.is_some() && alerting.no_data.is_some());
 }
 
 /// Runs `PROGRAM --config PATH check-config`: (success, stdout + stderr).
@@ -149,6 +164,38 @@ fn collector_check_config_names_file_line_and_key() {
         (
             "[analysis.outage]\nfailures = 4\nof = 3\n",
             vec!["key `analysis.outage.failures`"],
+        ),
+        (
+            "[[alerting.route]]\nreceiver = \"pager\"\n",
+            vec![
+                "key `alerting.route[0].receiver`",
+                "no [[alerting.receiver]] named \"pager\"",
+            ],
+        ),
+        (
+            "[[alerting.route]]\nreceiver = \"x\"\nmatchers = [\"agent=~(\"]\n",
+            vec!["key `alerting.route[0].matchers`", "bad regex"],
+        ),
+        (
+            "[[alerting.schedule]]\nname = \"office\"\ntimezone = \"Europe/Pariss\"\ndays = [\"mon\"]\nstart = \"09:00\"\nend = \"17:00\"\n",
+            vec![
+                "key `alerting.schedule[0].timezone`",
+                "not an IANA time zone",
+            ],
+        ),
+        (
+            "[[alerting.receiver]]\nname = \"x\"\n[alerting.receiver.discord]\nurl-file = \"/nonexistent/hook\"\n",
+            vec![
+                "key `alerting.receiver[0].discord.url-file`",
+                "/nonexistent/hook",
+            ],
+        ),
+        (
+            "[[alerting.receiver]]\nname = \"x\"\n[alerting.receiver.email]\nhost = \"smtp\"\nfrom = \"not an address\"\nto = [\"a@b.c\"]\n",
+            vec![
+                "key `alerting.receiver[0].email.from`",
+                "not a mail address",
+            ],
         ),
     ] {
         std::fs::write(&good, format!("{text_of}{table}")).unwrap();

@@ -19,7 +19,7 @@ use super::schedule::{Schedule, ScheduleConfig};
 use crate::config::Secret;
 
 /// `[alerting]`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Alerting {
     /// Base URL put in front of the API paths in notifications, e.g.
@@ -55,6 +55,24 @@ pub struct Alerting {
 
 fn default_poll() -> Duration {
     Duration::from_secs(1)
+}
+
+impl Default for Alerting {
+    fn default() -> Self {
+        Self {
+            external_url: None,
+            rules: Rules::default(),
+            tenant: Vec::new(),
+            route: Vec::new(),
+            receiver: Vec::new(),
+            schedule: Vec::new(),
+            flapping: Flapping::default(),
+            delivery: Delivery::default(),
+            deadman: None,
+            no_data: None,
+            poll: default_poll(),
+        }
+    }
 }
 
 /// How bad an alert is.
