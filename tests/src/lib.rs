@@ -11,6 +11,7 @@ pub mod agent;
 pub mod measure;
 pub mod netns;
 pub mod nspawn;
+pub mod receivers;
 pub mod victoria;
 use std::future::Future;
 use std::path::{Path, PathBuf};
