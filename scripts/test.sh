@@ -28,6 +28,9 @@ for pkg in "${apt_packages[@]}"; do
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg"
 done
 
+# A real SMTP server for the alerting tests (tests/smtp_sink.py).
+python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore aiosmtpd==1.4.6
+
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 

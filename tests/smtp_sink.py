@@ -29,7 +29,7 @@ class Handler:
         meta = {
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
-            "login": session.login_data.decode() if isinstance(session.login_data, bytes) else session.login_data,
+            "login": session.auth_data.decode() if isinstance(session.auth_data, bytes) else None,
             "tls": session.ssl is not None,
         }
         with open(stem + ".json", "w") as f:

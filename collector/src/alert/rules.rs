@@ -119,10 +119,11 @@ fn outage(r: &Rules, ev: &EventRow) -> Option<Made> {
         return None;
     }
     let subject = text(&ev.detail, "subject");
-    let series = ev.detail["series"].as_u64().unwrap_or(0);
+    // The start event's series count is what was down when the cause was
+    // recognised; more join later, so no count here.
     let summary = match scope.as_str() {
-        "agent-network" => format!("agent {subject} lost its network ({series} targets down)"),
-        "prefix" => format!("prefix {subject} is down ({series} series)"),
+        "agent-network" => format!("agent {subject} lost its network (its targets are down)"),
+        "prefix" => format!("prefix {subject} is down"),
         "target" => format!("target {subject} is down (seen by every agent probing it)"),
         _ => format!("path {subject} is down"),
     };
