@@ -1,6 +1,6 @@
 //! The far ends of alert notifications for the end-to-end tests: a fake
-//! of Discord's webhook API (a third-party SaaS: faked, but checking the
-//! request shape Discord documents) and a real SMTP server (aiosmtpd,
+//! of Discord's webhook API (a third-party service: faked, but checking the
+//! request shape Discord documents) and a real SMTP server (`aiosmtpd`,
 //! `tests/smtp_sink.py`) with STARTTLS and AUTH required.
 
 use std::net::SocketAddr;
@@ -76,7 +76,7 @@ pub fn discord_problems(headers: &HeaderMap, body: &[u8]) -> (Value, Vec<String>
         if len(&e["title"]) > 256 || len(&e["description"]) > 4096 {
             p.push("title or description too long".into());
         }
-        if !e["color"].as_u64().is_some_and(|c| c <= 0xff_ffff) {
+        if e["color"].as_u64().is_none_or(|c| c > 0xff_ffff) {
             p.push(format!("color {}", e["color"]));
         }
         let fields = e["fields"].as_array().cloned().unwrap_or_default();
@@ -93,12 +93,11 @@ pub fn discord_problems(headers: &HeaderMap, body: &[u8]) -> (Value, Vec<String>
         if total > 6000 {
             p.push(format!("embed of {total} characters"));
         }
-        if let Some(t) = e["timestamp"].as_str() {
-            if time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        if let Some(t) = e["timestamp"].as_str()
+            && time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
                 .is_err()
-            {
-                p.push(format!("timestamp {t:?}"));
-            }
+        {
+            p.push(format!("timestamp {t:?}"));
         }
     }
     (v, p)

@@ -1,4 +1,4 @@
-//! The SMS receivers against fakes of their gateways (third-party SaaS:
+//! The SMS receivers against fakes of their gateways (third-party services:
 //! faked on loopback, checking the request shape their APIs document),
 //! and watching the watcher: the collector's dead-man's switch pings and
 //! its no-data alert, with the real collector and agent binaries.
@@ -133,9 +133,11 @@ async fn twilio_gets_its_documented_form_post() {
         "application/x-www-form-urlencoded"
     );
     // Basic auth: account SID and token.
-    use base64_check::decode;
     let auth = r.headers["authorization"].strip_prefix("Basic ").unwrap();
-    assert_eq!(decode(auth), "AC0123456789abcdef:s3cret-token");
+    assert_eq!(
+        base64_check::decode(auth),
+        "AC0123456789abcdef:s3cret-token"
+    );
     let f = form(&r.body);
     assert_eq!(
         (f["To"].as_str(), f["From"].as_str()),
@@ -209,12 +211,12 @@ mod base64_check {
         let mut n = 0;
         let mut out = Vec::new();
         for c in s.bytes().filter(|c| *c != b'=') {
-            let v = A.iter().position(|a| *a == c).expect("base64") as u32;
+            let v = u32::try_from(A.iter().position(|a| *a == c).expect("base64")).unwrap();
             bits = (bits << 6) | v;
             n += 6;
             if n >= 8 {
                 n -= 8;
-                out.push((bits >> n) as u8);
+                out.push(u8::try_from(bits >> n).unwrap());
                 bits &= (1 << n) - 1;
             }
         }

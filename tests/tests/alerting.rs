@@ -68,6 +68,7 @@ fn spawn_in(ns: &str, program: &str, config: &Path, log: std::path::PathBuf) -> 
     )
 }
 
+#[allow(clippy::too_many_lines)]
 async fn setup() -> Setup {
     let world = World::new();
     let mut lab = Lab::new("alrt");

@@ -115,6 +115,7 @@ fn expect_error(program: &str, config: &Path, needles: &[&str]) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)]
 fn collector_check_config_names_file_line_and_key() {
     let world = World::new();
     let good = world.collector_config("[heartbeat]\ngrace = \"30s\"\n");
