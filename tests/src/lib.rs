@@ -12,6 +12,7 @@ pub mod measure;
 pub mod netns;
 pub mod nspawn;
 pub mod receivers;
+pub mod star;
 pub mod victoria;
 use std::future::Future;
 use std::path::{Path, PathBuf};

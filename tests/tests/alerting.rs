@@ -21,16 +21,14 @@
 //! alerts for its targets).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 use sonde_proto::Role;
 use sonde_tests::netns::Lab;
 use sonde_tests::receivers::{Discord, Smtp};
-use sonde_tests::{Cert, Proc, World, bin, ctl_config, eventually, free_port};
+use sonde_tests::{Cert, Proc, World, eventually, free_port, star};
 
-const PORT: u16 = 7443;
 const SETTLE_S: u64 = 3;
 /// Longer than settle + group-wait + group-interval: what has not arrived
 /// by then is not coming.
@@ -47,25 +45,6 @@ struct Setup {
     collector_config: std::path::PathBuf,
     discord: Discord,
     smtp: Smtp,
-}
-
-fn spawn_in(ns: &str, program: &str, config: &Path, log: std::path::PathBuf) -> Proc {
-    let bin = bin(program);
-    Proc::spawn(
-        Path::new("ip"),
-        &[
-            "netns",
-            "exec",
-            ns,
-            bin.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--log",
-            "stderr",
-        ],
-        &[],
-        log,
-    )
 }
 
 #[allow(clippy::too_many_lines)]
@@ -108,15 +87,12 @@ async fn setup() -> Setup {
     std::fs::write(dir.join("discord.url"), discord.url()).unwrap();
     std::fs::write(dir.join("smtp.password"), SMTP_PASSWORD).unwrap();
 
-    let pki = world.pki.dir();
-    let collector_config = dir.join("collector.toml");
-    std::fs::write(
-        &collector_config,
-        format!(
-            "listen = \"0.0.0.0:{PORT}\"\nstate-dir = \"{state}\"\n\
-             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
-             [access]\noperator-tenants = [\"noc\"]\n\
-             [[tenant]]\nname = \"acme\"\nprefixes = [\"10.82.0.0/24\"]\n[analysis]\ncheckpoint = \"200ms\"\n\
+    let collector_config = star::collector_config(
+        &world,
+        &format!(
+            "[access]\noperator-tenants = [\"noc\"]\n\
+             [[tenant]]\nname = \"acme\"\nprefixes = [\"10.82.0.0/24\"]\n\
+             [analysis]\ncheckpoint = \"200ms\"\n\
              [analysis.correlation]\nsettle = \"{SETTLE_S}s\"\n\
              [alerting]\nexternal-url = \"https://sonde.test:7443\"\n\
              [alerting.delivery]\nretry-initial = \"300ms\"\nretry-max = \"1s\"\nfailing-after = 2\ntimeout = \"5s\"\n\
@@ -127,53 +103,28 @@ async fn setup() -> Setup {
              [alerting.receiver.email]\nhost = \"198.18.85.1\"\nport = {smtp_port}\ntls = \"starttls\"\n\
              ca = \"{ca}\"\nusername = \"{SMTP_USER}\"\npassword-file = \"{password}\"\n\
              from = \"sonde <sonde@example.net>\"\nto = [\"oncall@example.net\"]\n",
-            state = dir.join("collector-state").display(),
-            ca = pki.join("ca.pem").display(),
-            cert = pki.join("collector.pem").display(),
-            key = pki.join("collector.key").display(),
+            ca = world.pki.dir().join("ca.pem").display(),
             discord = dir.join("discord.url").display(),
             smtp_port = smtp_addr.port(),
             password = dir.join("smtp.password").display(),
         ),
-    )
-    .unwrap();
-    let mut procs = vec![spawn_in(
+    );
+    let mut procs = vec![star::spawn_in(
         &core,
         "sonde-collector",
         &collector_config,
         dir.join("collector.log"),
     )];
     for n in 1..=2 {
-        let name = format!("a{n}");
-        let ns = lab.host(&name);
-        lab.link(
-            &ns,
-            &format!("10.80.{n}.2/24"),
+        let (_, agent) = star::agent(
+            &world,
+            &mut lab,
             &core,
-            &format!("10.80.{n}.1/24"),
-        );
-        lab.ip(
-            &ns,
-            &["route", "add", "default", "via", &format!("10.80.{n}.1")],
-        );
-        let cert = world.cert("acme", Role::Agent, &name);
-        let path = world.agent_config(
-            &name,
-            &cert,
+            n,
             "[heartbeat]\ninterval = \"1s\"\n\
              [[ping]]\ntargets = [\"10.82.0.0/24\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
         );
-        let text = std::fs::read_to_string(&path).unwrap().replace(
-            &format!("collector = \"localhost:{}\"", world.port),
-            &format!("collector = \"10.80.{n}.1:{PORT}\"\nserver-name = \"localhost\""),
-        );
-        std::fs::write(&path, text).unwrap();
-        procs.push(spawn_in(
-            &ns,
-            "sonde-agent",
-            &path,
-            dir.join(format!("{name}.log")),
-        ));
+        procs.push(agent);
     }
     Setup {
         world,
@@ -187,28 +138,15 @@ async fn setup() -> Setup {
     }
 }
 
-/// `sondectl --json ARGS` with `cert`, run inside `core`.
-fn ctl_as(s: &Setup, tenant: &str, cert: &Cert, args: &[&str]) -> Output {
-    let config = ctl_config(&s.world, tenant, cert);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("localhost:{}", s.world.port),
-        &format!("localhost:{PORT}"),
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut all = vec!["--config", config.to_str().unwrap(), "--json"];
-    all.extend_from_slice(args);
-    s.lab
-        .exec(&s.core, &bin("sondectl"), &all, Duration::from_secs(10))
+/// `sondectl --json ARGS` with `cert` of acme, run inside `core`.
+fn ctl_as(s: &Setup, cert: &Cert, args: &[&str]) -> Output {
+    star::ctl(&s.world, &s.lab, &s.core, "acme", cert, args)
 }
 
 /// As acme's viewer; `None` when it failed.
 fn ctl(s: &Setup, args: &[&str]) -> Option<serde_json::Value> {
     let cert = s.world.cert("acme", Role::Viewer, "eve");
-    let out = ctl_as(s, "acme", &cert, args);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
+    star::ctl_json(&s.world, &s.lab, &s.core, "acme", &cert, args)
 }
 
 fn events_of(s: &Setup, kind: &str) -> usize {
@@ -376,7 +314,7 @@ async fn incidents_reach_mail_and_discord_once() {
     // 3. The collector killed mid-incident: nothing is sent again, and the
     // resolution still comes.
     s.procs[0].kill9();
-    s.procs[0] = spawn_in(
+    s.procs[0] = star::spawn_in(
         &s.core,
         "sonde-collector",
         &s.collector_config,
@@ -410,7 +348,6 @@ async fn incidents_reach_mail_and_discord_once() {
     let viewer = s.world.cert("acme", Role::Viewer, "eve");
     let out = ctl_as(
         &s,
-        "acme",
         &viewer,
         &[
             "silence",
@@ -428,7 +365,6 @@ async fn incidents_reach_mail_and_discord_once() {
     let admin = s.world.cert("acme", Role::Admin, "ann");
     let out = ctl_as(
         &s,
-        "acme",
         &admin,
         &[
             "silence",
@@ -469,7 +405,7 @@ async fn incidents_reach_mail_and_discord_once() {
     )
     .await;
     exactly(&s, 4).await;
-    let out = ctl_as(&s, "acme", &admin, &["silence", "expire", &id]);
+    let out = ctl_as(&s, &admin, &["silence", "expire", &id]);
     assert!(
         out.status.success(),
         "{}",

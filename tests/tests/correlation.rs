@@ -13,14 +13,11 @@
 //! reads events with `sondectl` run in the collector's namespace.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use sonde_proto::Role;
 use sonde_tests::netns::Lab;
-use sonde_tests::{Proc, World, bin, ctl_config, eventually};
-
-const PORT: u16 = 7443;
+use sonde_tests::{Proc, World, eventually, star};
 
 /// The collector's correlation settle time here, shorter than the default
 /// to keep the test short: a series down this long (by the slowest
@@ -38,25 +35,6 @@ struct Setup {
     tgt: String,
     agents: Vec<String>,
     procs: Vec<Proc>,
-}
-
-fn spawn_in(ns: &str, program: &str, config: &Path, log: std::path::PathBuf) -> Proc {
-    let bin = bin(program);
-    Proc::spawn(
-        Path::new("ip"),
-        &[
-            "netns",
-            "exec",
-            ns,
-            bin.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--log",
-            "stderr",
-        ],
-        &[],
-        log,
-    )
 }
 
 fn setup() -> Setup {
@@ -80,23 +58,14 @@ fn setup() -> Setup {
         );
     }
     // The collector, inside `core`.
-    let pki = world.pki.dir();
-    let config = world.dir().join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"0.0.0.0:{PORT}\"\nhealth-listen = \"127.0.0.1:7080\"\nstate-dir = \"{state}\"\n\
-             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
-             [access]\noperator-tenants = [\"noc\"]\n[analysis]\ncheckpoint = \"200ms\"\n\
-             [analysis.correlation]\nsettle = \"{SETTLE_S}s\"\n",
-            state = world.dir().join("collector-state").display(),
-            ca = pki.join("ca.pem").display(),
-            cert = pki.join("collector.pem").display(),
-            key = pki.join("collector.key").display(),
+    let config = star::collector_config(
+        &world,
+        &format!(
+            "[access]\noperator-tenants = [\"noc\"]\n[analysis]\ncheckpoint = \"200ms\"\n\
+             [analysis.correlation]\nsettle = \"{SETTLE_S}s\"\n"
         ),
-    )
-    .unwrap();
-    let mut procs = vec![spawn_in(
+    );
+    let mut procs = vec![star::spawn_in(
         &core,
         "sonde-collector",
         &config,
@@ -104,37 +73,15 @@ fn setup() -> Setup {
     )];
     let mut agents = Vec::new();
     for n in 1..=3 {
-        let name = format!("a{n}");
-        let ns = lab.host(&name);
-        lab.link(
-            &ns,
-            &format!("10.80.{n}.2/24"),
+        let (ns, agent) = star::agent(
+            &world,
+            &mut lab,
             &core,
-            &format!("10.80.{n}.1/24"),
-        );
-        lab.ip(
-            &ns,
-            &["route", "add", "default", "via", &format!("10.80.{n}.1")],
-        );
-        let cert = world.cert("acme", Role::Agent, &name);
-        let path = world.agent_config(
-            &name,
-            &cert,
+            n,
             "[heartbeat]\ninterval = \"1s\"\n\
              [[ping]]\ntargets = [\"10.82.0.0/24\", \"10.83.0.0/27\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
         );
-        // Reach the collector through `core`, still checking its name.
-        let text = std::fs::read_to_string(&path).unwrap().replace(
-            &format!("collector = \"localhost:{}\"", world.port),
-            &format!("collector = \"10.80.{n}.1:{PORT}\"\nserver-name = \"localhost\""),
-        );
-        std::fs::write(&path, text).unwrap();
-        procs.push(spawn_in(
-            &ns,
-            "sonde-agent",
-            &path,
-            world.dir().join(format!("{name}.log")),
-        ));
+        procs.push(agent);
         agents.push(ns);
     }
     Setup {
@@ -150,21 +97,7 @@ fn setup() -> Setup {
 /// `sondectl --json ARGS` as the operator, run inside `core`.
 fn ctl(s: &Setup, args: &[&str]) -> Option<serde_json::Value> {
     let cert = s.world.cert("noc", Role::Viewer, "ops");
-    let config = ctl_config(&s.world, "noc", &cert);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("localhost:{}", s.world.port),
-        &format!("localhost:{PORT}"),
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut all = vec!["--config", config.to_str().unwrap(), "--json"];
-    all.extend_from_slice(args);
-    let out = s
-        .lab
-        .exec(&s.core, &bin("sondectl"), &all, Duration::from_secs(10));
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
+    star::ctl_json(&s.world, &s.lab, &s.core, "noc", &cert, args)
 }
 
 /// Outage events so far: (kind, scope, subject) in order.
