@@ -112,22 +112,6 @@ impl Process {
     }
 }
 
-/// The error and its sources on one line (tonic's transport errors say
-/// little at the top level).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        let text = src.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = src.source();
-    }
-    s
-}
-
 async fn connect_tls(
     loaded: Arc<Loaded>,
 ) -> std::io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
@@ -153,7 +137,7 @@ async fn connect(loaded: &Arc<Loaded>) -> Result<Channel, SessionError> {
         reason,
     };
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| connect_err(chain(&e)))?
+        .map_err(|e| connect_err(sonde_runtime::error::chain(&e)))?
         .connect_timeout(loaded.config.reconnect.connect_timeout)
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(15))
@@ -162,7 +146,7 @@ async fn connect(loaded: &Arc<Loaded>) -> Result<Channel, SessionError> {
     endpoint
         .connect_with_connector(tower::service_fn(move |_| connect_tls(l.clone())))
         .await
-        .map_err(|e| connect_err(chain(&e)))
+        .map_err(|e| connect_err(sonde_runtime::error::chain(&e)))
 }
 
 fn hello(loaded: &Loaded, process: &Process, outbox: &Outbox) -> AgentMessage {

@@ -77,6 +77,17 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The first line of a file (e.g. a systemd credential), trimmed;
+    /// the error names the file.
+    pub fn from_file(f: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let line = text.lines().next().unwrap_or("").trim();
+        if line.is_empty() {
+            return Err(format!("{}: empty", f.display()));
+        }
+        Ok(Self::new(line))
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -290,7 +301,7 @@ impl Influx {
             return Err(source.error("influxdb.token-file", "give token or token-file, not both"));
         }
         if let Some(f) = &self.token_file {
-            Self::read_token_file(f).map_err(|e| source.error("influxdb.token-file", e))?;
+            Secret::from_file(f).map_err(|e| source.error("influxdb.token-file", e))?;
         }
         if let Some(ca) = &self.ca {
             let pem = std::fs::read(ca)
@@ -323,20 +334,11 @@ impl Influx {
         Ok(())
     }
 
-    fn read_token_file(f: &Path) -> Result<Secret, String> {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let token = text.lines().next().unwrap_or("").trim();
-        if token.is_empty() {
-            return Err(format!("{}: empty", f.display()));
-        }
-        Ok(Secret::new(token))
-    }
-
     /// The token to send, read from `token-file` when that is used.
     pub fn token(&self) -> Result<Option<Secret>, String> {
         match (&self.token, &self.token_file) {
             (Some(t), _) => Ok(Some(t.clone())),
-            (None, Some(f)) => Self::read_token_file(f).map(Some),
+            (None, Some(f)) => Secret::from_file(f).map(Some),
             (None, None) => Ok(None),
         }
     }
@@ -518,6 +520,19 @@ impl Config {
             .iter()
             .find(|t| t.name == tenant)
             .map_or(&[], |t| t.prefixes.as_slice())
+    }
+
+    /// The tenants granted any part of `net` (a prefix, or an address as
+    /// a host prefix).
+    pub fn tenants_granted<'a>(&'a self, net: &'a ipnet::IpNet) -> impl Iterator<Item = &'a str> {
+        self.tenant
+            .iter()
+            .filter(move |t| {
+                t.prefixes
+                    .iter()
+                    .any(|g| g.contains(net) || net.contains(g))
+            })
+            .map(|t| t.name.as_str())
     }
 
     /// The probes assigned to an agent (none when it has no `[[agent]]`).

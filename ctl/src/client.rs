@@ -76,7 +76,7 @@ impl Api {
         let url = format!("{}/api/v1/{path}", self.base);
         let transport = |e: reqwest::Error| ApiError::Transport {
             url: url.clone(),
-            reason: error_chain(&e),
+            reason: sonde_runtime::error::chain(&e),
         };
         let mut request = self.http.request(method, &url).query(query);
         if let Some(body) = body {
@@ -102,17 +102,4 @@ impl Api {
             reason: e.to_string(),
         })
     }
-}
-
-/// An error with its causes, `a: b: c`, so TLS reasons are not hidden
-/// behind reqwest's "error sending request".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

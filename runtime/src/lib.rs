@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod error;
 pub mod logging;
 pub mod notify;
 pub mod probes;

@@ -648,15 +648,7 @@ pub fn secret(
 ) -> Result<Secret, (String, String)> {
     match (value, file, env) {
         (Some(v), None, None) => Ok(v.clone()),
-        (None, Some(f), None) => {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| (format!("{key}-file"), format!("{}: {e}", f.display())))?;
-            let line = text.lines().next().unwrap_or("").trim();
-            if line.is_empty() {
-                return Err((format!("{key}-file"), format!("{}: empty", f.display())));
-            }
-            Ok(Secret::new(line))
-        }
+        (None, Some(f), None) => Secret::from_file(f).map_err(|e| (format!("{key}-file"), e)),
         (None, None, Some(var)) => match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
             _ => Err((

@@ -17,6 +17,7 @@ use super::config::Alerting;
 use super::dispatch::{self, Flush, Group};
 use super::message::Message;
 use super::rules::Update;
+use super::schedule::Schedule;
 use super::silence::{Silence, silenced_by};
 use super::{Alert, Labels, suppress};
 
@@ -211,28 +212,39 @@ impl Engine {
             self.touch(cfg, &fp, now_ms);
         }
 
-        let suppressed = suppress::suppressed(self.alerts.values());
         let due: Vec<GroupKey> = self
             .groups
             .iter()
             .filter(|(_, g)| g.next_flush_ms <= now_ms)
             .map(|(k, _)| k.clone())
             .collect();
+        if !due.is_empty() {
+            self.flush(cfg, silences, due, now_ms);
+        }
+        self.forget_resolved(cfg, now_ms);
+    }
+
+    /// Flushes the groups `due`.
+    fn flush(&mut self, cfg: &Alerting, silences: &[Silence], due: Vec<GroupKey>, now_ms: i64) {
+        let routes: HashMap<String, (&super::config::Route, Schedule)> = cfg
+            .route
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (cfg.route_name(i), (r, cfg.schedule(r.schedule.as_deref()))))
+            .collect();
+        let suppressed = suppress::suppressed(self.alerts.values());
         for gk in due {
-            let route = (0..cfg.route.len()).find(|i| cfg.route_name(*i) == gk.0);
-            let Some(i) = route else {
+            let Some((route, schedule)) = routes.get(&gk.0) else {
                 // Its route is gone (config reload): so is the group.
                 self.groups.remove(&gk);
                 self.changed_groups.insert(gk);
                 continue;
             };
-            let route = &cfg.route[i];
-            let schedule = cfg.schedule(route.schedule.as_deref());
             let group = self.groups.get_mut(&gk).expect("listed");
             let message = group.flush(&Flush {
                 route,
                 route_name: &gk.0,
-                schedule: &schedule,
+                schedule,
                 alerts: &self.alerts,
                 silences,
                 suppressed: &suppressed,
@@ -245,8 +257,12 @@ impl Engine {
             self.changed_groups.insert(gk);
             self.outbox.extend(message);
         }
+    }
 
-        // Forget resolved alerts no group holds once they cannot flap.
+    /// Forgets resolved alerts no group holds once they cannot flap (they
+    /// stay in the store's history).
+    fn forget_resolved(&mut self, cfg: &Alerting, now_ms: i64) {
+        let window = ms(cfg.flapping.window);
         let held: BTreeSet<&String> = self
             .groups
             .values()

@@ -58,18 +58,9 @@ pub fn minutes(store: &Store, from: i64, to: i64) -> Result<Vec<Minute>, StoreEr
 
 /// The widest window any tenant's enabled latency rule looks at.
 pub fn widest(config: &Config) -> Option<u32> {
-    let tenants = config
-        .tenant
-        .iter()
-        .map(|t| t.name.as_str())
-        .chain(config.alerting.tenant.iter().map(|t| t.name.as_str()));
-    std::iter::once(&config.alerting.rules.latency)
-        .chain(
-            tenants
-                .map(|t| config.alerting.rules_for(t).latency)
-                .collect::<Vec<_>>()
-                .iter(),
-        )
+    // A tenant without its own latency rule has the default one.
+    std::iter::once(config.alerting.rules.latency)
+        .chain(config.alerting.tenant.iter().filter_map(|t| t.latency))
         .filter(|l| l.enabled)
         .map(|l| l.of)
         .max()
@@ -94,12 +85,9 @@ pub fn evaluate(config: &Config, minutes: &[Minute], to: i64) -> Vec<Update> {
             .unwrap_or_default();
         // The owner's tenant, and every tenant granted the address.
         let mut tenants: BTreeSet<&str> = BTreeSet::from([owner]);
-        if let Some(a) = address {
-            for t in &config.tenant {
-                if t.prefixes.iter().any(|p| p.contains(&a)) {
-                    tenants.insert(&t.name);
-                }
-            }
+        let host = address.map(ipnet::IpNet::from);
+        if let Some(host) = &host {
+            tenants.extend(config.tenants_granted(host));
         }
         for tenant in tenants {
             let rule = config.alerting.rules_for(tenant).latency;

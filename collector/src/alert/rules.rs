@@ -66,11 +66,7 @@ pub fn tenants(config: &Config, ev: &EventRow) -> BTreeSet<String> {
         .as_deref()
         .and_then(|p| p.parse::<ipnet::IpNet>().ok())
     {
-        for t in &config.tenant {
-            if t.prefixes.iter().any(|g| g.contains(&p) || p.contains(g)) {
-                out.insert(t.name.clone());
-            }
-        }
+        out.extend(config.tenants_granted(&p).map(str::to_owned));
     }
     out
 }

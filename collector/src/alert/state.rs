@@ -108,15 +108,6 @@ pub fn load(store: &Store, since_ms: i64) -> Result<(Vec<Alert>, Vec<Group>, i64
     })
 }
 
-/// The integrations of a receiver, by name.
-pub fn integrations(cfg: &Alerting, receiver: &str) -> Vec<String> {
-    cfg.receiver
-        .iter()
-        .find(|r| r.name == receiver)
-        .map(super::receiver::names)
-        .unwrap_or_default()
-}
-
 /// Commits one engine step with the events cursor; returns how many
 /// notifications were queued.
 pub fn commit(
@@ -162,7 +153,13 @@ pub fn commit(
         let mut queued = 0;
         for m in &changes.messages {
             let body = serde_json::to_string(m).map_err(json_err)?;
-            for integration in integrations(cfg, &m.receiver) {
+            let integrations = cfg
+                .receiver
+                .iter()
+                .find(|r| r.name == m.receiver)
+                .map(super::receiver::names)
+                .unwrap_or_default();
+            for integration in integrations {
                 tx.execute(
                     "INSERT INTO notifications (receiver, integration, tenant, created_ms, state, next_ms, body)
                      VALUES (?1, ?2, ?3, ?4, 'pending', ?4, ?5)",

@@ -94,18 +94,6 @@ pub fn alerts(
                 })
             })
             .collect();
-    let counts: BTreeMap<String, usize> = counts
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                serde_json::to_value(k)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                v,
-            )
-        })
-        .collect();
     Ok(json!({
         "alerts": rows,
         "counts": counts,

@@ -129,14 +129,7 @@ fn describe_transport(e: &reqwest_influx::Error) -> String {
     };
     // reqwest's Display names the URL (no credentials: the token is a
     // header) and the cause chain says why.
-    let mut msg = format!("{what}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
+    sonde_runtime::error::with_sources(format!("{what}: {e}"), e)
 }
 
 impl Sink for InfluxSink {

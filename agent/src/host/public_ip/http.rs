@@ -29,21 +29,15 @@ pub fn client(family: Family) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("HTTP client: {e}"))
 }
 
-/// The error chain of a reqwest error in one line ("error sending
-/// request" alone says nothing).
+/// A reqwest error in one line ("error sending request" alone says
+/// nothing).
 fn chain(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
+    let head = if e.is_timeout() {
         "timed out".to_owned()
     } else {
         e.to_string()
     };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    sonde_runtime::error::with_sources(head, e)
 }
 
 /// GETs `url` within `timeout`; the body, or why there is none.

@@ -13,12 +13,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{
-    Integration, SendError, SendFuture, check_response, check_url, http_client, need_secret,
-    transport,
-};
+use super::{Integration, SendError, SendFuture, check_url, failure, http_client, transport};
 use crate::alert::Severity;
 use crate::alert::config::Discord as Config;
+use crate::alert::config::secret;
 use crate::alert::message::{Message, cut, time};
 use crate::config::Secret;
 
@@ -118,7 +116,7 @@ fn retry_after(body: &str) -> Option<Duration> {
 
 impl Discord {
     pub fn new(c: &Config, timeout: Duration) -> Result<Self, (String, String)> {
-        let url = need_secret(
+        let url = secret(
             "url",
             c.url.as_ref(),
             c.url_file.as_ref(),
@@ -141,19 +139,15 @@ impl Discord {
             .send()
             .await
             .map_err(transport)?;
-        if response.status().as_u16() != 429 {
-            return check_response(response).await;
+        match failure(response).await {
+            Ok(()) => Ok(()),
+            // The body's retry_after (fractional seconds) before the header.
+            Err(f) if f.status == 429 => Err(SendError::Retry {
+                after: retry_after(&f.body).or(f.retry_after),
+                reason: format!("HTTP 429: rate limited: {}", cut(f.body.trim(), 200)),
+            }),
+            Err(f) => Err(f.classify()),
         }
-        let header = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| crate::export::sink::parse_retry_after(v, std::time::SystemTime::now()));
-        let body = response.text().await.unwrap_or_default();
-        Err(SendError::Retry {
-            reason: format!("HTTP 429: rate limited: {}", cut(body.trim(), 200)),
-            after: retry_after(&body).or(header),
-        })
     }
 }
 

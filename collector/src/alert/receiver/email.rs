@@ -16,7 +16,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Integration, SendError, SendFuture, need_secret};
+use super::{Integration, SendError, SendFuture};
+use crate::alert::config::secret;
 use crate::alert::config::{Email as Config, SmtpTls};
 use crate::alert::message::Message;
 
@@ -83,7 +84,7 @@ impl Email {
             c.password.is_some() || c.password_file.is_some() || c.password_env.is_some();
         match (&c.username, has_password) {
             (Some(user), true) => {
-                let password = need_secret(
+                let password = secret(
                     "password",
                     c.password.as_ref(),
                     c.password_file.as_ref(),
@@ -139,23 +140,11 @@ impl Email {
                 reason: format!("{}: {e}", self.server),
             }),
             Err(e) => Err(SendError::Retry {
-                reason: format!("{}: {}", self.server, chain(&e)),
+                reason: format!("{}: {}", self.server, sonde_runtime::error::chain(&e)),
                 after: None,
             }),
         }
     }
-}
-
-/// An error and its sources in one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl Integration for Email {

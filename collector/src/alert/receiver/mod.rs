@@ -19,9 +19,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-use super::config::{Receiver, secret};
+use super::config::Receiver;
 use super::message::Message;
-use crate::config::Secret;
 use crate::export::sink::parse_retry_after;
 
 /// Why a delivery failed, for the retry policy.
@@ -131,16 +130,6 @@ pub fn check_url(u: &str) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
-/// Resolves a secret for key `key` (with `-file` and `-env` variants).
-pub(crate) fn need_secret(
-    key: &str,
-    value: Option<&Secret>,
-    file: Option<&std::path::PathBuf>,
-    env: Option<&String>,
-) -> Result<Secret, (String, String)> {
-    secret(key, value, file, env)
-}
-
 /// An HTTP client for receivers: public roots, no redirects (a webhook
 /// that redirects is misconfigured, and a redirect could leak the body).
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, (String, String)> {
@@ -159,26 +148,34 @@ pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, (String,
 /// A reqwest error in one line, its URL left out.
 pub(crate) fn error_text(e: reqwest::Error) -> String {
     let e = e.without_url();
-    let mut text = if e.is_timeout() {
+    let head = if e.is_timeout() {
         "timed out".to_owned()
     } else {
         e.to_string()
     };
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    sonde_runtime::error::with_sources(head, &e)
 }
 
 /// Longest part of an error body kept.
 const MAX_ERROR_BODY: usize = 512;
 
-/// Reads a response: `Ok` for 2xx, else the classified error with (the
-/// start of) the body.
-pub(crate) async fn check_response(response: reqwest::Response) -> Result<(), SendError> {
+/// An answer other than 2xx.
+pub(crate) struct Failure {
+    pub status: u16,
+    /// The `Retry-After` header.
+    pub retry_after: Option<Duration>,
+    /// The start of the body.
+    pub body: String,
+}
+
+impl Failure {
+    pub fn classify(self) -> SendError {
+        classify(self.status, &self.body, self.retry_after)
+    }
+}
+
+/// Reads a response: `Ok` for 2xx, else what the failure said.
+pub(crate) async fn failure(response: reqwest::Response) -> Result<(), Failure> {
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -189,8 +186,16 @@ pub(crate) async fn check_response(response: reqwest::Response) -> Result<(), Se
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let body = response.text().await.unwrap_or_default();
-    let body: String = body.chars().take(MAX_ERROR_BODY).collect();
-    Err(classify(status.as_u16(), &body, retry_after))
+    Err(Failure {
+        status: status.as_u16(),
+        retry_after,
+        body: body.chars().take(MAX_ERROR_BODY).collect(),
+    })
+}
+
+/// Reads a response: `Ok` for 2xx, else the classified error.
+pub(crate) async fn check_response(response: reqwest::Response) -> Result<(), SendError> {
+    failure(response).await.map_err(Failure::classify)
 }
 
 /// Classifies an HTTP status.

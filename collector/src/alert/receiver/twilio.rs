@@ -6,10 +6,9 @@
 
 use std::time::Duration;
 
-use super::{
-    Integration, SendFuture, check_response, check_url, http_client, need_secret, transport,
-};
+use super::{Integration, SendFuture, check_response, check_url, http_client, transport};
 use crate::alert::config::Twilio as Config;
+use crate::alert::config::secret;
 use crate::alert::message::Message;
 use crate::config::Secret;
 
@@ -38,7 +37,7 @@ impl Twilio {
         if c.max_length < 20 {
             return Err((key("max-length"), "must be at least 20".to_owned()));
         }
-        let token = need_secret(
+        let token = secret(
             "auth-token",
             c.auth_token.as_ref(),
             c.auth_token_file.as_ref(),

@@ -8,10 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{
-    Integration, SendFuture, check_response, check_url, http_client, need_secret, transport,
-};
+use super::{Integration, SendFuture, check_response, check_url, http_client, transport};
 use crate::alert::config::SmsWebhook as Config;
+use crate::alert::config::secret;
 use crate::alert::message::Message;
 use crate::config::Secret;
 
@@ -27,20 +26,15 @@ pub struct Webhook {
     max_length: usize,
 }
 
-/// Percent-encodes everything but unreserved characters.
-fn url_encode(s: &str) -> String {
-    crate::alert::segment(s)
-}
-
 /// Fills a template.
 pub fn fill(template: &str, to: &str, message: &str) -> String {
     let json = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
     // Longest names first so `{message}` does not eat `{message_json}`.
     template
         .replace("{message_json}", &json(message))
-        .replace("{message_url}", &url_encode(message))
+        .replace("{message_url}", &crate::alert::segment(message))
         .replace("{to_json}", &json(to))
-        .replace("{to_url}", &url_encode(to))
+        .replace("{to_url}", &crate::alert::segment(to))
         .replace("{message}", message)
         .replace("{to}", to)
 }
@@ -60,7 +54,7 @@ impl Webhook {
                 format!("{:?} is not an HTTP method", c.method),
             )
         })?;
-        let url = need_secret(
+        let url = secret(
             "url",
             c.url.as_ref(),
             c.url_file.as_ref(),
@@ -74,8 +68,7 @@ impl Webhook {
         }
         let mut secret_headers = BTreeMap::new();
         for (name, file) in &c.header_files {
-            let v = need_secret("header-files", None, Some(file), None)
-                .map_err(|(_, m)| (key("header-files"), m))?;
+            let v = Secret::from_file(file).map_err(|m| (key("header-files"), m))?;
             secret_headers.insert(name.clone(), v);
         }
         Ok(Self {
