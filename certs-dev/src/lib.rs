@@ -20,6 +20,7 @@
 //! | `revoked.txt` | one line per revocation: `SERIAL-HEX<TAB>UNIX-SECONDS<TAB>NAME` |
 //! | `collector.pem`, `collector.key` | collector server certificate |
 //! | `NAME.pem`, `NAME.key` | client certificates issued with `issue` |
+//! | `NAME.p12` | the same certificate, its key and the CA as a PKCS#12 bundle for browsers (0600, password printed once) |
 
 pub mod cli;
 
@@ -63,6 +64,8 @@ pub enum Error {
     Identity(#[from] sonde_proto::IdentityError),
     #[error("invalid subject alternative name {0:?}")]
     BadSan(String),
+    #[error("cannot build the PKCS#12 bundle: {0}")]
+    Pkcs12(String),
 }
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -346,6 +349,72 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// The DER contents of the first PEM block of `pem`.
+fn pem_der(pem: &str, what: &str) -> Result<Vec<u8>> {
+    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .next()
+        .and_then(std::result::Result::ok)
+        .map(|p| p.contents)
+        .ok_or_else(|| Error::Pkcs12(format!("the {what} is not PEM")))
+}
+
+/// A PKCS#12 bundle of a client certificate, its key and the CA
+/// certificate, for importing into a browser: PBES2 with AES-256-CBC and
+/// PBKDF2-HMAC-SHA256 for the key and certificates, an HMAC-SHA256 MAC —
+/// what OpenSSL 3, NSS (Firefox, Chromium on Linux) and macOS read.
+pub fn pkcs12(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+    friendly_name: &str,
+    password: &str,
+) -> Result<Vec<u8>> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+    let p12 = |e: p12_keystore::error::Error| Error::Pkcs12(e.to_string());
+    let leaf = Certificate::from_der(&pem_der(cert_pem, "certificate")?).map_err(p12)?;
+    let ca = Certificate::from_der(&pem_der(ca_pem, "CA certificate")?).map_err(p12)?;
+    let key = PrivateKey::from_der(&pem_der(key_pem, "private key")?).map_err(p12)?;
+    let mut store = KeyStore::new();
+    let chain = PrivateKeyChain::new(friendly_name, key, [leaf, ca]);
+    store.add_entry(friendly_name, KeyStoreEntry::PrivateKeyChain(chain));
+    store.writer(password).write().map_err(p12)
+}
+
+/// A one-time password for a PKCS#12 bundle: 20 characters of an
+/// unambiguous alphabet (about 100 bits) in dash-separated groups of five.
+pub fn bundle_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let bytes: [u8; 20] = rand::random();
+    let mut out = String::with_capacity(23);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 && i % 5 == 0 {
+            out.push('-');
+        }
+        out.push(char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]));
+    }
+    out
+}
+
+/// What [`Pki::issue`] wrote.
+pub struct Written {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The PKCS#12 bundle (certificate, key, CA), 0600.
+    pub p12: PathBuf,
+    /// Its password: shown to the operator once, stored nowhere.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Written")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("p12", &self.p12)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A CA kept in a directory (see the module docs for the layout).
 #[derive(Debug)]
 pub struct Pki {
@@ -404,20 +473,33 @@ impl Pki {
     }
 
     /// Issues a client certificate for `identity` into `DIR/STEM.{pem,key}`
-    /// (`STEM` defaults to the identity's name). Refuses to overwrite.
-    pub fn issue(
-        &self,
-        identity: &Identity,
-        stem: Option<&str>,
-        days: i64,
-    ) -> Result<(PathBuf, PathBuf)> {
+    /// and the PKCS#12 bundle `DIR/STEM.p12` (`STEM` defaults to the
+    /// identity's name). Refuses to overwrite.
+    pub fn issue(&self, identity: &Identity, stem: Option<&str>, days: i64) -> Result<Written> {
         let stem = stem.unwrap_or(&identity.name);
         sonde_proto::identity::validate_component("file name", stem)?;
         let cert_path = self.dir.join(format!("{stem}.pem"));
         if cert_path.exists() || matches!(stem, "ca" | "crl" | "collector") {
             return Err(Error::Exists(cert_path));
         }
-        self.ca.issue_client(identity, days)?.write(&self.dir, stem)
+        let issued = self.ca.issue_client(identity, days)?;
+        let password = bundle_password();
+        let bundle = pkcs12(
+            &issued.cert_pem,
+            &issued.key_pem,
+            self.ca.cert_pem(),
+            &identity.to_string(),
+            &password,
+        )?;
+        let p12 = self.dir.join(format!("{stem}.p12"));
+        write_atomic(&p12, &bundle, 0o600)?;
+        let (cert, key) = issued.write(&self.dir, stem)?;
+        Ok(Written {
+            cert,
+            key,
+            p12,
+            password,
+        })
     }
 
     /// Revokes the certificate `DIR/STEM.pem` and rewrites the CRL.
@@ -517,12 +599,35 @@ mod tests {
         }
         assert!(matches!(Pki::init(dir.path(), &[]), Err(Error::Exists(_))));
         let id = Identity::new("acme", Role::Agent, "web1").unwrap();
-        let (cert, key) = pki.issue(&id, None, 30).unwrap();
+        let w = pki.issue(&id, None, 30).unwrap();
+        for secret in [&w.key, &w.p12] {
+            let mode = fs::metadata(secret).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", secret.display());
+        }
+        assert!(!format!("{w:?}").contains(&w.password));
+        let pem = fs::read_to_string(&w.cert).unwrap();
+        // The bundle opens with its password (and only with it) and holds
+        // this certificate, the CA and a key.
+        let bundle = fs::read(&w.p12).unwrap();
+        let policy = p12_keystore::Pkcs12ImportPolicy::Strict;
+        assert!(p12_keystore::KeyStore::from_pkcs12(&bundle, "wrong", policy).is_err());
+        let store = p12_keystore::KeyStore::from_pkcs12(&bundle, &w.password, policy).unwrap();
+        let (alias, chain) = store.private_key_chain().unwrap();
+        assert_eq!(alias, "sonde://acme/agent/web1");
+        let ders: Vec<&[u8]> = chain
+            .certs()
+            .iter()
+            .map(p12_keystore::Certificate::as_der)
+            .collect();
         assert_eq!(
-            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-            0o600
+            ders,
+            [
+                pem_der(&pem, "c").unwrap().as_slice(),
+                &pem_der(pki.ca().cert_pem(), "ca").unwrap()
+            ]
         );
-        let pem = fs::read_to_string(&cert).unwrap();
+        let key_der = pem_der(&fs::read_to_string(&w.key).unwrap(), "k").unwrap();
+        assert_eq!(chain.key().as_der(), key_der.as_slice());
         let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
         let x = p.parse_x509().unwrap();
         let san = x.subject_alternative_name().unwrap().unwrap();

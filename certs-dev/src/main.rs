@@ -25,11 +25,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             days,
         } => {
             let identity = Identity::new(tenant, role, name)?;
-            let (cert, key) = Pki::open(&dir)?.issue(&identity, out.as_deref(), days)?;
+            let w = Pki::open(&dir)?.issue(&identity, out.as_deref(), days)?;
             println!(
                 "issued {identity}: {} (key {})",
-                cert.display(),
-                key.display()
+                w.cert.display(),
+                w.key.display()
+            );
+            // The one time the password is shown: it is stored nowhere.
+            println!(
+                "browser bundle {} (PKCS#12), one-time password: {}",
+                w.p12.display(),
+                w.password
             );
         }
         Command::Revoke { dir, name } => {

@@ -287,8 +287,11 @@ impl World {
             return existing;
         }
         let id = Identity::new(tenant, role, name).expect("identity");
-        let (cert, key) = self.pki.issue(&id, Some(&stem), 30).expect("issue");
-        Cert { cert, key }
+        let w = self.pki.issue(&id, Some(&stem), 30).expect("issue");
+        Cert {
+            cert: w.cert,
+            key: w.key,
+        }
     }
 
     /// Writes an arbitrary issued certificate (expired, foreign, no SAN).
