@@ -6,6 +6,8 @@
 //! Errors are JSON `{"error": "..."}` with a status that says what kind of
 //! mistake it was; query parameters are validated and unknown ones refused.
 
+mod targets;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -42,6 +44,8 @@ pub enum ApiError {
     NotAllowed(String),
     #[error("invalid request body: {0}")]
     BadBody(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("internal error")]
     Store(#[from] StoreError),
 }
@@ -59,6 +63,7 @@ impl IntoResponse for ApiError {
             | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Query(QueryError::NoSeries(_) | QueryError::NoAgent(_))
             | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Query(QueryError::Store(e)) | ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -81,7 +86,24 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/agents/{name}", get(agent))
         .route("/api/v1/events", get(events))
-        .route("/api/v1/targets", get(targets))
+        .route(
+            "/api/v1/targets",
+            get(targets)
+                .post(targets::create)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    targets::MAX_TARGET_BODY,
+                )),
+        )
+        .route("/api/v1/targets/definitions", get(targets::definitions))
+        .route(
+            "/api/v1/targets/{id}",
+            get(targets::definition)
+                .put(targets::replace)
+                .delete(targets::remove)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    targets::MAX_TARGET_BODY,
+                )),
+        )
         .route("/api/v1/prefixes", get(prefixes))
         .route("/api/v1/prefixes/{prefix}", get(grid))
         .route("/api/v1/prefixes/{addr}/{len}", get(grid_split))

@@ -21,6 +21,7 @@ pub mod peer;
 pub mod query;
 pub mod session;
 pub mod store;
+pub mod targets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     ingest: metrics::Ingest,
     /// The alerting tasks' handles.
     alert: alert::Handle,
+    /// The probe targets managed through the API.
+    targets: targets::Published,
 }
 
 impl Shared {
@@ -254,11 +257,12 @@ impl Collector {
             &config.tls.crl,
         )?);
         let dir = config.state_dir.clone();
-        let (store, known) = tokio::task::spawn_blocking(move || {
+        let (store, known, managed) = tokio::task::spawn_blocking(move || {
             let store = Store::open_dir(&dir)?;
             store.all_disconnected()?;
             let known = store.liveness_snapshot()?;
-            Ok::<_, StoreError>((store, known))
+            let managed = targets::load(&store)?;
+            Ok::<_, StoreError>((store, known, managed))
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))??;
@@ -282,8 +286,10 @@ impl Collector {
             analysis,
             ingest: metrics::Ingest::default(),
             alert: alert::Handle::new(analysis::Clock::new()),
+            targets: watch::Sender::new(Arc::new(managed)),
         });
         spawn_alerting(&shared, &settings_rx, &mut tasks);
+        tasks.spawn(targets::run_retention(shared.clone()));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter

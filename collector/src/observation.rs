@@ -14,7 +14,9 @@ use ipnet::IpNet;
 use sonde_proto::v1::{PingStatus, TcpStatus, TraceResult, record};
 
 /// The probe kinds the collector analyses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Probe {
     Ping,

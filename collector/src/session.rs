@@ -159,7 +159,8 @@ impl AgentService for AgentSessions {
             .then(|| Duration::from_millis(hello.heartbeat_interval_ms.into()));
         let interval = config.heartbeat_interval(&key.tenant, &key.name, requested);
         let grace = config.grace(&key.tenant, &key.name, interval);
-        let probes = config.assigned_probes(&key.tenant, &key.name);
+        let mut managed = shared.targets.subscribe();
+        let probes = assignment(&config, &managed.borrow_and_update(), &key);
         let facts = hello.facts.unwrap_or_default();
         let info = SessionInfo {
             remote_addr: peer.remote.to_string(),
@@ -219,6 +220,7 @@ impl AgentService for AgentSessions {
                 generation,
                 cancel,
                 settings,
+                managed,
                 requested,
                 interval,
                 grace,
@@ -231,6 +233,18 @@ impl AgentService for AgentSessions {
     }
 }
 
+/// What an agent runs for the collector: its `[[agent]]` probes and the
+/// enabled managed targets that name it (or all its tenant's agents).
+fn assignment(
+    config: &crate::Config,
+    managed: &[crate::targets::ManagedTarget],
+    key: &AgentKey,
+) -> Probes {
+    config
+        .assigned_probes(&key.tenant, &key.name)
+        .merged(&crate::targets::assigned(managed, &key.tenant, &key.name))
+}
+
 /// One open session after `Welcome`: reads heartbeats, pushes config
 /// updates, and records the close.
 struct Stream {
@@ -240,6 +254,8 @@ struct Stream {
     generation: u64,
     cancel: CancellationToken,
     settings: tokio::sync::watch::Receiver<Arc<crate::Config>>,
+    /// The targets managed through the API.
+    managed: tokio::sync::watch::Receiver<Arc<Vec<crate::targets::ManagedTarget>>>,
     requested: Option<Duration>,
     interval: Duration,
     grace: Duration,
@@ -303,6 +319,11 @@ impl Stream {
                         self.shared.store.run(move |s| s.set_heartbeat_policy(&k, i, g)).await?;
                     }
                     if let Some(update) = update {
+                        let _ = self.tx.send(Ok(update)).await;
+                    }
+                }
+                Ok(()) = self.managed.changed() => {
+                    if let Some(update) = self.apply_settings(&mut config_version) {
                         let _ = self.tx.send(Ok(update)).await;
                     }
                 }
@@ -376,15 +397,15 @@ impl Stream {
         Ok(outcome.ack())
     }
 
-    /// Re-derives interval, grace and probe assignment after a reload;
-    /// returns the update to push when the interval or the assignment
-    /// changed.
+    /// Re-derives interval, grace and probe assignment after a reload or
+    /// a change of the managed targets; returns the update to push when
+    /// the interval or the assignment changed.
     fn apply_settings(&mut self, version: &mut u64) -> Option<CollectorMessage> {
         let config = self.settings.borrow_and_update().clone();
         let (tenant, name) = (&self.key.tenant, &self.key.name);
         let interval = config.heartbeat_interval(tenant, name, self.requested);
         self.grace = config.grace(tenant, name, interval);
-        let probes = config.assigned_probes(tenant, name);
+        let probes = assignment(&config, &self.managed.borrow_and_update(), &self.key);
         let new_interval = interval != self.interval;
         let new_probes = probes != self.probes;
         if !new_interval && !new_probes {

@@ -348,6 +348,8 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 6: alerting: alerts, groups, the notification outbox, silences.
     crate::alert::state::MIGRATION,
+    // 7: probe targets managed through the API.
+    crate::targets::MIGRATION,
 ];
 
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`
