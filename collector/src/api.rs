@@ -6,6 +6,7 @@
 //! Errors are JSON `{"error": "..."}` with a status that says what kind of
 //! mistake it was; query parameters are validated and unknown ones refused.
 
+mod live;
 mod targets;
 
 use std::collections::HashMap;
@@ -46,6 +47,8 @@ pub enum ApiError {
     BadBody(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error")]
     Store(#[from] StoreError),
 }
@@ -64,6 +67,7 @@ impl IntoResponse for ApiError {
             ApiError::Query(QueryError::NoSeries(_) | QueryError::NoAgent(_))
             | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Query(QueryError::Store(e)) | ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -109,6 +113,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/prefixes/{addr}/{len}", get(grid_split))
         .route("/api/v1/series/{agent}/{target}", get(series))
         .route("/api/v1/outages", get(outages))
+        .route("/api/v1/live", get(live::live))
+        .route("/api/v1/replay", get(live::replay))
         .route("/api/v1/status", get(status))
         .route("/api/v1/alerts", get(alerts))
         .route(
@@ -122,6 +128,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             axum::routing::delete(expire_silence),
         )
         .with_state(shared)
+}
+
+/// The slots for open live streams.
+pub(crate) fn live_slots() -> Arc<tokio::sync::Semaphore> {
+    live::slots()
 }
 
 /// Fallback for unknown paths: gRPC `UNIMPLEMENTED` for gRPC requests, a
@@ -295,7 +306,18 @@ async fn series(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let access = access(&shared, &peer)?;
-    let p = Params::new(&params, &["tenant", "probe", "from", "to"])?;
+    let p = Params::new(&params, &["tenant", "probe", "from", "to", "step"])?;
+    let step = match p.get("step").map(String::as_str) {
+        None | Some("1m") => 1,
+        Some("5m") => 5,
+        Some("1h") => 60,
+        Some(other) => {
+            return Err(ApiError::BadParam {
+                name: "step".into(),
+                reason: format!("{other:?} is not 1m, 5m or 1h"),
+            });
+        }
+    };
     let tenant = p.name("tenant")?.unwrap_or_else(|| access.tenant.clone());
     let probe = p.probe("probe")?;
     let now_ms = shared.analysis.clock.now_ns() / 1_000_000;
@@ -313,11 +335,15 @@ async fn series(
     let view = query_view(&found, shared.analysis.clock.now_ns());
     let history = shared
         .store
-        .run(move |s| query::history(s, &found, from, to))
+        .run(move |s| query::history(s, &found, from, to, step))
         .await?;
-    Ok(Json(
-        json!({ "series": view, "from_ms": from, "to_ms": to, "minutes": history }),
-    ))
+    Ok(Json(json!({
+        "series": view,
+        "from_ms": from,
+        "to_ms": to,
+        "step_ms": step * 60_000,
+        "minutes": history,
+    })))
 }
 
 fn query_view(s: &crate::analysis::series::Series, now: i64) -> serde_json::Value {

@@ -282,7 +282,7 @@ impl QueryService for Queries {
         let minutes = self
             .shared
             .store
-            .run(move |s| query::history(s, &found, from, to))
+            .run(move |s| query::history(s, &found, from, to, 1))
             .await
             .map_err(|e| store_status(&e))?
             .into_iter()

@@ -14,6 +14,7 @@ pub mod export;
 pub mod facts;
 pub mod grpc_query;
 pub mod listener;
+pub mod live;
 pub mod liveness;
 pub mod metrics;
 pub mod observation;
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     alert: alert::Handle,
     /// The probe targets managed through the API.
     targets: targets::Published,
+    /// Slots for open live streams.
+    live_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -287,6 +290,7 @@ impl Collector {
             ingest: metrics::Ingest::default(),
             alert: alert::Handle::new(analysis::Clock::new()),
             targets: watch::Sender::new(Arc::new(managed)),
+            live_slots: api::live_slots(),
         });
         spawn_alerting(&shared, &settings_rx, &mut tasks);
         tasks.spawn(targets::run_retention(shared.clone()));

@@ -57,7 +57,8 @@ pub enum State {
     Unknown,
 }
 
-fn state(s: &Series, now_ns: i64) -> State {
+/// How `s` is doing at `now_ns`.
+pub fn state(s: &Series, now_ns: i64) -> State {
     if s.outage.open().is_some() {
         State::Down
     } else {
@@ -193,11 +194,8 @@ pub fn prefixes(book: &Book, access: &Access) -> Vec<PrefixView> {
         e.1 += usize::from(s.outage.open().is_some());
         *series.entry(p).or_default() += 1;
     }
-    for g in &access.grants {
-        let unit = if g.addr().is_ipv4() { 24 } else { 64 };
-        if g.prefix_len() >= unit {
-            per.entry(prefix_of(g.addr())).or_default();
-        }
+    for p in granted_units(access) {
+        per.entry(p).or_default();
     }
     per.into_iter()
         .map(|(p, hosts)| PrefixView {
@@ -207,6 +205,48 @@ pub fn prefixes(book: &Book, access: &Access) -> Vec<PrefixView> {
             series: series.get(&p).copied().unwrap_or(0),
         })
         .collect()
+}
+
+/// The /24s (/64s) that granted prefixes of /24 (/64) or longer lie in:
+/// shown even before they have data.
+pub fn granted_units(access: &Access) -> impl Iterator<Item = IpNet> + '_ {
+    access.grants.iter().filter_map(|g| {
+        let unit = if g.addr().is_ipv4() { 24 } else { 64 };
+        (g.prefix_len() >= unit).then(|| prefix_of(g.addr()))
+    })
+}
+
+/// An address' state from its series' states: `down` when all are down,
+/// `partial` when some are, `stale` when none has a recent result, else
+/// `up`.
+pub fn cell_state(states: &[State]) -> &'static str {
+    if states.iter().all(|s| *s == State::Down) {
+        "down"
+    } else if states.contains(&State::Down) {
+        "partial"
+    } else if states
+        .iter()
+        .all(|s| matches!(s, State::Stale | State::Unknown))
+    {
+        "stale"
+    } else {
+        "up"
+    }
+}
+
+/// The series of one address that describe it: its ping series when it
+/// has any, else all.
+pub fn describing<'a>(series: &[&'a Series]) -> Vec<&'a Series> {
+    let pings: Vec<&Series> = series
+        .iter()
+        .copied()
+        .filter(|s| s.key.probe == Probe::Ping)
+        .collect();
+    if pings.is_empty() {
+        series.to_vec()
+    } else {
+        pings
+    }
 }
 
 /// One address of a grid.
@@ -345,27 +385,8 @@ fn cell(address: IpAddr, series: Option<&Vec<&Series>>, now_ns: i64) -> Cell {
         };
     };
     let states: Vec<State> = series.iter().map(|s| state(s, now_ns)).collect();
-    let cell_state = if states.iter().all(|s| *s == State::Down) {
-        "down"
-    } else if states.contains(&State::Down) {
-        "partial"
-    } else if states
-        .iter()
-        .all(|s| matches!(s, State::Stale | State::Unknown))
-    {
-        "stale"
-    } else {
-        "up"
-    };
-    let pings: Vec<&&Series> = series
-        .iter()
-        .filter(|s| s.key.probe == Probe::Ping)
-        .collect();
-    let merged: Vec<&Series> = if pings.is_empty() {
-        series.clone()
-    } else {
-        pings.into_iter().copied().collect()
-    };
+    let cell_state = cell_state(&states);
+    let merged = describing(series);
     // Merged from the buckets: means and losses do not average.
     let m = now_ns.div_euclid(MINUTE_NS);
     let mut last_minute = Bucket::default();
@@ -427,22 +448,33 @@ pub fn check_range(from_ms: i64, to_ms: i64) -> Result<(), QueryError> {
     Ok(())
 }
 
-/// Minute history of one series between `from_ms` and `to_ms` (checked
-/// with [`check_range`]); minutes without results are absent.
+/// History of one series between `from_ms` and `to_ms` (checked with
+/// [`check_range`]) in steps of `step_minutes` minutes (1 = the stored
+/// minutes; 5, 60: merged from them, as the analysis merges buckets);
+/// steps without results are absent.
 pub fn history(
     store: &Store,
     series: &Series,
     from_ms: i64,
     to_ms: i64,
+    step_minutes: i64,
 ) -> Result<Vec<HistoryPoint>, StoreError> {
     let ms_per_minute = MINUTE_NS / 1_000_000;
+    let step = step_minutes.max(1);
     let (from, to) = (
         from_ms.div_euclid(ms_per_minute),
         to_ms.div_euclid(ms_per_minute),
     );
     let id = series.id;
     let rows = store.with_read(|c| persist::minutes(c, id, from, to))?;
-    Ok(rows
+    let mut steps: BTreeMap<i64, Bucket> = BTreeMap::new();
+    for (unit, b) in rows {
+        steps
+            .entry(unit.div_euclid(step) * step)
+            .or_default()
+            .merge(&b);
+    }
+    Ok(steps
         .into_iter()
         .map(|(unit, b)| HistoryPoint {
             start_ms: unit * ms_per_minute,

@@ -183,6 +183,19 @@ pub fn minutes(
     rows.collect()
 }
 
+/// Minute `unit` of every series that has it, by series id.
+pub fn minute_of_all(
+    c: &Connection,
+    unit: i64,
+) -> rusqlite::Result<std::collections::BTreeMap<i64, Bucket>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT series_id, probes, lost, sum_ms, sum_sq_ms, min_ms, max_ms FROM minute_buckets
+         WHERE unit = ?1",
+    )?;
+    let rows = stmt.query_map([unit], |r| Ok((r.get(0)?, bucket_from(r, 1)?)))?;
+    rows.collect()
+}
+
 fn merge_bucket(
     c: &Connection,
     table: &str,
