@@ -87,6 +87,7 @@ impl IntoResponse for ApiError {
 /// [`not_found`] serves both gRPC and HTTP once the routers are merged.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/agents/{name}", get(agent))
         .route("/api/v1/events", get(events))
@@ -159,6 +160,26 @@ fn access(shared: &Shared, peer: &Peer) -> Result<Access, ApiError> {
     })
 }
 
+/// The caller as the collector sees it: what the web UI shows and which
+/// controls it offers.
+async fn whoami(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    Params::new(&params, &[])?;
+    let id = &peer.identity;
+    Ok(Json(json!({
+        "identity": id.to_string(),
+        "tenant": id.tenant,
+        "role": id.role.as_str(),
+        "name": id.name,
+        "operator": access.all,
+        "grants": access.grants.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })))
+}
+
 async fn agents(
     State(shared): State<Arc<Shared>>,
     Extension(peer): Extension<Peer>,
@@ -200,7 +221,7 @@ async fn events(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let access = access(&shared, &peer)?;
-    let p = Params::new(&params, &["after", "limit", "agent"])?;
+    let p = Params::new(&params, &["after", "before", "limit", "agent"])?;
     let limit = u32::try_from(p.int(
         "limit",
         DEFAULT_EVENTS_LIMIT.into(),
@@ -210,15 +231,24 @@ async fn events(
     .unwrap_or(DEFAULT_EVENTS_LIMIT);
     let query = EventQuery {
         after_id: p.int("after", 0, 0, i64::MAX)?,
+        // `before=0`: from the newest.
+        before_id: p
+            .get("before")
+            .is_some()
+            .then(|| p.int("before", 0, 0, i64::MAX))
+            .transpose()?
+            .map(|b| if b == 0 { i64::MAX } else { b }),
         limit,
         agent: p.name("agent")?,
         ..EventQuery::default()
     };
+    let query_newest = query.before_id.is_some();
     let (rows, next) = shared
         .store
         .run(move |s| query::events(s, &access, query))
         .await?;
-    Ok(Json(json!({ "events": rows, "next_after": next })))
+    let cursor = if query_newest { "next_before" } else { "next_after" };
+    Ok(Json(json!({ "events": rows, cursor: next })))
 }
 
 /// Largest page of targets one request may ask for.

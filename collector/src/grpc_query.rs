@@ -353,6 +353,7 @@ impl QueryService for Queries {
         };
         let q = EventQuery {
             after_id: r.after,
+            before_id: None,
             limit: limit(r.limit, 100, 1000, "limit")?,
             agent,
             ..EventQuery::default()

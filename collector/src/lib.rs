@@ -23,6 +23,7 @@ pub mod query;
 pub mod session;
 pub mod store;
 pub mod targets;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -322,9 +323,11 @@ impl Collector {
             .add_service(reflection)
             .prepare()
             .into_axum_router();
-        let app = grpc
-            .merge(api::router(shared.clone()))
-            .fallback(api::not_found);
+        let http = api::router(shared.clone())
+            .layer(axum::middleware::from_fn(ui::guard_changes))
+            .merge(ui::router(shared.clone()))
+            .layer(axum::middleware::from_fn(ui::security_headers));
+        let app = grpc.merge(http).fallback(api::not_found);
 
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: shared.settings.borrow().listen,

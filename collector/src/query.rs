@@ -561,10 +561,11 @@ pub fn outages(
         .collect())
 }
 
-/// Events visible to the caller, oldest first: its tenant's, and those
-/// about a prefix it is granted (another tenant's agent saw a shared
-/// target go down). Pages are read until `limit` visible events or the
-/// end of the log; returns them and the `after` for the next page.
+/// Events visible to the caller, oldest first (newest first with
+/// `before_id`): its tenant's, and those about a prefix it is granted
+/// (another tenant's agent saw a shared target go down). Pages are read
+/// until `limit` visible events or the end of the log; returns them and
+/// the `after` (`before`) for the next page.
 pub fn events(
     store: &Store,
     access: &Access,
@@ -577,7 +578,11 @@ pub fn events(
         let page = store.events(&access.scope(), &q)?;
         let full = page.len() == q.limit as usize;
         for e in page {
-            q.after_id = e.id;
+            if q.before_id.is_some() {
+                q.before_id = Some(e.id);
+            } else {
+                q.after_id = e.id;
+            }
             let visible = access.sees_tenant(&e.tenant)
                 || e.prefix
                     .as_deref()
@@ -586,12 +591,12 @@ pub fn events(
             if visible {
                 out.push(e);
                 if out.len() == limit {
-                    return Ok((out, q.after_id));
+                    return Ok((out, q.before_id.unwrap_or(q.after_id)));
                 }
             }
         }
         if !full {
-            return Ok((out, q.after_id));
+            return Ok((out, q.before_id.unwrap_or(q.after_id)));
         }
     }
 }

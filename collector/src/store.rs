@@ -209,6 +209,9 @@ impl Scope {
 pub struct EventQuery {
     /// Only events with an id greater than this.
     pub after_id: i64,
+    /// Only events with an id below this, newest first (the last page of
+    /// the log first; `i64::MAX` for the very newest).
+    pub before_id: Option<i64>,
     /// Only events of this agent.
     pub agent: Option<String>,
     pub limit: u32,
@@ -757,19 +760,22 @@ impl Store {
     /// Events visible in `scope`, oldest first.
     pub fn events(&self, scope: &Scope, q: &EventQuery) -> Result<Vec<EventRow>, StoreError> {
         self.with_read(|c| {
-            let mut stmt = c.prepare(
+            let order = if q.before_id.is_some() { "DESC" } else { "" };
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT id, at_ms, tenant, agent, kind, detail, prefix FROM events
-                 WHERE id > ?1 AND (?2 IS NULL OR tenant = ?2 OR (?5 AND prefix IS NOT NULL))
+                 WHERE id > ?1 AND id < ?6
+                   AND (?2 IS NULL OR tenant = ?2 OR (?5 AND prefix IS NOT NULL))
                    AND (?3 IS NULL OR agent = ?3)
-                 ORDER BY id LIMIT ?4",
-            )?;
+                 ORDER BY id {order} LIMIT ?4"
+            ))?;
             let rows = stmt.query_map(
                 params![
                     q.after_id,
                     scope.tenant(),
                     q.agent,
                     q.limit,
-                    q.with_prefixes
+                    q.with_prefixes,
+                    q.before_id.unwrap_or(i64::MAX)
                 ],
                 |r| {
                     let kind: String = r.get(4)?;
@@ -1104,6 +1110,7 @@ mod tests {
         assert_eq!(store.events(&Scope::All, &q).unwrap().len(), 3);
         let after = EventQuery {
             after_id: 2,
+            before_id: None,
             limit: 1,
             ..q
         };

@@ -49,7 +49,8 @@ pub fn bin(name: &str) -> PathBuf {
         "sondectl" => "ctl",
         _ => "certs-dev",
     };
-    let newest = [own, "runtime", "proto", "certs-dev"]
+    // certs-dev is only a dev-dependency of the others.
+    let newest = [own, "runtime", "proto"]
         .iter()
         .filter_map(|d| newest_mtime(&root.join(d)))
         .max();
@@ -292,6 +293,22 @@ impl World {
             cert: w.cert,
             key: w.key,
         }
+    }
+
+    /// A fresh client certificate with its PKCS#12 bundle, as an operator
+    /// imports it into a browser: (PEM pair, bundle path, its password).
+    pub fn browser_cert(&self, tenant: &str, role: Role, name: &str) -> (Cert, PathBuf, String) {
+        let id = Identity::new(tenant, role, name).expect("identity");
+        let stem = format!("{tenant}-{role}-{name}-browser");
+        let w = self.pki.issue(&id, Some(&stem), 30).expect("issue");
+        (
+            Cert {
+                cert: w.cert,
+                key: w.key,
+            },
+            w.p12,
+            w.password,
+        )
     }
 
     /// Writes an arbitrary issued certificate (expired, foreign, no SAN).

@@ -215,6 +215,7 @@ impl Runner {
                     &Scope::All,
                     &EventQuery {
                         after_id: after,
+                        before_id: None,
                         agent: None,
                         limit: EVENTS_PER_STEP,
                         with_prefixes: false,
