@@ -17,6 +17,7 @@ const stats = (window.sondeStats = {
   applied: 0,       // frames painted
   cellsChanged: 0,  // cell classes changed, in all
   applyMs: [],      // time to apply each painted frame, ms (last 600)
+  handleMs: [],     // time to handle each live event (JSON parse + apply), ms (last 600)
   replays: 0,       // replay frames painted
 });
 
@@ -316,6 +317,7 @@ function repaintAll() {
 }
 
 function onLiveFrame(ev) {
+  const t0 = performance.now();
   const msg = JSON.parse(ev.data);
   stats.frames += 1;
   for (const f of msg.changed) app.live.set(f.prefix, f);
@@ -331,6 +333,8 @@ function onLiveFrame(ev) {
     const empty = $('#grids-empty');
     if (empty) empty.hidden = order.length > 0;
   }
+  stats.handleMs.push(performance.now() - t0);
+  if (stats.handleMs.length > 600) stats.handleMs.shift();
 }
 
 function connect() {
@@ -557,7 +561,7 @@ function svg(tag, attrs = {}, ...children) {
 
 // Bars of mean RTT per step, loss as a bar from the top; hover titles.
 function barChart(points, opts) {
-  const W = 720; const H = 160; const pad = 28;
+  const W = opts.width || 720; const H = 160; const pad = 40;
   const n = Math.max(points.length, 1);
   const max = Math.max(1e-3, ...points.map((p) => p.mean || 0)) * 1.1;
   const bw = (W - pad) / n;
@@ -580,8 +584,16 @@ function barChart(points, opts) {
     svg('line', { class: 'axis', x1: pad, y1: H - 14, x2: W, y2: H - 14 }),
     svg('text', { x: 0, y: 12 }, document.createTextNode(fmtMs(max))),
     first ? svg('text', { x: pad, y: H - 2 }, document.createTextNode(fmtClock(first.t))) : null,
-    last ? svg('text', { x: W - 40, y: H - 2 }, document.createTextNode(fmtClock(last.t))) : null,
+    last ? svg('text', { x: W, y: H - 2, 'text-anchor': 'end' }, document.createTextNode(fmtClock(last.t))) : null,
     bars);
+}
+
+// Every step of [from, to) with the points that have data, so gaps show.
+function slots(points, from, to, step) {
+  const at = new Map(points.map((p) => [p.t, p]));
+  const out = [];
+  for (let t = Math.floor(from / step) * step; t < to; t += step) out.push(at.get(t) || { t, mean: null, loss: null, probes: 0 });
+  return out;
 }
 
 // ---------------------------------------------------------- address page
@@ -628,7 +640,8 @@ function seriesPanel(t) {
       const avg = table(['Window', { label: 'Mean', num: true }, { label: 'Loss', num: true }, { label: 'Jitter', num: true }, { label: 'Probes', num: true }],
         windows.map((w) => [w, fmtMs(av[w].mean_ms), fmtPct(av[w].loss_pct), fmtMs(av[w].jitter_ms), av[w].probes]));
       const timeline = s.timeline.map((m) => ({ t: m.start_ms, mean: m.mean_ms, loss: m.loss_pct, probes: m.probes }));
-      const history = r.minutes.map((m) => ({ t: m.start_ms, mean: m.mean_ms, loss: m.loss_pct, probes: m.probes }));
+      const history = slots(r.minutes.map((m) => ({ t: m.start_ms, mean: m.mean_ms, loss: m.loss_pct, probes: m.probes })),
+        r.from_ms, r.to_ms, r.step_ms);
       const parts = [
         el('div', { class: 'cols' },
           el('div', {}, el('h3', { text: 'Moving averages' }), avg,
@@ -636,7 +649,7 @@ function seriesPanel(t) {
           el('div', { class: 'timeline' }, el('h3', { text: 'Last 60 minutes, minute by minute' }),
             barChart(timeline, { label: `RTT and loss per minute over the last hour for ${t.target}` }))),
         el('h3', {}, '24 hours, grouped by ', step),
-        barChart(history, { label: `RTT and loss over 24 hours for ${t.target}` }),
+        barChart(history, { label: `RTT and loss over 24 hours for ${t.target}`, width: 1440 }),
       ];
       if (s.route) {
         parts.push(el('h3', { text: `Route (since ${fmtTime(s.route.since_ns / 1e6)})` }),

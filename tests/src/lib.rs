@@ -73,7 +73,7 @@ fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
         let path = entry.path();
         let built_from = matches!(
             path.extension().and_then(|e| e.to_str()),
-            Some("rs" | "proto")
+            Some("rs" | "proto" | "js" | "css" | "html" | "svg")
         ) || path.file_name().is_some_and(|n| n == "Cargo.toml");
         let t = if path.is_dir() {
             newest_mtime(&path)

@@ -147,3 +147,67 @@ async fn browser_grids_detail_replay_and_target_management() {
     collector.terminate();
     agent.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_renders_10240_live_cells() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    check_tools();
+    let world = World::new();
+    // 40 /24s that answer everywhere: a local route for 198.18.128.0/18
+    // inside the namespace (every address of it is the namespace's own).
+    let mut lab = Lab::new("webui10k");
+    let tgt = lab.host("tgt");
+    lab.link_root(&tgt, "198.18.87.2/30", "198.18.87.1/30");
+    lab.ip(&tgt, &["route", "add", "local", "198.18.128.0/18", "dev", "lo"]);
+    sonde_tests::run_checked(Command::new("ip").args(["route", "add", "198.18.128.0/18", "via", "198.18.87.2"]));
+    world.collector_config("[[tenant]]\nname = \"acme\"\nprefixes = [\"198.18.128.0/18\"]\n");
+    let mut collector = world.start_collector(&[]).await;
+    let targets: Vec<String> = (128..168).map(|i| format!("\"198.18.{i}.0/24\"")).collect();
+    let probes = format!(
+        "[[ping]]\ntargets = [{}]\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
+        targets.join(", ")
+    );
+    let cert = world.cert("acme", Role::Agent, "a1");
+    world.agent_config("a1", &cert, &format!("{probes}{}", no_public_ip(&probes)));
+    let mut agent = world.start_agent("a1", &[]);
+    let (_, p12, pass) = world.browser_cert("acme", Role::Viewer, "wall");
+    let api = world.api(Some(&world.cert("acme", Role::Viewer, "v")));
+    eventually("40 monitored /24s", Duration::from_secs(60), || async {
+        let v = api.ok("/api/v1/prefixes").await;
+        let full = v["prefixes"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["monitored"].as_u64() == Some(254))
+            .count();
+        (full == 40).then_some(())
+    })
+    .await;
+    let nft = |rules: &str| {
+        format!("ip netns exec {tgt} nft -f - <<'EOF'\nflush ruleset\n{rules}\nEOF\n")
+    };
+    let url = format!("https://localhost:{}", world.port);
+    let ca = world.pki.dir().join("ca.pem").display().to_string();
+    let out = node(
+        "render-bench.mjs",
+        &[
+            ("SONDE_URL", url),
+            ("NODE_EXTRA_CA_CERTS", ca),
+            ("VIEWER_PFX", p12.display().to_string()),
+            ("VIEWER_PASS", pass),
+            ("GRIDS", "40".into()),
+            (
+                "CUT_CMD",
+                nft("table inet cut {\n chain input {\n  type filter hook input priority 0;\n  ip daddr 198.18.128.0-198.18.137.255 icmp type echo-request drop\n }\n}"),
+            ),
+            ("RESTORE_CMD", nft("")),
+            ("OUT_DIR", artifacts().display().to_string()),
+        ],
+        Duration::from_secs(240),
+    );
+    let figures: Vec<&str> = out.lines().filter(|l| l.starts_with("FIGURES ")).collect();
+    assert_eq!(figures.len(), 3, "load, steady and incident figures:\n{out}");
+    std::fs::write(artifacts().join("render-bench.txt"), figures.join("\n")).expect("write figures");
+    assert!(agent.running() && collector.running(), "a daemon exited");
+    collector.terminate();
+    agent.terminate();
+}

@@ -96,6 +96,12 @@ try {
   const coloured = await page.$$eval(`${grid} .c`, (cs) => cs.filter((c) => /\br[0-6]\b/.test(c.className)).length);
   check(coloured >= 18, `${coloured} of the 20 answering addresses are coloured by RTT`);
   check(await classOf(page, cell(200)) === 'c', '198.18.90.200 is shown as not monitored');
+  // Each state is painted in its own colour (a CSS mistake would leave a
+  // cell transparent).
+  const bg = (i) => page.$eval(cell(i), (c) => getComputedStyle(c).backgroundColor);
+  const [up, down, none] = [await bg(7), await bg(25), await bg(200)];
+  check(up !== down && !/rgba\(0, 0, 0, 0\)/.test(up) && !/rgba\(0, 0, 0, 0\)/.test(down) && /rgba\(0, 0, 0, 0\)/.test(none),
+    `up ${up}, down ${down}, not monitored ${none}`);
   check(await page.locator(`.grid[data-prefix="${OTHER}"]`).count() === 0, `globex's ${OTHER} is not on acme's page`);
   const legend = await page.locator('.legend').innerText();
   check(/< 1 ms/.test(legend) && /down/.test(legend) && /not monitored/.test(legend), 'legend explains colours in words');
