@@ -20,6 +20,7 @@ apt_packages=(
   rpmlint    # checks the .rpms
   victoria-metrics   # a real InfluxDB-write-API server for the export tests
   socat      # listeners whose program the port inventory must name
+  chromium   # the headless browser the web UI tests drive
 )
 apt_updated=0
 for pkg in "${apt_packages[@]}"; do
@@ -27,6 +28,18 @@ for pkg in "${apt_packages[@]}"; do
   if [ "$apt_updated" = 0 ]; then apt-get update; apt_updated=1; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg"
 done
+
+# Node.js for Playwright (the web UI tests); Debian's when the machine has none.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  if [ "$apt_updated" = 0 ]; then apt-get update; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm
+fi
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+  || { echo "scripts/test.sh: playwright-core needs Node.js >= 20 (found $(node --version))" >&2; exit 1; }
+# playwright-core, pinned by tests/ui/package-lock.json (it drives the
+# system chromium; no browser download).
+[ -d tests/ui/node_modules/playwright-core ] || npm ci --prefix tests/ui --no-audit --no-fund
 
 # A real SMTP server for the alerting tests (tests/smtp_sink.py).
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore aiosmtpd==1.4.6
