@@ -247,7 +247,11 @@ async fn events(
         .store
         .run(move |s| query::events(s, &access, query))
         .await?;
-    let cursor = if query_newest { "next_before" } else { "next_after" };
+    let cursor = if query_newest {
+        "next_before"
+    } else {
+        "next_after"
+    };
     Ok(Json(json!({ "events": rows, cursor: next })))
 }
 

@@ -323,11 +323,7 @@ impl Collector {
             .add_service(reflection)
             .prepare()
             .into_axum_router();
-        let http = api::router(shared.clone())
-            .layer(axum::middleware::from_fn(ui::guard_changes))
-            .merge(ui::router(shared.clone()))
-            .layer(axum::middleware::from_fn(ui::security_headers));
-        let app = grpc.merge(http).fallback(api::not_found);
+        let app = grpc.merge(ui::http(&shared)).fallback(api::not_found);
 
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: shared.settings.borrow().listen,

@@ -42,8 +42,18 @@ const APP_JS: &str = include_str!("../ui/app.js");
 const APP_CSS: &str = include_str!("../ui/app.css");
 const ICON: &str = include_str!("../ui/icon.svg");
 
+/// Everything served over HTTP on the mTLS listener: the API (changes
+/// guarded against cross-site requests) and the UI, all with the security
+/// headers.
+pub(crate) fn http(shared: &Arc<Shared>) -> Router {
+    crate::api::router(shared.clone())
+        .layer(axum::middleware::from_fn(guard_changes))
+        .merge(router(shared.clone()))
+        .layer(axum::middleware::from_fn(security_headers))
+}
+
 /// The page and asset routes.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/agents", get(page))
@@ -54,13 +64,22 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/targets", get(page))
         .route("/address/{ip}", get(page))
         .route("/prefixes/{addr}/{len}", get(prefix_page))
-        .route("/ui/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
-        .route("/ui/app.css", get(|| asset("text/css; charset=utf-8", APP_CSS)))
-        .route("/ui/icon.svg", get(|| asset("image/svg+xml", ICON)))
+        .route(
+            "/ui/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/ui/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route(
+            "/ui/icon.svg",
+            get(|| async { asset("image/svg+xml", ICON) }),
+        )
         .with_state(shared)
 }
 
-async fn asset(content_type: &'static str, body: &'static str) -> Response {
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -136,7 +155,7 @@ fn error_page(title: &str, message: &str) -> String {
 }
 
 /// Adds the security headers to every response.
-pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
+async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     for (name, value) in [
@@ -164,7 +183,7 @@ pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
 
 /// Refuses changes that a cross-site page could have made the browser
 /// send (see the module docs).
-pub(crate) async fn guard_changes(req: Request, next: Next) -> Response {
+async fn guard_changes(req: Request, next: Next) -> Response {
     let changes = matches!(*req.method(), Method::POST | Method::PUT | Method::DELETE);
     if changes && let Err(why) = same_origin_json(&req) {
         let body = axum::Json(serde_json::json!({ "error": why }));

@@ -565,6 +565,9 @@ function barChart(points, opts) {
   const n = Math.max(points.length, 1);
   const max = Math.max(1e-3, ...points.map((p) => p.mean || 0)) * 1.1;
   const bw = (W - pad) / n;
+  const label = opts.days
+    ? (t) => new Date(t).toLocaleString([], { weekday: 'short', hour: '2-digit', minute: '2-digit' })
+    : fmtClock;
   const bars = [];
   points.forEach((p, i) => {
     const x = pad + i * bw;
@@ -583,8 +586,8 @@ function barChart(points, opts) {
   return svg('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': opts.label },
     svg('line', { class: 'axis', x1: pad, y1: H - 14, x2: W, y2: H - 14 }),
     svg('text', { x: 0, y: 12 }, document.createTextNode(fmtMs(max))),
-    first ? svg('text', { x: pad, y: H - 2 }, document.createTextNode(fmtClock(first.t))) : null,
-    last ? svg('text', { x: W, y: H - 2, 'text-anchor': 'end' }, document.createTextNode(fmtClock(last.t))) : null,
+    first ? svg('text', { x: pad, y: H - 2 }, document.createTextNode(label(first.t))) : null,
+    last ? svg('text', { x: W, y: H - 2, 'text-anchor': 'end' }, document.createTextNode(label(last.t))) : null,
     bars);
 }
 
@@ -615,12 +618,16 @@ async function addressPage(main, addr) {
   const panels = targets.map((t) => seriesPanel(t));
   const outagesBox = el('div', {}, el('p', { class: 'muted', text: 'Loading outages…' }));
   main.replaceChildren(...head, ...panels.map((p) => p.el), el('h2', { text: 'Outages' }), outagesBox);
-  api('/api/v1/outages?limit=1000').then((r) => {
+  const loadOutages = () => api('/api/v1/outages?limit=1000').then((r) => {
     const mine = r.outages.filter((o) => o.subject === addr || (o.scope === 'prefix' && prefix && o.subject === prefix)
       || targets.some((t) => (o.detail && o.detail.target === t.target)));
     outagesBox.replaceChildren(outageTable(mine));
   }).catch((e) => outagesBox.replaceChildren(errorBox(e)));
-  const timer = setInterval(() => panels.forEach((p) => p.refresh(false)), 15000);
+  loadOutages();
+  const timer = setInterval(() => {
+    panels.forEach((p) => p.refresh(false));
+    loadOutages();
+  }, 15000);
   return () => clearInterval(timer);
 }
 
@@ -649,7 +656,7 @@ function seriesPanel(t) {
           el('div', { class: 'timeline' }, el('h3', { text: 'Last 60 minutes, minute by minute' }),
             barChart(timeline, { label: `RTT and loss per minute over the last hour for ${t.target}` }))),
         el('h3', {}, '24 hours, grouped by ', step),
-        barChart(history, { label: `RTT and loss over 24 hours for ${t.target}`, width: 1440 }),
+        barChart(history, { label: `RTT and loss over 24 hours for ${t.target}`, width: 1440, days: true }),
       ];
       if (s.route) {
         parts.push(el('h3', { text: `Route (since ${fmtTime(s.route.since_ns / 1e6)})` }),

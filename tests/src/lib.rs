@@ -482,6 +482,41 @@ impl Api {
         Ok((status, r.bytes().await?.to_vec()))
     }
 
+    /// `method path` with a JSON body (`Content-Type: application/json`
+    /// unless `headers` set another) and extra headers: status and JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let r = r.send().await.expect("API request");
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.expect("API body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// The base URL (`https://localhost:PORT`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The underlying client (streams, unusual requests).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// GET `path` expecting 200 and returning the JSON body.
     pub async fn ok(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.get(path).await.expect("API request");

@@ -38,7 +38,9 @@ fn check_tools() {
         "/usr/bin/chromium is missing: scripts/test.sh installs Debian's chromium"
     );
     assert!(
-        repo().join("tests/ui/node_modules/playwright-core").exists(),
+        repo()
+            .join("tests/ui/node_modules/playwright-core")
+            .exists(),
         "playwright-core is missing: run `npm ci --prefix tests/ui` (scripts/test.sh does)"
     );
 }
@@ -73,12 +75,21 @@ fn targets_lab() -> (Lab, String) {
     let tgt = lab.host("tgt");
     lab.link_root(&tgt, "198.18.86.2/30", "198.18.86.1/30");
     for i in (1..=20).chain([40]) {
-        lab.ip(&tgt, &["addr", "add", &format!("198.18.90.{i}/32"), "dev", "lo"]);
+        lab.ip(
+            &tgt,
+            &["addr", "add", &format!("198.18.90.{i}/32"), "dev", "lo"],
+        );
     }
     lab.ip(&tgt, &["addr", "add", "198.18.91.5/32", "dev", "lo"]);
     // Routes over the test's own veth: they go with it when the lab drops.
     for p in ["198.18.90.0/24", "198.18.91.0/24"] {
-        sonde_tests::run_checked(Command::new("ip").args(["route", "add", p, "via", "198.18.86.2"]));
+        sonde_tests::run_checked(Command::new("ip").args([
+            "route",
+            "add",
+            p,
+            "via",
+            "198.18.86.2",
+        ]));
     }
     (lab, tgt)
 }
@@ -101,19 +112,29 @@ async fn browser_grids_detail_replay_and_target_management() {
     let (_, viewer_p12, viewer_pass) = world.browser_cert("acme", Role::Viewer, "vic");
     let admin = world.cert("acme", Role::Admin, "ann");
     let api = world.api(Some(&world.cert("acme", Role::Viewer, "v")));
-    eventually("results for 198.18.90.7", Duration::from_secs(30), || async {
-        let v = api.ok("/api/v1/targets?prefix=198.18.90.7/32").await;
-        (v["targets"][0]["state"] == "up").then_some(())
-    })
+    eventually(
+        "results for 198.18.90.7",
+        Duration::from_secs(30),
+        || async {
+            let v = api.ok("/api/v1/targets?prefix=198.18.90.7/32").await;
+            (v["targets"][0]["state"] == "up").then_some(())
+        },
+    )
     .await;
 
     let url = format!("https://localhost:{}", world.port);
     let env = vec![
         ("SONDE_URL", url),
-        ("SONDE_CA", world.pki.dir().join("ca.pem").display().to_string()),
+        (
+            "SONDE_CA",
+            world.pki.dir().join("ca.pem").display().to_string(),
+        ),
         // Node's TLS (Playwright's client-certificate proxy) checks the
         // collector's certificate against the dev CA.
-        ("NODE_EXTRA_CA_CERTS", world.pki.dir().join("ca.pem").display().to_string()),
+        (
+            "NODE_EXTRA_CA_CERTS",
+            world.pki.dir().join("ca.pem").display().to_string(),
+        ),
         ("VIEWER_PFX", viewer_p12.display().to_string()),
         ("VIEWER_PASS", viewer_pass),
         ("ADMIN_CERT", admin.cert.display().to_string()),
@@ -127,9 +148,19 @@ async fn browser_grids_detail_replay_and_target_management() {
         ("OUT_DIR", artifacts().display().to_string()),
     ];
     node("e2e.mjs", &env, Duration::from_secs(300));
-    for shot in ["grids-1280x720.png", "cell-down.png", "address-detail.png", "replay.png", "target-added.png", "grids-3840x2160.png"] {
+    for shot in [
+        "grids-1280x720.png",
+        "cell-down.png",
+        "address-detail.png",
+        "replay.png",
+        "target-added.png",
+        "grids-3840x2160.png",
+    ] {
         let len = std::fs::metadata(artifacts().join(shot)).map_or(0, |m| m.len());
-        assert!(len > 2_000, "screenshot {shot} missing or empty ({len} bytes)");
+        assert!(
+            len > 2_000,
+            "screenshot {shot} missing or empty ({len} bytes)"
+        );
     }
     // The browser without a certificate was stopped by the handshake.
     let log = collector.log_text();
@@ -158,8 +189,17 @@ async fn browser_renders_10240_live_cells() {
     let mut lab = Lab::new("webui10k");
     let tgt = lab.host("tgt");
     lab.link_root(&tgt, "198.18.87.2/30", "198.18.87.1/30");
-    lab.ip(&tgt, &["route", "add", "local", "198.18.128.0/18", "dev", "lo"]);
-    sonde_tests::run_checked(Command::new("ip").args(["route", "add", "198.18.128.0/18", "via", "198.18.87.2"]));
+    lab.ip(
+        &tgt,
+        &["route", "add", "local", "198.18.128.0/18", "dev", "lo"],
+    );
+    sonde_tests::run_checked(Command::new("ip").args([
+        "route",
+        "add",
+        "198.18.128.0/18",
+        "via",
+        "198.18.87.2",
+    ]));
     world.collector_config("[[tenant]]\nname = \"acme\"\nprefixes = [\"198.18.128.0/18\"]\n");
     let mut collector = world.start_collector(&[]).await;
     let targets: Vec<String> = (128..168).map(|i| format!("\"198.18.{i}.0/24\"")).collect();
@@ -197,7 +237,9 @@ async fn browser_renders_10240_live_cells() {
             ("GRIDS", "40".into()),
             (
                 "CUT_CMD",
-                nft("table inet cut {\n chain input {\n  type filter hook input priority 0;\n  ip daddr 198.18.128.0-198.18.137.255 icmp type echo-request drop\n }\n}"),
+                nft(
+                    "table inet cut {\n chain input {\n  type filter hook input priority 0;\n  ip daddr 198.18.128.0-198.18.137.255 icmp type echo-request drop\n }\n}",
+                ),
             ),
             ("RESTORE_CMD", nft("")),
             ("OUT_DIR", artifacts().display().to_string()),
@@ -205,8 +247,13 @@ async fn browser_renders_10240_live_cells() {
         Duration::from_secs(240),
     );
     let figures: Vec<&str> = out.lines().filter(|l| l.starts_with("FIGURES ")).collect();
-    assert_eq!(figures.len(), 3, "load, steady and incident figures:\n{out}");
-    std::fs::write(artifacts().join("render-bench.txt"), figures.join("\n")).expect("write figures");
+    assert_eq!(
+        figures.len(),
+        3,
+        "load, steady and incident figures:\n{out}"
+    );
+    std::fs::write(artifacts().join("render-bench.txt"), figures.join("\n"))
+        .expect("write figures");
     assert!(agent.running() && collector.running(), "a daemon exited");
     collector.terminate();
     agent.terminate();
