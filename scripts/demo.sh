@@ -19,6 +19,7 @@ pki=$dir/pki
 "$bin/sonde-certs" init "$pki"
 "$bin/sonde-certs" issue "$pki" --tenant demo --role agent --name demo-agent
 "$bin/sonde-certs" issue "$pki" --tenant demo --role viewer --name demo-viewer
+"$bin/sonde-certs" issue "$pki" --tenant demo --role admin --name demo-admin
 
 cat >"$dir/collector.toml" <<TOML
 listen = "127.0.0.1:$port"
@@ -29,6 +30,10 @@ ca = "pki/ca.pem"
 cert = "pki/collector.pem"
 key = "pki/collector.key"
 crl = ["pki/crl.pem"]
+# The prefixes the demo tenant sees in the web UI and the API.
+[[tenant]]
+name = "demo"
+prefixes = ["127.0.0.0/24", "127.0.9.0/24", "::1/128"]
 TOML
 cat >"$dir/agent.toml" <<TOML
 collector = "localhost:$port"
@@ -83,6 +88,10 @@ cat <<MSG
     curl --cacert $pki/ca.pem --cert $pki/demo-viewer.pem --key $pki/demo-viewer.key https://localhost:$port/api/v1/agents
     curl --cacert $pki/ca.pem --cert $pki/demo-viewer.pem --key $pki/demo-viewer.key https://localhost:$port/api/v1/events
     curl http://127.0.0.1:$health/healthz
+
+  The web UI: import $pki/demo-viewer.p12 (or demo-admin.p12, which may
+  add targets) into your browser with the password printed above, then open
+  https://localhost:$port/ (the dev CA is $pki/ca.pem).
 
   The agent's probes, one round, as an operator would try them by hand:
 

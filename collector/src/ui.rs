@@ -34,7 +34,7 @@ use crate::peer::Peer;
 
 /// The Content-Security-Policy of every response.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
+    img-src 'self'; connect-src 'self'; font-src 'self'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
 const INDEX: &str = include_str!("../ui/index.html");
