@@ -722,30 +722,36 @@ async function agentPage(main, name) {
 function publicIp(p) {
   if (!p) return el('p', { class: 'muted', text: 'Not reported.' });
   const cur = ['ipv4', 'ipv6'].filter((f) => p[f]).map((f) => el('p', {}, `${f}: `, el('strong', { text: p[f] })));
-  const hist = (p.history || []).slice(0, 20).map((h) => [fmtTime(h.at_ms || h.since_ms), h.family || '', h.address || JSON.stringify(h)]);
+  const hist = (p.history || []).slice(0, 20).map((h) => [h.family, h.address, fmtTime(h.first_seen_ms), fmtTime(h.last_seen_ms)]);
   return el('div', {}, cur.length ? cur : el('p', { class: 'muted', text: 'No current address.' }),
-    el('h3', { text: 'History' }), table(['Since', 'Family', 'Address'], hist, { empty: 'No change recorded.' }));
+    el('h3', { text: 'History (newest first)' }),
+    table(['Family', 'Address', 'First seen', 'Last seen'], hist, { empty: 'Not looked up yet.' }));
 }
 
+const bytes = (v) => (v >= 2 ** 30 ? `${(v / 2 ** 30).toFixed(1)} GiB` : v >= 2 ** 20 ? `${(v / 2 ** 20).toFixed(1)} MiB` : `${Math.round(v / 1024)} KiB`);
+
 function metrics(m) {
-  if (!m || !m.system) return el('p', { class: 'muted', text: 'Not reported.' });
-  const s = m.system;
-  const rows = [];
-  if (s.cpu_busy !== undefined) rows.push(['CPU busy', fmtPct(100 * s.cpu_busy)]);
-  if (s.load1 !== undefined) rows.push(['Load (1 min)', s.load1]);
-  if (s.mem_total_bytes) rows.push(['Memory used', `${fmtPct((100 * (s.mem_total_bytes - s.mem_available_bytes)) / s.mem_total_bytes)} of ${(s.mem_total_bytes / 2 ** 30).toFixed(1)} GiB`]);
-  for (const d of s.disks || []) rows.push([`Disk ${d.mount}`, d.total_bytes ? `${fmtPct((100 * (d.total_bytes - d.available_bytes)) / d.total_bytes)} used` : '–']);
-  for (const i of s.interfaces || []) rows.push([`Net ${i.name}`, `${Math.round(i.rx_bytes_per_s || 0)} B/s in, ${Math.round(i.tx_bytes_per_s || 0)} B/s out`]);
-  if (rows.length === 0) for (const [k, v] of Object.entries(s)) if (typeof v !== 'object') rows.push([k, String(v)]);
+  if (!m) return el('p', { class: 'muted', text: 'Not reported.' });
+  const rows = [
+    ['CPU busy', fmtPct(100 * (m.cpu_utilisation || 0)) + (m.cpu_count ? ` of ${m.cpu_count} CPUs` : '')],
+    ['Load (1, 5, 15 min)', (m.load || []).map((x) => x.toFixed(2)).join(', ')],
+  ];
+  if (m.memory_total_bytes) rows.push(['Memory used', `${bytes(m.memory_used_bytes)} of ${bytes(m.memory_total_bytes)}`]);
+  for (const d of m.disks || []) if (d.total_bytes) rows.push([`Disk ${d.mount}`, `${fmtPct((100 * d.used_bytes) / d.total_bytes)} of ${bytes(d.total_bytes)}`]);
+  for (const i of m.interfaces || []) rows.push([`Net ${i.name}`, `${bytes(i.rx_bytes_per_second)}/s in, ${bytes(i.tx_bytes_per_second)}/s out`]);
+  if (m.error) rows.push(['Not read', m.error]);
+  rows.push(['Sampled', `${fmtTime(m.at_ms)} (${ago(m.at_ms)})`]);
   return table(['', ''], rows);
 }
 
 function ports(p) {
-  const list = (p && (p.ports || p.listening || p)) || [];
-  if (!Array.isArray(list)) return el('p', { class: 'muted', text: 'Not reported.' });
-  return table(['Port', 'Protocol', 'Address', 'Program', 'Service', 'Risk'],
-    list.map((x) => [x.port, x.protocol || x.proto || '', x.address || '', x.program || '–', x.service || '–', badge(x.risk || x.rating || 'low')]),
-    { empty: 'No listening port reported.' });
+  if (!p || !Array.isArray(p.ports)) return el('p', { class: 'muted', text: 'Not reported.' });
+  const rank = { high: 0, medium: 1, low: 2 };
+  const list = [...p.ports].sort((a, b) => (rank[a.risk] ?? 3) - (rank[b.risk] ?? 3) || a.port - b.port);
+  return el('div', {}, p.error ? el('p', { class: 'error', text: p.error }) : null,
+    table(['Port', 'Protocol', 'Address', 'Program', 'User', 'Service', 'Risk'],
+      list.map((x) => [x.port, x.protocol, x.address, x.program || '–', x.user || '–', x.service || '–', badge(x.risk || 'low')]),
+      { empty: 'No listening port reported.' }));
 }
 
 async function outagesPage(main) {

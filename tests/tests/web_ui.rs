@@ -106,7 +106,8 @@ async fn browser_grids_detail_replay_and_target_management() {
     );
     let mut collector = world.start_collector(&[]).await;
     let cert = world.cert("acme", Role::Agent, "a1");
-    let probes = "[[ping]]\ntargets = [\"198.18.90.0/27\", \"198.18.91.5\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n";
+    let probes = "[[ping]]\ntargets = [\"198.18.90.0/27\", \"198.18.91.5\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+                  [metrics]\ninterval = \"2s\"\n[ports]\ninterval = \"2s\"\n";
     world.agent_config("a1", &cert, &format!("{probes}{}", no_public_ip(probes)));
     let mut agent = world.start_agent("a1", &[]);
     let (_, viewer_p12, viewer_pass) = world.browser_cert("acme", Role::Viewer, "vic");

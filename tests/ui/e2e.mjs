@@ -14,10 +14,12 @@
 //     groups and the moving averages; the table view lists the address;
 //  5. replay: the slider (keyboard) goes back to the minute before the cut
 //     (.7 was up then) and to 24 h ago (no data), and back to live;
-//  6. the viewer's targets page is read-only; the admin (PEM certificate)
+//  6. the agents (and one agent's facts), outages, events and alerts pages
+//     render for the viewer; alerts offer no silence form to a viewer;
+//  7. the viewer's targets page is read-only; the admin (PEM certificate)
 //     gets a clear error for another tenant's address, adds 198.18.90.40
 //     through the form, and within seconds it is a live coloured cell;
-//  7. 1280×720 and 3840×2160 render all 256 cells; screenshots go to OUT_DIR.
+//  8. 1280×720 and 3840×2160 render all 256 cells; screenshots go to OUT_DIR.
 
 import { execSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
@@ -175,7 +177,27 @@ try {
   await waitClass(page, cell(7), 'down', 'back to live: 198.18.90.7 down again', 5000);
   check(problems.length === 0, `no console error or CSP violation (${problems.join(' | ')})`);
 
-  // 6. Targets: viewer read-only; admin adds one.
+  // 6. The other pages, as the viewer.
+  await page.click('nav a[data-page=agents]');
+  await page.waitForSelector('main table a[href^="/agents/a1"]');
+  await page.click('main table a[href^="/agents/a1"]');
+  await page.waitForSelector('main h2:has-text("Listening ports")');
+  const agentText = await page.locator('main').innerText();
+  check(/CPU busy/.test(agentText) && /Memory used/.test(agentText) && /Last heartbeat/.test(agentText) && /a1/.test(agentText),
+    'agent page: state, last heartbeat, CPU and memory');
+  await page.screenshot({ path: `${OUT}/agent.png`, fullPage: true });
+  await page.click('nav a[data-page=outages]');
+  await page.waitForFunction(() => /198\.18\.90\./.test(document.querySelector('main').innerText), null, { timeout: 30000 });
+  check(true, 'outages page lists the namespace outages');
+  await page.click('nav a[data-page=events]');
+  await page.waitForFunction(() => /outage-start/.test(document.querySelector('main').innerText), null, { timeout: 10000 });
+  check(true, 'events page lists outage-start (newest first)');
+  await page.click('nav a[data-page=alerts]');
+  await page.waitForSelector('main h2:has-text("Silences")');
+  check(/needs an admin certificate/.test(await page.locator('main').innerText()), 'alerts page: viewer cannot create silences');
+  check(problems.length === 0, `no console error on the other pages (${problems.join(' | ')})`);
+
+  // 7. Targets: viewer read-only; admin adds one.
   await page.goto(`${URL}/targets`);
   await page.waitForSelector('main table');
   check(await page.locator('#target-form').count() === 0 && /Read-only/.test(await page.locator('main').innerText()),
@@ -214,7 +236,7 @@ try {
   check(cross.status() === 403, `a cross-site style change (text/plain, foreign Origin) is refused (${cross.status()})`);
   await adminCtx.close();
 
-  // 7. A 4K wall screen.
+  // 8. A 4K wall screen.
   const wall = await browser.newContext({
     viewport: { width: 3840, height: 2160 },
     clientCertificates: [{ origin: URL, pfxPath: process.env.VIEWER_PFX, passphrase: process.env.VIEWER_PASS }],
