@@ -19,6 +19,7 @@
 //  7. the viewer's targets page is read-only; the admin (PEM certificate)
 //     gets a clear error for another tenant's address, adds 198.18.90.40
 //     through the form, and within seconds it is a live coloured cell;
+//     then disables and deletes it, and creates and expires a silence;
 //  8. 1280×720 and 3840×2160 render all 256 cells; screenshots go to OUT_DIR.
 
 import { execSync } from 'node:child_process';
@@ -223,13 +224,37 @@ try {
   await admin.fill('#target-form input[name=interval]', '1s');
   const addedAt = Date.now();
   await admin.click('#target-form button[type=submit]');
-  await admin.waitForFunction(() => document.querySelector('main table').innerText.includes('198.18.90.40'), null, { timeout: 5000 });
+  await admin.waitForFunction(() => document.querySelector('main').innerText.includes('198.18.90.40'), null, { timeout: 5000 });
   check(true, 'the new target is listed');
   await admin.goto(URL);
   await admin.waitForSelector(grid);
   await waitClass(admin, cell(40), COLOURED, '198.18.90.40 became a live coloured cell', 20000);
   results.added_to_live_s = (Date.now() - addedAt) / 1000;
   await admin.screenshot({ path: `${OUT}/target-added.png` });
+  // Disable, then delete, through the table's buttons.
+  await admin.goto(`${URL}/targets`);
+  await admin.waitForSelector('main table button:has-text("Disable")');
+  await admin.click('main table button:has-text("Disable")');
+  await admin.waitForSelector('main table .state.disabled', { timeout: 5000 });
+  check(true, 'the admin disabled the target');
+  admin.once('dialog', (d) => d.accept());
+  await admin.click('main table button:has-text("Delete")');
+  await admin.waitForFunction(() => {
+    const t = document.querySelector('main table');
+    return t && !t.innerText.includes('198.18.90.40');
+  }, null, { timeout: 5000 });
+  check(true, 'the admin deleted the target');
+  // A silence, created and expired through the alerts page.
+  await admin.goto(`${URL}/alerts`);
+  await admin.fill('form.edit input[name=matchers]', 'agent=a1 rule=outage');
+  await admin.fill('form.edit input[name=comment]', 'browser test maintenance');
+  await admin.click('form.edit button[type=submit]');
+  await admin.waitForFunction(() => /browser test maintenance/.test(document.querySelector('main').innerText), null, { timeout: 5000 });
+  check(/agent=a1 rule=outage/.test(await admin.locator('main').innerText()), 'the admin created a silence');
+  await admin.click('main table button:has-text("Expire")');
+  await admin.waitForFunction(() => /Resolved/.test(document.querySelector('main').innerText)
+    && ![...document.querySelectorAll('main button')].some((b) => b.textContent === 'Expire'), null, { timeout: 5000 });
+  check(true, 'the admin expired it');
   const cross = await adminCtx.request.post(`${URL}/api/v1/targets`, {
     headers: { 'Content-Type': 'text/plain', Origin: 'https://evil.example' }, data: '{}',
   });
