@@ -175,19 +175,21 @@ fn minute_code(b: &Bucket, all_lost: bool, some_lost: bool) -> u8 {
 /// lost everything, `partial` when some did. The last hour comes from the
 /// analysis' memory, older minutes from the stored aggregates.
 pub fn replay(
-    book: &Book,
+    analysis: &crate::analysis::Handle,
     store: &Store,
     access: &Access,
     unit: i64,
     now_ns: i64,
 ) -> Result<Vec<PrefixFrame>, StoreError> {
     let recent = now_ns.div_euclid(MINUTE_NS) - unit < i64::try_from(MINUTES_KEPT).unwrap_or(0) - 1;
-    let grouped = by_prefix(book, access);
+    // Read the store before taking the analysis' lock, so a slow read
+    // never holds up its writer.
     let stored: BTreeMap<i64, Bucket> = if recent {
         BTreeMap::new()
     } else {
         store.with_read(|c| persist::minute_of_all(c, unit))?
     };
+    let book = analysis.read();
     let bucket = |s: &Series| {
         if recent {
             s.minutes.get(unit)
@@ -195,7 +197,7 @@ pub fn replay(
             stored.get(&s.id).copied().unwrap_or_default()
         }
     };
-    Ok(grouped
+    Ok(by_prefix(&book, access)
         .into_iter()
         .map(|(prefix, addrs)| {
             frame_of(prefix, &addrs, |series| {

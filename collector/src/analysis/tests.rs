@@ -486,3 +486,66 @@ fn one_agents_results_are_not_judged_before_the_others_arrive() {
         vec![(EventKind::OutageStart, "target".into(), "10.8.0.3".into())]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn replay_frames_come_from_memory_and_the_store() {
+    use crate::live::code;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let two_hours_ago = T0 - 2 * 3600 * S;
+    let minute_ago = T0 - 60 * S;
+    let mut records = Vec::new();
+    for i in 0..10 {
+        // Two hours ago: .1 answers (4 ms), .2 loses all, .3 half.
+        records.push(ping("10.0.0.1", two_hours_ago + i * S, Some(4.0)));
+        records.push(ping("10.0.0.2", two_hours_ago + i * S, None));
+        records.push(ping(
+            "10.0.0.3",
+            two_hours_ago + i * S,
+            (i % 2 == 0).then_some(2.0),
+        ));
+        // A minute ago: only .1, and it lost everything.
+        records.push(ping("10.0.0.1", minute_ago + i * S, None));
+    }
+    an.apply(&entry("edge-1", records));
+    an.checkpoint().unwrap();
+    let access = crate::access::Access {
+        tenant: "acme".into(),
+        all: false,
+        grants: vec!["10.0.0.0/24".parse().unwrap()],
+    };
+    let h = an.handle();
+    let unit = |t: i64| t.div_euclid(60 * S);
+    // Past the in-memory hour: from the stored minute aggregates.
+    let old = crate::live::replay(&h, &store, &access, unit(two_hours_ago), T0).unwrap();
+    assert_eq!(old.len(), 1);
+    let f = &old[0];
+    assert_eq!((f.prefix.as_str(), f.s.len()), ("10.0.0.0/24", 256));
+    assert_eq!(
+        &f.s[..5],
+        &[code::NONE, code::UP, code::DOWN, code::UP, code::NONE]
+    );
+    assert_eq!((f.r[1], f.l[1]), (Some(4.0), Some(0.0)));
+    assert_eq!((f.r[2], f.l[2]), (None, Some(100.0)));
+    assert_eq!((f.r[3], f.l[3]), (Some(2.0), Some(50.0)));
+    // The last hour: from memory; nothing measured .2 and .3 then.
+    let recent = crate::live::replay(&h, &store, &access, unit(minute_ago), T0).unwrap();
+    assert_eq!(
+        &recent[0].s[..4],
+        &[code::NONE, code::DOWN, code::STALE, code::STALE]
+    );
+    // Another tenant's grants see nothing of it.
+    let other = crate::access::Access {
+        grants: vec!["10.9.0.0/24".parse().unwrap()],
+        ..access.clone()
+    };
+    let theirs = crate::live::replay(&h, &store, &other, unit(two_hours_ago), T0).unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].prefix, "10.9.0.0/24");
+    assert!(theirs[0].s.iter().all(|s| *s == code::NONE));
+    // Live: .1 is the latest answer's RTT (none: its last probe was lost).
+    let live = crate::live::live(&h.read(), &access, T0);
+    assert_eq!(live[0].r[1], None);
+    assert_eq!(live[0].l[1], Some(100.0));
+}

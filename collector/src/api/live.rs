@@ -125,7 +125,7 @@ pub(super) async fn replay(
     let unit = at.div_euclid(60_000);
     let frames = shared
         .store
-        .run(move |s| live::replay(&h.read(), s, &access, unit, h.clock.now_ns()))
+        .run(move |s| live::replay(&h, s, &access, unit, h.clock.now_ns()))
         .await?;
     Ok(Json(json!({ "at_ms": unit * 60_000, "prefixes": frames })))
 }
