@@ -12,6 +12,7 @@
 //  4. keyboard: arrow keys move through the grid, Enter opens the address;
 //     the detail shows the 60-minute timeline, 24 h history in 5-minute
 //     groups and the moving averages; the table view lists the address;
+//     the state and prefix filters and the address search work;
 //  5. replay: the slider (keyboard) goes back to the minute before the cut
 //     (.7 was up then) and to 24 h ago (no data), and back to live;
 //  6. the agents (and one agent's facts), outages, events and alerts pages
@@ -158,6 +159,18 @@ try {
   const rows = await page.locator('#table-view').innerText();
   check(rows.includes('198.18.90.7') && rows.includes('down'), 'table view lists 198.18.90.7 as down');
   await page.click('#f-view');
+  // Filters and search.
+  await page.selectOption('#f-state', '3');
+  check(/\bdim\b/.test(await classOf(page, cell(1))) && !/\bdim\b/.test(await classOf(page, cell(7))),
+    'state filter "down" dims the up cells, not the down one');
+  await page.selectOption('#f-state', '');
+  await page.fill('#f-prefix', '198.18.99.');
+  check(await page.locator(`${grid}.hidden`).count() === 1, 'prefix filter hides a non-matching grid');
+  await page.fill('#f-prefix', '');
+  await page.fill('#f-search', '198.18.90.12');
+  await page.press('#f-search', 'Enter');
+  check(/\bfound\b/.test(await classOf(page, cell(12))) && await page.evaluate(() => document.activeElement.dataset.i) === '12'
+    && /198\.18\.90\.12: up/.test(await page.locator('#search-result').innerText()), 'search finds, marks and focuses 198.18.90.12');
 
   // 5. Replay: back to the minute before the cut, by keyboard.
   const minutesAgo = Math.floor(Date.now() / 60000) - before;
