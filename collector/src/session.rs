@@ -311,22 +311,10 @@ impl Stream {
                         SessionError::Replaced
                     });
                 }
-                Ok(()) = self.settings.changed() => {
-                    let before = (self.interval, self.grace);
-                    let update = self.apply_settings(&mut config_version);
-                    if (self.interval, self.grace) != before {
-                        let (k, i, g) = (self.key.clone(), millis(self.interval), millis(self.grace));
-                        self.shared.store.run(move |s| s.set_heartbeat_policy(&k, i, g)).await?;
-                    }
-                    if let Some(update) = update {
-                        let _ = self.tx.send(Ok(update)).await;
-                    }
-                }
-                Ok(()) = self.managed.changed() => {
-                    if let Some(update) = self.apply_settings(&mut config_version) {
-                        let _ = self.tx.send(Ok(update)).await;
-                    }
-                }
+                // A reload or a change of the managed targets; either
+                // re-derives everything (one may carry the other's change).
+                Ok(()) = self.settings.changed() => self.reconfigure(&mut config_version).await?,
+                Ok(()) = self.managed.changed() => self.reconfigure(&mut config_version).await?,
                 msg = inbound.message() => match msg {
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => {
                         let (k, payload) = (self.key.clone(), hb.encode_to_vec());
@@ -395,6 +383,24 @@ impl Stream {
             }
         }
         Ok(outcome.ack())
+    }
+
+    /// Applies new settings or managed targets: records a changed
+    /// heartbeat policy and pushes the update the agent needs.
+    async fn reconfigure(&mut self, version: &mut u64) -> Result<(), SessionError> {
+        let before = (self.interval, self.grace);
+        let update = self.apply_settings(version);
+        if (self.interval, self.grace) != before {
+            let (k, i, g) = (self.key.clone(), millis(self.interval), millis(self.grace));
+            self.shared
+                .store
+                .run(move |s| s.set_heartbeat_policy(&k, i, g))
+                .await?;
+        }
+        if let Some(update) = update {
+            let _ = self.tx.send(Ok(update)).await;
+        }
+        Ok(())
     }
 
     /// Re-derives interval, grace and probe assignment after a reload or
