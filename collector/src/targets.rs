@@ -370,27 +370,30 @@ fn is_unique_violation(e: &StoreError) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
+/// What an addition or a replacement writes.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub name: String,
+    pub spec: Spec,
+    pub enabled: bool,
+    /// The certificate that made it.
+    pub author: String,
+    pub at_ms: i64,
+}
+
 /// Adds a definition; gives it with its id.
-pub fn insert(
-    store: &Store,
-    tenant: &str,
-    name: &str,
-    spec: &Spec,
-    enabled: bool,
-    author: &str,
-    now_ms: i64,
-) -> Result<ManagedTarget, ChangeError> {
-    let body = serde_json::to_string(spec).unwrap_or_default();
+pub fn insert(store: &Store, tenant: &str, ch: &Change) -> Result<ManagedTarget, ChangeError> {
+    let body = serde_json::to_string(&ch.spec).unwrap_or_default();
     let id = store
         .with(|c| {
             c.execute(
                 "INSERT INTO managed_targets (tenant, name, spec, enabled, author, created_ms, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![tenant, name, body, enabled, author, now_ms],
+                params![tenant, ch.name, body, ch.enabled, ch.author, ch.at_ms],
             )?;
             Ok(c.last_insert_rowid())
         })
-        .map_err(|e| taken(e, tenant, name))?;
+        .map_err(|e| taken(e, tenant, &ch.name))?;
     get(store, id)?.ok_or(ChangeError::NotFound(id))
 }
 
@@ -418,26 +421,18 @@ pub fn get(store: &Store, id: i64) -> Result<Option<ManagedTarget>, StoreError> 
 }
 
 /// Replaces definition `id` (its tenant stays).
-pub fn update(
-    store: &Store,
-    id: i64,
-    name: &str,
-    spec: &Spec,
-    enabled: bool,
-    author: &str,
-    now_ms: i64,
-) -> Result<ManagedTarget, ChangeError> {
+pub fn update(store: &Store, id: i64, ch: &Change) -> Result<ManagedTarget, ChangeError> {
     let before = get(store, id)?.ok_or(ChangeError::NotFound(id))?;
-    let body = serde_json::to_string(spec).unwrap_or_default();
+    let body = serde_json::to_string(&ch.spec).unwrap_or_default();
     store
         .with(|c| {
             c.execute(
                 "UPDATE managed_targets SET name = ?2, spec = ?3, enabled = ?4, author = ?5,
                     updated_ms = ?6 WHERE id = ?1",
-                params![id, name, body, enabled, author, now_ms],
+                params![id, ch.name, body, ch.enabled, ch.author, ch.at_ms],
             )
         })
-        .map_err(|e| taken(e, &before.tenant, name))?;
+        .map_err(|e| taken(e, &before.tenant, &ch.name))?;
     get(store, id)?.ok_or(ChangeError::NotFound(id))
 }
 

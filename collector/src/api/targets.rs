@@ -17,7 +17,7 @@ use crate::Shared;
 use crate::access::Access;
 use crate::peer::Peer;
 use crate::store::Scope;
-use crate::targets::{self, ChangeError, Context, ManagedTarget, TargetRequest};
+use crate::targets::{self, Change, ChangeError, Context, ManagedTarget, TargetRequest};
 
 /// Largest definition body.
 pub(super) const MAX_TARGET_BODY: usize = 16 * 1024;
@@ -61,13 +61,15 @@ async fn visible(shared: &Shared, access: &Access, id: i64) -> Result<ManagedTar
         .ok_or_else(|| ApiError::NotFound(format!("target definition {id}")))
 }
 
-/// Validates a request for `tenant` against its agents and grants.
+/// Validates a request for `tenant` against its agents and grants; gives
+/// the change to write, by `peer`.
 async fn validate(
     shared: &Shared,
     access: &Access,
+    peer: &Peer,
     tenant: &str,
     req: &TargetRequest,
-) -> Result<(String, targets::Spec), ApiError> {
+) -> Result<Change, ApiError> {
     let scope = Scope::Tenant(tenant.to_owned());
     let agents: BTreeSet<String> = shared
         .store
@@ -93,7 +95,14 @@ async fn validate(
         agents: &agents,
         max_retention: config.retention.aggregates,
     };
-    req.validate(&cx).map_err(ApiError::BadBody)
+    let (name, spec) = req.validate(&cx).map_err(ApiError::BadBody)?;
+    Ok(Change {
+        name,
+        spec,
+        enabled: req.enabled,
+        author: peer.identity.to_string(),
+        at_ms: crate::store::now_ms(),
+    })
 }
 
 pub(super) async fn definitions(
@@ -146,19 +155,10 @@ pub(super) async fn create(
     Params::new(&params, &[])?;
     let req = parse_body(&body)?;
     let tenant = req.tenant_for(&access).map_err(ApiError::NotAllowed)?;
-    let (name, spec) = validate(&shared, &access, &tenant, &req).await?;
-    let (author, now, enabled) = (
-        peer.identity.to_string(),
-        crate::store::now_ms(),
-        req.enabled,
-    );
+    let change = validate(&shared, &access, &peer, &tenant, &req).await?;
     let t = shared
         .store
-        .run(move |s| {
-            Ok(targets::insert(
-                s, &tenant, &name, &spec, enabled, &author, now,
-            ))
-        })
+        .run(move |s| Ok(targets::insert(s, &tenant, &change)))
         .await??;
     publish(&shared).await?;
     tracing::info!(id = t.id, tenant = %t.tenant, name = %t.name, target = %t.spec.target, kind = t.spec.kind.as_str(), by = %peer.identity, "target added");
@@ -186,15 +186,10 @@ pub(super) async fn replace(
             before.tenant
         )));
     }
-    let (name, spec) = validate(&shared, &access, &before.tenant, &req).await?;
-    let (author, now, enabled) = (
-        peer.identity.to_string(),
-        crate::store::now_ms(),
-        req.enabled,
-    );
+    let change = validate(&shared, &access, &peer, &before.tenant, &req).await?;
     let t = shared
         .store
-        .run(move |s| Ok(targets::update(s, id, &name, &spec, enabled, &author, now)))
+        .run(move |s| Ok(targets::update(s, id, &change)))
         .await??;
     publish(&shared).await?;
     tracing::info!(id, tenant = %t.tenant, name = %t.name, enabled = t.enabled, by = %peer.identity, "target changed");

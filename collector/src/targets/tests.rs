@@ -194,34 +194,33 @@ fn store_round_trip_names_unique_per_tenant() {
     let store = Store::open(Path::new(":memory:")).unwrap();
     let (name, spec) =
         check(json!({"name": "web", "target": "10.82.0.7", "kind": "ping"})).unwrap();
+    let ch = |name: &str, spec: &Spec, enabled, author: &str, at_ms| Change {
+        name: name.into(),
+        spec: spec.clone(),
+        enabled,
+        author: author.into(),
+        at_ms,
+    };
     let t = insert(
         &store,
         "acme",
-        &name,
-        &spec,
-        true,
-        "sonde://acme/admin/ann",
-        5,
+        &ch(&name, &spec, true, "sonde://acme/admin/ann", 5),
     )
     .unwrap();
     assert_eq!((t.id, t.created_ms, t.updated_ms), (1, 5, 5));
-    let err = insert(&store, "acme", &name, &spec, true, "x", 6).unwrap_err();
+    let err = insert(&store, "acme", &ch(&name, &spec, true, "x", 6)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "tenant acme already has a target named \"web\""
     );
-    insert(&store, "globex", &name, &spec, true, "x", 6).unwrap();
+    insert(&store, "globex", &ch(&name, &spec, true, "x", 6)).unwrap();
     let (_, spec2) =
         check(json!({"name": "web", "target": "10.82.0.8", "kind": "ping", "interval": "5s"}))
             .unwrap();
     let u = update(
         &store,
         1,
-        "web2",
-        &spec2,
-        false,
-        "sonde://acme/admin/bob",
-        9,
+        &ch("web2", &spec2, false, "sonde://acme/admin/bob", 9),
     )
     .unwrap();
     assert_eq!(
@@ -233,7 +232,7 @@ fn store_round_trip_names_unique_per_tenant() {
     delete(&store, 1).unwrap();
     assert!(matches!(delete(&store, 1), Err(ChangeError::NotFound(1))));
     assert!(matches!(
-        update(&store, 1, "x", &spec2, true, "x", 1),
+        update(&store, 1, &ch("x", &spec2, true, "x", 1)),
         Err(ChangeError::NotFound(1))
     ));
     assert_eq!(load(&store).unwrap().len(), 1);
