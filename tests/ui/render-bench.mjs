@@ -46,6 +46,8 @@ try {
   const firstPaint = (Date.now() - t0) / 1000;
   const cells = await page.locator('.grid .c').count();
   check(cells === GRIDS * 256, `${cells} cells on screen in ${GRIDS} grids`);
+  const onScreen = await page.$$eval('.grid', (gs) => gs.filter((g) => g.getBoundingClientRect().bottom <= window.innerHeight).length);
+  check(onScreen === GRIDS, `3840×2160: ${onScreen} of ${GRIDS} grids fit without scrolling`);
 
   // Frame intervals, recorded in the page.
   await page.evaluate(() => {
