@@ -6,7 +6,7 @@
 //! Errors are JSON `{"error": "..."}` with a status that says what kind of
 //! mistake it was; query parameters are validated and unknown ones refused.
 
-mod live;
+pub(crate) mod live;
 mod targets;
 
 use std::collections::HashMap;
@@ -131,11 +131,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// The slots for open live streams.
-pub(crate) fn live_slots() -> Arc<tokio::sync::Semaphore> {
-    live::slots()
-}
-
 /// Fallback for unknown paths: gRPC `UNIMPLEMENTED` for gRPC requests, a
 /// JSON 404 for everything else.
 pub(crate) async fn not_found(req: axum::extract::Request) -> Response {
@@ -150,6 +145,11 @@ pub(crate) async fn not_found(req: axum::extract::Request) -> Response {
     } else {
         ApiError::NotFound(req.uri().path().to_owned()).into_response()
     }
+}
+
+/// A JSON request body, or 400 naming what is wrong with it.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadBody(e.to_string()))
 }
 
 /// What the caller may see, or 403.
@@ -526,8 +526,7 @@ async fn add_silence(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let access = admin(&shared, &peer, "creating a silence")?;
     Params::new(&params, &[])?;
-    let new: crate::alert::silence::NewSilence =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?;
+    let new: crate::alert::silence::NewSilence = parse_body(&body)?;
     let tenant = match (&new.tenant, access.all) {
         (Some(t), true) => Some(t.clone()),
         (None, true) => None,

@@ -291,7 +291,7 @@ impl Collector {
             ingest: metrics::Ingest::default(),
             alert: alert::Handle::new(analysis::Clock::new()),
             targets: watch::Sender::new(Arc::new(managed)),
-            live_slots: api::live_slots(),
+            live_slots: Arc::new(tokio::sync::Semaphore::new(api::live::MAX_STREAMS)),
         });
         spawn_alerting(&shared, &settings_rx, &mut tasks);
         tasks.spawn(targets::run_retention(shared.clone()));

@@ -54,11 +54,6 @@ pub struct PrefixFrame {
     pub l: Vec<Option<f64>>,
 }
 
-/// Rounded to µs, as every time in the API.
-fn round(v: Option<f64>) -> Option<f64> {
-    v.map(|x| (x * 1000.0).round() / 1000.0)
-}
-
 /// Visible series grouped by prefix and address, with every granted /24
 /// (/64) present even before it has data.
 fn by_prefix<'a>(
@@ -116,8 +111,8 @@ fn frame_of(
             _ => (code::NONE, None, None),
         };
         f.s.push(s);
-        f.r.push(round(r));
-        f.l.push(round(l));
+        f.r.push(query::round_us(r));
+        f.l.push(query::round_us(l));
     }
     f
 }

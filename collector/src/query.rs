@@ -275,9 +275,14 @@ pub struct Cell {
 /// A timeline as `{"start_ms", "step_ms", "probes": [..], "mean_ms": [..],
 /// "loss_pct": [..]}`, oldest first; a minute with no data has 0 probes
 /// and `null` mean and loss (never zeros). Times in ms rounded to µs.
+/// Milliseconds rounded to µs, as every time in the API.
+pub fn round_us(v: Option<f64>) -> Option<f64> {
+    v.map(|x| (x * 1000.0).round() / 1000.0)
+}
+
 fn compact<S: serde::Serializer>(timeline: &[Minute], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap as _;
-    let round = |v: Option<f64>| v.map(|x| (x * 1000.0).round() / 1000.0);
+    let round = round_us;
     let mut m = s.serialize_map(Some(5))?;
     m.serialize_entry("start_ms", &timeline.first().map_or(0, |t| t.start_ms))?;
     m.serialize_entry("step_ms", &(MINUTE_NS / 1_000_000))?;

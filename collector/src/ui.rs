@@ -30,6 +30,7 @@ use axum::{Extension, Router};
 
 use crate::Shared;
 use crate::access::Access;
+use crate::alert::message::esc;
 use crate::peer::Peer;
 
 /// The Content-Security-Policy of every response.
@@ -137,20 +138,13 @@ fn refused(why: &str) -> Response {
     html(StatusCode::FORBIDDEN, &error_page("403 Forbidden", why))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn error_page(title: &str, message: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · sonde</title>\
          <link rel=\"stylesheet\" href=\"/ui/app.css\"></head><body><main class=\"refused\">\
          <h1>{t}</h1><p>{m}</p><p><a href=\"/\">Back to the grids</a></p></main></body></html>",
-        t = escape(title),
-        m = escape(message)
+        t = esc(title),
+        m = esc(message)
     )
 }
 

@@ -18,7 +18,6 @@ const stats = (window.sondeStats = {
   cellsChanged: 0,  // cell classes changed, in all
   applyMs: [],      // time to apply each painted frame, ms (last 600)
   handleMs: [],     // time to handle each live event (JSON parse + apply), ms (last 600)
-  replays: 0,       // replay frames painted
 });
 
 const app = {
@@ -151,7 +150,7 @@ function buildGrid(prefix) {
   const v6 = prefix.includes(':');
   // A group of buttons, one per address; arrow keys move between them
   // (one tab stop per grid), Enter opens the address.
-  const cells = el('div', { class: `cells${v6 ? ' v6' : ''}`, role: 'group', 'aria-label': `Addresses of ${prefix}` });
+  const cells = el('div', { class: 'cells', role: 'group', 'aria-label': `Addresses of ${prefix}` });
   const count = el('span', { class: 'count' });
   const href = `/prefixes/${prefix}`;
   const section = el('section', { class: 'grid', 'data-prefix': prefix },
@@ -441,7 +440,6 @@ async function showReplay(minutesAgo) {
     const only = app.onlyPrefix;
     const frames = only ? r.prefixes.filter((f) => f.prefix === only) : r.prefixes;
     applyFrames(frames.map((f) => f.prefix), frames, $('#grids'));
-    stats.replays += 1;
     out.textContent = `${fmtClock(r.at_ms)} (${minutesAgo} min ago)`;
     $('#grids').dataset.replayAt = String(r.at_ms);
     setConn();
@@ -625,7 +623,7 @@ async function addressPage(main, addr) {
   }).catch((e) => outagesBox.replaceChildren(errorBox(e)));
   loadOutages();
   const timer = setInterval(() => {
-    panels.forEach((p) => p.refresh(false));
+    panels.forEach((p) => p.refresh());
     loadOutages();
   }, 15000);
   return () => clearInterval(timer);
@@ -694,10 +692,12 @@ async function agentsPage(main) {
   main.replaceChildren(el('h1', { text: 'Agents' }));
   const r = await api('/api/v1/agents');
   const op = app.who && app.who.operator;
-  main.append(table([op ? 'Tenant' : null, 'Agent', 'State', 'Last heartbeat', 'Version', 'Host', 'Address'].filter(Boolean),
-    r.agents.map((a) => [op ? a.tenant : null,
+  // The tenant column only for operators, who see several.
+  const from = op ? 0 : 1;
+  main.append(table(['Tenant', 'Agent', 'State', 'Last heartbeat', 'Version', 'Host', 'Address'].slice(from),
+    r.agents.map((a) => [a.tenant,
       el('a', { href: `/agents/${encodeURIComponent(a.name)}${op ? `?tenant=${encodeURIComponent(a.tenant)}` : ''}`, 'data-nav': true, text: a.name }),
-      badge(a.connected ? a.state : `${a.state}`), ago(a.last_heartbeat_ms), a.agent_version || '–', a.hostname || '–', a.remote_addr || '–'].filter((c, i) => op || i !== 0)),
+      badge(a.state), ago(a.last_heartbeat_ms), a.agent_version || '–', a.hostname || '–', a.remote_addr || '–'].slice(from)),
     { empty: 'No agent has connected yet.' }));
   const timer = setInterval(() => { if (location.pathname === '/agents') render(); }, 10000);
   return () => clearInterval(timer);
@@ -822,7 +822,7 @@ async function alertsPage(main) {
 
 // --------------------------------------------------------- targets page
 
-function targetForm(defs, agents, current, onDone) {
+function targetForm(agents, current, onDone) {
   const v = current || { name: '', target: '', kind: 'ping', port: null, interval: '', timeout: '', retention: null, agents: [], enabled: true };
   const f = {
     name: el('input', { name: 'name', required: true, value: v.name }),
@@ -869,7 +869,7 @@ async function targetsPage(main) {
     d.name, el('code', { text: d.target }), d.kind, d.port || '', d.interval, d.timeout, d.retention || 'default',
     d.agents.length ? d.agents.join(', ') : 'all', badge(d.enabled ? 'enabled' : 'disabled'),
     edit ? el('span', {},
-      el('button', { type: 'button', text: 'Edit', onclick: () => box.replaceChildren(targetForm(r.definitions, r.agents, d, () => render())) }), ' ',
+      el('button', { type: 'button', text: 'Edit', onclick: () => box.replaceChildren(targetForm(r.agents, d, () => render())) }), ' ',
       el('button', { type: 'button', text: d.enabled ? 'Disable' : 'Enable', onclick: async () => {
         const body = { name: d.name, target: d.target, kind: d.kind, port: d.port || undefined, interval: d.interval, timeout: d.timeout,
           retention: d.retention || undefined, agents: d.agents, enabled: !d.enabled };
@@ -882,7 +882,7 @@ async function targetsPage(main) {
   main.append(table(['Name', 'Target', 'Probe', 'Port', 'Interval', 'Timeout', 'Retention', 'Agents', 'State', ''], rows,
     { empty: 'No target is managed here yet (targets from config files are not listed).' }));
   if (edit) {
-    box.replaceChildren(targetForm(r.definitions, r.agents, null, () => render()));
+    box.replaceChildren(targetForm(r.agents, null, () => render()));
     main.append(el('h2', { text: 'Add a target' }), box);
   } else {
     main.append(el('p', { class: 'muted', text: 'Read-only: adding and changing targets needs an admin certificate.' }));

@@ -149,8 +149,9 @@ try {
     'address detail: 60-minute timeline, 24 h history, moving averages');
   const bars = await page.locator('.series .timeline svg rect').count();
   check(bars > 0, `timeline has ${bars} bars`);
+  const hourly = page.waitForResponse((r) => r.url().includes('step=1h') && r.status() === 200);
   await page.selectOption('.series select', '1h');
-  await page.waitForTimeout(500);
+  await hourly;
   await page.screenshot({ path: `${OUT}/address-detail.png`, fullPage: true });
   await page.goBack();
   await page.waitForSelector(cell(7));

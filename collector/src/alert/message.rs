@@ -64,8 +64,8 @@ pub fn time(ms: i64) -> String {
     )
 }
 
-/// Escapes text for HTML.
-fn esc(s: &str) -> String {
+/// Escapes text for HTML (mail bodies, the UI's error pages).
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::StreamExt as _;
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use super::{ApiError, Params, access};
 use crate::Shared;
@@ -31,11 +30,6 @@ use crate::peer::Peer;
 pub const MAX_STREAMS: usize = 64;
 /// Time between two frames: the default probe interval.
 pub const TICK: Duration = Duration::from_secs(1);
-
-/// The stream slots.
-pub(crate) fn slots() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(MAX_STREAMS))
-}
 
 /// What one stream remembers between frames.
 struct Cursor {

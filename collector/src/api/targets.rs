@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::{ApiError, Params, access, admin};
+use super::{ApiError, Params, access, admin, parse_body};
 use crate::Shared;
 use crate::access::Access;
 use crate::peer::Peer;
@@ -44,10 +44,6 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
         name: "id".into(),
         reason: format!("{raw:?} is not a target definition id"),
     })
-}
-
-fn parse_body(body: &[u8]) -> Result<TargetRequest, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadBody(e.to_string()))
 }
 
 /// The definition `id` if the caller sees its tenant (another tenant's
@@ -153,7 +149,7 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let access = admin(&shared, &peer, "adding a target")?;
     Params::new(&params, &[])?;
-    let req = parse_body(&body)?;
+    let req: TargetRequest = parse_body(&body)?;
     let tenant = req.tenant_for(&access).map_err(ApiError::NotAllowed)?;
     let change = validate(&shared, &access, &peer, &tenant, &req).await?;
     let t = shared
@@ -179,7 +175,7 @@ pub(super) async fn replace(
     Params::new(&params, &[])?;
     let id = parse_id(&id)?;
     let before = visible(&shared, &access, id).await?;
-    let req = parse_body(&body)?;
+    let req: TargetRequest = parse_body(&body)?;
     if req.tenant.as_ref().is_some_and(|t| *t != before.tenant) {
         return Err(ApiError::BadBody(format!(
             "tenant: a definition cannot move to another tenant (it belongs to {})",
