@@ -51,6 +51,11 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 command -v cargo-generate-rpm >/dev/null || cargo install --locked cargo-generate-rpm
 
+# CI's disk is not large: build once without incremental caches (a fresh
+# machine gains nothing from them), and say how much room there is.
+export CARGO_INCREMENTAL=0
+df -h . | sed 's/^/disk: /'
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binaries; build them first.
@@ -63,6 +68,12 @@ bash packaging/build.sh 2
 # (cargo's own last line is that of the last doc-test run).
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+tested=$?
+set -e
+df -h . | sed 's/^/disk: /'
+du -sh target | sed 's/^/disk: /'
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "sonde: %d passed, %d failed\n", p, f; if (p == 0 || f > 0) exit 1 }' "$log"
+[ "$tested" = 0 ] || exit "$tested"

@@ -60,6 +60,56 @@ pub struct Config {
     /// Rules, routes, receivers, schedules.
     #[serde(default)]
     pub alerting: crate::alert::Alerting,
+    /// What one client may use of the listener.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[limits]`: bounds on what one client certificate may use, so a broken
+/// or hostile agent or script cannot starve the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Limits {
+    /// Time a client gets to complete the TLS handshake.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Connections one certificate identity may hold open at once; more
+    /// are answered 429 and closed.
+    #[serde(default = "default_connections")]
+    pub connections_per_certificate: usize,
+    /// Heartbeats and result batches per second one agent session may
+    /// send on average; beyond it the collector reads its stream more
+    /// slowly (nothing is dropped: the agent's spool holds the rest).
+    #[serde(default = "default_messages_per_second")]
+    pub messages_per_second: u32,
+    /// Messages a session may send at once above that rate (a replay
+    /// after an outage starts with this many at full speed).
+    #[serde(default = "default_message_burst")]
+    pub message_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: default_handshake_timeout(),
+            connections_per_certificate: default_connections(),
+            messages_per_second: default_messages_per_second(),
+            message_burst: default_message_burst(),
+        }
+    }
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connections() -> usize {
+    16
+}
+fn default_messages_per_second() -> u32 {
+    100
+}
+fn default_message_burst() -> u32 {
+    200
 }
 
 /// A secret string (token, password): compared and cloned like a string,
@@ -200,9 +250,18 @@ pub struct Tls {
     pub cert: PathBuf,
     /// Server private key (0600).
     pub key: PathBuf,
-    /// CRL files; a certificate listed in any of them is refused.
+    /// CRL files; a certificate listed in any of them is refused (and its
+    /// open connections closed when a reload brings it).
     #[serde(default)]
     pub crl: Vec<PathBuf>,
+    /// A certificate (the collector's, the CA, or a connecting client's)
+    /// that expires within this raises a `certificate-expiring` event.
+    #[serde(default = "default_expiry_warning", with = "humantime_serde")]
+    pub expiry_warning: Duration,
+}
+
+fn default_expiry_warning() -> Duration {
+    Duration::from_secs(14 * 86_400)
 }
 
 /// Heartbeat policy.
@@ -443,6 +502,19 @@ impl Config {
                 "retention.aggregates",
                 "must be at least 1d (the 24 h averages read it)",
             ));
+        }
+        let l = &self.limits;
+        if l.handshake_timeout < Duration::from_millis(100) || l.handshake_timeout > Duration::from_secs(300) {
+            return Err(source.error("limits.handshake-timeout", "must be between 100ms and 5m"));
+        }
+        if l.connections_per_certificate == 0 {
+            return Err(source.error("limits.connections-per-certificate", "must be at least 1"));
+        }
+        if l.messages_per_second == 0 {
+            return Err(source.error("limits.messages-per-second", "must be at least 1"));
+        }
+        if l.message_burst == 0 {
+            return Err(source.error("limits.message-burst", "must be at least 1"));
         }
         // Load the TLS material for real, and blame the key that names the
         // file that failed.

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod expiry;
 pub mod export;
 pub mod facts;
 pub mod grpc_query;
@@ -18,6 +19,7 @@ pub mod live;
 pub mod liveness;
 pub mod metrics;
 pub mod observation;
+pub mod pace;
 pub mod peer;
 pub mod query;
 pub mod session;
@@ -29,9 +31,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConfig;
 use sonde_proto::v1::agent_service_server::AgentServiceServer;
-use sonde_runtime::tls::TlsError;
+use sonde_runtime::tls::{ServerTls, TlsError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -65,6 +66,10 @@ pub(crate) struct Shared {
     targets: targets::Published,
     /// Slots for open live streams.
     live_slots: Arc<tokio::sync::Semaphore>,
+    /// What the listener and sessions refused or slowed down.
+    refusals: Arc<metrics::Refusals>,
+    /// Time left on the collector's certificates, for `/metrics`.
+    certificates: Arc<expiry::Stats>,
 }
 
 impl Shared {
@@ -243,7 +248,7 @@ pub async fn bind(config: &Config) -> Result<(TcpListener, Option<TcpListener>),
 pub struct Collector {
     shared: Arc<Shared>,
     settings: watch::Sender<Arc<Config>>,
-    tls: watch::Sender<Arc<ServerConfig>>,
+    tls: watch::Sender<ServerTls>,
     tasks: JoinSet<()>,
     local_addr: SocketAddr,
     health_addr: Option<SocketAddr>,
@@ -256,10 +261,7 @@ impl Collector {
         listener: TcpListener,
         health: Option<TcpListener>,
     ) -> Result<Self, StartError> {
-        let tls_config = Arc::new(sonde_runtime::tls::server_config(
-            &config.tls_files(),
-            &config.tls.crl,
-        )?);
+        let tls_config = sonde_runtime::tls::server_config(&config.tls_files(), &config.tls.crl)?;
         let dir = config.state_dir.clone();
         let (store, known, managed) = tokio::task::spawn_blocking(move || {
             let store = Store::open_dir(&dir)?;
@@ -292,6 +294,8 @@ impl Collector {
             alert: alert::Handle::new(analysis::Clock::new()),
             targets: watch::Sender::new(Arc::new(managed)),
             live_slots: Arc::new(tokio::sync::Semaphore::new(api::live::MAX_STREAMS)),
+            refusals: Arc::default(),
+            certificates: Arc::default(),
         });
         spawn_alerting(&shared, &settings_rx, &mut tasks);
         tasks.spawn(targets::run_retention(shared.clone()));
@@ -330,7 +334,23 @@ impl Collector {
             source,
         })?;
         let (tls_tx, tls_rx) = watch::channel(tls_config);
-        tasks.spawn(listener::serve(listener, tls_rx, app, shutdown.clone()));
+        let (expiring, expiry_task) = expiry::spawn(
+            shared.store.clone(),
+            settings_rx.clone(),
+            shared.certificates.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let _ = expiry_task.await;
+        });
+        let cx = listener::Context {
+            tls: tls_rx,
+            settings: settings_rx.clone(),
+            refusals: shared.refusals.clone(),
+            expiring,
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(listener::serve(listener, app, cx));
 
         let mut health_addr = None;
         if let Some(health) = health {
@@ -389,7 +409,7 @@ impl Collector {
                 "listen addresses, state-dir, [influxdb], [retention] and [analysis] changes take effect only after a restart"
             );
         }
-        self.tls.send_replace(Arc::new(tls));
+        self.tls.send_replace(tls);
         self.settings.send_replace(Arc::new(config));
         tracing::info!("configuration reloaded");
         Ok(())

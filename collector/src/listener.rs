@@ -4,10 +4,22 @@
 //!
 //! The TLS configuration is read from a `watch` channel at every accept, so
 //! a reload (new CA, CRL or server certificate) applies to new connections
-//! without a restart. Failed handshakes are logged with the reason.
+//! without a restart; connections already open are checked again against
+//! the reloaded configuration, and those whose certificate it no longer
+//! accepts (revoked by the new CRL, issued by a CA no longer trusted) are
+//! closed, as is a connection whose certificate expires while it is open.
+//!
+//! Limits (`[limits]`): the handshake must finish within
+//! `handshake-timeout`; one certificate identity holds at most
+//! `connections-per-certificate` connections (more are answered 429 and
+//! closed); HTTP/2 streams per connection are capped. Failed handshakes and
+//! refusals are logged with the reason and counted in
+//! [`Refusals`](crate::metrics::Refusals).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::{Extension, Router};
@@ -15,18 +27,27 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use rustls::{CertificateError, ServerConfig};
+use rustls::CertificateError;
+use rustls::pki_types::CertificateDer;
+use sonde_proto::Identity;
+use sonde_runtime::tls::ServerTls;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Refusals;
+use crate::{Config, expiry};
 use crate::peer::Peer;
 
-/// How long a client may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Concurrent HTTP/2 streams (requests) on one connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// How long a connection refused for the per-certificate limit is kept to
+/// deliver its 429.
+const REFUSAL_LINGER: Duration = Duration::from_secs(5);
 
 /// Why a handshake was refused, in words an operator acts on.
 pub fn rejection_reason(e: &rustls::Error) -> String {
@@ -59,14 +80,71 @@ fn io_reason(e: &std::io::Error) -> String {
         .map_or_else(|| e.to_string(), rejection_reason)
 }
 
-/// Serves `app` on `listener` until `shutdown`, then drains connections for
-/// at most [`DRAIN_TIMEOUT`].
-pub async fn serve(
-    listener: TcpListener,
-    tls: watch::Receiver<Arc<ServerConfig>>,
-    app: Router,
-    shutdown: CancellationToken,
-) {
+/// Connections open per certificate identity.
+#[derive(Debug, Default)]
+struct Open(Mutex<HashMap<Identity, usize>>);
+
+/// One counted connection; uncounted on drop.
+struct Slot {
+    open: Arc<Open>,
+    identity: Identity,
+}
+
+impl Open {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, usize>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a connection of `identity` unless it already has `limit`.
+    fn claim(self: &Arc<Self>, identity: &Identity, limit: usize) -> Result<Slot, usize> {
+        let mut open = self.lock();
+        let n = open.entry(identity.clone()).or_default();
+        if *n >= limit {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(Slot {
+            open: self.clone(),
+            identity: identity.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        if let Some(n) = open.get_mut(&self.identity) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.identity);
+            }
+        }
+    }
+}
+
+/// What the listener reads and reports besides the app it serves.
+#[derive(Debug)]
+pub struct Context {
+    /// The TLS configuration, replaced on reload.
+    pub tls: watch::Receiver<ServerTls>,
+    /// `[limits]` and `[tls] expiry-warning`, read at every accept.
+    pub settings: watch::Receiver<Arc<Config>>,
+    pub refusals: Arc<Refusals>,
+    /// Where client certificates that expire soon are reported.
+    pub expiring: expiry::Reporter,
+    pub shutdown: CancellationToken,
+}
+
+/// Serves `app` on `listener` until `cx.shutdown`, then drains connections
+/// for at most [`DRAIN_TIMEOUT`].
+pub async fn serve(listener: TcpListener, app: Router, cx: Context) {
+    let Context {
+        tls,
+        settings,
+        refusals,
+        expiring,
+        shutdown,
+    } = cx;
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
@@ -75,8 +153,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(64);
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     let builder = Arc::new(builder);
+    let open = Arc::new(Open::default());
     loop {
         let (tcp, remote) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -90,19 +169,36 @@ pub async fn serve(
                 }
             },
         };
-        let acceptor = TlsAcceptor::from(tls.borrow().clone());
-        let app = app.clone();
-        let builder = builder.clone();
+        let (limits, warning) = {
+            let s = settings.borrow();
+            (s.limits, s.tls.expiry_warning)
+        };
+        let expiring = expiring.clone();
+        let mut tls = tls.clone();
+        let acceptor = TlsAcceptor::from(tls.borrow_and_update().config.clone());
+        let conn = Connection {
+            app: app.clone(),
+            builder: builder.clone(),
+            refusals: refusals.clone(),
+            remote,
+        };
         let watcher = graceful.watcher();
+        let open = open.clone();
         tokio::spawn(async move {
-            let Some((stream, peer)) = handshake(acceptor, tcp, remote).await else {
+            let Some((stream, peer, chain)) =
+                handshake(acceptor, tcp, remote, limits.handshake_timeout, &conn.refusals).await
+            else {
                 return;
             };
-            let svc = TowerToHyperService::new(app.layer(Extension(peer.clone())));
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(peer = %peer.identity, remote = %remote, error = %e, "connection ended with error");
-            }
+            let now = sonde_runtime::clock::unix_millis() / 1000;
+            let validity = chain.first().and_then(sonde_runtime::tls::validity);
+            expiring.connected(&peer.identity, validity, warning, now);
+            let slot = match open.claim(&peer.identity, limits.connections_per_certificate) {
+                Ok(slot) => slot,
+                Err(n) => return conn.refuse(stream, &peer, n).await,
+            };
+            conn.serve(stream, peer, &chain, &mut tls, watcher).await;
+            drop(slot);
         });
     }
     drop(listener);
@@ -114,34 +210,118 @@ pub async fn serve(
     }
 }
 
+/// What one accepted connection is served with.
+struct Connection {
+    app: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    refusals: Arc<Refusals>,
+    remote: SocketAddr,
+}
+
+impl Connection {
+    /// Serves requests until the client or the server ends the connection,
+    /// or until its certificate is no longer accepted.
+    async fn serve(
+        self,
+        stream: TlsStream<TcpStream>,
+        peer: Peer,
+        chain: &[CertificateDer<'static>],
+        tls: &mut watch::Receiver<ServerTls>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let remote = self.remote;
+        let until_expiry = chain
+            .first()
+            .and_then(sonde_runtime::tls::validity)
+            .map_or(Duration::MAX, |v| {
+                let now = sonde_runtime::clock::unix_nanos() / 1_000_000_000;
+                Duration::from_secs(u64::try_from(v.not_after - now + 1).unwrap_or(0))
+            });
+        let expiry = tokio::time::sleep(until_expiry);
+        tokio::pin!(expiry);
+        let svc = TowerToHyperService::new(self.app.layer(Extension(peer.clone())));
+        let conn = watcher.watch(
+            self.builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
+        tokio::pin!(conn);
+        let reason = loop {
+            tokio::select! {
+                ended = &mut conn => {
+                    if let Err(e) = ended {
+                        tracing::debug!(peer = %peer.identity, remote = %remote, error = %e, "connection ended with error");
+                    }
+                    return;
+                }
+                Ok(()) = tls.changed() => {
+                    let verdict = tls.borrow_and_update().recheck(chain);
+                    if let Err(e) = verdict {
+                        break rejection_reason(&e);
+                    }
+                }
+                () = &mut expiry => break "client certificate expired".to_owned(),
+            }
+        };
+        // Dropping the connection closes it at once: its streams (an agent
+        // session, a live view) end with it.
+        self.refusals.closed_certificate.fetch_add(1, Relaxed);
+        tracing::warn!(peer = %peer.identity, remote = %remote, reason = %reason, "closing connection: certificate no longer accepted");
+    }
+
+    /// Answers every request of a connection over the per-certificate limit
+    /// with 429 naming the limit, then closes it.
+    async fn refuse(self, stream: TlsStream<TcpStream>, peer: &Peer, open: usize) {
+        self.refusals.connection_limit.fetch_add(1, Relaxed);
+        tracing::warn!(peer = %peer.identity, remote = %self.remote, open, "connection refused: too many connections for this certificate ([limits] connections-per-certificate)");
+        let message = format!(
+            "{}: {open} connections already open, the most one certificate may hold ([limits] connections-per-certificate)\n",
+            peer.identity
+        );
+        let app = Router::new().fallback(move || {
+            let message = message.clone();
+            async move {
+                (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::CONNECTION, "close")],
+                    message,
+                )
+            }
+        });
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+        let _ = tokio::time::timeout(REFUSAL_LINGER, conn).await;
+    }
+}
+
 async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     remote: SocketAddr,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
+    timeout: Duration,
+    refusals: &Refusals,
+) -> Option<(TlsStream<TcpStream>, Peer, Vec<CertificateDer<'static>>)> {
     let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Err(_) => {
+            refusals.handshakes.fetch_add(1, Relaxed);
             tracing::warn!(remote = %remote, reason = "handshake timed out", "TLS handshake rejected");
             return None;
         }
         Ok(Err(e)) => {
+            refusals.handshakes.fetch_add(1, Relaxed);
             tracing::warn!(remote = %remote, reason = %io_reason(&e), "TLS handshake rejected");
             return None;
         }
         Ok(Ok(s)) => s,
     };
     // The verifier already required a valid sonde SAN; read it back.
-    let identity = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(sonde_runtime::tls::identity_of);
-    match identity {
+    let chain = stream.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
+    match chain.first().map(sonde_runtime::tls::identity_of) {
         Some(Ok(identity)) => {
             tracing::debug!(peer = %identity, remote = %remote, "TLS connection accepted");
-            Some((stream, Peer { identity, remote }))
+            Some((stream, Peer { identity, remote }, chain))
         }
         other => {
             tracing::warn!(remote = %remote, reason = ?other, "TLS connection without identity dropped");

@@ -64,6 +64,21 @@ pub struct Ingest {
     pub ack_latency: Histogram,
 }
 
+/// What the listener and sessions refused or slowed down, for
+/// `/metrics`: a client hitting a limit is visible without reading logs.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// TLS handshakes that failed or timed out.
+    pub handshakes: AtomicU64,
+    /// Connections answered 429 for exceeding the per-certificate limit.
+    pub connection_limit: AtomicU64,
+    /// Open connections closed because their certificate was revoked,
+    /// became untrusted on reload, or expired.
+    pub closed_certificate: AtomicU64,
+    /// Agent messages whose reading was delayed by the rate limit.
+    pub paced_messages: AtomicU64,
+}
+
 /// One sample to render: name, type, help, value.
 pub struct Sample<'a> {
     pub name: &'a str,

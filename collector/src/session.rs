@@ -22,12 +22,14 @@ use sonde_proto::v1::{
 };
 use sonde_runtime::probes::Probes;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Shared;
 use crate::error::SessionError;
+use crate::pace::Pacer;
 use crate::peer::Peer;
 use crate::store::{AgentKey, Ingested, SessionInfo, now_ms};
 
@@ -225,6 +227,12 @@ impl AgentService for AgentSessions {
                 interval,
                 grace,
                 probes,
+                pacer: Pacer::new(
+                    config.limits.messages_per_second,
+                    config.limits.message_burst,
+                    Instant::now(),
+                ),
+                paced_since: None,
                 tx,
             }
             .serve(inbound),
@@ -261,6 +269,11 @@ struct Stream {
     grace: Duration,
     /// The probe assignment last sent to the agent.
     probes: Probes,
+    /// `[limits] messages-per-second` for this session.
+    pacer: Pacer,
+    /// When this session was last reported as paced (one warning a
+    /// minute at most).
+    paced_since: Option<Instant>,
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
 }
 
@@ -315,7 +328,11 @@ impl Stream {
                 // re-derives everything (one may carry the other's change).
                 Ok(()) = self.settings.changed() => self.reconfigure(&mut config_version).await?,
                 Ok(()) = self.managed.changed() => self.reconfigure(&mut config_version).await?,
-                msg = inbound.message() => match msg {
+                msg = inbound.message() => {
+                if matches!(msg, Ok(Some(_))) {
+                    self.pace().await;
+                }
+                match msg {
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => {
                         let (k, payload) = (self.key.clone(), hb.encode_to_vec());
                         self.shared.store.run(move |s| s.heartbeat(&k, hb.seq, &payload, now_ms())).await?;
@@ -343,9 +360,34 @@ impl Stream {
                         tracing::debug!(agent = %self.key, %status, "session stream error");
                         return Ok(());
                     }
-                },
+                }
+                }
             }
         }
+    }
+
+    /// Waits as long as the rate limit says before handling a message.
+    async fn pace(&mut self) {
+        let now = Instant::now();
+        let wait = self.pacer.take(now);
+        if wait.is_zero() {
+            return;
+        }
+        self.shared.refusals.paced_messages.fetch_add(1, Ordering::Relaxed);
+        if self
+            .paced_since
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
+        {
+            self.paced_since = Some(now);
+            let limits = self.shared.settings.borrow().limits;
+            tracing::warn!(
+                agent = %self.key,
+                rate = limits.messages_per_second,
+                burst = limits.message_burst,
+                "agent sends faster than [limits] messages-per-second; reading its messages more slowly"
+            );
+        }
+        tokio::time::sleep(wait).await;
     }
 
     /// Makes a batch durable (or recognises a replay) and returns the

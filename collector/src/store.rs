@@ -133,6 +133,9 @@ pub enum EventKind {
     ReceiverFailing,
     /// A failing receiver delivered again.
     ReceiverRecovered,
+    /// A certificate in use (the collector's, its CA, or a client's)
+    /// expires within `[tls] expiry-warning`.
+    CertificateExpiring,
 }
 
 impl EventKind {
@@ -151,6 +154,7 @@ impl EventKind {
             EventKind::RemotePortClosed => "remote-port-closed",
             EventKind::ReceiverFailing => "receiver-failing",
             EventKind::ReceiverRecovered => "receiver-recovered",
+            EventKind::CertificateExpiring => "certificate-expiring",
         }
     }
 
@@ -169,6 +173,7 @@ impl EventKind {
             "remote-port-closed" => EventKind::RemotePortClosed,
             "receiver-failing" => EventKind::ReceiverFailing,
             "receiver-recovered" => EventKind::ReceiverRecovered,
+            "certificate-expiring" => EventKind::CertificateExpiring,
             _ => return None,
         })
     }

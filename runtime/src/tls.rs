@@ -52,6 +52,20 @@ pub enum TlsError {
     },
     #[error("CA {path}: {reason}")]
     Ca { path: PathBuf, reason: String },
+    #[error("{path}: {what} {subject} expired at {not_after}; issue a new one")]
+    Expired {
+        path: PathBuf,
+        what: &'static str,
+        subject: String,
+        not_after: String,
+    },
+    #[error("{path}: {what} {subject} is not valid before {not_before}; check the clock")]
+    NotYetValid {
+        path: PathBuf,
+        what: &'static str,
+        subject: String,
+        not_before: String,
+    },
     #[error("TLS configuration: {0}")]
     Config(String),
 }
@@ -64,7 +78,9 @@ impl TlsError {
             | TlsError::Empty { path, .. }
             | TlsError::Malformed { path, .. }
             | TlsError::KeyPermissions { path, .. }
-            | TlsError::Ca { path, .. } => Some(path),
+            | TlsError::Ca { path, .. }
+            | TlsError::Expired { path, .. }
+            | TlsError::NotYetValid { path, .. } => Some(path),
             TlsError::KeyMismatch { key, .. } => Some(key),
             TlsError::Config(_) => None,
         }
@@ -142,9 +158,86 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
     load_all(path, "CRL")
 }
 
+/// When a DER certificate stops being valid (Unix seconds), with its
+/// subject; `None` if it cannot be parsed.
+pub fn validity(cert: &CertificateDer<'_>) -> Option<Validity> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(Validity {
+        subject: x509.subject().to_string(),
+        not_before: x509.validity().not_before.timestamp(),
+        not_after: x509.validity().not_after.timestamp(),
+    })
+}
+
+/// A certificate's validity window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validity {
+    /// The subject's distinguished name, as `CN=…`.
+    pub subject: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-21T10:00:00Z`).
+pub fn utc(unix: i64) -> String {
+    u64::try_from(unix).map_or_else(
+        |_| unix.to_string(),
+        |secs| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            )
+            .to_string()
+        },
+    )
+}
+
+/// Refuses a certificate of our own (`what`: "certificate", "CA
+/// certificate") that is expired or not yet valid at `now` (Unix seconds),
+/// so a stale file fails at start with its path and date instead of as an
+/// anonymous handshake failure on the other side.
+pub fn check_valid(
+    path: &Path,
+    what: &'static str,
+    cert: &CertificateDer<'_>,
+    now: i64,
+) -> Result<(), TlsError> {
+    let Some(v) = validity(cert) else {
+        return Err(TlsError::Malformed {
+            path: path.to_owned(),
+            what,
+            reason: "not an X.509 certificate".into(),
+        });
+    };
+    if now > v.not_after {
+        return Err(TlsError::Expired {
+            path: path.to_owned(),
+            what,
+            subject: v.subject,
+            not_after: utc(v.not_after),
+        });
+    }
+    if now < v.not_before {
+        return Err(TlsError::NotYetValid {
+            path: path.to_owned(),
+            what,
+            subject: v.subject,
+            not_before: utc(v.not_before),
+        });
+    }
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(UnixTime::now().as_secs()).unwrap_or(i64::MAX)
+}
+
 fn roots(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut store = RootCertStore::empty();
+    let now = unix_now();
     for cert in load_certs(ca)? {
+        check_valid(ca, "CA certificate", &cert, now)?;
         store.add(cert).map_err(|e| TlsError::Ca {
             path: ca.to_owned(),
             reason: e.to_string(),
@@ -166,10 +259,13 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Own chain (its first certificate checked for validity now) and key.
 fn identity_material(
     files: &TlsFiles,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    Ok((load_certs(&files.cert)?, load_key(&files.key)?))
+    let chain = load_certs(&files.cert)?;
+    check_valid(&files.cert, "certificate", &chain[0], unix_now())?;
+    Ok((chain, load_key(&files.key)?))
 }
 
 fn key_mismatch(files: &TlsFiles) -> impl FnOnce(rustls::Error) -> TlsError + '_ {
@@ -212,9 +308,39 @@ pub fn public_client_config() -> Result<ClientConfig, TlsError> {
     Ok(config)
 }
 
+/// The server side: the rustls configuration and the client verifier it
+/// was built with, so the listener can ask again, after a reload, whether
+/// a connection accepted earlier would still be accepted (a certificate
+/// revoked by the new CRL, or signed by a CA no longer trusted).
+#[derive(Clone)]
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerTls")
+    }
+}
+
+impl ServerTls {
+    /// Verifies a client chain (end entity first) as a new handshake would
+    /// now.
+    pub fn recheck(&self, chain: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return Err(rustls::Error::NoCertificatesPresented);
+        };
+        self.verifier
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .map(|_| ())
+    }
+}
+
 /// Server configuration: TLS 1.3, client certificate required and verified
-/// against `files.ca` and `crls`, plus the sonde SAN rule.
-pub fn server_config(files: &TlsFiles, crl_files: &[PathBuf]) -> Result<ServerConfig, TlsError> {
+/// against `files.ca` and `crls`, plus the sonde SAN rule. Own certificate
+/// and CA must be valid now.
+pub fn server_config(files: &TlsFiles, crl_files: &[PathBuf]) -> Result<ServerTls, TlsError> {
     let roots = roots(&files.ca)?;
     let mut crls = Vec::new();
     for path in crl_files {
@@ -225,16 +351,19 @@ pub fn server_config(files: &TlsFiles, crl_files: &[PathBuf]) -> Result<ServerCo
         .only_check_end_entity_revocation()
         .build()
         .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
-    let verifier = Arc::new(SondeClientVerifier { inner });
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(SondeClientVerifier { inner });
     let (chain, key) = identity_material(files)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain, key)
         .map_err(key_mismatch(files))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(ServerTls {
+        config: Arc::new(config),
+        verifier,
+    })
 }
 
 /// The sonde identity in a DER certificate's URI SANs.
