@@ -193,8 +193,24 @@ fn ca_params(common_name: &str) -> CertificateParams {
 impl Ca {
     /// A fresh CA with a new P-256 key.
     pub fn generate(common_name: &str) -> Result<Self> {
+        Self::self_signed(ca_params(common_name))
+    }
+
+    /// A CA valid only from `not_before` to `not_after` (for tests of an
+    /// expired or not yet valid CA).
+    pub fn generate_valid(
+        common_name: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Self> {
+        let mut params = ca_params(common_name);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        Self::self_signed(params)
+    }
+
+    fn self_signed(params: CertificateParams) -> Result<Self> {
         let key = KeyPair::generate()?;
-        let params = ca_params(common_name);
         let cert = params.self_signed(&key)?;
         Ok(Self {
             cert_pem: cert.pem(),

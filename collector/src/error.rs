@@ -28,6 +28,10 @@ pub enum SessionError {
     Replaced,
     #[error("collector is shutting down")]
     ShuttingDown,
+    /// A message the collector cannot read: larger than the gRPC message
+    /// limit, or not a valid protobuf.
+    #[error("message refused: {}", .0.message())]
+    Unreadable(Status),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -45,6 +49,7 @@ impl From<SessionError> for Status {
             SessionError::HelloTimeout(_) => Status::deadline_exceeded(msg),
             SessionError::Replaced => Status::aborted(msg),
             SessionError::ShuttingDown => Status::unavailable(msg),
+            SessionError::Unreadable(status) => Status::new(status.code(), msg),
             // Never leak internals (paths) to the peer; the log has them.
             SessionError::Store(_) => Status::internal("collector storage error"),
         }

@@ -356,6 +356,12 @@ impl Stream {
                         tracing::debug!(agent = %self.key, "ignoring message of unknown kind");
                     }
                     Ok(None) => return Ok(()),
+                    // Too large (over the gRPC message limit) or not
+                    // protobuf: the agent is told why.
+                    Err(status) if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal) => {
+                        tracing::warn!(agent = %self.key, %status, "unreadable message; ending session");
+                        return Err(SessionError::Unreadable(status));
+                    }
                     Err(status) => {
                         tracing::debug!(agent = %self.key, %status, "session stream error");
                         return Ok(());

@@ -350,6 +350,12 @@ impl World {
         proc
     }
 
+    /// Starts the collector without waiting for it to serve (for a start
+    /// that must fail).
+    pub fn spawn_collector(&self) -> Proc {
+        self.daemon("sonde-collector", "collector", &[])
+    }
+
     /// Writes `agent-NAME.toml` for a certificate; `tables` is appended.
     pub fn agent_config(&self, name: &str, cert: &Cert, tables: &str) -> PathBuf {
         let text = format!(
@@ -592,6 +598,20 @@ pub async fn sondectl(config: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .await
         .expect("run sondectl")
+}
+
+/// Runs `PROGRAM --config PATH check-config`: (success, stdout + stderr).
+pub fn check_config(program: &str, config: &Path) -> (bool, String) {
+    let out = std::process::Command::new(bin(program))
+        .args(["--config", config.to_str().expect("utf-8 path"), "check-config"])
+        .output()
+        .expect("run check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 /// An mTLS gRPC channel to the world's collector presenting `cert`.

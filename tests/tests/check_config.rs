@@ -7,7 +7,7 @@ use std::process::Command;
 
 use sonde_proto::Role;
 use sonde_runtime::config::Source;
-use sonde_tests::{World, bin};
+use sonde_tests::{World, bin, check_config};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -86,22 +86,8 @@ fn sample_configs_parse() {
     assert!(alerting.deadman.is_some() && alerting.no_data.is_some());
 }
 
-/// Runs `PROGRAM --config PATH check-config`: (success, stdout + stderr).
-fn check(program: &str, config: &Path) -> (bool, String) {
-    let out = Command::new(bin(program))
-        .args(["--config", config.to_str().unwrap(), "check-config"])
-        .output()
-        .expect("run check-config");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 fn expect_error(program: &str, config: &Path, needles: &[&str]) {
-    let (ok, text) = check(program, config);
+    let (ok, text) = check_config(program, config);
     assert!(
         !ok,
         "{program} check-config accepted a broken file:\n{text}"
@@ -119,7 +105,7 @@ fn expect_error(program: &str, config: &Path, needles: &[&str]) {
 fn collector_check_config_names_file_line_and_key() {
     let world = World::new();
     let good = world.collector_config("[heartbeat]\ngrace = \"30s\"\n");
-    let (ok, text) = check("sonde-collector", &good);
+    let (ok, text) = check_config("sonde-collector", &good);
     assert!(ok, "{text}");
     let text_of = std::fs::read_to_string(&good).unwrap();
     let file = good.display().to_string();
@@ -239,7 +225,7 @@ fn agent_check_config_names_file_line_and_key() {
     let world = World::new();
     let cert = world.cert("acme", Role::Agent, "a");
     let good = world.agent_config("a", &cert, "[heartbeat]\ninterval = \"5s\"\n");
-    let (ok, text) = check("sonde-agent", &good);
+    let (ok, text) = check_config("sonde-agent", &good);
     assert!(ok, "{text}");
     let text_of = std::fs::read_to_string(&good).unwrap();
     let file = good.display().to_string();

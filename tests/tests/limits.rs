@@ -1,0 +1,255 @@
+//! Hostile input against the real collector: every limit holds, says
+//! which limit was hit, and costs the well-behaved clients nothing.
+//! A silent TCP client is dropped at the handshake timeout; a certificate
+//! holding too many connections gets 429 for the extra ones; an agent
+//! flooding heartbeats is read at the configured rate without losing one;
+//! a message over the gRPC limit ends that session with the reason; an
+//! oversized HTTP body is 413.
+
+use std::time::{Duration, Instant};
+
+use sonde_proto::Role;
+use sonde_proto::v1::agent_message::Kind;
+use sonde_proto::v1::agent_service_client::AgentServiceClient;
+use sonde_proto::v1::{AgentMessage, Gap, Heartbeat, Hello, Record, ResultBatch, record};
+use sonde_tests::{World, eventually, grpc_channel, prom_value};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_is_dropped_at_the_handshake_timeout() {
+    let world = World::new();
+    world.collector_config("[limits]\nhandshake-timeout = \"500ms\"\n");
+    let collector = world.start_collector(&[]).await;
+    let started = Instant::now();
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", world.port))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // Send nothing: the collector must hang up, not wait for us.
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("the collector kept a silent connection open for 10 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(450), "dropped after {held:?}");
+    collector
+        .wait_log(&["TLS handshake rejected", "reason=handshake timed out"], WAIT)
+        .await;
+    assert!(
+        world
+            .collector_metric("sonde_collector_tls_handshakes_failed_total")
+            .await
+            >= 1.0
+    );
+    eprintln!("silent connection dropped after {held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_gets_only_its_connections() {
+    let world = World::new();
+    world.collector_config("[limits]\nconnections-per-certificate = 2\n");
+    let collector = world.start_collector(&[]).await;
+    let v = world.cert("acme", Role::Viewer, "v");
+    // Each client keeps its one (HTTP/2) connection open after a request.
+    let a = world.api(Some(&v));
+    let b = world.api(Some(&v));
+    for c in [&a, &b] {
+        let (status, _) = c.get("/api/v1/whoami").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    let c = world.api(Some(&v));
+    let (status, body) = c.raw("/api/v1/whoami").await.unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains("sonde://acme/viewer/v")
+            && body.contains("2 connections already open")
+            && body.contains("connections-per-certificate"),
+        "{body}"
+    );
+    collector
+        .wait_log(&["connection refused: too many connections", "peer=sonde://acme/viewer/v"], WAIT)
+        .await;
+    // Another certificate is not affected.
+    let w = world.api(Some(&world.cert("acme", Role::Viewer, "w")));
+    assert_eq!(w.get("/api/v1/whoami").await.unwrap().0, 200);
+    // Closing one connection frees its slot.
+    drop(a);
+    eventually("a freed slot", WAIT, || async {
+        let d = world.api(Some(&v));
+        (d.get("/api/v1/whoami").await.ok()?.0 == 200).then_some(())
+    })
+    .await;
+    assert!(
+        world
+            .collector_metric("sonde_collector_connections_refused_total")
+            .await
+            >= 1.0
+    );
+}
+
+fn message(kind: Kind) -> AgentMessage {
+    AgentMessage { kind: Some(kind) }
+}
+
+fn hello() -> AgentMessage {
+    message(Kind::Hello(Hello {
+        agent_version: "0.0.0-test".into(),
+        heartbeat_interval_ms: 1000,
+        spool_id: 7,
+        ..Hello::default()
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_agent_is_paced_and_loses_nothing() {
+    const N: u64 = 310;
+    let world = World::new();
+    world.collector_config("[limits]\nmessages-per-second = 100\nmessage-burst = 10\n");
+    let collector = world.start_collector(&[]).await;
+    let cert = world.cert("acme", Role::Agent, "flood");
+    let mut client = AgentServiceClient::new(grpc_channel(&world, &cert).await);
+    let (tx, rx) = mpsc::channel(1024);
+    tx.send(hello()).await.unwrap();
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .expect("session")
+        .into_inner();
+    inbound.message().await.unwrap().expect("welcome");
+    let before = world
+        .collector_metric("sonde_collector_heartbeats_total")
+        .await;
+    let started = Instant::now();
+    for seq in 1..=N {
+        tx.send(message(Kind::Heartbeat(Heartbeat {
+            seq,
+            uptime_ms: seq,
+            sent_unix_nanos: 0,
+        })))
+        .await
+        .unwrap();
+    }
+    let sent = started.elapsed();
+    eventually("every heartbeat recorded", WAIT, || async {
+        let n = world
+            .collector_metric("sonde_collector_heartbeats_total")
+            .await;
+        (n - before >= 310.0).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    // 10 at once, then 100/s: the 310th cannot be read before 3.0 s.
+    assert!(took >= Duration::from_millis(2900), "{N} heartbeats in {took:?}");
+    let metrics = world.collector_metrics().await;
+    let total = prom_value(&metrics, "sonde_collector_heartbeats_total").unwrap();
+    assert_eq!(total - before, 310.0, "a heartbeat lost or doubled");
+    let paced = prom_value(&metrics, "sonde_collector_messages_paced_total").unwrap();
+    assert!(paced >= 100.0, "{paced} messages paced");
+    // The session is still open, and the warning said once which limit.
+    tx.send(message(Kind::Heartbeat(Heartbeat {
+        seq: N + 1,
+        uptime_ms: 0,
+        sent_unix_nanos: 0,
+    })))
+    .await
+    .expect("session closed");
+    let log = collector.log_text();
+    assert_eq!(
+        log.matches("faster than [limits] messages-per-second").count(),
+        1,
+        "{log}"
+    );
+    eprintln!("{N} heartbeats written in {sent:?}, read in {took:?}, {paced} paced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_grpc_message_ends_the_session_with_the_reason() {
+    let world = World::new();
+    world.collector_config("");
+    let collector = world.start_collector(&[]).await;
+    let cert = world.cert("acme", Role::Agent, "big");
+    let mut client = AgentServiceClient::new(grpc_channel(&world, &cert).await);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello()).await.unwrap();
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .expect("session")
+        .into_inner();
+    inbound.message().await.unwrap().expect("welcome");
+    let huge = Record {
+        kind: Some(record::Kind::Gap(Gap {
+            reason: "x".repeat(5 << 20),
+            ..Gap::default()
+        })),
+    };
+    tx.send(message(Kind::Batch(ResultBatch {
+        batch_seq: 1,
+        sealed_unix_nanos: 0,
+        records: vec![huge],
+    })))
+    .await
+    .unwrap();
+    let status = loop {
+        match tokio::time::timeout(WAIT, inbound.message()).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => panic!("session ended without a reason"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("session still open 20 s after an oversized message"),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("message length too large")
+            && status.message().contains("4194304"),
+        "{status:?}"
+    );
+    collector
+        .wait_log(&["unreadable message; ending session", "agent=acme/big"], WAIT)
+        .await;
+    // Nothing of it was stored, and the collector serves on.
+    let admin = world.api(Some(&world.cert("acme", Role::Admin, "ann")));
+    let agent = admin.agent("acme", "big").await.expect("agent listed");
+    assert_eq!(agent["connected"], false, "{agent}");
+    assert_eq!(
+        world
+            .collector_metric("sonde_collector_ingest_batches_total")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_http_body_is_413() {
+    let world = World::new();
+    world.collector_config("");
+    let _collector = world.start_collector(&[]).await;
+    let admin = world.api(Some(&world.cert("acme", Role::Admin, "ann")));
+    for path in ["/api/v1/silences", "/api/v1/targets"] {
+        let body = format!("{{\"comment\":\"{}\"}}", "x".repeat(1 << 20));
+        let r = admin
+            .client()
+            .post(format!("{}{path}", admin.base()))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 413, "{path}");
+    }
+    // A small one is read (and refused for what it says, not its size).
+    let (status, body) = admin
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/silences",
+            Some(&serde_json::json!({"comment": "x"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
