@@ -1,0 +1,329 @@
+//! Who may do what: every HTTP API endpoint, UI page and gRPC method,
+//! called with a certificate of each role (agent, viewer, admin) of two
+//! tenants and of an operator tenant, against the real collector with
+//! data of both tenants. The observed status of every call is compared
+//! with the table below, and the whole table is printed when any cell
+//! differs, so a change of policy shows as a diff.
+//!
+//! The policy the table encodes: agent certificates may not use the API
+//! or the UI (static assets, which hold no data, excepted) nor the query
+//! service, and only they may open a session; viewers and admins read
+//! their own tenant and the prefixes granted to it, operators everything;
+//! the role is checked before the resource, so a viewer's change is 403
+//! whatever it names; naming another tenant is 403; another tenant's
+//! definition or silence by ID is 404 (its existence is not revealed).
+
+use std::time::Duration;
+
+use serde_json::json;
+use sonde_proto::Role;
+use sonde_proto::v1::agent_message::Kind;
+use sonde_proto::v1::agent_service_client::AgentServiceClient;
+use sonde_proto::v1::query_service_client::QueryServiceClient;
+use sonde_proto::v1::{AgentMessage, Hello};
+use sonde_tests::{Api, Cert, World, eventually, grpc_channel};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The callers, in the columns' order.
+const WHO: [(&str, Role, &str); 7] = [
+    ("acme", Role::Agent, "a1"),
+    ("acme", Role::Viewer, "av"),
+    ("acme", Role::Admin, "aa"),
+    ("globex", Role::Viewer, "gv"),
+    ("globex", Role::Admin, "ga"),
+    ("noc", Role::Viewer, "nv"),
+    ("noc", Role::Admin, "na"),
+];
+
+struct Setup {
+    world: World,
+    certs: Vec<Cert>,
+    apis: Vec<Api>,
+    _procs: Vec<sonde_tests::Proc>,
+}
+
+async fn setup() -> Setup {
+    let world = World::new();
+    world.collector_config(
+        "[access]\noperator-tenants = [\"noc\"]\n\
+         [[tenant]]\nname = \"acme\"\nprefixes = [\"127.0.0.0/24\"]\n\
+         [[tenant]]\nname = \"globex\"\nprefixes = [\"127.0.1.0/24\"]\n",
+    );
+    let mut procs = vec![world.start_collector(&[]).await];
+    for (tenant, name, target) in [("acme", "a1", "127.0.0.1"), ("globex", "g1", "127.0.1.1")] {
+        let cert = world.cert(tenant, Role::Agent, name);
+        world.agent_config(
+            name,
+            &cert,
+            &format!(
+                "[heartbeat]\ninterval = \"500ms\"\n\
+                 [[ping]]\ntargets = [\"{target}\"]\ninterval = \"500ms\"\ntimeout = \"200ms\"\n"
+            ),
+        );
+        procs.push(world.start_agent(name, &[]));
+    }
+    let certs: Vec<Cert> = WHO
+        .iter()
+        .map(|(t, r, n)| world.cert(t, *r, n))
+        .collect();
+    let apis = certs.iter().map(|c| world.api(Some(c))).collect();
+    let s = Setup {
+        world,
+        certs,
+        apis,
+        _procs: procs,
+    };
+    // Both agents measured something.
+    let noc = &s.apis[5];
+    for (tenant, name, target) in [("acme", "a1", "127.0.0.1"), ("globex", "g1", "127.0.1.1")] {
+        let path = format!("/api/v1/series/{name}/{target}?tenant={tenant}");
+        eventually("a series of each tenant", WAIT, || async {
+            let (status, body) = noc.get(&path).await.ok()?;
+            (status == 200 && body["minutes"].as_array().is_some_and(|m| !m.is_empty())
+                || status == 200 && !body["recent"].as_array().is_none_or(Vec::is_empty))
+            .then_some(())
+        })
+        .await;
+    }
+    s
+}
+
+/// One HTTP call: status only.
+async fn call(api: &Api, method: &str, path: &str, body: Option<&serde_json::Value>) -> u16 {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut r = api.client().request(method, format!("{}{path}", api.base()));
+    if let Some(b) = body {
+        r = r.json(b);
+    }
+    match r.send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+/// Rows of (what, observed per caller); compared with `expected`.
+#[derive(Default)]
+struct Matrix {
+    rows: Vec<(String, Vec<String>, Vec<String>)>,
+}
+
+impl Matrix {
+    fn row(&mut self, what: &str, expected: &[&str], observed: Vec<String>) {
+        self.rows.push((
+            what.to_owned(),
+            expected.iter().map(|s| (*s).to_owned()).collect(),
+            observed,
+        ));
+    }
+
+    fn check(&self) {
+        let header = WHO
+            .iter()
+            .map(|(t, r, _)| format!("{t}/{r}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut table = format!("{:<52} {header}\n", "");
+        let mut wrong = 0;
+        for (what, expected, observed) in &self.rows {
+            let cells: Vec<String> = expected
+                .iter()
+                .zip(observed)
+                .map(|(e, o)| {
+                    if e == o {
+                        format!("{o:>11}")
+                    } else {
+                        wrong += 1;
+                        format!("{:>11}", format!("{o}!={e}"))
+                    }
+                })
+                .collect();
+            table.push_str(&format!("{what:<52}{}\n", cells.join("")));
+        }
+        eprintln!("{table}");
+        assert_eq!(wrong, 0, "{wrong} cells differ from the policy:\n{table}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_and_method_allows_exactly_whom_it_should() {
+    let s = setup().await;
+    let mut m = Matrix::default();
+    let now_ms = sonde_runtime::clock::unix_millis();
+    // Reads. Columns: acme agent, viewer, admin; globex viewer, admin;
+    // noc (operator) viewer, admin.
+    let all = ["403", "200", "200", "200", "200", "200", "200"];
+    let acme_only = ["403", "200", "200", "403", "403", "200", "200"];
+    let globex_only = ["403", "403", "403", "200", "200", "200", "200"];
+    let reads: Vec<(String, [&str; 7])> = vec![
+        ("/api/v1/whoami".into(), all),
+        ("/api/v1/agents".into(), all),
+        ("/api/v1/agents/a1?tenant=acme".into(), acme_only),
+        ("/api/v1/agents/g1?tenant=globex".into(), globex_only),
+        ("/api/v1/events".into(), all),
+        ("/api/v1/prefixes".into(), all),
+        ("/api/v1/prefixes/127.0.0.0/24".into(), acme_only),
+        ("/api/v1/prefixes/127.0.1.0/24".into(), globex_only),
+        ("/api/v1/series/a1/127.0.0.1?tenant=acme".into(), ["403", "200", "200", "404", "404", "200", "200"]),
+        ("/api/v1/series/g1/127.0.1.1?tenant=globex".into(), ["403", "404", "404", "200", "200", "200", "200"]),
+        ("/api/v1/outages".into(), all),
+        ("/api/v1/status".into(), all),
+        ("/api/v1/alerts".into(), all),
+        ("/api/v1/silences".into(), all),
+        (format!("/api/v1/replay?at={}", now_ms - 120_000), all),
+        ("/api/v1/targets/definitions".into(), all),
+        ("/".into(), all),
+        ("/agents".into(), all),
+        ("/prefixes/127.0.0.0/24".into(), acme_only),
+        ("/prefixes/127.0.1.0/24".into(), globex_only),
+        ("/ui/app.js".into(), ["200"; 7]),
+    ];
+    for (path, expected) in &reads {
+        let mut observed = Vec::new();
+        for api in &s.apis {
+            observed.push(call(api, "GET", path, None).await.to_string());
+        }
+        m.row(&format!("GET {path}"), expected, observed);
+    }
+    // The live stream: its status only.
+    let mut observed = Vec::new();
+    for api in &s.apis {
+        let r = api
+            .client()
+            .get(format!("{}/api/v1/live", api.base()))
+            .send()
+            .await
+            .unwrap();
+        observed.push(r.status().as_u16().to_string());
+    }
+    m.row("GET /api/v1/live", &all, observed);
+
+    // Changes: a target definition and a silence, each call on a fresh one
+    // made by acme's admin, so every caller meets the same state.
+    let target = |name: &str| {
+        json!({"name": name, "target": "127.0.0.9", "kind": "ping", "tenant": "acme"})
+    };
+    let aa = &s.apis[2];
+    let mut created = Vec::new();
+    for (i, api) in s.apis.iter().enumerate() {
+        created.push(call(api, "POST", "/api/v1/targets", Some(&target(&format!("t{i}")))).await.to_string());
+    }
+    // Only acme's admin and the operators' admin may add to acme.
+    m.row("POST /api/v1/targets (acme address)", &["403", "403", "201", "403", "403", "403", "201"], created);
+    let mut fresh = Vec::new();
+    for i in 0..WHO.len() {
+        let (status, body) = aa
+            .send(reqwest::Method::POST, "/api/v1/targets", Some(&target(&format!("u{i}"))), &[])
+            .await;
+        assert_eq!(status, 201, "{body}");
+        fresh.push(body["id"].as_i64().expect("target id"));
+    }
+    let one_of_acme = ["403", "200", "200", "404", "404", "200", "200"];
+    let acme_admins = ["403", "403", "200", "403", "404", "403", "200"];
+    let mut get = Vec::new();
+    let mut put = Vec::new();
+    let mut delete = Vec::new();
+    for (i, api) in s.apis.iter().enumerate() {
+        let path = format!("/api/v1/targets/{}", fresh[i]);
+        get.push(call(api, "GET", &path, None).await.to_string());
+        let mut change = target(&format!("u{i}"));
+        change["enabled"] = json!(false);
+        put.push(call(api, "PUT", &path, Some(&change)).await.to_string());
+        delete.push(call(api, "DELETE", &path, None).await.to_string());
+    }
+    m.row("GET /api/v1/targets/ID (acme's)", &one_of_acme, get);
+    m.row("PUT /api/v1/targets/ID (acme's)", &acme_admins, put);
+    m.row(
+        "DELETE /api/v1/targets/ID (acme's)",
+        &["403", "403", "204", "403", "404", "403", "204"],
+        delete,
+    );
+
+    let silence = json!({"matchers": ["agent=a1"], "duration": "1h", "comment": "matrix"});
+    let mut created = Vec::new();
+    for api in &s.apis {
+        created.push(call(api, "POST", "/api/v1/silences", Some(&silence)).await.to_string());
+    }
+    m.row("POST /api/v1/silences", &["403", "403", "201", "403", "201", "403", "201"], created);
+    let mut expire = Vec::new();
+    for api in &s.apis {
+        let (status, body) = aa
+            .send(reqwest::Method::POST, "/api/v1/silences", Some(&silence), &[])
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_i64().expect("silence id");
+        expire.push(call(api, "DELETE", &format!("/api/v1/silences/{id}"), None).await.to_string());
+    }
+    m.row("DELETE /api/v1/silences/ID (acme's)", &acme_admins, expire);
+
+    // gRPC: the query service and the agent session.
+    let mut list = Vec::new();
+    let mut grid_acme = Vec::new();
+    let mut grid_globex = Vec::new();
+    let mut session = Vec::new();
+    for cert in &s.certs {
+        let channel = grpc_channel(&s.world, cert).await;
+        let mut q = QueryServiceClient::new(channel.clone());
+        list.push(code(q.list_agents(sonde_proto::v1::ListAgentsRequest::default()).await));
+        for (prefix, out) in [("127.0.0.0/24", &mut grid_acme), ("127.0.1.0/24", &mut grid_globex)] {
+            let req = sonde_proto::v1::GetPrefixGridRequest {
+                prefix: prefix.into(),
+            };
+            out.push(code(q.get_prefix_grid(req).await));
+        }
+        let mut a = AgentServiceClient::new(channel);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(AgentMessage {
+            kind: Some(Kind::Hello(Hello {
+                agent_version: "0.0.0-matrix".into(),
+                heartbeat_interval_ms: 1000,
+                ..Hello::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let opened = a.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+        session.push(code(opened));
+    }
+    m.row(
+        "gRPC QueryService/ListAgents",
+        &["PermissionDenied", "Ok", "Ok", "Ok", "Ok", "Ok", "Ok"],
+        list,
+    );
+    m.row(
+        "gRPC QueryService/GetPrefixGrid 127.0.0.0/24",
+        &["PermissionDenied", "Ok", "Ok", "PermissionDenied", "PermissionDenied", "Ok", "Ok"],
+        grid_acme,
+    );
+    m.row(
+        "gRPC QueryService/GetPrefixGrid 127.0.1.0/24",
+        &["PermissionDenied", "PermissionDenied", "PermissionDenied", "Ok", "Ok", "Ok", "Ok"],
+        grid_globex,
+    );
+    m.row(
+        "gRPC AgentService/Session",
+        &["Ok", "PermissionDenied", "PermissionDenied", "PermissionDenied", "PermissionDenied", "PermissionDenied", "PermissionDenied"],
+        session,
+    );
+    m.check();
+
+    // What each may list is its own tenant's (operators: all).
+    for (i, expect) in [(1, vec!["a1"]), (3, vec!["g1"]), (5, vec!["a1", "g1"])] {
+        let body = s.apis[i].ok("/api/v1/agents").await;
+        let mut names: Vec<&str> = body["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["name"].as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, expect, "{:?}", WHO[i]);
+    }
+}
+
+fn code<T>(r: Result<T, tonic::Status>) -> String {
+    match r {
+        Ok(_) => "Ok".into(),
+        Err(s) => format!("{:?}", s.code()),
+    }
+}
