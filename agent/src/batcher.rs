@@ -125,7 +125,9 @@ mod tests {
             );
             let batch = <ResultBatch as prost::Message>::decode(&bytes[..]).unwrap();
             for r in &batch.records {
-                let Some(record::Kind::Gap(g)) = &r.kind else { panic!("not a gap") };
+                let Some(record::Kind::Gap(g)) = &r.kind else {
+                    panic!("not a gap")
+                };
                 assert_eq!(g.dropped, seen, "records in order, none lost");
                 seen += 1;
             }

@@ -696,8 +696,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let f = |v: u64| v as f64;
     let i = &shared.ingest;
     let a = &shared.analysis.stats;
-    let r = &shared.refusals;
-    let c = &shared.certificates;
+    let refused = &shared.refusals;
+    let certs = &shared.certificates;
     #[allow(clippy::cast_precision_loss)]
     let secs = |v: &std::sync::atomic::AtomicI64| v.load(Relaxed) as f64;
     let mut samples = vec![
@@ -705,43 +705,43 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             name: "sonde_collector_tls_handshakes_failed_total",
             kind: "counter",
             help: "TLS handshakes refused or timed out ([limits] handshake-timeout).",
-            value: f(r.handshakes.load(Relaxed)),
+            value: f(refused.handshakes.load(Relaxed)),
         },
         Sample {
             name: "sonde_collector_connections_refused_total",
             kind: "counter",
             help: "Connections answered 429 over [limits] connections-per-certificate.",
-            value: f(r.connection_limit.load(Relaxed)),
+            value: f(refused.connection_limit.load(Relaxed)),
         },
         Sample {
             name: "sonde_collector_connections_closed_certificate_total",
             kind: "counter",
             help: "Open connections closed because their certificate was revoked, became untrusted on reload, or expired.",
-            value: f(r.closed_certificate.load(Relaxed)),
+            value: f(refused.closed_certificate.load(Relaxed)),
         },
         Sample {
             name: "sonde_collector_messages_paced_total",
             kind: "counter",
             help: "Agent messages read late because the session exceeded [limits] messages-per-second.",
-            value: f(r.paced_messages.load(Relaxed)),
+            value: f(refused.paced_messages.load(Relaxed)),
         },
         Sample {
             name: "sonde_collector_server_certificate_expiry_seconds",
             kind: "gauge",
             help: "Seconds until the collector's own certificate expires (negative: expired).",
-            value: secs(&c.server_seconds_left),
+            value: secs(&certs.server_seconds_left),
         },
         Sample {
             name: "sonde_collector_ca_certificate_expiry_seconds",
             kind: "gauge",
             help: "Seconds until the first CA certificate in [tls] ca expires.",
-            value: secs(&c.ca_seconds_left),
+            value: secs(&certs.ca_seconds_left),
         },
         Sample {
             name: "sonde_collector_client_certificates_expiring",
             kind: "gauge",
             help: "Client certificates seen connecting that expire within [tls] expiry-warning.",
-            value: f(c.clients_expiring.load(Relaxed)),
+            value: f(certs.clients_expiring.load(Relaxed)),
         },
         Sample {
             name: "sonde_collector_connected_agents",

@@ -504,7 +504,9 @@ impl Config {
             ));
         }
         let l = &self.limits;
-        if l.handshake_timeout < Duration::from_millis(100) || l.handshake_timeout > Duration::from_secs(300) {
+        if l.handshake_timeout < Duration::from_millis(100)
+            || l.handshake_timeout > Duration::from_secs(300)
+        {
             return Err(source.error("limits.handshake-timeout", "must be between 100ms and 5m"));
         }
         if l.connections_per_certificate == 0 {

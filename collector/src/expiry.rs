@@ -65,7 +65,13 @@ pub struct Reporter {
 impl Reporter {
     /// Reports `chain`'s end entity if it expires within `warning` of `now`
     /// (Unix seconds). Never waits: a full queue drops the report.
-    pub fn connected(&self, identity: &Identity, validity: Option<Validity>, warning: Duration, now: i64) {
+    pub fn connected(
+        &self,
+        identity: &Identity,
+        validity: Option<Validity>,
+        warning: Duration,
+        now: i64,
+    ) {
         if let Some(validity) = validity
             && validity.not_after - now <= i64::try_from(warning.as_secs()).unwrap_or(i64::MAX)
         {
@@ -84,7 +90,10 @@ struct Warned(HashMap<(Subject, i64), i64>);
 impl Warned {
     /// Whether to warn now about `subject` (not warned within a day).
     fn due(&mut self, subject: &Subject, not_after: i64, now: i64) -> bool {
-        let last = self.0.entry((subject.clone(), not_after)).or_insert(i64::MIN);
+        let last = self
+            .0
+            .entry((subject.clone(), not_after))
+            .or_insert(i64::MIN);
         if now.saturating_sub(*last) < REPEAT {
             return false;
         }
@@ -142,7 +151,9 @@ async fn run(
             }
             record(&store, &subject, &validity, left).await;
         }
-        stats.clients_expiring.store(warned.clients_expiring(now), Relaxed);
+        stats
+            .clients_expiring
+            .store(warned.clients_expiring(now), Relaxed);
     }
 }
 
@@ -152,7 +163,11 @@ fn own(config: &Config, stats: &Stats) -> Vec<(Subject, Validity)> {
     let now = sonde_runtime::clock::unix_millis() / 1000;
     let mut found = Vec::new();
     for (path, subject, gauge) in [
-        (&config.tls.cert, Subject::Server, &stats.server_seconds_left),
+        (
+            &config.tls.cert,
+            Subject::Server,
+            &stats.server_seconds_left,
+        ),
         (&config.tls.ca, Subject::Ca, &stats.ca_seconds_left),
     ] {
         let certs = match tls::load_certs(path) {
@@ -167,7 +182,10 @@ fn own(config: &Config, stats: &Stats) -> Vec<(Subject, Validity)> {
         let validity = if subject == Subject::Server {
             certs.first().and_then(tls::validity)
         } else {
-            certs.iter().filter_map(tls::validity).min_by_key(|v| v.not_after)
+            certs
+                .iter()
+                .filter_map(tls::validity)
+                .min_by_key(|v| v.not_after)
         };
         if let Some(v) = validity {
             gauge.store(v.not_after - now, Relaxed);
@@ -215,7 +233,9 @@ async fn record(store: &Store, subject: &Subject, v: &Validity, left: i64) {
     let now = sonde_runtime::clock::unix_millis();
     let recorded = store
         .run(move |s| {
-            s.with(|c| store::insert_event(c, now, &key, EventKind::CertificateExpiring, &detail, None))
+            s.with(|c| {
+                store::insert_event(c, now, &key, EventKind::CertificateExpiring, &detail, None)
+            })
         })
         .await;
     if let Err(e) = recorded {

@@ -243,6 +243,35 @@ pub async fn bind(config: &Config) -> Result<(TcpListener, Option<TcpListener>),
     Ok((main, health))
 }
 
+/// Serves `app` on the mTLS listener, with the certificate-expiry watcher
+/// it reports to.
+fn spawn_listener(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: watch::Receiver<ServerTls>,
+    shared: &Arc<Shared>,
+    settings: &watch::Receiver<Arc<Config>>,
+    tasks: &mut JoinSet<()>,
+) {
+    let (expiring, expiry_task) = expiry::spawn(
+        shared.store.clone(),
+        settings.clone(),
+        shared.certificates.clone(),
+        shared.shutdown.clone(),
+    );
+    tasks.spawn(async move {
+        let _ = expiry_task.await;
+    });
+    let cx = listener::Context {
+        tls,
+        settings: settings.clone(),
+        refusals: shared.refusals.clone(),
+        expiring,
+        shutdown: shared.shutdown.clone(),
+    };
+    tasks.spawn(listener::serve(listener, app, cx));
+}
+
 /// A running collector.
 #[derive(Debug)]
 pub struct Collector {
@@ -334,23 +363,7 @@ impl Collector {
             source,
         })?;
         let (tls_tx, tls_rx) = watch::channel(tls_config);
-        let (expiring, expiry_task) = expiry::spawn(
-            shared.store.clone(),
-            settings_rx.clone(),
-            shared.certificates.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(async move {
-            let _ = expiry_task.await;
-        });
-        let cx = listener::Context {
-            tls: tls_rx,
-            settings: settings_rx.clone(),
-            refusals: shared.refusals.clone(),
-            expiring,
-            shutdown: shutdown.clone(),
-        };
-        tasks.spawn(listener::serve(listener, app, cx));
+        spawn_listener(listener, app, tls_rx, &shared, &settings_rx, &mut tasks);
 
         let mut health_addr = None;
         if let Some(health) = health {

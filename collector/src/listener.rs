@@ -38,8 +38,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Refusals;
-use crate::{Config, expiry};
 use crate::peer::Peer;
+use crate::{Config, expiry};
 
 /// How long open connections get to finish at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,7 +92,9 @@ struct Slot {
 
 impl Open {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, usize>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts a connection of `identity` unless it already has `limit`.
@@ -185,8 +187,14 @@ pub async fn serve(listener: TcpListener, app: Router, cx: Context) {
         let watcher = graceful.watcher();
         let open = open.clone();
         tokio::spawn(async move {
-            let Some((stream, peer, chain)) =
-                handshake(acceptor, tcp, remote, limits.handshake_timeout, &conn.refusals).await
+            let Some((stream, peer, chain)) = handshake(
+                acceptor,
+                tcp,
+                remote,
+                limits.handshake_timeout,
+                &conn.refusals,
+            )
+            .await
             else {
                 return;
             };
@@ -230,13 +238,14 @@ impl Connection {
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let remote = self.remote;
-        let until_expiry = chain
-            .first()
-            .and_then(sonde_runtime::tls::validity)
-            .map_or(Duration::MAX, |v| {
-                let now = sonde_runtime::clock::unix_nanos() / 1_000_000_000;
-                Duration::from_secs(u64::try_from(v.not_after - now + 1).unwrap_or(0))
-            });
+        let until_expiry =
+            chain
+                .first()
+                .and_then(sonde_runtime::tls::validity)
+                .map_or(Duration::MAX, |v| {
+                    let now = sonde_runtime::clock::unix_nanos() / 1_000_000_000;
+                    Duration::from_secs(u64::try_from(v.not_after - now + 1).unwrap_or(0))
+                });
         let expiry = tokio::time::sleep(until_expiry);
         tokio::pin!(expiry);
         let svc = TowerToHyperService::new(self.app.layer(Extension(peer.clone())));
@@ -306,7 +315,7 @@ async fn handshake(
     let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Err(_) => {
             refusals.handshakes.fetch_add(1, Relaxed);
-            tracing::warn!(remote = %remote, reason = "handshake timed out", "TLS handshake rejected");
+            tracing::warn!(remote = %remote, reason = %"handshake timed out", "TLS handshake rejected");
             return None;
         }
         Ok(Err(e)) => {
@@ -317,7 +326,12 @@ async fn handshake(
         Ok(Ok(s)) => s,
     };
     // The verifier already required a valid sonde SAN; read it back.
-    let chain = stream.get_ref().1.peer_certificates().unwrap_or_default().to_vec();
+    let chain = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .to_vec();
     match chain.first().map(sonde_runtime::tls::identity_of) {
         Some(Ok(identity)) => {
             tracing::debug!(peer = %identity, remote = %remote, "TLS connection accepted");

@@ -66,7 +66,10 @@ mod tests {
             now += wait;
             sent += 1;
         }
-        assert!((98..=101).contains(&sent), "{sent} messages in ~9.8 s at 10/s");
+        assert!(
+            (98..=101).contains(&sent),
+            "{sent} messages in ~9.8 s at 10/s"
+        );
         // After a quiet minute the bucket holds 5 again, not 600.
         let later = now + Duration::from_secs(60);
         for _ in 0..5 {

@@ -379,7 +379,10 @@ impl Stream {
         if wait.is_zero() {
             return;
         }
-        self.shared.refusals.paced_messages.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .refusals
+            .paced_messages
+            .fetch_add(1, Ordering::Relaxed);
         if self
             .paced_since
             .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))

@@ -603,7 +603,11 @@ pub async fn sondectl(config: &Path, args: &[&str]) -> std::process::Output {
 /// Runs `PROGRAM --config PATH check-config`: (success, stdout + stderr).
 pub fn check_config(program: &str, config: &Path) -> (bool, String) {
     let out = std::process::Command::new(bin(program))
-        .args(["--config", config.to_str().expect("utf-8 path"), "check-config"])
+        .args([
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "check-config",
+        ])
         .output()
         .expect("run check-config");
     let text = format!(

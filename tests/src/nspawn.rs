@@ -173,7 +173,11 @@ fn sweep_stale() {
     }
     remove_cgroups();
     // Folders (and overlay mounts) of machines whose test process is gone.
-    for entry in std::fs::read_dir(nspawn_dir()).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(nspawn_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         let owner = name
             .strip_prefix(&format!("{PREFIX}-"))

@@ -5,6 +5,9 @@
 //! metrics; an expired CA or certificate of our own stops the program at
 //! start with the file, the subject and the date.
 
+// Counters are whole numbers in f64: exact comparison is meant.
+#![allow(clippy::float_cmp)]
+
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -96,11 +99,17 @@ async fn reload_with_a_new_crl_closes_the_revoked_certificates_connections() {
     agent.wait_log(&["collector session lost"], WAIT).await;
     collector
         .wait_log(
-            &["TLS handshake rejected", "reason=client certificate revoked by the CRL"],
+            &[
+                "TLS handshake rejected",
+                "reason=client certificate revoked by the CRL",
+            ],
             WAIT,
         )
         .await;
-    assert!(gone.get("/api/v1/whoami").await.is_err(), "revoked viewer served");
+    assert!(
+        gone.get("/api/v1/whoami").await.is_err(),
+        "revoked viewer served"
+    );
 
     // The other viewer's connection, and its live stream, carry on.
     let (status, me) = keep.get("/api/v1/whoami").await.unwrap();
@@ -111,7 +120,9 @@ async fn reload_with_a_new_crl_closes_the_revoked_certificates_connections() {
         let Ok(Ok(Some(chunk))) = next else {
             panic!("the unrevoked live stream ended: {next:?}");
         };
-        frames += String::from_utf8_lossy(&chunk).matches("event: frame").count();
+        frames += String::from_utf8_lossy(&chunk)
+            .matches("event: frame")
+            .count();
     }
     let closed = world
         .collector_metric("sonde_collector_connections_closed_certificate_total")
@@ -180,7 +191,11 @@ async fn certificates_about_to_expire_raise_events_and_metrics() {
     assert_eq!(own.len(), 1);
     assert_eq!(own[0]["detail"]["subject"], "CN=localhost");
     let metrics = world.collector_metrics().await;
-    let left = prom_value(&metrics, "sonde_collector_server_certificate_expiry_seconds").unwrap();
+    let left = prom_value(
+        &metrics,
+        "sonde_collector_server_certificate_expiry_seconds",
+    )
+    .unwrap();
     assert!(
         (2.9 * 86_400.0..=3.0 * 86_400.0).contains(&left),
         "{left} s left"
