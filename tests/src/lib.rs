@@ -429,27 +429,26 @@ pub struct Api {
     base: String,
 }
 
-/// A rustls client config trusting `ca`, presenting `cert` if given.
+/// A rustls client config trusting `ca`, presenting `cert` if given —
+/// whatever it is: unlike the programs, a test client does not check its
+/// own certificate (an expired one is presented as is).
 pub fn client_tls(ca: &Path, cert: Option<&Cert>) -> rustls::ClientConfig {
-    let mut config = if let Some(c) = cert {
-        sonde_runtime::tls::client_config(&sonde_runtime::tls::TlsFiles {
-            ca: ca.to_owned(),
-            cert: c.cert.clone(),
-            key: c.key.clone(),
-        })
-        .expect("client tls config")
-    } else {
-        {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in sonde_runtime::tls::load_certs(ca).expect("ca") {
-                roots.add(c).expect("add root");
-            }
-            rustls::ClientConfig::builder_with_provider(sonde_runtime::tls::provider())
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .expect("tls13")
-                .with_root_certificates(Arc::new(roots))
-                .with_no_client_auth()
-        }
+    let mut roots = rustls::RootCertStore::empty();
+    for c in sonde_runtime::tls::load_certs(ca).expect("ca") {
+        roots.add(c).expect("add root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(sonde_runtime::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(Arc::new(roots));
+    let mut config = match cert {
+        Some(c) => builder
+            .with_client_auth_cert(
+                sonde_runtime::tls::load_certs(&c.cert).expect("client certificate"),
+                sonde_runtime::tls::load_key(&c.key).expect("client key"),
+            )
+            .expect("client certificate and key"),
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config

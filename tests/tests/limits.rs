@@ -249,8 +249,13 @@ async fn oversized_http_body_is_413() {
     world.collector_config("");
     let _collector = world.start_collector(&[]).await;
     let admin = world.api(Some(&world.cert("acme", Role::Admin, "ann")));
-    for path in ["/api/v1/silences", "/api/v1/targets"] {
-        let body = format!("{{\"comment\":\"{}\"}}", "x".repeat(1 << 20));
+    // Just over each limit (64 KiB, 16 KiB): small enough to be sent whole
+    // before the answer, so the client reads the 413 rather than a reset.
+    for (path, limit) in [
+        ("/api/v1/silences", 64 << 10),
+        ("/api/v1/targets", 16 << 10),
+    ] {
+        let body = format!("{{\"comment\":\"{}\"}}", "x".repeat(limit + 1024));
         let r = admin
             .client()
             .post(format!("{}{path}", admin.base()))
@@ -271,4 +276,80 @@ async fn oversized_http_body_is_413() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_hello_is_refused_and_a_second_replaces_the_first() {
+    let world = World::new();
+    world.collector_config("");
+    let collector = world.start_collector(&[]).await;
+    let cert = world.cert("acme", Role::Agent, "twice");
+    // Silent after connecting: refused at the Hello timeout (10 s).
+    let mut client = AgentServiceClient::new(grpc_channel(&world, &cert).await);
+    let (_silent, rx) = mpsc::channel::<AgentMessage>(1);
+    let started = Instant::now();
+    let refused = tokio::time::timeout(WAIT, client.session(ReceiverStream::new(rx)))
+        .await
+        .expect("no answer 20 s after opening a session without Hello")
+        .expect_err("a session without Hello was accepted");
+    assert_eq!(refused.code(), tonic::Code::DeadlineExceeded, "{refused:?}");
+    assert!(
+        refused.message().contains("no Hello within 10s"),
+        "{refused:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Two sessions of one agent: the newer one wins, the older is told.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(hello()).await.unwrap();
+        let mut inbound = client
+            .session(ReceiverStream::new(rx))
+            .await
+            .expect("session")
+            .into_inner();
+        inbound.message().await.unwrap().expect("welcome");
+        open.push((tx, inbound));
+    }
+    let (_tx, first) = &mut open[0];
+    let status = loop {
+        match tokio::time::timeout(WAIT, first.message()).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => panic!("the replaced session ended without a reason"),
+            Ok(Err(status)) => break status,
+            Err(elapsed) => panic!("the first session is still open: {elapsed}"),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    assert!(
+        status.message().contains("replaced by a newer session"),
+        "{status:?}"
+    );
+    // The second still works: a heartbeat is recorded.
+    let (tx, _) = &open[1];
+    tx.send(message(Kind::Heartbeat(Heartbeat {
+        seq: 1,
+        uptime_ms: 1,
+        sent_unix_nanos: 0,
+    })))
+    .await
+    .unwrap();
+    eventually("the heartbeat of the newer session", WAIT, || async {
+        let n = world
+            .collector_metric("sonde_collector_heartbeats_total")
+            .await;
+        (n >= 1.0).then_some(())
+    })
+    .await;
+    let admin = world.api(Some(&world.cert("acme", Role::Admin, "ann")));
+    let agent = admin.agent("acme", "twice").await.expect("agent listed");
+    assert_eq!(agent["connected"], true, "{agent}");
+    collector
+        .wait_log(&["agent session ended by collector", "replaced"], WAIT)
+        .await;
 }

@@ -112,7 +112,33 @@ async fn expired_certificate() {
     spec.not_before = OffsetDateTime::now_utc() - time::Duration::days(10);
     spec.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
     let cert = s.issue("expired", &spec);
-    s.refused_at_handshake("expired", &cert, "client certificate expired")
+    // The agent will not even try with it: it stops at start, naming the
+    // file and the date.
+    s.world.agent_config("expired", &cert, "");
+    let mut agent = s.world.start_agent("expired", &[]);
+    let status = agent.wait_exit(WAIT).expect("agent still running");
+    assert!(!status.success());
+    let log = agent.log_text();
+    assert!(
+        log.contains("tls.cert")
+            && log.contains("expired.pem: certificate")
+            && log.contains("expired at"),
+        "{log}"
+    );
+    // Presented anyway (by an HTTPS client), the collector refuses it at
+    // the handshake and says why.
+    let api = s.world.api(Some(&cert));
+    if let Ok((status, body)) = api.get("/api/v1/agents").await {
+        panic!("expired certificate served: {status} {body}");
+    }
+    s.collector
+        .wait_log(
+            &[
+                "TLS handshake rejected",
+                "reason=client certificate expired",
+            ],
+            WAIT,
+        )
         .await;
 }
 
