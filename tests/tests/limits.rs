@@ -108,6 +108,14 @@ fn message(kind: Kind) -> AgentMessage {
     AgentMessage { kind: Some(kind) }
 }
 
+fn heartbeat(seq: u64) -> AgentMessage {
+    message(Kind::Heartbeat(Heartbeat {
+        seq,
+        uptime_ms: seq,
+        sent_unix_nanos: 0,
+    }))
+}
+
 fn hello() -> AgentMessage {
     message(Kind::Hello(Hello {
         agent_version: "0.0.0-test".into(),
@@ -115,6 +123,42 @@ fn hello() -> AgentMessage {
         spool_id: 7,
         ..Hello::default()
     }))
+}
+
+type Session = (
+    mpsc::Sender<AgentMessage>,
+    tonic::Streaming<sonde_proto::v1::CollectorMessage>,
+);
+
+/// Opens an agent session (Hello sent, Welcome read).
+async fn open_session(
+    client: &mut AgentServiceClient<tonic::transport::Channel>,
+    capacity: usize,
+) -> Session {
+    let (tx, rx) = mpsc::channel(capacity);
+    tx.send(hello()).await.unwrap();
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .expect("session")
+        .into_inner();
+    inbound.message().await.unwrap().expect("welcome");
+    (tx, inbound)
+}
+
+/// Reads a session until the collector ends it; its status.
+async fn ended_with(
+    inbound: &mut tonic::Streaming<sonde_proto::v1::CollectorMessage>,
+    what: &str,
+) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(WAIT, inbound.message()).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => panic!("{what}: session ended without a reason"),
+            Ok(Err(status)) => return status,
+            Err(elapsed) => panic!("{what}: session still open: {elapsed}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,26 +169,13 @@ async fn flooding_agent_is_paced_and_loses_nothing() {
     let collector = world.start_collector(&[]).await;
     let cert = world.cert("acme", Role::Agent, "flood");
     let mut client = AgentServiceClient::new(grpc_channel(&world, &cert).await);
-    let (tx, rx) = mpsc::channel(1024);
-    tx.send(hello()).await.unwrap();
-    let mut inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .expect("session")
-        .into_inner();
-    inbound.message().await.unwrap().expect("welcome");
+    let (tx, _inbound) = open_session(&mut client, 1024).await;
     let before = world
         .collector_metric("sonde_collector_heartbeats_total")
         .await;
     let started = Instant::now();
     for seq in 1..=N {
-        tx.send(message(Kind::Heartbeat(Heartbeat {
-            seq,
-            uptime_ms: seq,
-            sent_unix_nanos: 0,
-        })))
-        .await
-        .unwrap();
+        tx.send(heartbeat(seq)).await.unwrap();
     }
     let sent = started.elapsed();
     eventually("every heartbeat recorded", WAIT, || async {
@@ -166,13 +197,7 @@ async fn flooding_agent_is_paced_and_loses_nothing() {
     let paced = prom_value(&metrics, "sonde_collector_messages_paced_total").unwrap();
     assert!(paced >= 100.0, "{paced} messages paced");
     // The session is still open, and the warning said once which limit.
-    tx.send(message(Kind::Heartbeat(Heartbeat {
-        seq: N + 1,
-        uptime_ms: 0,
-        sent_unix_nanos: 0,
-    })))
-    .await
-    .expect("session closed");
+    tx.send(heartbeat(N + 1)).await.expect("session closed");
     let log = collector.log_text();
     assert_eq!(
         log.matches("faster than [limits] messages-per-second")
@@ -190,14 +215,7 @@ async fn oversized_grpc_message_ends_the_session_with_the_reason() {
     let collector = world.start_collector(&[]).await;
     let cert = world.cert("acme", Role::Agent, "big");
     let mut client = AgentServiceClient::new(grpc_channel(&world, &cert).await);
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(hello()).await.unwrap();
-    let mut inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .expect("session")
-        .into_inner();
-    inbound.message().await.unwrap().expect("welcome");
+    let (tx, mut inbound) = open_session(&mut client, 4).await;
     let huge = Record {
         kind: Some(record::Kind::Gap(Gap {
             reason: "x".repeat(5 << 20),
@@ -211,14 +229,7 @@ async fn oversized_grpc_message_ends_the_session_with_the_reason() {
     })))
     .await
     .unwrap();
-    let status = loop {
-        match tokio::time::timeout(WAIT, inbound.message()).await {
-            Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) => panic!("session ended without a reason"),
-            Ok(Err(status)) => break status,
-            Err(elapsed) => panic!("session still open after an oversized message: {elapsed}"),
-        }
-    };
+    let status = ended_with(&mut inbound, "after an oversized message").await;
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     assert!(
         status.message().contains("message length too large")
@@ -304,41 +315,16 @@ async fn a_session_without_hello_is_refused_and_a_second_replaces_the_first() {
     );
 
     // Two sessions of one agent: the newer one wins, the older is told.
-    let mut open = Vec::new();
-    for _ in 0..2 {
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(hello()).await.unwrap();
-        let mut inbound = client
-            .session(ReceiverStream::new(rx))
-            .await
-            .expect("session")
-            .into_inner();
-        inbound.message().await.unwrap().expect("welcome");
-        open.push((tx, inbound));
-    }
-    let (_tx, first) = &mut open[0];
-    let status = loop {
-        match tokio::time::timeout(WAIT, first.message()).await {
-            Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) => panic!("the replaced session ended without a reason"),
-            Ok(Err(status)) => break status,
-            Err(elapsed) => panic!("the first session is still open: {elapsed}"),
-        }
-    };
+    let (_first_tx, mut first) = open_session(&mut client, 4).await;
+    let (tx, _second) = open_session(&mut client, 4).await;
+    let status = ended_with(&mut first, "the replaced one").await;
     assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
     assert!(
         status.message().contains("replaced by a newer session"),
         "{status:?}"
     );
     // The second still works: a heartbeat is recorded.
-    let (tx, _) = &open[1];
-    tx.send(message(Kind::Heartbeat(Heartbeat {
-        seq: 1,
-        uptime_ms: 1,
-        sent_unix_nanos: 0,
-    })))
-    .await
-    .unwrap();
+    tx.send(heartbeat(1)).await.unwrap();
     eventually("the heartbeat of the newer session", WAIT, || async {
         let n = world
             .collector_metric("sonde_collector_heartbeats_total")
