@@ -13,16 +13,21 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use sonde_certs::{Ca, LeafSpec};
 use sonde_proto::{Identity, Role};
-use sonde_tests::{Api, World, check_config, eventually, prom_value};
+use sonde_tests::{Cert, World, check_config, client_tls, eventually, prom_value};
 use time::OffsetDateTime;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Opens `/api/v1/live`; read it with `chunk()`.
-async fn live(api: &Api) -> reqwest::Response {
-    let r = api
-        .client()
-        .get(format!("{}/api/v1/live", api.base()))
+/// Opens `/api/v1/live` with `cert` on a connection of its own and no
+/// request timeout (the API client's 10 s would end the stream itself);
+/// read it with `chunk()`.
+async fn live(world: &World, cert: &Cert) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(client_tls(&world.pki.dir().join("ca.pem"), Some(cert)))
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://localhost:{}/api/v1/live", world.port))
         .send()
         .await
         .expect("live stream");
@@ -47,7 +52,8 @@ async fn reload_with_a_new_crl_closes_the_revoked_certificates_connections() {
          [[ping]]\ntargets = [\"127.0.0.1\", \"127.0.0.2\"]\ninterval = \"200ms\"\ntimeout = \"100ms\"\n",
     );
     let _a2 = world.start_agent("a2", &[]);
-    let keep = world.api(Some(&world.cert("acme", Role::Viewer, "keep")));
+    let keep_cert = world.cert("acme", Role::Viewer, "keep");
+    let keep = world.api(Some(&keep_cert));
     for name in ["a1", "a2"] {
         eventually("agents connected", WAIT, || async {
             keep.agent("acme", name)
@@ -56,13 +62,15 @@ async fn reload_with_a_new_crl_closes_the_revoked_certificates_connections() {
         })
         .await;
     }
-    let gone = world.api(Some(&world.cert("acme", Role::Viewer, "gone")));
-    let mut gone_live = live(&gone).await;
-    let mut keep_live = live(&keep).await;
+    let gone_cert = world.cert("acme", Role::Viewer, "gone");
+    let gone = world.api(Some(&gone_cert));
+    let mut gone_live = live(&world, &gone_cert).await;
+    let mut keep_live = live(&world, &keep_cert).await;
 
     world.pki.revoke("acme-viewer-gone").unwrap();
     world.pki.revoke("acme-agent-a1").unwrap();
     collector.signal(Signal::SIGHUP);
+    let reloaded = std::time::Instant::now();
 
     // The revoked viewer's stream ends (its frames may arrive until then).
     let ended = tokio::time::timeout(WAIT, async {
@@ -70,6 +78,11 @@ async fn reload_with_a_new_crl_closes_the_revoked_certificates_connections() {
     })
     .await;
     assert!(ended.is_ok(), "revoked viewer's live stream still open");
+    let after = reloaded.elapsed();
+    assert!(
+        after < Duration::from_secs(5),
+        "stream ended {after:?} after the reload"
+    );
     collector
         .wait_log(
             &[
