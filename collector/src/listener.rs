@@ -198,14 +198,19 @@ pub async fn serve(listener: TcpListener, app: Router, cx: Context) {
             else {
                 return;
             };
+            // Parsed once: for the expiry report and the expiry timer.
             let now = sonde_runtime::clock::unix_millis() / 1000;
             let validity = chain.first().and_then(sonde_runtime::tls::validity);
+            let until_expiry = validity.as_ref().map_or(Duration::MAX, |v| {
+                Duration::from_secs(u64::try_from(v.not_after - now + 1).unwrap_or(0))
+            });
             expiring.connected(&peer.identity, validity, warning, now);
             let slot = match open.claim(&peer.identity, limits.connections_per_certificate) {
                 Ok(slot) => slot,
                 Err(n) => return conn.refuse(stream, &peer, n).await,
             };
-            conn.serve(stream, peer, &chain, &mut tls, watcher).await;
+            conn.serve(stream, peer, &chain, until_expiry, &mut tls, watcher)
+                .await;
             drop(slot);
         });
     }
@@ -228,24 +233,18 @@ struct Connection {
 
 impl Connection {
     /// Serves requests until the client or the server ends the connection,
-    /// or until its certificate is no longer accepted.
+    /// or until its certificate is no longer accepted (after a reload) or
+    /// expires (`until_expiry`).
     async fn serve(
         self,
         stream: TlsStream<TcpStream>,
         peer: Peer,
         chain: &[CertificateDer<'static>],
+        until_expiry: Duration,
         tls: &mut watch::Receiver<ServerTls>,
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let remote = self.remote;
-        let until_expiry =
-            chain
-                .first()
-                .and_then(sonde_runtime::tls::validity)
-                .map_or(Duration::MAX, |v| {
-                    let now = sonde_runtime::clock::unix_nanos() / 1_000_000_000;
-                    Duration::from_secs(u64::try_from(v.not_after - now + 1).unwrap_or(0))
-                });
         let expiry = tokio::time::sleep(until_expiry);
         tokio::pin!(expiry);
         let svc = TowerToHyperService::new(self.app.layer(Extension(peer.clone())));
