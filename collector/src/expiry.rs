@@ -226,10 +226,10 @@ async fn record(store: &Store, subject: &Subject, v: &Validity, left: i64) {
         "certificate": which,
         "identity": identity,
         "subject": v.subject,
-        "not_after": tls::utc(v.not_after),
+        "not_after": sonde_runtime::clock::rfc3339_seconds(v.not_after),
         "days_left": days_left,
     });
-    tracing::warn!(certificate = which, identity = ?identity, subject = %v.subject, not_after = %tls::utc(v.not_after), days_left, "certificate expires soon");
+    tracing::warn!(certificate = which, identity = ?identity, subject = %v.subject, not_after = %sonde_runtime::clock::rfc3339_seconds(v.not_after), days_left, "certificate expires soon");
     let now = sonde_runtime::clock::unix_millis();
     let recorded = store
         .run(move |s| {

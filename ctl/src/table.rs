@@ -45,13 +45,12 @@ pub fn cell(v: Option<&Value>) -> String {
 
 /// Unix milliseconds as RFC 3339 UTC (seconds), or `-`.
 pub fn time_ms(v: Option<&Value>) -> String {
-    v.and_then(Value::as_u64).map_or_else(
-        || "-".to_owned(),
-        |ms| {
-            let t = UNIX_EPOCH + Duration::from_millis(ms);
-            humantime::format_rfc3339_seconds(t).to_string()
-        },
-    )
+    v.and_then(Value::as_u64)
+        .and_then(|ms| i64::try_from(ms).ok())
+        .map_or_else(
+            || "-".to_owned(),
+            |ms| sonde_runtime::clock::rfc3339_seconds(ms.div_euclid(1000)),
+        )
 }
 
 /// How long ago unix milliseconds `v` was, relative to `now`, or `-`.

@@ -180,19 +180,6 @@ pub struct Validity {
     pub not_after: i64,
 }
 
-/// Unix seconds as RFC 3339 UTC (`2026-11-21T10:00:00Z`).
-pub fn utc(unix: i64) -> String {
-    u64::try_from(unix).map_or_else(
-        |_| unix.to_string(),
-        |secs| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-            )
-            .to_string()
-        },
-    )
-}
-
 /// Refuses a certificate of our own (`what`: "certificate", "CA
 /// certificate") that is expired or not yet valid at `now` (Unix seconds),
 /// so a stale file fails at start with its path and date instead of as an
@@ -215,7 +202,7 @@ pub fn check_valid(
             path: path.to_owned(),
             what,
             subject: v.subject,
-            not_after: utc(v.not_after),
+            not_after: crate::clock::rfc3339_seconds(v.not_after),
         });
     }
     if now < v.not_before {
@@ -223,7 +210,7 @@ pub fn check_valid(
             path: path.to_owned(),
             what,
             subject: v.subject,
-            not_before: utc(v.not_before),
+            not_before: crate::clock::rfc3339_seconds(v.not_before),
         });
     }
     Ok(())
