@@ -61,10 +61,19 @@ pub async fn run(mut rx: mpsc::Receiver<Record>, outbox: Outbox, limits: BatchLi
         let now = unix_nanos();
         let results = sonde_proto::records::results(&batch) as u64;
         let earlier = sonde_proto::records::gapped(&batch);
+        // A gap carried from earlier failures keeps its start.
+        let since = batch
+            .iter()
+            .filter_map(|r| match &r.kind {
+                Some(record::Kind::Gap(g)) => Some(g.from_unix_nanos),
+                _ => None,
+            })
+            .min();
         if let Err(e) = outbox.append(batch, now).await {
             tracing::error!(error = %e, results, "cannot spool a batch; its results are recorded as a gap");
+            let from = now - i64::try_from(limits.max_delay.as_nanos()).unwrap_or(0);
             carried = Some(Gap {
-                from_unix_nanos: now - i64::try_from(limits.max_delay.as_nanos()).unwrap_or(0),
+                from_unix_nanos: since.map_or(from, |s| s.min(from)),
                 to_unix_nanos: now,
                 dropped: results + earlier,
                 reason: format!("agent could not write its spool: {e}"),

@@ -319,8 +319,21 @@ impl Spool {
         let segment = self.segments.back_mut().expect("segment just ensured");
         let file = self.active.as_mut().expect("active segment open");
         let offset = segment.bytes;
-        file.write_all(&rec).map_err(io(&segment.path))?;
-        file.sync_data().map_err(io(&segment.path))?;
+        let written = file.write_all(&rec).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            // A disk that fills up takes part of a record. Cut it off, so
+            // the next record follows the last whole one (its offset is
+            // the one recorded) and a restart does not stop reading at
+            // it; when even that fails, the next batch opens a new segment.
+            if file
+                .set_len(offset)
+                .and_then(|()| file.sync_data())
+                .is_err()
+            {
+                self.active = None;
+            }
+            return Err(io(&segment.path)(e));
+        }
         segment.bytes += rec.len() as u64;
         segment.entries.push_back(Entry {
             seq,
@@ -341,9 +354,17 @@ impl Spool {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        file.write_all(MAGIC).map_err(io(&path))?;
-        file.sync_all().map_err(io(&path))?;
-        fsync_dir(&self.dir)?;
+        let started = file
+            .write_all(MAGIC)
+            .and_then(|()| file.sync_all())
+            .map_err(io(&path))
+            .and_then(|()| fsync_dir(&self.dir));
+        if let Err(e) = started {
+            // Disk full: leave no half-made segment whose name the next
+            // attempt (same first batch number) would collide with.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         self.segments.push_back(Segment {
             path,
             bytes: MAGIC.len() as u64,
@@ -370,6 +391,14 @@ impl Spool {
                 .map_err(io(&segment.path))?;
             let mut payload = vec![0; entry.len as usize];
             file.read_exact(&mut payload).map_err(io(&segment.path))?;
+            if let Err(e) = ResultBatch::decode(payload.as_slice()) {
+                // Its checksum holds but it is not a batch (a bug, or a
+                // disk that lies): send a gap for it instead, so the loss
+                // is counted and the spool does not stall on it forever.
+                tracing::error!(path = %segment.path.display(), batch_seq = entry.seq, error = %e,
+                    "spooled batch does not decode; sending a gap record in its place");
+                payload = damaged(entry, &e).encode_to_vec();
+            }
             return Ok(Some((entry.seq, payload)));
         }
         Ok(None)
@@ -429,7 +458,7 @@ impl Spool {
             }
             let segment = self.segments.pop_front().expect("front exists");
             for entry in segment.entries.iter().filter(|e| e.seq > self.acked) {
-                lost.add(&segment.path, entry)?;
+                lost.add(&segment.path, entry);
             }
             fs::remove_file(&segment.path).map_err(io(&segment.path))?;
         }
@@ -475,14 +504,23 @@ struct Lost {
 }
 
 impl Lost {
-    fn add(&mut self, path: &Path, entry: &Entry) -> Result<()> {
+    fn add(&mut self, path: &Path, entry: &Entry) {
         let (mut from, mut to) = (entry.sealed_ns, entry.sealed_ns);
         if entry.gapped > 0 {
             // An earlier gap is being dropped: keep its time range (read it
-            // before the file goes; this is rare).
-            for g in read_gaps(path, entry)? {
-                from = from.min(g.from_unix_nanos);
-                to = to.max(g.to_unix_nanos);
+            // before the file goes; this is rare). Its counts are in the
+            // record header, so a record that cannot be read only loses
+            // the range, and never stops the cap from dropping it.
+            match read_gaps(path, entry) {
+                Ok(gaps) => {
+                    for g in gaps {
+                        from = from.min(g.from_unix_nanos);
+                        to = to.max(g.to_unix_nanos);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a dropped gap record's time range; using its sealing time")
+                }
             }
         }
         if self.batches == 0 {
@@ -494,7 +532,25 @@ impl Lost {
         self.batches += 1;
         self.results += u64::from(entry.results);
         self.gapped += entry.gapped;
-        Ok(())
+    }
+}
+
+/// The batch sent in place of a stored one that does not decode.
+fn damaged(entry: &Entry, e: &prost::DecodeError) -> ResultBatch {
+    ResultBatch {
+        batch_seq: entry.seq,
+        sealed_unix_nanos: entry.sealed_ns,
+        records: vec![Record {
+            kind: Some(record::Kind::Gap(Gap {
+                from_unix_nanos: entry.sealed_ns,
+                to_unix_nanos: entry.sealed_ns,
+                dropped: u64::from(entry.results) + entry.gapped,
+                reason: format!(
+                    "agent spool: stored batch {} does not decode: {e}",
+                    entry.seq
+                ),
+            })),
+        }],
     }
 }
 

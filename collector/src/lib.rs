@@ -281,6 +281,7 @@ pub struct Collector {
     tasks: JoinSet<()>,
     local_addr: SocketAddr,
     health_addr: Option<SocketAddr>,
+    app: axum::Router,
 }
 
 impl Collector {
@@ -363,7 +364,14 @@ impl Collector {
             source,
         })?;
         let (tls_tx, tls_rx) = watch::channel(tls_config);
-        spawn_listener(listener, app, tls_rx, &shared, &settings_rx, &mut tasks);
+        spawn_listener(
+            listener,
+            app.clone(),
+            tls_rx,
+            &shared,
+            &settings_rx,
+            &mut tasks,
+        );
 
         let mut health_addr = None;
         if let Some(health) = health {
@@ -387,7 +395,17 @@ impl Collector {
             tasks,
             local_addr,
             health_addr,
+            app,
         })
+    }
+
+    /// Everything the listener serves (gRPC, API, UI) without TLS, for
+    /// in-process callers such as the fuzz targets. A request must carry a
+    /// [`peer::Peer`] extension, which the listener adds after the handshake;
+    /// without one every handler refuses it.
+    #[doc(hidden)]
+    pub fn router(&self) -> axum::Router {
+        self.app.clone()
     }
 
     /// The mTLS listener's address.

@@ -8,11 +8,13 @@
 //! ([`eventually`]), never fixed sleeps.
 
 pub mod agent;
+pub mod load;
 pub mod measure;
 pub mod netns;
 pub mod nspawn;
 pub mod receivers;
 pub mod star;
+pub mod tmpfs;
 pub mod victoria;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -619,6 +621,16 @@ pub fn check_config(program: &str, config: &Path) -> (bool, String) {
 
 /// An mTLS gRPC channel to the world's collector presenting `cert`.
 pub async fn grpc_channel(world: &World, cert: &Cert) -> tonic::transport::Channel {
+    try_grpc_channel(world, cert)
+        .await
+        .expect("mTLS gRPC channel")
+}
+
+/// An mTLS gRPC channel to the collector presenting `cert`, or why not.
+pub async fn try_grpc_channel(
+    world: &World,
+    cert: &Cert,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     use hyper_util::rt::TokioIo;
     use rustls_pki_types::ServerName;
     use tokio::net::TcpStream;
@@ -638,7 +650,6 @@ pub async fn grpc_channel(world: &World, cert: &Cert) -> tonic::transport::Chann
             }
         }))
         .await
-        .expect("mTLS gRPC channel")
 }
 
 /// The value of sample `name` (with its labels, e.g. `x{a="b"}`) in
