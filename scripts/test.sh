@@ -50,6 +50,9 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 # The package builders (packaging/build.sh would install them too).
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
 command -v cargo-generate-rpm >/dev/null || cargo install --locked cargo-generate-rpm
+# Supply-chain policy (deny.toml) and the fuzzer driver.
+command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 
 # CI's disk is not large: build once without incremental caches (a fresh
 # machine gains nothing from them), and say how much room there is.
@@ -58,6 +61,24 @@ df -h . | sed 's/^/disk: /'
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Dependencies: licences, duplicate versions, sources (deny.toml). The
+# advisory database is fetched from github.com; where that cannot be
+# reached the check is reported as NOT RUN (never as passed).
+cargo deny --locked check bans licenses sources
+if cargo deny --locked check advisories 2>"${TMPDIR:-/tmp}/sonde-advisories.log"; then
+  echo "cargo deny: advisories ok"
+elif grep -q "failed to fetch advisory database" "${TMPDIR:-/tmp}/sonde-advisories.log"; then
+  echo "cargo deny: advisories NOT RUN: the RustSec database (github.com) cannot be fetched from this machine" >&2
+else
+  cat "${TMPDIR:-/tmp}/sonde-advisories.log" >&2
+  exit 1
+fi
+
+# Fuzz targets, 60 s each (scripts/fuzz.sh); their build is removed
+# afterwards to leave the disk to the tests.
+FUZZ_TARGET_DIR=target/fuzz bash scripts/fuzz.sh 60
+rm -rf target/fuzz
 # The end-to-end tests run the real binaries; build them first.
 cargo build --workspace --bins --locked
 # The package tests install revision 1 and upgrade to revision 2 of the

@@ -225,12 +225,13 @@ impl Spool {
             }
         }
         let last = segments.back().and_then(Segment::last_seq).unwrap_or(0);
+        // Only a damaged or forged file gets here (2^64 batches).
         let mut spool = Self {
             dir: dir.to_owned(),
             limits,
             id,
             acked,
-            next_seq: last.max(acked) + 1,
+            next_seq: last.max(acked).saturating_add(1),
             segments,
             active: None,
             dropped_results: 0,
@@ -239,6 +240,16 @@ impl Spool {
         // Fully acknowledged segments left by a crash between meta and delete.
         spool.delete_acked()?;
         Ok((spool, recovery))
+    }
+
+    /// Only a damaged or forged file numbers a batch 2^64 - 1.
+    fn exhausted(&self) -> SpoolError {
+        SpoolError::Corrupt {
+            path: self.dir.clone(),
+            reason:
+                "batch numbers are exhausted (a batch or the acknowledgement is numbered 2^64-1)"
+                    .into(),
+        }
     }
 
     /// The random identity of this spool (see `Hello.spool_id`).
@@ -284,6 +295,9 @@ impl Spool {
 
     fn write_batch(&mut self, records: Vec<Record>, now_ns: i64) -> Result<u64> {
         let seq = self.next_seq;
+        if seq == u64::MAX {
+            return Err(self.exhausted());
+        }
         let results = sonde_proto::records::results(&records);
         let gapped = sonde_proto::records::gapped(&records);
         let batch = ResultBatch {
@@ -464,7 +478,7 @@ impl Spool {
         }
         if lost.batches > 0 {
             fsync_dir(&self.dir)?;
-            self.dropped_results += lost.results;
+            self.dropped_results = self.dropped_results.saturating_add(lost.results);
             tracing::warn!(
                 batches = lost.batches,
                 results = lost.results,
@@ -474,7 +488,7 @@ impl Spool {
             let gap = Gap {
                 from_unix_nanos: lost.from,
                 to_unix_nanos: lost.to,
-                dropped: lost.results + lost.gapped,
+                dropped: lost.results.saturating_add(lost.gapped),
                 reason: format!(
                     "agent spool cap reached ({} bytes, max age {})",
                     self.limits.max_bytes,
@@ -530,8 +544,9 @@ impl Lost {
             self.to = self.to.max(to);
         }
         self.batches += 1;
-        self.results += u64::from(entry.results);
-        self.gapped += entry.gapped;
+        // Saturating: the counts come from headers a damaged file may hold.
+        self.results = self.results.saturating_add(u64::from(entry.results));
+        self.gapped = self.gapped.saturating_add(entry.gapped);
     }
 }
 
@@ -544,7 +559,7 @@ fn damaged(entry: &Entry, e: &prost::DecodeError) -> ResultBatch {
             kind: Some(record::Kind::Gap(Gap {
                 from_unix_nanos: entry.sealed_ns,
                 to_unix_nanos: entry.sealed_ns,
-                dropped: u64::from(entry.results) + entry.gapped,
+                dropped: u64::from(entry.results).saturating_add(entry.gapped),
                 reason: format!(
                     "agent spool: stored batch {} does not decode: {e}",
                     entry.seq
@@ -664,7 +679,7 @@ fn parse_record(data: &[u8], pos: usize, prev_seq: u64) -> Option<Entry> {
         return None;
     }
     let seq = u64::from_le_bytes(header[8..16].try_into().ok()?);
-    if seq != prev_seq + 1 {
+    if prev_seq.checked_add(1) != Some(seq) {
         return None;
     }
     Some(Entry {
