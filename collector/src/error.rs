@@ -51,6 +51,9 @@ impl From<SessionError> for Status {
             SessionError::ShuttingDown => Status::unavailable(msg),
             SessionError::Unreadable(status) => Status::new(status.code(), msg),
             // Never leak internals (paths) to the peer; the log has them.
+            SessionError::Store(e) if e.is_disk_full() => Status::resource_exhausted(
+                "collector storage is full: batch not acknowledged, keep it and retry",
+            ),
             SessionError::Store(_) => Status::internal("collector storage error"),
         }
     }

@@ -283,6 +283,11 @@ impl Stream {
         let key = &self.key;
         match end {
             Ok(()) => tracing::info!(agent = %key, "agent session closed"),
+            Err(SessionError::Store(e)) if e.is_disk_full() => {
+                tracing::error!(agent = %key, error = %e,
+                    "collector disk is full: batches are not acknowledged; agents keep them in their spools until there is room");
+                let _ = self.tx.send(Err(SessionError::Store(e).into())).await;
+            }
             Err(e) => {
                 tracing::info!(agent = %key, reason = %e, "agent session ended by collector");
                 let _ = self.tx.send(Err(e.into())).await;

@@ -34,6 +34,15 @@ pub enum StoreError {
     Join(String),
 }
 
+impl StoreError {
+    /// Whether the disk (or the database's size limit) is full: nothing is
+    /// wrong with the data, writes work again once there is room.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
+            if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+}
+
 /// An agent, identified by its certificate's tenant and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct AgentKey {

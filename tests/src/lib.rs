@@ -8,6 +8,7 @@
 //! ([`eventually`]), never fixed sleeps.
 
 pub mod agent;
+pub mod ledger;
 pub mod load;
 pub mod measure;
 pub mod netns;

@@ -5,71 +5,11 @@
 //! kill -9, agent restart, and — when the spool cap forces a drop — be
 //! accounted for by gap records.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use prost::Message as _;
-use sonde_collector::store::Store;
-use sonde_proto::v1::{PingResult, PingStatus, Record, ResultBatch, record};
 use sonde_tests::agent::Agent;
+use sonde_tests::ledger::{assert_exactly_once, delivered, ping};
 use sonde_tests::{World, eventually};
-
-fn ping(i: usize, pad: usize) -> Record {
-    Record {
-        kind: Some(record::Kind::Ping(PingResult {
-            target: format!("r{i}"),
-            address: "127.0.0.1".into(),
-            sent_unix_nanos: i64::try_from(i).unwrap(),
-            rtt_nanos: 1000,
-            status: PingStatus::Ok as i32,
-            error: "p".repeat(pad),
-            reply_ttl: 64,
-        })),
-    }
-}
-
-/// What the collector's ingest log holds: results per target, gap total,
-/// and the `(spool_id, batch_seq)` list.
-struct Delivered {
-    per_target: HashMap<String, usize>,
-    gap_dropped: u64,
-    batches: Vec<(u64, u64)>,
-}
-
-fn delivered(world: &World) -> Delivered {
-    let store = Store::open_dir(&world.dir().join("collector-state")).unwrap();
-    let mut d = Delivered {
-        per_target: HashMap::new(),
-        gap_dropped: 0,
-        batches: Vec::new(),
-    };
-    for b in store.ingest_after(0, 1_000_000).unwrap() {
-        d.batches.push((b.spool_id, b.batch_seq));
-        for r in ResultBatch::decode(b.payload.as_slice()).unwrap().records {
-            match r.kind {
-                Some(record::Kind::Ping(p)) => *d.per_target.entry(p.target).or_default() += 1,
-                Some(record::Kind::Gap(g)) => d.gap_dropped += g.dropped,
-                _ => {}
-            }
-        }
-    }
-    d
-}
-
-fn assert_exactly_once(d: &Delivered, n: usize) {
-    let dup: Vec<_> = d
-        .per_target
-        .iter()
-        .filter(|(_, c)| **c > 1)
-        .take(5)
-        .collect();
-    assert!(dup.is_empty(), "duplicated results: {dup:?}");
-    let mut seqs = d.batches.clone();
-    seqs.sort_unstable();
-    seqs.dedup();
-    assert_eq!(seqs.len(), d.batches.len(), "a batch was stored twice");
-    assert_eq!(d.per_target.len(), n, "results delivered");
-}
 
 const AGENT: &str =
     "[heartbeat]\ninterval = \"200ms\"\n[batch]\nmax-records = 100\nmax-delay = \"100ms\"\n";

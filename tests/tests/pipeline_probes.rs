@@ -11,64 +11,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use prost::Message as _;
-use sonde_collector::store::Store;
 use sonde_proto::Role;
-use sonde_proto::v1::{PingStatus, ResultBatch, record};
 use sonde_runtime::clock::unix_nanos;
+use sonde_tests::ledger::{SECOND, contiguous, probe_times};
 use sonde_tests::{World, eventually};
 
-const SECOND: i64 = 1_000_000_000;
-
-/// Send times per address, and the number of (address, send time) pairs
-/// seen more than once.
+/// Send times per address and repeated (address, time) pairs; every ping
+/// answered (the targets are loopback).
 fn delivered(world: &World) -> (BTreeMap<String, Vec<i64>>, usize) {
-    let store = Store::open_dir(&world.dir().join("collector-state")).unwrap();
-    let mut per: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    let mut repeats = 0;
-    for b in store.ingest_after(0, 10_000_000).unwrap() {
-        for r in ResultBatch::decode(b.payload.as_slice()).unwrap().records {
-            if let Some(record::Kind::Ping(p)) = r.kind {
-                assert_eq!(p.status(), PingStatus::Ok, "{p:?}");
-                if !seen.insert((p.address.clone(), p.sent_unix_nanos)) {
-                    repeats += 1;
-                }
-                per.entry(p.address).or_default().push(p.sent_unix_nanos);
-            }
-        }
-    }
-    for v in per.values_mut() {
-        v.sort_unstable();
-    }
-    (per, repeats)
-}
-
-/// Every target has results from `from` to `to`, one interval apart (no
-/// hole, no repeat).
-fn contiguous(per: &BTreeMap<String, Vec<i64>>, from: i64, to: i64) -> Result<(), String> {
-    for (addr, times) in per {
-        let inside: Vec<i64> = times
-            .iter()
-            .copied()
-            .filter(|t| (from..=to).contains(t))
-            .collect();
-        let first = *inside.first().ok_or(format!("{addr}: nothing in window"))?;
-        let last = *inside.last().expect("non-empty");
-        if first - from > SECOND * 3 / 2 || to - last > SECOND * 3 / 2 {
-            return Err(format!("{addr}: window not covered ({first}..{last})"));
-        }
-        for w in inside.windows(2) {
-            let d = w[1] - w[0];
-            // A hole is a gap of two intervals and a repeat one of ~0; a
-            // loaded machine (CI) delays single probes by tens of ms
-            // (scheduler lag, reported by the agent), which is neither.
-            if !(SECOND / 2..=SECOND * 3 / 2).contains(&d) {
-                return Err(format!("{addr}: {d} ns between two results"));
-            }
-        }
-    }
-    Ok(())
+    let t = probe_times(world);
+    assert_eq!(t.failed, 0, "loopback pings failed");
+    (t.per, t.repeats)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
