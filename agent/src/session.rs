@@ -263,6 +263,7 @@ pub async fn run(
         sent: 0,
         ticker: interval_at(Instant::now(), every),
         config_version: 0,
+        ack_failing: false,
     };
     live.set_interval(every, Instant::now());
     match live
@@ -297,9 +298,29 @@ struct Live<'a> {
     sent: u64,
     ticker: tokio::time::Interval,
     config_version: u64,
+    /// Whether the last acknowledgement could not be written to the spool.
+    ack_failing: bool,
 }
 
 impl Live<'_> {
+    /// Records an acknowledgement in the spool. When the spool cannot write
+    /// it (disk full) the session goes on: the acknowledgement holds in
+    /// memory, and at worst a restart sends those batches again, which the
+    /// collector recognises as replays.
+    async fn record_ack(&mut self, seq: u64) {
+        if let Err(e) = self.outbox.ack(seq).await {
+            if !self.ack_failing {
+                tracing::warn!(error = %e, batch_seq = seq,
+                    "cannot record an acknowledgement in the spool; going on (a restart may resend those batches)");
+            }
+            self.ack_failing = true;
+        } else if self.ack_failing {
+            tracing::info!(batch_seq = seq, "acknowledgements are recorded in the spool again");
+            self.ack_failing = false;
+        }
+        self.acked = self.outbox.acked();
+    }
+
     fn set_interval(&mut self, every: Duration, first: Instant) {
         self.ticker = interval_at(first, every);
         self.ticker
@@ -320,8 +341,7 @@ impl Live<'_> {
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, SessionError> {
         // The collector may hold batches whose Ack we never saw.
-        self.outbox.ack(collector_acked).await?;
-        self.acked = self.outbox.acked();
+        self.record_ack(collector_acked).await;
         self.sent = self.acked;
         let mut newest = self.outbox.subscribe();
         newest.mark_changed();
@@ -389,8 +409,7 @@ impl Live<'_> {
                 kind: Some(CollectorKind::Ack(ack)),
             })) => {
                 if ack.batch_seq > self.acked {
-                    self.outbox.ack(ack.batch_seq).await?;
-                    self.acked = self.outbox.acked();
+                    self.record_ack(ack.batch_seq).await;
                 }
                 Ok(())
             }

@@ -1,5 +1,6 @@
-//! Counting what a batch carries. "Results" are probe results; gap records
-//! (and records of a kind this version does not know) are not results. The
+//! Counting what a batch carries. "Results" are probe results and host
+//! facts; gap records, scheduler-lag notices (and records of a kind this
+//! version does not know) are not results. The
 //! spool, the batcher and the collector all count the same way through
 //! these two functions.
 
@@ -9,7 +10,12 @@ use crate::v1::{Record, record};
 pub fn results(records: &[Record]) -> usize {
     records
         .iter()
-        .filter(|r| !matches!(r.kind, Some(record::Kind::Gap(_)) | None))
+        .filter(|r| {
+            !matches!(
+                r.kind,
+                Some(record::Kind::Gap(_) | record::Kind::Lag(_)) | None
+            )
+        })
         .count()
 }
 
@@ -27,7 +33,7 @@ pub fn gapped(records: &[Record]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{Gap, PingResult};
+    use crate::v1::{Gap, PingResult, SchedulerLag};
 
     #[test]
     fn counts_results_and_gaps_apart() {
@@ -40,7 +46,10 @@ mod tests {
         let ping = Record {
             kind: Some(record::Kind::Ping(PingResult::default())),
         };
-        let records = vec![gap(5), ping.clone(), Record { kind: None }, ping, gap(2)];
+        let lag = Record {
+            kind: Some(record::Kind::Lag(SchedulerLag::default())),
+        };
+        let records = vec![gap(5), ping.clone(), Record { kind: None }, lag, ping, gap(2)];
         assert_eq!((results(&records), gapped(&records)), (2, 7));
     }
 }

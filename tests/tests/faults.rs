@@ -223,7 +223,7 @@ async fn agent_spool_disk_full_sends_a_gap_and_keeps_running() {
         "tiny",
         &cert,
         "[[ping]]\ntargets = [\"127.0.8.1\"]\ninterval = \"200ms\"\ntimeout = \"100ms\"\n\
-         [batch]\nmax-delay = \"100ms\"\n",
+         [batch]\nmax-delay = \"100ms\"\n[ports]\nenabled = false\n[metrics]\nenabled = false\n",
     );
     let disk = Tmpfs::mount(&world.dir().join("agent-tiny-state").join("spool"), "256k");
     let mut agent = world.start_agent("tiny", &[]);
@@ -303,7 +303,7 @@ async fn agent_cut_off_for_two_minutes_delivers_everything_once() {
     let path = world.collector_config("");
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("listen = \"127.0.0.1:", "listen = \"198.18.86.1:");
+        .replacen("listen = \"127.0.0.1:", "listen = \"198.18.86.1:", 1);
     std::fs::write(&path, text).unwrap();
     let _collector = world.start_collector(&[]).await;
     let cert = world.cert("acme", Role::Agent, "cut");

@@ -205,6 +205,60 @@ async fn export_schema_and_exactly_once_across_a_30s_outage() {
     agent.stop().await;
 }
 
+/// The server stopped twice while the exporter is busy writing, each time
+/// for 5 s: every point arrives exactly once. Stopped with SIGTERM, which
+/// VictoriaMetrics answers by finishing the requests in flight and writing
+/// what it holds: after SIGKILL it loses the last seconds it had already
+/// acknowledged (its own durability, not sonde's: the collector cannot know
+/// about points a server confirmed and then forgot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stopped_twice_mid_export_gets_every_point_once() {
+    let world = World::new();
+    let mut vm = Victoria::start(&world.dir().join("vm")).await;
+    world.collector_config(&collector_tables(&vm.url()));
+    let _collector = world.start_collector(&[]).await;
+    let agent = Arc::new(Agent::start(&world, "edge-2", AGENT));
+    let t0 = sonde_runtime::clock::unix_nanos() - 600_000_000_000;
+    let feeder = tokio::spawn({
+        let agent = agent.clone();
+        async move {
+            for k in 0..40 {
+                agent
+                    .send((k * 100..(k + 1) * 100).map(|i| result(i, t0)))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        vm.stop();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        vm.restart().await;
+    }
+    feeder.await.unwrap();
+    let all = eventually("4000 ping points", Duration::from_secs(60), || async {
+        let s = vm.export(r#"ping_lost{agent="edge-2"}"#).await;
+        (samples(&s) >= 4000).then_some(s)
+    })
+    .await;
+    let mut per_point: HashMap<(String, i64), usize> = HashMap::new();
+    for s in &all {
+        for ts in &s.timestamps {
+            *per_point
+                .entry((s.label("target").to_owned(), *ts))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(per_point.len(), 4000, "distinct points");
+    assert!(per_point.values().all(|c| *c == 1), "a point arrived twice");
+    Arc::try_unwrap(agent)
+        .ok()
+        .expect("feeder done")
+        .stop()
+        .await;
+}
+
 /// An InfluxDB-shaped refusal in front of the real server: bodies holding
 /// `refuse-me` get InfluxDB's 400 "partial write" answer, everything else
 /// is passed through to VictoriaMetrics.

@@ -1,12 +1,14 @@
 //! SIGHUP reloads: the agent picks up a rotated certificate and a new
 //! heartbeat interval by reconnecting (the collector never sees it go
-//! missing), keeps running on a broken new config, and follows a heartbeat
+//! missing, and no probe result is lost or repeated), keeps running on a broken new config, and follows a heartbeat
 //! interval the collector imposes after its own reload (`ConfigUpdate`).
 
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use sonde_proto::Role;
+use sonde_runtime::clock::unix_nanos;
+use sonde_tests::ledger::{SECOND, contiguous, probe_times};
 use sonde_tests::{World, eventually};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -18,8 +20,15 @@ async fn agent_reload_rotates_certificate_and_interval_without_going_missing() {
     let _collector = world.start_collector(&[]).await;
     let viewer = world.api(Some(&world.cert("acme", Role::Viewer, "v")));
     let cert = world.cert("acme", Role::Agent, "rot");
-    world.agent_config("rot", &cert, "[heartbeat]\ninterval = \"300ms\"\n");
+    // It probes throughout: the rotation must not lose or repeat a result.
+    let probes = "[[ping]]\ntargets = [\"127.0.9.1\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n";
+    world.agent_config(
+        "rot",
+        &cert,
+        &format!("[heartbeat]\ninterval = \"300ms\"\n{probes}"),
+    );
     let agent = world.start_agent("rot", &[]);
+    let started = unix_nanos();
     let first = eventually("agent up", WAIT, || async {
         viewer
             .agent("acme", "rot")
@@ -41,8 +50,13 @@ async fn agent_reload_rotates_certificate_and_interval_without_going_missing() {
         .unwrap();
     let stem = cert.cert.file_stem().unwrap().to_str().unwrap();
     fresh.write(world.pki.dir(), stem).unwrap();
-    world.agent_config("rot", &cert, "[heartbeat]\ninterval = \"400ms\"\n");
+    world.agent_config(
+        "rot",
+        &cert,
+        &format!("[heartbeat]\ninterval = \"400ms\"\n{probes}"),
+    );
     agent.signal(Signal::SIGHUP);
+    let rotated = unix_nanos();
     agent.wait_log(&["configuration reloaded"], WAIT).await;
     agent
         .wait_log(&["configuration changed; reconnecting"], WAIT)
@@ -59,6 +73,18 @@ async fn agent_reload_rotates_certificate_and_interval_without_going_missing() {
         "no new connection"
     );
     assert!(second["last_heartbeat_seq"].as_i64() > first["last_heartbeat_seq"].as_i64());
+    // Every probe result across the rotation, once: one a second, no hole.
+    let after = eventually("results after the rotation", WAIT, || async {
+        let t = probe_times(&world);
+        t.per
+            .get("127.0.9.1")
+            .and_then(|v| v.last())
+            .is_some_and(|l| *l > rotated + 3 * SECOND)
+            .then_some(t)
+    })
+    .await;
+    assert_eq!((after.repeats, after.failed, after.gap_dropped), (0, 0, 0));
+    contiguous(&after.per, started + 2 * SECOND, rotated + 3 * SECOND).unwrap();
 
     // A broken config on SIGHUP is refused; the agent keeps heartbeating.
     std::fs::write(world.dir().join("agent-rot.toml"), "collector = 7\n").unwrap();
