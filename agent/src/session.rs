@@ -315,7 +315,10 @@ impl Live<'_> {
             }
             self.ack_failing = true;
         } else if self.ack_failing {
-            tracing::info!(batch_seq = seq, "acknowledgements are recorded in the spool again");
+            tracing::info!(
+                batch_seq = seq,
+                "acknowledgements are recorded in the spool again"
+            );
             self.ack_failing = false;
         }
         self.acked = self.outbox.acked();

@@ -533,7 +533,7 @@ impl Lost {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read a dropped gap record's time range; using its sealing time")
+                    tracing::warn!(error = %e, "cannot read a dropped gap record's time range; using its sealing time");
                 }
             }
         }

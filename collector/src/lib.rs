@@ -99,6 +99,39 @@ pub enum StartError {
     },
 }
 
+/// The gRPC services (agent sessions, queries, health, reflection) as one
+/// router.
+async fn grpc_routes(shared: &Arc<Shared>) -> Result<axum::Router, StartError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AgentServiceServer<AgentSessions>>()
+        .await;
+    health_reporter
+        .set_serving::<sonde_proto::v1::query_service_server::QueryServiceServer<grpc_query::Queries>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sonde_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| TlsError::Config(format!("reflection: {e}")))?;
+    let agent_service = AgentServiceServer::new(AgentSessions::new(shared.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let query_service = sonde_proto::v1::query_service_server::QueryServiceServer::new(
+        grpc_query::Queries::new(shared.clone()),
+    )
+    .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+    .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let grpc = tonic::service::Routes::new(agent_service)
+        .add_service(query_service)
+        .add_service(health_service)
+        .add_service(reflection)
+        .prepare()
+        .into_axum_router();
+    Ok(grpc)
+}
+
 /// How often consumed ingest-log entries are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
@@ -330,33 +363,7 @@ impl Collector {
         spawn_alerting(&shared, &settings_rx, &mut tasks);
         tasks.spawn(targets::run_retention(shared.clone()));
 
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<AgentServiceServer<AgentSessions>>()
-            .await;
-        health_reporter
-            .set_serving::<sonde_proto::v1::query_service_server::QueryServiceServer<grpc_query::Queries>>()
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(sonde_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| TlsError::Config(format!("reflection: {e}")))?;
-        let agent_service = AgentServiceServer::new(AgentSessions::new(shared.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-        let query_service = sonde_proto::v1::query_service_server::QueryServiceServer::new(
-            grpc_query::Queries::new(shared.clone()),
-        )
-        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        let grpc = tonic::service::Routes::new(agent_service)
-            .add_service(query_service)
-            .add_service(health_service)
-            .add_service(reflection)
-            .prepare()
-            .into_axum_router();
+        let grpc = grpc_routes(&shared).await?;
         let app = grpc.merge(ui::http(&shared)).fallback(api::not_found);
 
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {

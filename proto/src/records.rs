@@ -49,7 +49,14 @@ mod tests {
         let lag = Record {
             kind: Some(record::Kind::Lag(SchedulerLag::default())),
         };
-        let records = vec![gap(5), ping.clone(), Record { kind: None }, lag, ping, gap(2)];
+        let records = vec![
+            gap(5),
+            ping.clone(),
+            Record { kind: None },
+            lag,
+            ping,
+            gap(2),
+        ];
         assert_eq!((results(&records), gapped(&records)), (2, 7));
     }
 }

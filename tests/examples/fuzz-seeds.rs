@@ -84,7 +84,7 @@ fn message(kind: Kind) -> Vec<u8> {
     AgentMessage { kind: Some(kind) }.encode_to_vec()
 }
 
-/// `flags`, then each message with its 2-byte length (agent_message's format).
+/// `flags`, then each message with its 2-byte length (`agent_message`'s format).
 fn session(flags: u8, messages: &[Vec<u8>]) -> Vec<u8> {
     let mut out = vec![flags];
     for m in messages {
@@ -105,20 +105,28 @@ fn main() {
             .nth(1)
             .unwrap_or_else(|| "fuzz/seeds".into()),
     );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    config_seeds(&out.join("config"));
+    agent_message_seeds(&out.join("agent_message"));
+    spool_seeds(&out.join("spool_reader"));
+    api_seeds(&out.join("api_query"));
+    println!("seeds written under {}", out.display());
+}
 
-    let config = out.join("config");
+fn config_seeds(config: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for (name, path) in [
         ("agent-sample.toml", "agent/agent.toml"),
         ("collector-sample.toml", "collector/collector.toml"),
     ] {
         write(
-            &config,
+            config,
             name,
             &std::fs::read(root.join(path)).expect("sample config"),
         );
     }
+}
 
+fn agent_message_seeds(agent: &Path) {
     let batch = |seq: u64| {
         message(Kind::Batch(ResultBatch {
             batch_seq: seq,
@@ -138,26 +146,26 @@ fn main() {
         spool_id: 3,
         ..Hello::default()
     }));
-    let agent = out.join("agent_message");
     write(
-        &agent,
+        agent,
         "batches",
         &session(1, &[batch(1), heartbeat.clone(), batch(2)]),
     );
     write(
-        &agent,
+        agent,
         "replay",
         &session(3, &[batch(2), batch(1), batch(2)]),
     );
     write(
-        &agent,
+        agent,
         "own-hello",
         &session(0, &[hello.clone(), heartbeat.clone()]),
     );
-    write(&agent, "hello-twice", &session(1, &[hello, batch(1)]));
-    write(&agent, "zero-seq", &session(1, &[batch(0)]));
+    write(agent, "hello-twice", &session(1, &[hello, batch(1)]));
+    write(agent, "zero-seq", &session(1, &[batch(0)]));
+}
 
-    let spool = out.join("spool_reader");
+fn spool_seeds(spool: &Path) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let limits = SpoolLimits::new(64 * 1024 * 1024, std::time::Duration::from_secs(86_400));
     let (mut s, _) = Spool::open(tmp.path(), limits).expect("spool");
@@ -174,20 +182,21 @@ fn main() {
     segments.sort();
     let segment = std::fs::read(&segments[0]).expect("segment");
     let meta = std::fs::read(tmp.path().join("meta")).expect("meta");
-    write(&spool, "segment", &[&[0u8][..], &segment].concat());
+    write(spool, "segment", &[&[0u8][..], &segment].concat());
     write(
-        &spool,
+        spool,
         "meta-and-segment",
         &[&[1u8][..], &meta[..16], &segment].concat(),
     );
-    write(&spool, "fixed-crc", &[&[2u8][..], &segment].concat());
+    write(spool, "fixed-crc", &[&[2u8][..], &segment].concat());
     write(
-        &spool,
+        spool,
         "torn",
         &[&[0u8][..], &segment[..segment.len() - 7]].concat(),
     );
+}
 
-    let api = out.join("api_query");
+fn api_seeds(api: &Path) {
     let paths = [
         "/api/v1/whoami",
         "/api/v1/agents?tenant=acme",
@@ -212,7 +221,7 @@ fn main() {
     for (i, p) in paths.iter().enumerate() {
         for (j, selector) in [0u8, 2, 4].iter().enumerate() {
             write(
-                &api,
+                api,
                 &format!("get-{i:02}-{j}"),
                 &[&[*selector][..], p.as_bytes()].concat(),
             );
@@ -234,11 +243,10 @@ fn main() {
     ];
     for (i, (selector, text)) in posts.iter().enumerate() {
         write(
-            &api,
+            api,
             &format!("write-{i}"),
             &[&[*selector][..], text.as_bytes()].concat(),
         );
     }
-    write(&api, "delete", b"\x19/api/v1/silences/1");
-    println!("seeds written under {}", out.display());
+    write(api, "delete", b"\x19/api/v1/silences/1");
 }

@@ -222,7 +222,7 @@ pub async fn agent(world: Arc<World>, n: usize, plan: Arc<Plan>, tally: Arc<Tall
         last_sent: 0,
     };
     // Spread the agents' ticks over the interval, like real agents.
-    let phase = plan.interval.mul_f64((n % 97) as f64 / 97.0);
+    let phase = (plan.interval / 97) * u32::try_from(n % 97).unwrap_or(0);
     let mut batches = tokio::time::interval_at((started + phase).into(), plan.interval);
     let mut heartbeats = tokio::time::interval(plan.heartbeat);
     let (mut hb_seq, mut sending) = (0, true);

@@ -185,7 +185,10 @@ async fn collector_disk_full_stops_acknowledging_and_recovers() {
 
     disk.fill("filler");
     collector
-        .wait_log(&["disk is full"], Duration::from_secs(20))
+        .wait_log(
+            &["collector disk is full: batches are not acknowledged"],
+            Duration::from_secs(20),
+        )
         .await;
     let during = delivered(&world).per_target.len();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -239,6 +242,13 @@ async fn agent_spool_disk_full_sends_a_gap_and_keeps_running() {
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(agent.running(), "the agent exited on a full spool disk");
+    // Its session went on (an acknowledgement it cannot write is no reason
+    // to drop it).
+    let log = agent.log_text();
+    assert!(
+        !log.contains("collector session lost"),
+        "session dropped on a full spool disk:\n{log}"
+    );
     std::fs::remove_file(disk.path().join("filler")).unwrap();
     let freed = unix_nanos();
     eventually(
@@ -289,6 +299,52 @@ async fn agent_spool_disk_full_sends_a_gap_and_keeps_running() {
     );
 }
 
+/// Starts the collector listening on `addr` (a veth address of the test's
+/// own) instead of loopback.
+async fn start_collector_on(world: &World, addr: &str) -> Proc {
+    let path = world.collector_config("");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "listen = \"127.0.0.1:",
+        &format!("listen = \"{addr}:"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    world.start_collector(&[]).await
+}
+
+/// Starts agent `cut` inside namespace `ns`, reaching the collector at
+/// `collector` and pinging its own loopback and `collector` every second.
+fn start_agent_in(world: &World, ns: &str, collector: &str) -> Proc {
+    let cert = world.cert("acme", Role::Agent, "cut");
+    let path = world.agent_config(
+        "cut",
+        &cert,
+        &format!("[[ping]]\ntargets = [\"127.0.0.1\", \"{collector}\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n"),
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "collector = \"localhost:",
+        &format!("server-name = \"localhost\"\ncollector = \"{collector}:"),
+    );
+    std::fs::write(&path, text).unwrap();
+    let agent = bin("sonde-agent");
+    let args = [
+        "netns",
+        "exec",
+        ns,
+        agent.to_str().unwrap(),
+        "--config",
+        path.to_str().unwrap(),
+        "--log",
+        "stderr",
+    ];
+    Proc::spawn(
+        Path::new("ip"),
+        &args,
+        &[],
+        world.dir().join("agent-cut.log"),
+    )
+}
+
 /// The agent's network namespace is cut off from the collector for two
 /// minutes (nftables drops everything but loopback): it keeps probing and
 /// spooling, and afterwards every probe result of the whole time, the two
@@ -300,39 +356,8 @@ async fn agent_cut_off_for_two_minutes_delivers_everything_once() {
     let mut lab = Lab::new("cut");
     let ns = lab.host("agent");
     lab.link_root(&ns, "198.18.86.2/30", "198.18.86.1/30");
-    let path = world.collector_config("");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("listen = \"127.0.0.1:", "listen = \"198.18.86.1:", 1);
-    std::fs::write(&path, text).unwrap();
-    let _collector = world.start_collector(&[]).await;
-    let cert = world.cert("acme", Role::Agent, "cut");
-    let path = world.agent_config(
-        "cut",
-        &cert,
-        "[[ping]]\ntargets = [\"127.0.0.1\", \"198.18.86.1\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
-    );
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "collector = \"localhost:",
-        "server-name = \"localhost\"\ncollector = \"198.18.86.1:",
-    );
-    std::fs::write(&path, text).unwrap();
-    let config = path.to_str().unwrap();
-    let mut agent = Proc::spawn(
-        Path::new("ip"),
-        &[
-            "netns",
-            "exec",
-            &ns,
-            bin("sonde-agent").to_str().unwrap(),
-            "--config",
-            config,
-            "--log",
-            "stderr",
-        ],
-        &[],
-        world.dir().join("agent-cut.log"),
-    );
+    let _collector = start_collector_on(&world, "198.18.86.1").await;
+    let mut agent = start_agent_in(&world, &ns, "198.18.86.1");
     let started = unix_nanos();
     eventually(
         "both targets reporting",

@@ -44,7 +44,7 @@ struct Args {
     /// How long to send (per step).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Steps AGENTSxTARGETS,... (overrides --agents and --targets).
+    /// Steps `AGENTSxTARGETS,...` (overrides `--agents` and `--targets`).
     #[arg(long, value_delimiter = ',')]
     steps: Vec<String>,
 }
