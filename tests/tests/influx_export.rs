@@ -58,6 +58,20 @@ fn samples(series: &[Series]) -> usize {
     series.iter().map(|s| s.values.len()).sum()
 }
 
+/// `n` distinct (target, time) points, none twice.
+fn assert_each_point_once(all: &[Series], n: usize) {
+    let mut per_point: HashMap<(String, i64), usize> = HashMap::new();
+    for s in all {
+        for ts in &s.timestamps {
+            *per_point
+                .entry((s.label("target").to_owned(), *ts))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(per_point.len(), n, "distinct points");
+    assert!(per_point.values().all(|c| *c == 1), "a point arrived twice");
+}
+
 /// Results in the collector's ingest log (what it has acknowledged).
 fn logged_results(world: &World) -> u64 {
     let store = Store::open_dir(&world.dir().join("collector-state")).unwrap();
@@ -181,16 +195,7 @@ async fn export_schema_and_exactly_once_across_a_30s_outage() {
         },
     )
     .await;
-    let mut per_point: HashMap<(String, i64), usize> = HashMap::new();
-    for s in &all {
-        for ts in &s.timestamps {
-            *per_point
-                .entry((s.label("target").to_owned(), *ts))
-                .or_default() += 1;
-        }
-    }
-    assert_eq!(per_point.len(), 1000, "distinct points");
-    assert!(per_point.values().all(|c| *c == 1), "a point arrived twice");
+    assert_each_point_once(&all, 1000);
     collector
         .wait_log(&["export recovered"], Duration::from_secs(5))
         .await;
@@ -242,16 +247,7 @@ async fn server_stopped_twice_mid_export_gets_every_point_once() {
         (samples(&s) >= 4000).then_some(s)
     })
     .await;
-    let mut per_point: HashMap<(String, i64), usize> = HashMap::new();
-    for s in &all {
-        for ts in &s.timestamps {
-            *per_point
-                .entry((s.label("target").to_owned(), *ts))
-                .or_default() += 1;
-        }
-    }
-    assert_eq!(per_point.len(), 4000, "distinct points");
-    assert!(per_point.values().all(|c| *c == 1), "a point arrived twice");
+    assert_each_point_once(&all, 4000);
     Arc::try_unwrap(agent)
         .ok()
         .expect("feeder done")
