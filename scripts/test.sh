@@ -20,6 +20,7 @@ apt_packages=(
   rpmlint    # checks the .rpms
   victoria-metrics   # a real InfluxDB-write-API server for the export tests
   socat      # listeners whose program the port inventory must name
+  faketime   # libfaketime: the agent clock-jump test steps its system clock
   chromium   # the headless browser the web UI tests drive
 )
 apt_updated=0

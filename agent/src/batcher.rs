@@ -15,7 +15,7 @@ use sonde_proto::v1::{Gap, Record, record};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use sonde_runtime::clock::unix_nanos;
+use crate::clock::now_ns;
 
 use crate::outbox::Outbox;
 
@@ -58,7 +58,7 @@ pub async fn run(mut rx: mpsc::Receiver<Record>, outbox: Outbox, limits: BatchLi
                 () = sleep_until(deadline) => break,
             }
         }
-        let now = unix_nanos();
+        let now = now_ns();
         let results = sonde_proto::records::results(&batch) as u64;
         let earlier = sonde_proto::records::gapped(&batch);
         // A gap carried from earlier failures keeps its start.
@@ -84,7 +84,7 @@ pub async fn run(mut rx: mpsc::Receiver<Record>, outbox: Outbox, limits: BatchLi
         let record = Record {
             kind: Some(record::Kind::Gap(gap)),
         };
-        if let Err(e) = outbox.append(vec![record], unix_nanos()).await {
+        if let Err(e) = outbox.append(vec![record], now_ns()).await {
             tracing::error!(error = %e, "cannot spool the final gap record");
         }
     }

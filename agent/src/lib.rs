@@ -5,6 +5,7 @@
 pub mod assignment;
 pub mod batcher;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod facts;

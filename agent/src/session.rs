@@ -181,6 +181,7 @@ async fn open(
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     // Queue Hello before the call so it is the first message on the stream.
     let _ = tx.try_send(hello(loaded, process, outbox));
+    let asked = tokio::time::Instant::now();
     let mut client = AgentServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
@@ -196,7 +197,10 @@ async fn open(
     match inbound.message().await {
         Ok(Some(CollectorMessage {
             kind: Some(CollectorKind::Welcome(w)),
-        })) => Ok((tx, inbound, w)),
+        })) => {
+            crate::clock::sync(w.server_unix_nanos, asked.elapsed());
+            Ok((tx, inbound, w))
+        }
         Ok(Some(other)) => Err(SessionError::Protocol {
             addr,
             what: format!("expected Welcome first, got {other:?}"),
@@ -374,7 +378,7 @@ impl Live<'_> {
         let hb = Heartbeat {
             seq: process.heartbeat_seq,
             uptime_ms: u64::try_from(process.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            sent_unix_nanos: sonde_runtime::clock::unix_nanos(),
+            sent_unix_nanos: crate::clock::now_ns(),
         };
         self.tx
             .try_send(AgentMessage {

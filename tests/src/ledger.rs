@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost::Message as _;
 use sonde_collector::store::Store;
-use sonde_proto::v1::{PingResult, PingStatus, Record, ResultBatch, record};
+use sonde_proto::v1::{PingResult, PingStatus, Record, ResultBatch, TcpStatus, record};
 
 use crate::World;
 
@@ -77,7 +77,8 @@ pub fn assert_exactly_once(d: &Delivered, n: usize) {
     assert_eq!(d.per_target.len(), n, "results delivered");
 }
 
-/// Real pings in the ingest log: send times per address (sorted), how many
+/// Real pings (by address) and TCP connects (by `address:port`) in the
+/// ingest log: send times per target (sorted), how many
 /// (address, send time) pairs came more than once, how many did not answer,
 /// and the results the gap records say were dropped.
 #[derive(Debug, Default)]
@@ -106,6 +107,16 @@ pub fn probe_times(world: &World) -> ProbeTimes {
                         t.repeats += 1;
                     }
                     t.per.entry(p.address).or_default().push(p.sent_unix_nanos);
+                }
+                Some(record::Kind::Tcp(c)) => {
+                    if c.status() != TcpStatus::Ok {
+                        t.failed += 1;
+                    }
+                    let key = format!("{}:{}", c.address, c.port);
+                    if !seen.insert((key.clone(), c.sent_unix_nanos)) {
+                        t.repeats += 1;
+                    }
+                    t.per.entry(key).or_default().push(c.sent_unix_nanos);
                 }
                 Some(record::Kind::Gap(g)) => t.gap_dropped += g.dropped,
                 _ => {}

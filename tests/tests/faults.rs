@@ -426,3 +426,87 @@ async fn agent_cut_off_for_two_minutes_delivers_everything_once() {
     // The host side did not answer while cut off.
     assert!(t.failed >= 115, "{} unanswered pings", t.failed);
 }
+
+/// libfaketime, which makes the agent's system clock read whatever offset
+/// the test writes into a file (its monotonic clock stays true, as with a
+/// real clock step).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The agent's system clock jumps back 3 minutes, then forward an hour:
+/// its results keep their times. One TCP connect a second, filed at the
+/// true time, in order, no hole and no repeat across both jumps, nothing
+/// dated 3 minutes back or an hour ahead; the agent logs each step.
+/// (TCP rather than ICMP: under libfaketime the kernel's receive
+/// timestamps would not jump with the agent's clock, as they would with a
+/// real step, and ping round trips would be nonsense.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_clock_jumps_do_not_misdate_or_reorder_results() {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: install Debian's faketime (scripts/test.sh does)"
+    );
+    let world = World::new();
+    world.collector_config("");
+    let _collector = world.start_collector(&[]).await;
+    let cert = world.cert("acme", Role::Agent, "jumpy");
+    let target = format!("127.0.0.1:{}", world.health_port);
+    world.agent_config(
+        "jumpy",
+        &cert,
+        &format!(
+            "[[tcp]]\ntargets = [\"{target}\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             [ports]\nenabled = false\n[metrics]\nenabled = false\n"
+        ),
+    );
+    let offset = world.dir().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let mut agent = world.start_agent(
+        "jumpy",
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let started = unix_nanos();
+    eventually("results arriving", Duration::from_secs(20), || async {
+        (probe_times(&world).per.get(&target).map_or(0, Vec::len) >= 3).then_some(())
+    })
+    .await;
+    std::fs::write(&offset, "-180\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    std::fs::write(&offset, "+3600\n").unwrap();
+    let jumped = unix_nanos();
+    eventually(
+        "results after the jumps",
+        Duration::from_secs(20),
+        || async {
+            probe_times(&world).per[&target]
+                .last()
+                .is_some_and(|l| *l > jumped + 4 * SECOND)
+                .then_some(())
+        },
+    )
+    .await;
+    let ended = unix_nanos();
+    agent
+        .wait_log(&["system clock stepped"], Duration::from_secs(5))
+        .await;
+    agent.terminate();
+    let steps = agent.log_text().matches("system clock stepped").count();
+    assert!(steps >= 2, "{steps} clock steps logged");
+
+    let t = probe_times(&world);
+    assert_eq!((t.repeats, t.failed, t.gap_dropped), (0, 0, 0));
+    let times = &t.per[&target];
+    let outside: Vec<_> = times
+        .iter()
+        .filter(|s| !(started - SECOND..=ended + SECOND).contains(*s))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "results dated outside the run: {outside:?}"
+    );
+    contiguous(&t.per, started + 2 * SECOND, jumped + 4 * SECOND).unwrap();
+}

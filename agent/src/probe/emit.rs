@@ -27,7 +27,10 @@ impl Emitter {
     }
 
     /// Queues a record, or counts it as dropped.
-    pub fn push(&mut self, record: Record) {
+    /// Its times are moved from the system clock to the agent's
+    /// ([`crate::clock`]) on the way.
+    pub fn push(&mut self, mut record: Record) {
+        crate::clock::restamp(&mut record, crate::clock::offset());
         if self.tx.try_send(record).is_err() {
             self.dropped += 1;
         }
@@ -56,9 +59,10 @@ impl Emitter {
                 dropped = self.dropped,
                 "result queue full; reporting a gap"
             );
-            let record = Record {
+            let mut record = Record {
                 kind: Some(record::Kind::Gap(gap)),
             };
+            crate::clock::restamp(&mut record, crate::clock::offset());
             if self.tx.try_send(record).is_err() {
                 return; // still full: keep counting, report later
             }
