@@ -653,6 +653,21 @@ pub async fn try_grpc_channel(
         .await
 }
 
+/// Opens `/api/v1/live` with `cert` on a connection of its own (HTTP/1.1)
+/// and no request timeout (the API client's 10 s would end the stream
+/// itself); read it with `chunk()`.
+pub async fn live_stream(world: &World, cert: &Cert) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(client_tls(&world.pki.dir().join("ca.pem"), Some(cert)))
+        .build()
+        .expect("client");
+    client
+        .get(format!("https://localhost:{}/api/v1/live", world.port))
+        .send()
+        .await
+        .expect("live stream")
+}
+
 /// The value of sample `name` (with its labels, e.g. `x{a="b"}`) in
 /// Prometheus text.
 pub fn prom_value(text: &str, name: &str) -> Option<f64> {

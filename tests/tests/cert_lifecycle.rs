@@ -13,24 +13,14 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use sonde_certs::{Ca, LeafSpec};
 use sonde_proto::{Identity, Role};
-use sonde_tests::{Cert, World, check_config, client_tls, eventually, prom_value};
+use sonde_tests::{Cert, World, check_config, eventually, live_stream, prom_value};
 use time::OffsetDateTime;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Opens `/api/v1/live` with `cert` on a connection of its own and no
-/// request timeout (the API client's 10 s would end the stream itself);
-/// read it with `chunk()`.
+/// A live stream that the collector accepted.
 async fn live(world: &World, cert: &Cert) -> reqwest::Response {
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(client_tls(&world.pki.dir().join("ca.pem"), Some(cert)))
-        .build()
-        .unwrap();
-    let r = client
-        .get(format!("https://localhost:{}/api/v1/live", world.port))
-        .send()
-        .await
-        .expect("live stream");
+    let r = live_stream(world, cert).await;
     assert_eq!(r.status().as_u16(), 200);
     r
 }

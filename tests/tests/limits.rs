@@ -15,7 +15,7 @@ use sonde_proto::Role;
 use sonde_proto::v1::agent_message::Kind;
 use sonde_proto::v1::agent_service_client::AgentServiceClient;
 use sonde_proto::v1::{AgentMessage, Gap, Heartbeat, Hello, Record, ResultBatch, record};
-use sonde_tests::{World, eventually, grpc_channel, prom_value};
+use sonde_tests::{World, client_tls, eventually, grpc_channel, live_stream, prom_value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -338,4 +338,57 @@ async fn a_session_without_hello_is_refused_and_a_second_replaces_the_first() {
     collector
         .wait_log(&["agent session ended by collector", "replaced"], WAIT)
         .await;
+}
+
+/// An HTTP/2 connection takes 64 concurrent streams (what the collector
+/// advertises in its SETTINGS), and live streams are capped at 64 in all:
+/// the 65th is 503 naming the cap, and a closed one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_and_live_streams_are_capped() {
+    use rustls_pki_types::ServerName;
+    let world = World::new();
+    world.collector_config(
+        "[limits]\nconnections-per-certificate = 100\n\
+         [[tenant]]\nname = \"acme\"\nprefixes = [\"127.0.0.0/24\"]\n",
+    );
+    let _collector = world.start_collector(&[]).await;
+    let viewer = world.cert("acme", Role::Viewer, "v");
+
+    let mut tls = client_tls(&world.pki.dir().join("ca.pem"), Some(&viewer));
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", world.port))
+        .await
+        .unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (client, mut conn) = h2::client::handshake(stream).await.unwrap();
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get(format!("https://localhost:{}/api/v1/whoami", world.port))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::select! {
+        r = response => r.unwrap(),
+        r = &mut conn => panic!("HTTP/2 connection ended: {r:?}"),
+    };
+    assert_eq!(response.status(), 200);
+    assert_eq!(conn.max_concurrent_send_streams(), 64);
+
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let r = live_stream(&world, &viewer).await;
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let refused = live_stream(&world, &viewer).await;
+    assert_eq!(refused.status(), 503);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("64 live streams are open"), "{body}");
+    drop(open.pop());
+    eventually("a closed stream frees its slot", WAIT, || async {
+        (live_stream(&world, &viewer).await.status() == 200).then_some(())
+    })
+    .await;
 }
