@@ -199,6 +199,14 @@ async fn collector_disk_full_stops_acknowledging_and_recovers() {
     );
     assert!(collector.running(), "the collector exited on a full disk");
 
+    // The agent backs off instead of coming straight back (the collector
+    // cannot record the session, so no Welcome: 1 s at most here; refusals
+    // are logged once a session).
+    let refusals = collector
+        .log_text()
+        .matches("collector disk is full: batches are not acknowledged")
+        .count();
+    assert!(refusals <= 15, "{refusals} refused sessions in about 6 s");
     std::fs::remove_file(disk.path().join("filler")).unwrap();
     let n = finish(&world, agent, stop, feeder).await;
     let d = delivered(&world);
