@@ -94,7 +94,6 @@ pub async fn run(mut rx: mpsc::Receiver<Record>, outbox: Outbox, limits: BatchLi
 mod tests {
     use super::*;
     use crate::spool::{Spool, SpoolLimits};
-    use sonde_proto::v1::ResultBatch;
 
     fn big(i: u64) -> Record {
         Record {
@@ -126,13 +125,12 @@ mod tests {
         };
         run(rx, outbox.clone(), limits).await;
         let (mut seq, mut seen, mut batches) = (0, 0, 0);
-        while let Some((s, bytes)) = outbox.read_after(seq).await.unwrap() {
+        while let Some((s, batch)) = outbox.read_after(seq).await.unwrap() {
+            let bytes = prost::Message::encoded_len(&batch);
             assert!(
-                bytes.len() < crate::session::MAX_MESSAGE_BYTES / 2,
-                "batch {s}: {} bytes",
-                bytes.len()
+                bytes < crate::session::MAX_MESSAGE_BYTES / 2,
+                "batch {s}: {bytes} bytes"
             );
-            let batch = <ResultBatch as prost::Message>::decode(&bytes[..]).unwrap();
             for r in &batch.records {
                 let Some(record::Kind::Gap(g)) = &r.kind else {
                     panic!("not a gap")

@@ -66,20 +66,15 @@ impl Clock {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Looks at the system clock (`system_ns`, read at `at`): a step of
     /// more than a second since the last look goes into the offset.
     pub fn look(&self, system_ns: i64, at: Instant) -> Reading {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let expected = s
-            .system
-            .saturating_add(nanos(at.saturating_duration_since(s.at)));
-        let step = system_ns.saturating_sub(expected);
-        let stepped = (step.abs() > STEP_NS).then(|| {
-            s.offset = s.offset.saturating_sub(step);
-            step
-        });
-        s.system = system_ns;
-        s.at = at;
+        let mut s = self.lock();
+        let stepped = s.look(system_ns, at);
         Reading {
             offset: s.offset,
             stepped,
@@ -96,16 +91,33 @@ impl Clock {
         system_ns: i64,
         at: Instant,
     ) -> Option<i64> {
-        let offset = self.look(system_ns, at).offset;
-        let ours = system_ns.saturating_add(offset);
+        let mut s = self.lock();
+        s.look(system_ns, at);
+        let ours = system_ns.saturating_add(s.offset);
         let theirs = server_ns.saturating_add(nanos(round_trip / 2));
         let off_by = theirs.saturating_sub(ours);
-        if off_by.abs() <= STEP_NS {
-            return None;
-        }
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.offset = s.offset.saturating_add(off_by);
-        Some(off_by)
+        (off_by.abs() > STEP_NS).then(|| {
+            s.offset = s.offset.saturating_add(off_by);
+            off_by
+        })
+    }
+}
+
+impl State {
+    /// Takes a step of the system clock since the last look out of the
+    /// offset; returns it.
+    fn look(&mut self, system_ns: i64, at: Instant) -> Option<i64> {
+        let expected = self
+            .system
+            .saturating_add(nanos(at.saturating_duration_since(self.at)));
+        let step = system_ns.saturating_sub(expected);
+        let stepped = (step.abs() > STEP_NS).then(|| {
+            self.offset = self.offset.saturating_sub(step);
+            step
+        });
+        self.system = system_ns;
+        self.at = at;
+        stepped
     }
 }
 

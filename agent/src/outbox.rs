@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use sonde_proto::v1::Record;
+use sonde_proto::v1::{Record, ResultBatch};
 use tokio::sync::watch;
 
 use crate::spool::{Spool, SpoolError, SpoolStats};
@@ -75,7 +75,7 @@ impl Outbox {
     }
 
     /// The next stored batch after `seq`.
-    pub async fn read_after(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {
+    pub async fn read_after(&self, seq: u64) -> Result<Option<(u64, ResultBatch)>, SpoolError> {
         self.with(move |s| s.read_after(seq)).await
     }
 

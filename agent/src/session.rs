@@ -11,14 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use prost::Message as _;
 use rustls_pki_types::ServerName;
 use sonde_proto::v1::agent_message::Kind as AgentKind;
 use sonde_proto::v1::agent_service_client::AgentServiceClient;
 use sonde_proto::v1::collector_message::Kind as CollectorKind;
-use sonde_proto::v1::{
-    AgentMessage, CollectorMessage, Heartbeat, Hello, ProbeSet, ResultBatch, Welcome,
-};
+use sonde_proto::v1::{AgentMessage, CollectorMessage, Heartbeat, Hello, ProbeSet, Welcome};
 use sonde_runtime::probes::Probes;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -441,14 +438,9 @@ impl Live<'_> {
     /// Sends stored batches after `sent` while the window allows.
     async fn fill(&mut self) -> Result<(), SessionError> {
         while self.sent - self.acked < WINDOW {
-            let Some((seq, bytes)) = self.outbox.read_after(self.sent).await? else {
+            let Some((seq, batch)) = self.outbox.read_after(self.sent).await? else {
                 break;
             };
-            let batch =
-                ResultBatch::decode(bytes.as_slice()).map_err(|e| SessionError::Protocol {
-                    addr: "spool".into(),
-                    what: format!("stored batch {seq} does not decode: {e}"),
-                })?;
             self.tx
                 .try_send(AgentMessage {
                     kind: Some(AgentKind::Batch(batch)),

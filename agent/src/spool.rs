@@ -388,10 +388,11 @@ impl Spool {
         Ok(())
     }
 
-    /// The first stored batch with `batch_seq > after`: its number and its
-    /// encoded `ResultBatch`. Batches deleted by a cap are skipped (their
-    /// loss was recorded as a gap).
-    pub fn read_after(&self, after: u64) -> Result<Option<(u64, Vec<u8>)>> {
+    /// The first stored batch with `batch_seq > after`: its number and the
+    /// batch, decoded (one that does not decode comes back as a gap counting
+    /// its results). Batches deleted by a cap are skipped (their loss was
+    /// recorded as a gap).
+    pub fn read_after(&self, after: u64) -> Result<Option<(u64, ResultBatch)>> {
         for segment in &self.segments {
             if segment.last_seq().is_none_or(|last| last <= after) {
                 continue;
@@ -405,15 +406,15 @@ impl Spool {
                 .map_err(io(&segment.path))?;
             let mut payload = vec![0; entry.len as usize];
             file.read_exact(&mut payload).map_err(io(&segment.path))?;
-            if let Err(e) = ResultBatch::decode(payload.as_slice()) {
+            let batch = ResultBatch::decode(payload.as_slice()).unwrap_or_else(|e| {
                 // Its checksum holds but it is not a batch (a bug, or a
                 // disk that lies): send a gap for it instead, so the loss
                 // is counted and the spool does not stall on it forever.
                 tracing::error!(path = %segment.path.display(), batch_seq = entry.seq, error = %e,
                     "spooled batch does not decode; sending a gap record in its place");
-                payload = damaged(entry, &e).encode_to_vec();
-            }
-            return Ok(Some((entry.seq, payload)));
+                damaged(entry, &e)
+            });
+            return Ok(Some((entry.seq, batch)));
         }
         Ok(None)
     }

@@ -163,7 +163,7 @@ pub fn hello(spool_id: u64) -> Vec<u8> {
 /// An encoded batch of pings from acme's agent: `n` addresses of
 /// 10.0.0.0/24, every seventh lost, sent `age_s` seconds ago.
 pub fn ping_batch(batch_seq: u64, n: u8, age_s: i64) -> Vec<u8> {
-    let now = sonde_runtime_now_ns() - age_s * 1_000_000_000;
+    let now = sonde_runtime::clock::unix_nanos() - age_s * 1_000_000_000;
     let records = (1..=n)
         .map(|i| Record {
             kind: Some(record::Kind::Ping(PingResult {
@@ -187,11 +187,6 @@ pub fn ping_batch(batch_seq: u64, n: u8, age_s: i64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn sonde_runtime_now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// Gives the API something to answer with: a minute of acme's pings.
 fn seed(h: &Harness) {

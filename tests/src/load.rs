@@ -202,7 +202,8 @@ pub async fn agent(world: Arc<World>, n: usize, plan: Arc<Plan>, tally: Arc<Tall
             agent_version: "load".into(),
             heartbeat_interval_ms: u32::try_from(plan.heartbeat.as_millis()).unwrap_or(u32::MAX),
             instance_id: n as u64 + 1,
-            spool_id: rand_id(),
+            // Each step's agents are of their own tenant: unique enough.
+            spool_id: n as u64 + 1,
             ..Hello::default()
         })),
     };
@@ -287,13 +288,6 @@ pub async fn agent(world: Arc<World>, n: usize, plan: Arc<Plan>, tally: Arc<Tall
     tally
         .unacked
         .fetch_add(window.pending.len() as u64, Relaxed);
-}
-
-fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(unix_nanos().cast_unsigned());
-    h.finish() | 1
 }
 
 #[cfg(test)]

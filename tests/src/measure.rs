@@ -10,15 +10,23 @@ pub fn cpu_seconds(pid: i32) -> f64 {
     ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
+/// Resident set of a process now and at its peak, MiB.
+pub fn rss_mib(pid: i32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// Peak resident set of a process, MiB.
 pub fn peak_rss_mib(pid: i32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM");
-    kib / 1024.0
+    rss_mib(pid).1
 }
 
 pub fn percentile(v: &mut [f64], p: f64) -> f64 {

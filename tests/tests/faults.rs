@@ -8,10 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message as _;
 use sonde_agent::spool::{Spool, SpoolLimits};
 use sonde_proto::Role;
-use sonde_proto::v1::{ResultBatch, record};
+use sonde_proto::v1::record;
 use sonde_runtime::clock::unix_nanos;
 use sonde_tests::agent::Agent;
 use sonde_tests::ledger::{SECOND, assert_exactly_once, contiguous, delivered, ping, probe_times};
@@ -120,8 +119,7 @@ fn spool_on_a_full_disk_keeps_every_batch_it_accepted() {
     let (spool, recovery) = Spool::open(&spool_dir, limits).unwrap();
     let mut after = 0;
     let mut read = Vec::new();
-    while let Some((seq, payload)) = spool.read_after(after).unwrap() {
-        let batch = ResultBatch::decode(payload.as_slice()).unwrap();
+    while let Some((seq, batch)) = spool.read_after(after).unwrap() {
         let Some(record::Kind::Ping(first)) = &batch.records[0].kind else {
             panic!("not a ping")
         };

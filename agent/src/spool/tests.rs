@@ -19,10 +19,6 @@ fn pings(n: usize, pad: usize) -> Vec<Record> {
         .collect()
 }
 
-fn decode(bytes: &[u8]) -> ResultBatch {
-    ResultBatch::decode(bytes).unwrap()
-}
-
 fn big() -> SpoolLimits {
     SpoolLimits::new(1 << 30, Duration::from_secs(24 * 3600))
 }
@@ -51,7 +47,7 @@ fn append_read_ack_and_reopen() {
     }
     let (seq, bytes) = spool.read_after(0).unwrap().unwrap();
     assert_eq!(seq, 1);
-    let batch = decode(&bytes);
+    let batch = bytes;
     assert_eq!(
         (
             batch.batch_seq,
@@ -156,7 +152,7 @@ fn corrupt_byte_and_garbage_tail_are_detected() {
     let (spool, rec) = Spool::open(dir.path(), big()).unwrap();
     assert_eq!(rec.damaged_segments.len(), 1);
     assert_eq!(spool.stats().batches, 2);
-    let batch = decode(&spool.read_after(1).unwrap().unwrap().1);
+    let batch = spool.read_after(1).unwrap().unwrap().1;
     assert_eq!(batch.batch_seq, 2);
 }
 
@@ -184,7 +180,7 @@ fn size_cap_drops_oldest_and_records_the_gap() {
     let mut after = 0;
     let (mut present, mut gap_total, mut gaps) = (0u64, 0u64, 0);
     while let Some((seq, bytes)) = spool.read_after(after).unwrap() {
-        for r in decode(&bytes).records {
+        for r in bytes.records {
             match r.kind {
                 Some(record::Kind::Gap(g)) => {
                     gaps += 1;
@@ -222,7 +218,7 @@ fn age_cap_drops_old_batches_with_a_gap() {
     assert_eq!(spool.stats().dropped_results, 100);
     let (seq, bytes) = spool.read_after(0).unwrap().unwrap();
     assert_eq!(seq, 11, "only the gap batch remains");
-    let Some(record::Kind::Gap(gap)) = decode(&bytes).records[0].kind.clone() else {
+    let Some(record::Kind::Gap(gap)) = bytes.records[0].kind.clone() else {
         panic!("not a gap")
     };
     assert_eq!(
@@ -280,7 +276,7 @@ fn undecodable_record_is_sent_as_a_gap_and_does_not_stall_the_spool() {
     let (mut spool, rec) = Spool::open(dir.path(), big()).unwrap();
     assert_eq!(rec, Recovery::default());
     let (seq, payload) = spool.read_after(0).unwrap().unwrap();
-    let batch = decode(&payload);
+    let batch = payload;
     assert_eq!(
         (seq, batch.batch_seq, batch.sealed_unix_nanos),
         (1, 1, 5 * SEC)
@@ -294,19 +290,14 @@ fn undecodable_record_is_sent_as_a_gap_and_does_not_stall_the_spool() {
         "{}",
         gap.reason
     );
-    assert_eq!(
-        decode(&spool.read_after(1).unwrap().unwrap().1)
-            .records
-            .len(),
-        2
-    );
+    assert_eq!(spool.read_after(1).unwrap().unwrap().1.records.len(), 2);
     // The age cap drops it like any other batch (its counts are in its
     // header), and the gap it writes still adds up.
     spool.limits = SpoolLimits::new(1 << 30, Duration::from_secs(1));
     spool.append(pings(1, 0), 100 * SEC).unwrap();
     assert_eq!(spool.stats().dropped_results, 6);
     let (_, payload) = spool.read_after(3).unwrap().unwrap();
-    let gaps: u64 = decode(&payload)
+    let gaps: u64 = payload
         .records
         .iter()
         .filter_map(|r| match &r.kind {

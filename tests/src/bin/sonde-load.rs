@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sonde_tests::load::{self, Plan, Tally};
-use sonde_tests::measure::{cpu_seconds, percentile};
+use sonde_tests::measure::{cpu_seconds, percentile, rss_mib};
 use sonde_tests::{Proc, World};
 
 #[derive(Parser)]
@@ -47,20 +47,6 @@ struct Args {
     /// Steps `AGENTSxTARGETS,...` (overrides `--agents` and `--targets`).
     #[arg(long, value_delimiter = ',')]
     steps: Vec<String>,
-}
-
-/// Resident and peak resident memory of a process, MiB.
-fn rss_mib(pid: i32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 struct Step {
