@@ -389,8 +389,8 @@ impl Spool {
     }
 
     /// The first stored batch with `batch_seq > after`: its number and the
-    /// batch, decoded (one that does not decode comes back as a gap counting
-    /// its results). Batches deleted by a cap are skipped (their loss was
+    /// batch, decoded (one that does not decode, or holds another number,
+    /// comes back as a gap counting its results). Batches deleted by a cap are skipped (their loss was
     /// recorded as a gap).
     pub fn read_after(&self, after: u64) -> Result<Option<(u64, ResultBatch)>> {
         for segment in &self.segments {
@@ -406,14 +406,17 @@ impl Spool {
                 .map_err(io(&segment.path))?;
             let mut payload = vec![0; entry.len as usize];
             file.read_exact(&mut payload).map_err(io(&segment.path))?;
-            let batch = ResultBatch::decode(payload.as_slice()).unwrap_or_else(|e| {
-                // Its checksum holds but it is not a batch (a bug, or a
-                // disk that lies): send a gap for it instead, so the loss
-                // is counted and the spool does not stall on it forever.
-                tracing::error!(path = %segment.path.display(), batch_seq = entry.seq, error = %e,
-                    "spooled batch does not decode; sending a gap record in its place");
-                damaged(entry, &e)
-            });
+            let problem = match ResultBatch::decode(payload.as_slice()) {
+                Ok(batch) if batch.batch_seq == entry.seq => return Ok(Some((entry.seq, batch))),
+                Ok(batch) => format!("holds batch {} instead", batch.batch_seq),
+                Err(e) => format!("does not decode: {e}"),
+            };
+            // Its checksum holds but it is not this batch (a bug, or a disk
+            // that lies): send a gap for it instead, so the loss is counted
+            // and the spool does not stall on it forever.
+            tracing::error!(path = %segment.path.display(), batch_seq = entry.seq, problem = %problem,
+                "spooled batch is damaged; sending a gap record in its place");
+            let batch = damaged(entry, &problem);
             return Ok(Some((entry.seq, batch)));
         }
         Ok(None)
@@ -552,7 +555,7 @@ impl Lost {
 }
 
 /// The batch sent in place of a stored one that does not decode.
-fn damaged(entry: &Entry, e: &prost::DecodeError) -> ResultBatch {
+fn damaged(entry: &Entry, problem: &str) -> ResultBatch {
     ResultBatch {
         batch_seq: entry.seq,
         sealed_unix_nanos: entry.sealed_ns,
@@ -561,10 +564,7 @@ fn damaged(entry: &Entry, e: &prost::DecodeError) -> ResultBatch {
                 from_unix_nanos: entry.sealed_ns,
                 to_unix_nanos: entry.sealed_ns,
                 dropped: u64::from(entry.results).saturating_add(entry.gapped),
-                reason: format!(
-                    "agent spool: stored batch {} does not decode: {e}",
-                    entry.seq
-                ),
+                reason: format!("agent spool: stored batch {} {problem}", entry.seq),
             })),
         }],
     }

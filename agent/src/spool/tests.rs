@@ -307,3 +307,44 @@ fn undecodable_record_is_sent_as_a_gap_and_does_not_stall_the_spool() {
         .sum();
     assert_eq!(gaps, 4 + 3 + 2);
 }
+
+/// A checksummed record whose payload is another batch (number 7 stored
+/// as batch 1; found by the `spool_reader` fuzz target) is sent as a gap
+/// under its own number, never under the other.
+#[test]
+fn record_holding_another_batch_number_is_sent_as_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), big()).unwrap();
+    spool.append(pings(3, 0), 5 * SEC).unwrap();
+    drop(spool);
+    let path = &segment_files(dir.path())[0];
+    let mut bytes = fs::read(path).unwrap();
+    let start = MAGIC.len();
+    let other = ResultBatch {
+        batch_seq: 7,
+        sealed_unix_nanos: 5 * SEC,
+        records: pings(3, 0),
+    }
+    .encode_to_vec();
+    bytes.truncate(start + HEADER);
+    bytes.extend_from_slice(&other);
+    let len = u32::try_from(other.len()).unwrap();
+    bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[start + 8..]);
+    bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    fs::write(path, &bytes).unwrap();
+
+    let (spool, rec) = Spool::open(dir.path(), big()).unwrap();
+    assert_eq!(rec, Recovery::default());
+    let (seq, batch) = spool.read_after(0).unwrap().unwrap();
+    assert_eq!((seq, batch.batch_seq), (1, 1));
+    let Some(record::Kind::Gap(gap)) = &batch.records[0].kind else {
+        panic!("{batch:?}")
+    };
+    assert_eq!(gap.dropped, 3);
+    assert!(
+        gap.reason.contains("holds batch 7 instead"),
+        "{}",
+        gap.reason
+    );
+}
