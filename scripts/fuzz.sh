@@ -52,7 +52,10 @@ for ((i = 0; i < ${#targets[@]}; i += 2)); do
       t=${p#*:}
       failed=1
       echo "fuzz: $t FAILED:" >&2
-      tail -n 60 "$logs/$t.log" >&2
+      # The panic message comes before libFuzzer's long report: show both.
+      grep -m 3 -A 4 "panicked at" "$logs/$t.log" >&2 || true
+      echo "..." >&2
+      grep -v '^ *[0-9]*: \|^ *at ' "$logs/$t.log" | tail -n 40 >&2
     fi
   done
 done

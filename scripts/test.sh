@@ -61,6 +61,7 @@ export CARGO_INCREMENTAL=0
 df -h . | sed 's/^/disk: /'
 
 cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check)
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Dependencies: licences, duplicate versions, sources (deny.toml). The
@@ -78,7 +79,9 @@ fi
 
 # Fuzz targets, 60 s each (scripts/fuzz.sh); their build is removed
 # afterwards to leave the disk to the tests.
-FUZZ_TARGET_DIR=target/fuzz bash scripts/fuzz.sh 60
+# A crash fails the run at the end, after the tests have also been run.
+fuzzed=0
+FUZZ_TARGET_DIR=target/fuzz bash scripts/fuzz.sh 60 || fuzzed=$?
 rm -rf target/fuzz
 # The end-to-end tests run the real binaries; build them first.
 cargo build --workspace --bins --locked
@@ -99,3 +102,7 @@ du -sh target | sed 's/^/disk: /'
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "sonde: %d passed, %d failed\n", p, f; if (p == 0 || f > 0) exit 1 }' "$log"
 [ "$tested" = 0 ] || exit "$tested"
+if [ "$fuzzed" != 0 ]; then
+  echo "sonde: a fuzz target FAILED (its input and panic are printed above, after 'fuzz: ... FAILED')" >&2
+  exit "$fuzzed"
+fi

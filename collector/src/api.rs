@@ -37,7 +37,7 @@ pub enum ApiError {
     Forbidden(#[from] RoleRefused),
     #[error(transparent)]
     Query(#[from] QueryError),
-    #[error("invalid query parameter {name}: {reason}")]
+    #[error("invalid query parameter {name:?}: {reason}")]
     BadParam { name: String, reason: String },
     #[error("not found: {0}")]
     NotFound(String),
@@ -140,7 +140,7 @@ pub(crate) async fn not_found(req: axum::extract::Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"));
     if grpc {
-        tonic::Status::unimplemented(format!("no such method {}", req.uri().path()))
+        tonic::Status::unimplemented(format!("no such method {:?}", req.uri().path()))
             .into_http::<axum::body::Body>()
     } else {
         ApiError::NotFound(req.uri().path().to_owned()).into_response()
@@ -532,7 +532,7 @@ async fn add_silence(
         (None, true) => None,
         (Some(t), false) if *t != access.tenant => {
             return Err(ApiError::NotAllowed(format!(
-                "a silence may only cover your own tenant ({}), not {t}",
+                "a silence may only cover your own tenant ({}), not {t:?}",
                 access.tenant
             )));
         }

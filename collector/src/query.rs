@@ -28,9 +28,9 @@ pub enum QueryError {
     Bad { name: &'static str, reason: String },
     #[error("no such series: {0}")]
     NoSeries(String),
-    #[error("tenant {0} is not yours")]
+    #[error("tenant {0:?} is not yours")]
     TenantForbidden(String),
-    #[error("no such agent: {0}")]
+    #[error("no such agent: {0:?}")]
     NoAgent(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -151,7 +151,7 @@ pub fn find_series(
     target: &str,
     probe: Option<Probe>,
 ) -> Result<Series, QueryError> {
-    let what = format!("{tenant}/{agent} → {target}");
+    let what = format!("agent {agent:?} of {tenant:?} to {target:?}");
     let mut matching = book.series.iter().filter(|s| {
         s.key.tenant == tenant
             && s.key.agent == agent
@@ -633,7 +633,7 @@ pub fn agent_detail(
             return Err(bad(
                 "tenant",
                 format!(
-                    "agent {name} exists in tenants {}; name one",
+                    "agent {name:?} exists in tenants {}; name one",
                     tenants.join(", ")
                 ),
             ));

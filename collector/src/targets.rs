@@ -211,7 +211,7 @@ impl TargetRequest {
                 Ok(t.clone())
             }
             Some(t) if *t != access.tenant => Err(format!(
-                "tenant: you may only manage targets of your own tenant ({}), not {t}",
+                "tenant: you may only manage targets of your own tenant ({}), not {t:?}",
                 access.tenant
             )),
             _ => Ok(access.tenant.clone()),

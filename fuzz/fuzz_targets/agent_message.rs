@@ -35,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
         rest = next;
     }
     for m in &messages {
-        if let Ok(AgentMessage { kind: Some(Kind::Batch(batch)) }) = AgentMessage::decode(m.as_slice()) {
+        if let Ok(AgentMessage {
+            kind: Some(Kind::Batch(batch)),
+        }) = AgentMessage::decode(m.as_slice())
+        {
             let entry = LoggedBatch {
                 id: 1,
                 kind: LogKind::Batch,
@@ -61,7 +64,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let h = sonde_fuzz::harness();
-    let request = sonde_fuzz::session_request(sonde_fuzz::peer("acme", Role::Agent, "fuzz"), &messages);
+    let request =
+        sonde_fuzz::session_request(sonde_fuzz::peer("acme", Role::Agent, "fuzz"), &messages);
     let (status, _) = sonde_fuzz::call(h, request);
-    assert_eq!(status, http::StatusCode::OK, "gRPC answers with HTTP 200 and a gRPC status");
+    assert_eq!(
+        status,
+        http::StatusCode::OK,
+        "gRPC answers with HTTP 200 and a gRPC status"
+    );
 });

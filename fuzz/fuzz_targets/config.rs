@@ -15,10 +15,16 @@ fuzz_target!(|data: &[u8]| {
     let shown = path.display().to_string();
     if let Err(e) = sonde_agent::config::Loaded::load(&path) {
         let message = e.to_string();
-        assert!(message.contains(&shown), "agent config error names no file: {message}");
+        assert!(
+            message.contains(&shown),
+            "agent config error names no file: {message}"
+        );
     }
     if let Err(e) = sonde_collector::Config::load(&path) {
         let message = e.to_string();
-        assert!(message.contains(&shown), "collector config error names no file: {message}");
+        assert!(
+            message.contains(&shown),
+            "collector config error names no file: {message}"
+        );
     }
 });

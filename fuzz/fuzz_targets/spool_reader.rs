@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(opened) => opened,
         Err(e) => {
             let message = e.to_string();
-            assert!(message.contains("spool"), "spool error names no path: {message}");
+            assert!(
+                message.contains("spool"),
+                "spool error names no path: {message}"
+            );
             return;
         }
     };
@@ -54,10 +57,16 @@ fuzz_target!(|data: &[u8]| {
     let mut seen = 0;
     while let Some((seq, batch)) = spool.read_after(after).expect("read a recovered record") {
         assert!(seq > after, "read_after({after}) returned {seq}");
-        assert_eq!(batch.batch_seq, seq, "a batch read back under another number");
+        assert_eq!(
+            batch.batch_seq, seq,
+            "a batch read back under another number"
+        );
         after = seq;
         seen += 1;
-        assert!(seen <= segment.len() / HEADER, "more records than bytes allow");
+        assert!(
+            seen <= segment.len() / HEADER,
+            "more records than bytes allow"
+        );
     }
     // The recovered spool takes new batches after the highest number seen
     // (unless a forged file used up the numbers: then it says so).
@@ -66,6 +75,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(next > after, "new batch {next} not after recovered {after}");
             spool.ack(next).expect("ack");
         }
-        Err(e) => assert!(e.to_string().contains("exhausted"), "append after recovery: {e}"),
+        Err(e) => assert!(
+            e.to_string().contains("exhausted"),
+            "append after recovery: {e}"
+        ),
     }
 });

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use prost::Message as _;
 use sonde_certs::Pki;
 use sonde_collector::Collector;
 use sonde_collector::peer::Peer;
-use prost::Message as _;
 use sonde_proto::v1::agent_message::Kind;
 use sonde_proto::v1::{AgentMessage, Hello, PingResult, PingStatus, Record, ResultBatch, record};
 use sonde_proto::{Identity, Role};
@@ -55,7 +55,6 @@ pub struct Harness {
 const TABLES: &str = "[access]\noperator-tenants = [\"noc\"]\n\
 [[tenant]]\nname = \"acme\"\nprefixes = [\"10.0.0.0/24\", \"10.0.1.0/24\", \"2001:db8::/64\"]\n\
 [[tenant]]\nname = \"globex\"\nprefixes = [\"10.9.0.0/24\"]\n\
-
 [limits]\nmessages-per-second = 100000\nmessage-burst = 100000\n";
 
 /// Writes a collector configuration for `pki` with its state in `state`.
@@ -170,8 +169,16 @@ pub fn ping_batch(batch_seq: u64, n: u8, age_s: i64) -> Vec<u8> {
                 target: "10.0.0.0/24".into(),
                 address: format!("10.0.0.{i}"),
                 sent_unix_nanos: now,
-                rtt_nanos: if i % 7 == 0 { 0 } else { 1_000_000 * u64::from(i) },
-                status: if i % 7 == 0 { PingStatus::Timeout } else { PingStatus::Ok } as i32,
+                rtt_nanos: if i % 7 == 0 {
+                    0
+                } else {
+                    1_000_000 * u64::from(i)
+                },
+                status: if i % 7 == 0 {
+                    PingStatus::Timeout
+                } else {
+                    PingStatus::Ok
+                } as i32,
                 reply_ttl: 64,
                 ..PingResult::default()
             })),
@@ -187,11 +194,13 @@ pub fn ping_batch(batch_seq: u64, n: u8, age_s: i64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-
 /// Gives the API something to answer with: a minute of acme's pings.
 fn seed(h: &Harness) {
     let messages = vec![hello(1), ping_batch(1, 20, 90), ping_batch(2, 20, 30)];
-    let (status, _) = call(h, session_request(peer("acme", Role::Agent, "a1"), &messages));
+    let (status, _) = call(
+        h,
+        session_request(peer("acme", Role::Agent, "a1"), &messages),
+    );
     assert_eq!(status, http::StatusCode::OK, "seeding session");
 }
 

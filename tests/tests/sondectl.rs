@@ -79,7 +79,8 @@ async fn sondectl_lists_its_tenants_agents_and_names_refusals() {
     let out = sondectl(&viewer, &["events", "--limit", "0"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("HTTP 400: invalid query parameter limit"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("HTTP 400: invalid query parameter \"limit\""),
         "{}",
         text(&out)
     );

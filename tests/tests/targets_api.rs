@@ -158,7 +158,7 @@ async fn replay(viewer: &sonde_tests::Api) {
         (status, v["error"].as_str()),
         (
             400,
-            Some("invalid query parameter at: required: the minute to show, Unix milliseconds")
+            Some("invalid query parameter \"at\": required: the minute to show, Unix milliseconds")
         )
     );
     let (status, _) = viewer.get("/api/v1/replay?at=1000").await.unwrap();

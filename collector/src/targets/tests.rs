@@ -125,7 +125,7 @@ fn tenants_stay_in_their_lane() {
     req.tenant = Some("globex".into());
     let err = req.tenant_for(&access).unwrap_err();
     assert!(
-        err.contains("only manage targets of your own tenant (acme), not globex"),
+        err.contains("only manage targets of your own tenant (acme), not \"globex\""),
         "{err}"
     );
     let op = Access {
