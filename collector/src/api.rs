@@ -143,7 +143,7 @@ pub(crate) async fn not_found(req: axum::extract::Request) -> Response {
         tonic::Status::unimplemented(format!("no such method {:?}", req.uri().path()))
             .into_http::<axum::body::Body>()
     } else {
-        ApiError::NotFound(req.uri().path().to_owned()).into_response()
+        ApiError::NotFound(format!("{:?}", req.uri().path())).into_response()
     }
 }
 

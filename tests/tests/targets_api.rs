@@ -163,6 +163,22 @@ async fn replay(viewer: &sonde_tests::Api) {
     );
     let (status, _) = viewer.get("/api/v1/replay?at=1000").await.unwrap();
     assert_eq!(status, 400);
+    // What the request sent comes back quoted, never run into the
+    // message's own words (an unquoted name ending in `2001:db8` spelled
+    // `2001:db8:` with the colon after it: the api_query fuzzer's find).
+    let (status, v) = viewer.get("/api/v1/replay?2001:db8").await.unwrap();
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (
+            400,
+            Some("invalid query parameter \"2001:db8\": unknown parameter; allowed: at")
+        )
+    );
+    let (status, v) = viewer.get("/api/v1/no-such:thing").await.unwrap();
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (404, Some("not found: \"/api/v1/no-such:thing\""))
+    );
     let now = sonde_tests::now_ms();
     let v = viewer.ok(&format!("/api/v1/replay?at={now}")).await;
     assert_eq!(v["prefixes"][0]["prefix"], "127.0.0.0/24");
