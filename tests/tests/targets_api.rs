@@ -153,36 +153,42 @@ async fn live_stream(viewer: &sonde_tests::Api) {
 
 /// Replay names its mistakes; a valid minute gives the same prefixes.
 async fn replay(viewer: &sonde_tests::Api) {
-    let (status, v) = viewer.get("/api/v1/replay").await.unwrap();
-    assert_eq!(
-        (status, v["error"].as_str()),
-        (
-            400,
-            Some("invalid query parameter \"at\": required: the minute to show, Unix milliseconds")
-        )
-    );
+    refused(
+        viewer,
+        "/api/v1/replay",
+        400,
+        "invalid query parameter \"at\": required: the minute to show, Unix milliseconds",
+    )
+    .await;
     let (status, _) = viewer.get("/api/v1/replay?at=1000").await.unwrap();
     assert_eq!(status, 400);
     // What the request sent comes back quoted, never run into the
     // message's own words (an unquoted name ending in `2001:db8` spelled
     // `2001:db8:` with the colon after it: the api_query fuzzer's find).
-    let (status, v) = viewer.get("/api/v1/replay?2001:db8").await.unwrap();
-    assert_eq!(
-        (status, v["error"].as_str()),
-        (
-            400,
-            Some("invalid query parameter \"2001:db8\": unknown parameter; allowed: at")
-        )
-    );
-    let (status, v) = viewer.get("/api/v1/no-such:thing").await.unwrap();
-    assert_eq!(
-        (status, v["error"].as_str()),
-        (404, Some("not found: \"/api/v1/no-such:thing\""))
-    );
+    refused(
+        viewer,
+        "/api/v1/replay?2001:db8",
+        400,
+        "invalid query parameter \"2001:db8\": unknown parameter; allowed: at",
+    )
+    .await;
+    refused(
+        viewer,
+        "/api/v1/no-such:thing",
+        404,
+        "not found: \"/api/v1/no-such:thing\"",
+    )
+    .await;
     let now = sonde_tests::now_ms();
     let v = viewer.ok(&format!("/api/v1/replay?at={now}")).await;
     assert_eq!(v["prefixes"][0]["prefix"], "127.0.0.0/24");
     assert_eq!(v["at_ms"].as_i64().unwrap(), now / 60_000 * 60_000);
+}
+
+/// GET `path` is answered with `status` and exactly this error message.
+async fn refused(api: &sonde_tests::Api, path: &str, status: u16, error: &str) {
+    let (got, v) = api.get(path).await.unwrap();
+    assert_eq!((got, v["error"].as_str()), (status, Some(error)), "{path}");
 }
 
 /// Duplicates, bad bodies, other tenants, cross-site requests: each named.
