@@ -1,12 +1,15 @@
 //! The agent's time for what it reports: the system clock, unless that
 //! clock steps or disagrees with the collector's.
 //!
-//! A step of the system clock (a bad NTP server, a resumed VM, `date -s`)
-//! would otherwise misdate and reorder results: a jump back an hour files
-//! new results an hour in the past, behind the ones before. So the agent
+//! A step of the system clock (a bad NTP server, `date -s`) would
+//! otherwise misdate and reorder results: a jump back an hour files new
+//! results an hour in the past, behind the ones before. So the agent
 //! watches the system clock against the monotonic clock: a step of more
 //! than a second is taken out (an offset), and times go on from where the
-//! monotonic clock says they are. And at the start of every session the
+//! monotonic clock says they are. (A machine resumed from suspend looks
+//! the same, since the monotonic clock stops while suspended: its times
+//! run behind by the suspension until the next session's `Welcome`
+//! corrects them, below.) And at the start of every session the
 //! collector's `Welcome` carries its time: when the agent's time is more
 //! than a second away from it (half the round trip taken into account), the
 //! agent takes the collector's, so that every agent's results share the
@@ -126,21 +129,29 @@ fn global() -> &'static Clock {
     CLOCK.get_or_init(|| Clock::new(sonde_runtime::clock::unix_nanos(), Instant::now()))
 }
 
-/// Agent time minus system time now; logs a step of the system clock.
-pub fn offset() -> i64 {
-    let r = global().look(sonde_runtime::clock::unix_nanos(), Instant::now());
+/// The system clock now and the agent's offset from it (one reading of
+/// each clock); logs a step of the system clock.
+fn read() -> (i64, i64) {
+    let system = sonde_runtime::clock::unix_nanos();
+    let r = global().look(system, Instant::now());
     if let Some(step) = r.stepped {
         tracing::warn!(
             step_ms = step / 1_000_000,
             "system clock stepped; the agent's times go on from the monotonic clock"
         );
     }
-    r.offset
+    (system, r.offset)
+}
+
+/// Agent time minus system time now.
+pub fn offset() -> i64 {
+    read().1
 }
 
 /// The agent's time (Unix ns) for batches, heartbeats and gaps.
 pub fn now_ns() -> i64 {
-    sonde_runtime::clock::unix_nanos().saturating_add(offset())
+    let (system, offset) = read();
+    system.saturating_add(offset)
 }
 
 /// Takes the collector's time from a `Welcome` read `round_trip` after the

@@ -390,8 +390,8 @@ impl Spool {
 
     /// The first stored batch with `batch_seq > after`: its number and the
     /// batch, decoded (one that does not decode, or holds another number,
-    /// comes back as a gap counting its results). Batches deleted by a cap are skipped (their loss was
-    /// recorded as a gap).
+    /// comes back as a gap counting its results). Batches deleted by a cap
+    /// are skipped (their loss was recorded as a gap).
     pub fn read_after(&self, after: u64) -> Result<Option<(u64, ResultBatch)>> {
         for segment in &self.segments {
             if segment.last_seq().is_none_or(|last| last <= after) {
