@@ -1,16 +1,29 @@
-//! Who may see what, derived from the caller's certificate and the
-//! collector config. One place for every query (HTTP API and gRPC).
+//! The tenancy policy: who sees, and is paged for, which measurements.
+//! One place that the HTTP API, the gRPC query service, live frames and
+//! replay, the UI, alert tenant selection and the correlator all ask.
 //!
-//! - Members (viewer or admin) of an **operator tenant** see everything.
-//! - Others see their own tenant's **agents**, and the **targets** (series)
-//!   whose address lies in a prefix granted to their tenant by a
-//!   `[[tenant]]` entry — whichever agent measures them, since a prefix may
-//!   be granted to several tenants. A series without an address (its host
-//!   name did not resolve) is visible to its agent's tenant.
-//! - A prefix view is allowed when a grant overlaps it; its cells outside
-//!   the grants are shown as not monitored. Anything else is 403.
-//! - Agents' certificates may not query at all.
+//! A **measurement** is a series: an agent (of its certificate's tenant,
+//! the *measurer*) probing a target address. A tenant T sees it, counts
+//! it in its correlation, and is paged for it when
+//!
+//! 1. T is the measurer: a tenant sees everything its own agents measure,
+//!    whatever the target; or
+//! 2. the address lies in a prefix granted to T (`[[tenant]] prefixes`)
+//!    and T **trusts** the measurer: operator tenants
+//!    (`access.operator-tenants`) always, and the tenants listed in T's
+//!    `trust`.
+//!
+//! Measurements by any other tenant's agent are invisible to T: absent
+//! from its views (a hidden series answers as one that does not exist),
+//! its correlation and its alerts. Members (viewers, admins) of an
+//! operator tenant see every tenant's data; they are paged for what their
+//! routes match. Agents' certificates may not query at all.
+//!
+//! A prefix view (grid) is allowed when a grant overlaps it or the caller
+//! sees a series in it; anything else is 403, decided from the caller's
+//! own grants and series only.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -20,6 +33,142 @@ use crate::analysis::series::Series;
 use crate::config::Config;
 use crate::store::Scope;
 
+/// The policy of a config: grants, trust and operator tenants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tenancy {
+    operators: BTreeSet<String>,
+    grants: BTreeMap<String, Vec<IpNet>>,
+    trust: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Tenancy {
+    pub fn of(config: &Config) -> Self {
+        Self {
+            operators: config.access.operator_tenants.clone(),
+            grants: config
+                .tenant
+                .iter()
+                .map(|t| (t.name.clone(), t.prefixes.clone()))
+                .collect(),
+            trust: config
+                .tenant
+                .iter()
+                .map(|t| (t.name.clone(), t.trust.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn is_operator(&self, tenant: &str) -> bool {
+        self.operators.contains(tenant)
+    }
+
+    /// The prefixes granted to `tenant`.
+    pub fn grants(&self, tenant: &str) -> &[IpNet] {
+        self.grants.get(tenant).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `viewer` trusts what agents of `measurer` measure in its
+    /// prefixes.
+    pub fn trusts(&self, viewer: &str, measurer: &str) -> bool {
+        viewer == measurer
+            || self.operators.contains(measurer)
+            || self.trust.get(viewer).is_some_and(|t| t.contains(measurer))
+    }
+
+    /// Whether tenant `viewer` (as a tenant, not as an operator's member)
+    /// sees a measurement by an agent of `measurer` of `address` (`None`:
+    /// its host name did not resolve).
+    pub fn sees(&self, viewer: &str, measurer: &str, address: Option<IpAddr>) -> bool {
+        viewer == measurer
+            || address.is_some_and(|a| {
+                self.trusts(viewer, measurer) && self.grants(viewer).iter().any(|g| g.contains(&a))
+            })
+    }
+
+    /// Whether tenant `viewer` sees a measurement by `measurer` about some
+    /// address of `prefix` (an event naming only its /24).
+    pub fn sees_in_prefix(&self, viewer: &str, measurer: &str, prefix: &IpNet) -> bool {
+        viewer == measurer
+            || (self.trusts(viewer, measurer)
+                && self
+                    .grants(viewer)
+                    .iter()
+                    .any(|g| g.contains(prefix) || prefix.contains(g)))
+    }
+
+    /// The tenants that see, count and are paged for a measurement by an
+    /// agent of `measurer` of `address`: the measurer and every tenant
+    /// granted the address that trusts it. Each has its own correlation
+    /// and alerts.
+    pub fn audience(&self, measurer: &str, address: Option<IpAddr>) -> BTreeSet<String> {
+        let mut out = BTreeSet::from([measurer.to_owned()]);
+        if let Some(a) = address {
+            out.extend(
+                self.grants
+                    .iter()
+                    .filter(|(t, g)| g.iter().any(|g| g.contains(&a)) && self.trusts(t, measurer))
+                    .map(|(t, _)| t.clone()),
+            );
+        }
+        out
+    }
+
+    /// [`Self::audience`] of a measurement known only by its prefix.
+    pub fn audience_in_prefix(&self, measurer: &str, prefix: &IpNet) -> BTreeSet<String> {
+        let mut out = BTreeSet::from([measurer.to_owned()]);
+        out.extend(
+            self.grants
+                .keys()
+                .filter(|t| self.sees_in_prefix(t, measurer, prefix))
+                .cloned(),
+        );
+        out
+    }
+
+    /// The tenants granted `address` that do not trust `measurer`: they
+    /// do not see what its agents measure there.
+    pub fn distrusting(&self, measurer: &str, address: IpAddr) -> Vec<&str> {
+        self.grants
+            .iter()
+            .filter(|(t, g)| g.iter().any(|g| g.contains(&address)) && !self.trusts(t, measurer))
+            .map(|(t, _)| t.as_str())
+            .collect()
+    }
+}
+
+/// Where agents of one tenant measure a prefix granted to another that
+/// does not trust it: `(measurer, prefix granted, tenant granted)`, each
+/// once, for the log at start and reload.
+pub fn untrusted_pairs<'a>(
+    tenancy: &Tenancy,
+    series: impl Iterator<Item = (&'a str, IpAddr)>,
+) -> BTreeSet<(String, IpNet, String)> {
+    let mut out = BTreeSet::new();
+    for (measurer, a) in series {
+        for (t, grants) in &tenancy.grants {
+            if tenancy.trusts(t, measurer) {
+                continue;
+            }
+            for g in grants.iter().filter(|g| g.contains(&a)) {
+                out.insert((measurer.to_owned(), *g, t.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Logs each pair of [`untrusted_pairs`] once.
+pub fn log_untrusted(pairs: &BTreeSet<(String, IpNet, String)>) {
+    for (measurer, prefix, tenant) in pairs {
+        tracing::warn!(
+            measurer = %measurer,
+            prefix = %prefix,
+            tenant = %tenant,
+            "tenant {measurer}'s agents measure {prefix} granted to {tenant}, which does not trust {measurer}: not shown to {tenant} (add \"{measurer}\" to its trust to share)"
+        );
+    }
+}
+
 /// A caller's view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
@@ -27,6 +176,9 @@ pub struct Access {
     /// Member of an operator tenant: sees every tenant.
     pub all: bool,
     pub grants: Vec<IpNet>,
+    /// Tenants whose agents' measurements in the grants it sees (itself,
+    /// operator tenants, its `trust`).
+    pub trusted: BTreeSet<String>,
 }
 
 /// The caller's role may not query.
@@ -39,11 +191,21 @@ impl Access {
         if !id.role.can_view() {
             return Err(RoleRefused(id.role));
         }
-        Ok(Self {
-            tenant: id.tenant.clone(),
-            all: config.access.operator_tenants.contains(&id.tenant),
-            grants: config.grants(&id.tenant).to_vec(),
-        })
+        let tenancy = Tenancy::of(config);
+        Ok(Self::of_tenant(&tenancy, &id.tenant))
+    }
+
+    /// The view of a member of `tenant`.
+    pub fn of_tenant(tenancy: &Tenancy, tenant: &str) -> Self {
+        let mut trusted: BTreeSet<String> = tenancy.operators.clone();
+        trusted.insert(tenant.to_owned());
+        trusted.extend(tenancy.trust.get(tenant).into_iter().flatten().cloned());
+        Self {
+            tenant: tenant.to_owned(),
+            all: tenancy.is_operator(tenant),
+            grants: tenancy.grants(tenant).to_vec(),
+            trusted,
+        }
     }
 
     /// The store scope for agent-keyed tables (agents, events).
@@ -59,19 +221,34 @@ impl Access {
         self.all || tenant == self.tenant
     }
 
-    pub fn sees_address(&self, a: IpAddr) -> bool {
+    /// Whether `a` lies in the caller's grants (what its admins may have
+    /// probed; operators: anything).
+    pub fn granted(&self, a: IpAddr) -> bool {
         self.all || self.grants.iter().any(|g| g.contains(&a))
     }
 
+    /// Whether the caller sees a measurement by an agent of `measurer` of
+    /// `address` (see the module docs).
+    pub fn sees_measurement(&self, measurer: &str, address: Option<IpAddr>) -> bool {
+        self.all
+            || measurer == self.tenant
+            || (self.trusted.contains(measurer) && address.is_some_and(|a| self.granted(a)))
+    }
+
     pub fn sees_series(&self, s: &Series) -> bool {
-        match s.address {
-            Some(a) => self.sees_address(a),
-            None => self.sees_tenant(&s.key.tenant),
-        }
+        self.sees_measurement(&s.key.tenant, s.address)
+    }
+
+    /// Whether the caller sees a measurement by `measurer` about some
+    /// address of `prefix`.
+    pub fn sees_measurement_in(&self, measurer: &str, prefix: &IpNet) -> bool {
+        self.all
+            || measurer == self.tenant
+            || (self.trusted.contains(measurer) && self.granted_prefix(prefix))
     }
 
     /// Whether any part of `p` is granted.
-    pub fn sees_prefix(&self, p: &IpNet) -> bool {
+    pub fn granted_prefix(&self, p: &IpNet) -> bool {
         self.all || self.grants.iter().any(|g| g.contains(p) || p.contains(g))
     }
 }
@@ -80,23 +257,87 @@ impl Access {
 mod tests {
     use super::*;
 
+    fn tenancy() -> Tenancy {
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        Tenancy {
+            operators: BTreeSet::from(["noc".to_owned()]),
+            grants: BTreeMap::from([
+                ("acme".to_owned(), vec![net("127.0.0.0/24")]),
+                ("globex".to_owned(), vec![net("127.0.1.0/24")]),
+                ("initech".to_owned(), vec![net("127.0.1.0/24")]),
+            ]),
+            trust: BTreeMap::from([
+                ("acme".to_owned(), BTreeSet::new()),
+                ("globex".to_owned(), BTreeSet::new()),
+                ("initech".to_owned(), BTreeSet::from(["acme".to_owned()])),
+            ]),
+        }
+    }
+
+    #[allow(clippy::unnecessary_wraps)]
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
     #[test]
-    fn grants_decide_addresses_and_prefixes() {
-        let a = Access {
-            tenant: "acme".into(),
-            all: false,
-            grants: vec![
-                "10.1.2.0/24".parse().unwrap(),
-                "10.9.0.0/16".parse().unwrap(),
-            ],
-        };
-        assert!(a.sees_address("10.1.2.200".parse().unwrap()));
-        assert!(!a.sees_address("10.1.3.1".parse().unwrap()));
-        assert!(a.sees_prefix(&"10.9.4.0/24".parse().unwrap()));
-        assert!(a.sees_prefix(&"10.1.2.0/24".parse().unwrap()));
-        assert!(!a.sees_prefix(&"10.1.3.0/24".parse().unwrap()));
-        assert!(a.sees_tenant("acme") && !a.sees_tenant("globex"));
-        let op = Access { all: true, ..a };
-        assert!(op.sees_address("192.0.2.1".parse().unwrap()) && op.sees_tenant("globex"));
+    fn own_agents_are_seen_everywhere_others_only_when_trusted_and_granted() {
+        let t = tenancy();
+        // Own agent, any target, resolved or not.
+        assert!(t.sees("acme", "acme", ip("127.0.1.5")));
+        assert!(t.sees("acme", "acme", None));
+        // acme's agent in globex's prefix: globex does not trust acme.
+        assert!(!t.sees("globex", "acme", ip("127.0.1.5")));
+        // initech trusts acme and is granted the prefix.
+        assert!(t.sees("initech", "acme", ip("127.0.1.5")));
+        // … but not outside its grants.
+        assert!(!t.sees("initech", "acme", ip("127.0.0.5")));
+        // An operator tenant's agent counts for every tenant granted.
+        assert!(t.sees("globex", "noc", ip("127.0.1.5")));
+        assert!(t.sees("acme", "noc", ip("127.0.0.9")));
+        assert!(!t.sees("acme", "noc", ip("127.0.1.9")));
+        assert_eq!(
+            t.audience("acme", ip("127.0.1.5")),
+            BTreeSet::from(["acme".to_owned(), "initech".to_owned()])
+        );
+        assert_eq!(
+            t.audience("noc", ip("127.0.1.5")),
+            BTreeSet::from(["noc".into(), "globex".into(), "initech".into()])
+        );
+        assert_eq!(
+            t.distrusting("acme", "127.0.1.5".parse().unwrap()),
+            ["globex"]
+        );
+    }
+
+    #[test]
+    fn callers_follow_the_policy() {
+        let t = tenancy();
+        let globex = Access::of_tenant(&t, "globex");
+        assert!(!globex.sees_measurement("acme", ip("127.0.1.5")));
+        assert!(globex.sees_measurement("globex", ip("10.9.9.9")));
+        assert!(globex.sees_measurement("noc", ip("127.0.1.5")));
+        assert!(!globex.sees_measurement("noc", ip("127.0.0.5")));
+        assert!(globex.granted("127.0.1.200".parse().unwrap()));
+        assert!(!globex.granted("127.0.0.1".parse().unwrap()));
+        assert!(globex.granted_prefix(&"127.0.1.0/24".parse().unwrap()));
+        assert!(!globex.granted_prefix(&"127.0.2.0/24".parse().unwrap()));
+        let noc = Access::of_tenant(&t, "noc");
+        assert!(noc.all && noc.sees_measurement("acme", None));
+        let pairs = untrusted_pairs(
+            &t,
+            [
+                ("acme", "127.0.1.5".parse().unwrap()),
+                ("acme", "127.0.1.6".parse().unwrap()),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            pairs,
+            BTreeSet::from([(
+                "acme".into(),
+                "127.0.1.0/24".parse().unwrap(),
+                "globex".into()
+            )])
+        );
     }
 }

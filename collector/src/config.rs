@@ -287,14 +287,53 @@ pub struct Access {
     pub operator_tenants: BTreeSet<String>,
 }
 
-/// `[[tenant]]`: the prefixes a tenant may see. A prefix may be granted
-/// to several tenants; a tenant may be listed once.
+/// `[[tenant]]`: the prefixes a tenant may see, whose agents' measurements
+/// of them it trusts, and its quotas. A prefix may be granted to several
+/// tenants; a tenant may be listed once. See `access.rs` for the policy.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TenantGrant {
     pub name: String,
     #[serde(default)]
     pub prefixes: Vec<ipnet::IpNet>,
+    /// Tenants whose agents' measurements of these prefixes this tenant
+    /// sees and is paged for (operator tenants are always trusted).
+    #[serde(default)]
+    pub trust: BTreeSet<String>,
+    /// Live series (agent × probe × address) the tenant's agents may
+    /// have; managed targets beyond it are refused.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    /// Managed target definitions the tenant may have.
+    #[serde(default = "default_max_definitions")]
+    pub max_definitions: usize,
+    /// Addresses one managed definition may expand to.
+    #[serde(default = "default_max_addresses")]
+    pub max_addresses: usize,
+}
+
+/// Quotas of a tenant without a `[[tenant]]` entry (and the defaults of
+/// one): sized for /24 grids.
+pub const DEFAULT_MAX_SERIES: usize = 20_000;
+pub const DEFAULT_MAX_DEFINITIONS: usize = 1_000;
+pub const DEFAULT_MAX_ADDRESSES: usize = 4_096;
+
+fn default_max_series() -> usize {
+    DEFAULT_MAX_SERIES
+}
+fn default_max_definitions() -> usize {
+    DEFAULT_MAX_DEFINITIONS
+}
+fn default_max_addresses() -> usize {
+    DEFAULT_MAX_ADDRESSES
+}
+
+/// A tenant's quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub max_series: usize,
+    pub max_definitions: usize,
+    pub max_addresses: usize,
 }
 
 /// Settings for one agent, by tenant and name.
@@ -433,6 +472,46 @@ impl Config {
         Ok(())
     }
 
+    /// `[[tenant]]`: names, prefixes, trust and quotas.
+    fn validate_tenants(&self, source: &Source) -> Result<(), ConfigError> {
+        let mut tenants = BTreeSet::new();
+        for (i, t) in self.tenant.iter().enumerate() {
+            sonde_proto::identity::validate_component("tenant", &t.name)
+                .map_err(|e| source.error(&format!("tenant[{i}].name"), e.to_string()))?;
+            if !tenants.insert(&t.name) {
+                return Err(source.error(
+                    &format!("tenant[{i}].name"),
+                    format!(
+                        "tenant {} is listed twice; give all its prefixes in one entry",
+                        t.name
+                    ),
+                ));
+            }
+            for p in &t.prefixes {
+                if p.trunc() != *p {
+                    return Err(source.error(
+                        &format!("tenant[{i}].prefixes"),
+                        format!("{p} has host bits set; did you mean {}?", p.trunc()),
+                    ));
+                }
+            }
+            for trusted in &t.trust {
+                sonde_proto::identity::validate_component("tenant", trusted)
+                    .map_err(|e| source.error(&format!("tenant[{i}].trust"), e.to_string()))?;
+            }
+            for (key, v) in [
+                ("max-series", t.max_series),
+                ("max-definitions", t.max_definitions),
+                ("max-addresses", t.max_addresses),
+            ] {
+                if v == 0 {
+                    return Err(source.error(&format!("tenant[{i}].{key}"), "must be at least 1"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self, source: &Source) -> Result<(), ConfigError> {
         let too_short = |d: Option<Duration>| d.is_some_and(|d| d < MIN_HEARTBEAT);
         if too_short(self.heartbeat.interval) {
@@ -466,28 +545,7 @@ impl Config {
                 .validate()
                 .map_err(|e| source.error(&format!("agent[{i}].{}", e.key), e.message))?;
         }
-        let mut tenants = BTreeSet::new();
-        for (i, t) in self.tenant.iter().enumerate() {
-            sonde_proto::identity::validate_component("tenant", &t.name)
-                .map_err(|e| source.error(&format!("tenant[{i}].name"), e.to_string()))?;
-            if !tenants.insert(&t.name) {
-                return Err(source.error(
-                    &format!("tenant[{i}].name"),
-                    format!(
-                        "tenant {} is listed twice; give all its prefixes in one entry",
-                        t.name
-                    ),
-                ));
-            }
-            for p in &t.prefixes {
-                if p.trunc() != *p {
-                    return Err(source.error(
-                        &format!("tenant[{i}].prefixes"),
-                        format!("{p} has host bits set; did you mean {}?", p.trunc()),
-                    ));
-                }
-            }
-        }
+        self.validate_tenants(source)?;
         for t in &self.access.operator_tenants {
             sonde_proto::identity::validate_component("tenant", t)
                 .map_err(|e| source.error("access.operator-tenants", e.to_string()))?;
@@ -594,6 +652,22 @@ impl Config {
             .iter()
             .find(|t| t.name == tenant)
             .map_or(&[], |t| t.prefixes.as_slice())
+    }
+
+    /// The quotas of `tenant` (the defaults without a `[[tenant]]` entry).
+    pub fn quotas(&self, tenant: &str) -> Quotas {
+        self.tenant.iter().find(|t| t.name == tenant).map_or(
+            Quotas {
+                max_series: DEFAULT_MAX_SERIES,
+                max_definitions: DEFAULT_MAX_DEFINITIONS,
+                max_addresses: DEFAULT_MAX_ADDRESSES,
+            },
+            |t| Quotas {
+                max_series: t.max_series,
+                max_definitions: t.max_definitions,
+                max_addresses: t.max_addresses,
+            },
+        )
     }
 
     /// The tenants granted any part of `net` (a prefix, or an address as

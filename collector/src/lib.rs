@@ -169,15 +169,19 @@ async fn prune_log(
 
 /// Loads the analysis state and starts its task.
 async fn start_analysis(
-    config: &Config,
+    config: &watch::Receiver<Arc<Config>>,
     store: &Store,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<analysis::Handle, StartError> {
-    let (settings, s, keep) = (config.analysis, store.clone(), config.retention.aggregates);
+    let (settings, keep) = {
+        let c = config.borrow();
+        (c.analysis, c.retention.aggregates)
+    };
+    let (s, rx) = (store.clone(), config.clone());
     let analyzer = tokio::task::spawn_blocking(move || {
         analysis::Analyzer::load(&s, settings, analysis::Clock::new())
-            .map(|a| a.with_retention(keep))
+            .map(|a| a.with_retention(keep).with_config(rx))
     })
     .await
     .map_err(|e| StoreError::Join(e.to_string()))??;
@@ -343,8 +347,8 @@ impl Collector {
             let _ = liveness_task.await;
         });
         let export = spawn_consumers(&config, &store, &shutdown, &mut tasks)?;
-        let analysis = start_analysis(&config, &store, &shutdown, &mut tasks).await?;
         let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
+        let analysis = start_analysis(&settings_rx, &store, &shutdown, &mut tasks).await?;
         let shared = Arc::new(Shared {
             store,
             liveness,

@@ -339,10 +339,19 @@ pub fn parse_prefix(raw: &str) -> Result<IpNet, QueryError> {
     Ok(p)
 }
 
+/// Whether the caller may open the grid of `prefix`: part of it is granted,
+/// or it sees a series in it (its own agents measure there).
+pub fn may_view_prefix(book: &Book, access: &Access, prefix: &IpNet) -> bool {
+    access.granted_prefix(prefix)
+        || book
+            .in_prefix(prefix)
+            .any(|s| s.address.is_some_and(|a| prefix.contains(&a)) && access.sees_series(s))
+}
+
 /// The grid of `prefix`: 256 cells for an IPv4 /24, the monitored
 /// addresses for an IPv6 /64.
 pub fn grid(book: &Book, access: &Access, prefix: IpNet, now_ns: i64) -> Result<Grid, QueryError> {
-    if !access.sees_prefix(&prefix) {
+    if !may_view_prefix(book, access, &prefix) {
         return Err(QueryError::PrefixForbidden(prefix));
     }
     let mut by_addr: BTreeMap<IpAddr, Vec<&Series>> = BTreeMap::new();
@@ -537,18 +546,12 @@ pub fn outages(
         })?;
         rows.collect()
     })?;
-    let visible = |scope: &str, tenant: &str, subject: &str| match scope {
-        "prefix" => subject
-            .parse::<IpNet>()
-            .is_ok_and(|p| access.sees_prefix(&p)),
-        "target" => subject
-            .parse::<IpAddr>()
-            .map_or(access.all, |a| access.sees_address(a)),
-        _ => access.sees_tenant(tenant),
-    };
+    // Each outage belongs to the tenant whose correlation found it (see
+    // `analysis::correlate`); rows of older versions without one are the
+    // operators'.
     Ok(rows
         .into_iter()
-        .filter(|(_, scope, tenant, subject, ..)| visible(scope, tenant, subject))
+        .filter(|(_, _, tenant, ..)| access.all || *tenant == access.tenant)
         .take(limit as usize)
         .map(|(id, scope, _, subject, start_ns, end_ns, lost, detail)| {
             #[allow(clippy::cast_precision_loss)]
@@ -564,6 +567,23 @@ pub fn outages(
             }
         })
         .collect())
+}
+
+/// Whether an event of another tenant that names a prefix (a route change
+/// its agent measured) is visible: the policy of `access.rs` applied to its
+/// address, or to its prefix when it names none.
+pub fn sees_measured_event(access: &Access, e: &EventRow) -> bool {
+    let address = e.detail["address"]
+        .as_str()
+        .and_then(|a| a.parse::<IpAddr>().ok());
+    match (
+        address,
+        e.prefix.as_deref().and_then(|p| p.parse::<IpNet>().ok()),
+    ) {
+        (Some(a), _) => access.sees_measurement(&e.tenant, Some(a)),
+        (None, Some(p)) => access.sees_measurement_in(&e.tenant, &p),
+        (None, None) => false,
+    }
 }
 
 /// Events visible to the caller, oldest first (newest first with
@@ -588,11 +608,7 @@ pub fn events(
             } else {
                 q.after_id = e.id;
             }
-            let visible = access.sees_tenant(&e.tenant)
-                || e.prefix
-                    .as_deref()
-                    .and_then(|p| p.parse::<IpNet>().ok())
-                    .is_some_and(|p| access.sees_prefix(&p));
+            let visible = access.sees_tenant(&e.tenant) || sees_measured_event(access, &e);
             if visible {
                 out.push(e);
                 if out.len() == limit {

@@ -367,6 +367,8 @@ const MIGRATIONS: &[&str] = &[
     crate::alert::state::MIGRATION,
     // 7: probe targets managed through the API.
     crate::targets::MIGRATION,
+    // 8: outage membership per tenant.
+    crate::analysis::persist::MIGRATION_MEMBERS,
 ];
 
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`

@@ -230,7 +230,7 @@ impl TargetRequest {
         }
         let target: Target = self.target.parse().map_err(|e| format!("target: {e}"))?;
         let outside = match &target {
-            Target::Addr(a) => (!cx.access.sees_address(*a)).then(|| a.to_string()),
+            Target::Addr(a) => (!cx.access.granted(*a)).then(|| a.to_string()),
             Target::Range(n) => (!cx.access.all && !cx.access.grants.iter().any(|g| g.contains(n)))
                 .then(|| n.to_string()),
             Target::Host(_) => None,

@@ -110,7 +110,9 @@ async fn prefix_page(
         Err(e) => return refused(&e.to_string()),
     };
     match crate::query::parse_prefix(&format!("{addr}/{len}")) {
-        Ok(p) if access.sees_prefix(&p) => html(StatusCode::OK, INDEX),
+        Ok(p) if crate::query::may_view_prefix(&shared.analysis.read(), &access, &p) => {
+            html(StatusCode::OK, INDEX)
+        }
         Ok(p) => {
             tracing::warn!(peer = %peer.identity, prefix = %p, "prefix page refused: not granted");
             refused("this prefix is not granted to your tenant")

@@ -5,7 +5,7 @@
 //! answer has no latency and does not count as above (loss is the outage
 //! rules' business). Evaluated once per minute.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use rusqlite::params;
@@ -70,6 +70,7 @@ pub fn widest(config: &Config) -> Option<u32> {
 /// incomplete minute): one `Fire` each.
 pub fn evaluate(config: &Config, minutes: &[Minute], to: i64) -> Vec<Update> {
     type Key<'a> = (&'a str, &'a str, &'a str, &'a str);
+    let tenancy = crate::access::Tenancy::of(config);
     let mut series: BTreeMap<Key<'_>, Vec<&Minute>> = BTreeMap::new();
     for m in minutes {
         series
@@ -83,13 +84,9 @@ pub fn evaluate(config: &Config, minutes: &[Minute], to: i64) -> Vec<Update> {
         let prefix = address
             .map(|a| prefix_of(a).to_string())
             .unwrap_or_default();
-        // The owner's tenant, and every tenant granted the address.
-        let mut tenants: BTreeSet<&str> = BTreeSet::from([owner]);
-        let host = address.map(ipnet::IpNet::from);
-        if let Some(host) = &host {
-            tenants.extend(config.tenants_granted(host));
-        }
-        for tenant in tenants {
+        // The tenants that see this measurement (`access.rs`).
+        for tenant in tenancy.audience(owner, address) {
+            let tenant = tenant.as_str();
             let rule = config.alerting.rules_for(tenant).latency;
             if !rule.enabled {
                 continue;

@@ -224,8 +224,9 @@ impl Runner {
             })
             .await?;
         let more = events.len() == EVENTS_PER_STEP as usize;
+        let tenancy = crate::access::Tenancy::of(config);
         for ev in &events {
-            for u in rules::from_event(config, ev) {
+            for u in rules::from_event(config, &tenancy, ev) {
                 // A one-off change older than its hold (history replayed
                 // on first start) is over already.
                 if let Update::Fire {

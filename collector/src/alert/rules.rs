@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::config::{Risk, Rules, Severity};
 use super::{Alert, Labels, fingerprint, segment};
+use crate::access::Tenancy;
 use crate::config::Config;
 use crate::store::{EventKind, EventRow};
 
@@ -55,18 +56,26 @@ fn text(v: &Value, key: &str) -> String {
     }
 }
 
-/// The tenants an event concerns.
-pub fn tenants(config: &Config, ev: &EventRow) -> BTreeSet<String> {
+/// The tenants an event concerns: its own tenant (an agent's, or the
+/// tenant whose correlation found an outage), and for a measurement of
+/// another tenant's prefix (a route change) the tenants that see that
+/// measurement by the policy of `access.rs`.
+pub fn tenants(tenancy: &Tenancy, ev: &EventRow) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     if !ev.tenant.is_empty() {
         out.insert(ev.tenant.clone());
     }
-    if let Some(p) = ev
+    let address = ev.detail["address"]
+        .as_str()
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok());
+    if let Some(a) = address.filter(|_| ev.prefix.is_some()) {
+        out.extend(tenancy.audience(&ev.tenant, Some(a)));
+    } else if let Some(p) = ev
         .prefix
         .as_deref()
         .and_then(|p| p.parse::<ipnet::IpNet>().ok())
     {
-        out.extend(config.tenants_granted(&p).map(str::to_owned));
+        out.extend(tenancy.audience_in_prefix(&ev.tenant, &p));
     }
     out
 }
@@ -88,7 +97,12 @@ fn series_link(agent: &str, target: &str) -> String {
 fn outage_labels(ev: &EventRow) -> Vec<(&'static str, String)> {
     let scope = text(&ev.detail, "scope");
     let subject = text(&ev.detail, "subject");
-    let prefix = ev.prefix.clone().unwrap_or_default();
+    // Outage events carry their prefix in the detail (the column would
+    // show them to the prefix's other tenants; see `analysis::correlate`).
+    let prefix = ev
+        .prefix
+        .clone()
+        .unwrap_or_else(|| text(&ev.detail, "prefix"));
     let mut l = vec![("scope", scope.clone()), ("subject", subject.clone())];
     match scope.as_str() {
         "agent-network" => l.push(("agent", ev.agent.clone())),
@@ -309,9 +323,9 @@ pub fn alert(
 }
 
 /// The updates one event makes.
-pub fn from_event(config: &Config, ev: &EventRow) -> Vec<Update> {
+pub fn from_event(config: &Config, tenancy: &Tenancy, ev: &EventRow) -> Vec<Update> {
     let mut out = Vec::new();
-    for tenant in tenants(config, ev) {
+    for tenant in tenants(tenancy, ev) {
         if let Some(l) = resolves(ev) {
             let mut labels: Labels = l.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
             labels.insert("tenant".into(), tenant.clone());

@@ -30,6 +30,7 @@ prefixes = ["10.1.2.0/24"]
 [[tenant]]
 name = "globex"
 prefixes = ["10.1.2.0/24"]
+trust = ["acme"]
 [alerting]
 [[alerting.route]]
 receiver = "ops"
@@ -89,7 +90,7 @@ fn step(
     at: i64,
 ) -> Vec<Message> {
     for ev in events {
-        for u in from_event(c, ev) {
+        for u in from_event(c, &crate::access::Tenancy::of(c), ev) {
             e.apply(&c.alerting, u, at);
         }
     }
@@ -348,6 +349,57 @@ fn a_missing_agent_suppresses_its_own_targets_not_others() {
 }
 
 #[test]
+fn a_tenant_is_paged_only_for_measurements_it_trusts() {
+    // globex is granted the prefix but does not trust acme: acme's route
+    // change and latency there page acme alone.
+    let c = config(&BASIC.replace("trust = [\"acme\"]\n", ""));
+    let mut e = Engine::default();
+    let change = event(
+        1,
+        T0,
+        "edge-1",
+        EventKind::RouteChange,
+        json!({"target": "10.1.2.9", "address": "10.1.2.9",
+               "old": {"hops": [1, 2]}, "new": {"hops": [1, 2, 3]}}),
+        Some("10.1.2.0/24"),
+    );
+    step(&mut e, &c, std::slice::from_ref(&change), &[], T0);
+    let m = step(&mut e, &c, &[], &[], T0 + 30 * S);
+    let tenants: Vec<&str> = m.iter().map(|m| m.group["tenant"].as_str()).collect();
+    assert_eq!(tenants, ["acme"]);
+    let minute = |unit: i64| crate::alert::latency::Minute {
+        tenant: "acme".into(),
+        agent: "edge-1".into(),
+        probe: "ping".into(),
+        target: "10.1.2.9".into(),
+        address: Some("10.1.2.9".into()),
+        unit,
+        probes: 10,
+        lost: 0,
+        sum_ms: 10.0 * 500.0,
+    };
+    let mut latency = config(&BASIC.replace("trust = [\"acme\"]\n", ""));
+    latency.alerting.rules.latency.enabled = true;
+    let minutes: Vec<_> = (0..5).map(minute).collect();
+    let fired = crate::alert::latency::evaluate(&latency, &minutes, 5);
+    let paged: Vec<String> = fired
+        .iter()
+        .filter_map(|u| match u {
+            Update::Fire { alert, .. } => Some(alert.labels["tenant"].clone()),
+            Update::Resolve { .. } => None,
+        })
+        .collect();
+    assert_eq!(paged, ["acme"]);
+    // Trusted: both.
+    let mut trusting = config(BASIC);
+    trusting.alerting.rules.latency.enabled = true;
+    assert_eq!(
+        crate::alert::latency::evaluate(&trusting, &minutes, 5).len(),
+        2
+    );
+}
+
+#[test]
 fn one_off_alerts_fire_once_and_leave_without_resolution() {
     let c = config(BASIC); // route-change hold 1 h
     let mut e = Engine::default();
@@ -408,7 +460,7 @@ fn open_port_rule_respects_min_risk_and_port_closed_resolves() {
     ];
     let fired: Vec<String> = evs
         .iter()
-        .flat_map(|ev| from_event(&c, ev))
+        .flat_map(|ev| from_event(&c, &crate::access::Tenancy::of(&c), ev))
         .filter_map(|u| match u {
             Update::Fire { alert, .. } => Some(alert.labels["port"].clone()),
             Update::Resolve { .. } => None,
@@ -682,7 +734,7 @@ fn change_rules_fire_one_offs_with_their_labels() {
     );
     let mut got = Vec::new();
     for ev in [ip, remote] {
-        for u in from_event(&c, &ev) {
+        for u in from_event(&c, &crate::access::Tenancy::of(&c), &ev) {
             let Update::Fire { alert, hold_ms } = u else {
                 panic!("fires")
             };

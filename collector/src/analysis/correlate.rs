@@ -16,6 +16,14 @@
 //! 4. otherwise **path**: one agent cannot reach one target that others
 //!    can.
 //!
+//! **Each tenant correlates on its own** (`access.rs`): a series counts in
+//! the correlation of every tenant that sees it — its agent's tenant, and
+//! the tenants granted its address that trust that agent's tenant — and
+//! only there. An outage belongs to that tenant (the `tenant` of its row
+//! and events), so measurements by a tenant's untrusted neighbours never
+//! make, join or widen its outages, and the same cause seen by two
+//! tenants is two outages, one each.
+//!
 //! A series joins the open outage of its cause when there is one (a
 //! spreading outage stays one event); an outage ends when its last series
 //! recovered, dated by the last recovery, with the probes lost by all of
@@ -24,8 +32,9 @@
 //! liveness detector) and no outages; when it comes back, what it spooled
 //! is analysed in send-time order like everything else.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -36,6 +45,7 @@ use super::Book;
 use super::outage::Outage;
 use super::persist::{NewEvent, OpenOutage, OutageRow};
 use super::series::Series;
+use crate::access::Tenancy;
 use crate::observation::prefix_of;
 use crate::store::{AgentKey, EventKind};
 
@@ -139,14 +149,20 @@ struct Group {
     prefix: Option<String>,
 }
 
+/// An outage's identity: the tenant whose correlation found it, and its
+/// cause.
+type Key = (String, Cause);
+
 /// The correlator's state.
 #[derive(Debug, Default)]
 pub struct Correlator {
-    groups: HashMap<Cause, Group>,
-    member_of: HashMap<i64, Cause>,
+    groups: HashMap<Key, Group>,
+    /// The outages a series is counted in: at most one per tenant.
+    member_of: HashMap<i64, Vec<Key>>,
     /// Series down and not yet attributed.
     pending: BTreeSet<i64>,
     next_id: i64,
+    tenancy: Arc<Tenancy>,
 }
 
 /// What one evaluation produced.
@@ -185,6 +201,12 @@ impl Correlator {
         }
     }
 
+    /// Uses `tenancy` for what is attributed from now on (a reload);
+    /// open outages keep their members until they recover.
+    pub fn set_tenancy(&mut self, tenancy: Arc<Tenancy>) {
+        self.tenancy = tenancy;
+    }
+
     /// A series' outage started.
     pub fn down(&mut self, id: i64) {
         self.pending.insert(id);
@@ -204,10 +226,15 @@ impl Correlator {
         if self.pending.contains(&id) {
             self.attribute(book, t, now_ns, &[id], out);
         }
-        let Some(cause) = self.member_of.remove(&id) else {
-            return;
-        };
-        let Some(g) = self.groups.get_mut(&cause) else {
+        for key in self.member_of.remove(&id).unwrap_or_default() {
+            self.leave(book, &key, id, ended, out);
+        }
+    }
+
+    /// Series `id` recovered: it leaves the outage `key`, which ends when
+    /// it was the last member.
+    fn leave(&mut self, book: &Book, key: &Key, id: i64, ended: &Outage, out: &mut Output) {
+        let Some(g) = self.groups.get_mut(key) else {
             return;
         };
         g.members.remove(&id);
@@ -221,13 +248,15 @@ impl Correlator {
             });
             return;
         }
-        let g = self.groups.remove(&cause).expect("present");
+        let g = self.groups.remove(key).expect("present");
+        let cause = &key.1;
         #[allow(clippy::cast_precision_loss)]
         let duration_s = (g.end_ns - g.start_ns) as f64 / 1e9;
         let detail = json!({
             "outage": g.id,
             "scope": cause.scope(),
-            "subject": describe(&cause, book),
+            "subject": describe(cause, book),
+            "prefix": g.prefix,
             "start_ms": ms(g.start_ns),
             "end_ms": ms(g.end_ns),
             "duration_s": duration_s,
@@ -245,7 +274,7 @@ impl Correlator {
             agent: g.agent,
             kind: EventKind::OutageEnd,
             detail,
-            prefix: g.prefix,
+            prefix: None,
         });
     }
 
@@ -267,9 +296,8 @@ impl Correlator {
         }
     }
 
-    /// Attributes the series `ids` (see the module docs). `now_ns` is the
-    /// newest send time analysed, what "active" is measured from. Only the
-    /// series of the agents and prefixes involved are looked at.
+    /// Attributes the series `ids` in the correlation of every tenant
+    /// that sees them (see the module docs).
     fn attribute(
         &mut self,
         book: &Book,
@@ -278,6 +306,37 @@ impl Correlator {
         ids: &[i64],
         out: &mut Output,
     ) {
+        let mut per_tenant: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for id in ids {
+            self.pending.remove(id);
+            let Some(s) = book.by_id(*id) else { continue };
+            let joined = self.member_of.get(id);
+            for d in self.tenancy.audience(&s.key.tenant, s.address) {
+                if !joined.is_some_and(|k| k.iter().any(|(t, _)| *t == d)) {
+                    per_tenant.entry(d).or_default().push(*id);
+                }
+            }
+        }
+        for (tenant, ids) in per_tenant {
+            self.attribute_for(book, t, now_ns, &tenant, &ids, out);
+        }
+    }
+
+    /// Attributes the series `ids` in `tenant`'s correlation, counting
+    /// only the series that tenant sees. `now_ns` is the newest send time
+    /// analysed, what "active" is measured from. Only the series of the
+    /// agents and prefixes involved are looked at.
+    fn attribute_for(
+        &mut self,
+        book: &Book,
+        t: &Thresholds,
+        now_ns: i64,
+        tenant: &str,
+        ids: &[i64],
+        out: &mut Output,
+    ) {
+        let tenancy = self.tenancy.clone();
+        let seen = |s: &Series| tenancy.sees(tenant, &s.key.tenant, s.address);
         let active_ns = i64::try_from(t.active.as_nanos()).unwrap_or(i64::MAX);
         let active = |s: &Series| {
             s.latest
@@ -286,11 +345,10 @@ impl Correlator {
         };
         let down = |s: &Series| s.outage.open().is_some();
         let mut left: Vec<&Series> = ids.iter().filter_map(|id| book.by_id(*id)).collect();
-        for id in ids {
-            self.pending.remove(id);
-        }
 
-        // 1. Agent network.
+        // 1. Agent network: judged on all of the agent's series (its
+        // tenant is trusted here, or none of them would be), since a cut
+        // agent loses everything it probes, not only what this tenant sees.
         let agents: BTreeSet<AgentKey> = left.iter().map(|s| agent_of(s)).collect();
         let mut cut_agents = HashSet::new();
         for a in agents {
@@ -303,10 +361,11 @@ impl Correlator {
                 let (hit, rest): (Vec<_>, Vec<_>) =
                     left.into_iter().partition(|s| agent_of(s) == a);
                 left = rest;
-                self.join(Cause::AgentNetwork(a), &hit, book, out);
+                self.join(tenant, Cause::AgentNetwork(a), &hit, book, out);
             }
         }
-        let counted = |s: &Series| !cut_agents.contains(&agent_of(s)) && (active(s) || down(s));
+        let counted =
+            |s: &Series| seen(s) && !cut_agents.contains(&agent_of(s)) && (active(s) || down(s));
 
         // 2. Prefix: every series of a host lives in the host's prefix.
         let prefixes: BTreeSet<IpNet> = left
@@ -330,7 +389,7 @@ impl Correlator {
                     .into_iter()
                     .partition(|s| s.address.is_some_and(|a| p.contains(&a)));
                 left = rest;
-                self.join(Cause::Prefix(p), &hit, book, out);
+                self.join(tenant, Cause::Prefix(p), &hit, book, out);
             }
         }
 
@@ -349,12 +408,12 @@ impl Correlator {
             } else {
                 Cause::Path(s.id)
             };
-            self.join(cause, &[s], book, out);
+            self.join(tenant, cause, &[s], book, out);
         }
     }
 
     #[allow(clippy::needless_pass_by_value)]
-    fn join(&mut self, cause: Cause, hit: &[&Series], book: &Book, out: &mut Output) {
+    fn join(&mut self, tenant: &str, cause: Cause, hit: &[&Series], book: &Book, out: &mut Output) {
         if hit.is_empty() {
             return;
         }
@@ -363,44 +422,54 @@ impl Correlator {
             .filter_map(|s| s.outage.open().map(|o| o.start_ns))
             .min()
             .unwrap_or(0);
-        if !self.groups.contains_key(&cause) {
+        let key: Key = (tenant.to_owned(), cause);
+        let cause = &key.1;
+        if !self.groups.contains_key(&key) {
             let id = self.next_id;
             self.next_id += 1;
-            let agent = agent_of(hit[0]);
+            // Filed under one of the tenant's own agents when it has one
+            // in the outage, else the first (trusted) agent.
+            let by = hit
+                .iter()
+                .find(|s| s.key.tenant == tenant)
+                .unwrap_or(&hit[0]);
+            let agent = AgentKey {
+                tenant: tenant.to_owned(),
+                name: by.key.agent.clone(),
+            };
+            let prefix = event_prefix(cause, book);
             let targets: BTreeSet<&str> = hit.iter().map(|s| s.key.target.as_str()).collect();
             let agents: BTreeSet<String> = hit.iter().map(|s| agent_of(s).to_string()).collect();
             let detail = json!({
                 "outage": id,
                 "scope": cause.scope(),
-                "subject": describe(&cause, book),
+                "subject": describe(cause, book),
+                "prefix": prefix,
                 "start_ms": ms(start),
                 "series": hit.len(),
                 "agents": agents.iter().take(20).collect::<Vec<_>>(),
                 "targets": targets.iter().take(20).collect::<Vec<_>>(),
             });
-            let tenant = match &cause {
-                Cause::AgentNetwork(a) => a.tenant.clone(),
-                Cause::Path(_) => agent.tenant.clone(),
-                Cause::Prefix(_) | Cause::Target(_) => String::new(),
-            };
             out.rows.push(OutageRow::Open {
                 id,
                 scope: cause.scope(),
-                tenant,
-                subject: describe(&cause, book),
+                tenant: tenant.to_owned(),
+                subject: describe(cause, book),
                 start_ns: start,
                 detail: detail.clone(),
             });
-            let prefix = event_prefix(&cause, book);
+            // The event names its prefix in the detail only: the column
+            // would show it to the prefix's other tenants, who have
+            // outages of their own.
             out.events.push(NewEvent {
                 at_ms: ms(start),
                 agent: agent.clone(),
                 kind: EventKind::OutageStart,
                 detail,
-                prefix: prefix.clone(),
+                prefix: None,
             });
             self.groups.insert(
-                cause.clone(),
+                key.clone(),
                 Group {
                     id,
                     start_ns: start,
@@ -413,28 +482,36 @@ impl Correlator {
                 },
             );
         }
-        let g = self.groups.get_mut(&cause).expect("inserted");
+        let g = self.groups.get_mut(&key).expect("inserted");
         g.start_ns = g.start_ns.min(start);
         for s in hit {
             g.members.insert(s.id);
             g.seen.insert(s.id);
-            self.member_of.insert(s.id, cause.clone());
+            let keys = self.member_of.entry(s.id).or_default();
+            if !keys.contains(&key) {
+                keys.push(key.clone());
+            }
             out.changed.push(s.id);
         }
     }
 
-    /// The outage a series is counted in.
-    pub fn group_of(&self, id: i64) -> Option<i64> {
+    /// The outages a series is counted in (one per tenant that sees it).
+    pub fn groups_of(&self, id: i64) -> Vec<i64> {
         self.member_of
             .get(&id)
-            .and_then(|c| self.groups.get(c))
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.groups.get(k))
             .map(|g| g.id)
+            .collect()
     }
 
     /// Takes back the outages open at the last checkpoint with the series
     /// that were in them, so a restart neither reports them again nor
     /// forgets to end them. One whose members all lost their open state
-    /// (not expected: both are written in one transaction) is ended.
+    /// (not expected: both are written in one transaction) is ended. An
+    /// outage of a version without per-tenant correlation (no tenant)
+    /// belongs to its first member's tenant.
     pub fn restore(&mut self, open: Vec<OpenOutage>, book: &Book, out: &mut Output) {
         for o in open {
             let members: Vec<&Series> = o
@@ -467,6 +544,15 @@ impl Correlator {
                 });
                 continue;
             };
+            let tenant = if o.tenant.is_empty() {
+                first.key.tenant.clone()
+            } else {
+                o.tenant.clone()
+            };
+            let by = members
+                .iter()
+                .find(|s| s.key.tenant == tenant)
+                .unwrap_or(first);
             let mut g = Group {
                 id: o.id,
                 start_ns: o.start_ns,
@@ -474,17 +560,21 @@ impl Correlator {
                 seen: BTreeSet::new(),
                 lost: o.lost,
                 end_ns: o.start_ns,
-                agent: agent_of(first),
+                agent: AgentKey {
+                    tenant: tenant.clone(),
+                    name: by.key.agent.clone(),
+                },
                 prefix: event_prefix(&cause, book),
             };
+            let key: Key = (tenant, cause);
             for s in &members {
                 g.members.insert(s.id);
                 g.seen.insert(s.id);
-                self.member_of.insert(s.id, cause.clone());
+                self.member_of.entry(s.id).or_default().push(key.clone());
                 self.pending.remove(&s.id);
             }
             self.next_id = self.next_id.max(o.id + 1);
-            self.groups.insert(cause, g);
+            self.groups.insert(key, g);
         }
     }
 }

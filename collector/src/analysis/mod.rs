@@ -16,7 +16,7 @@ pub mod persist;
 pub mod route;
 pub mod series;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use sonde_proto::v1::ResultBatch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Tenancy;
 use crate::observation::{Observation, Probe, observe};
 use crate::store::{AgentKey, EventKind, LogKind, LoggedBatch, Store, StoreError, now_ms};
 use correlate::{Correlator, Thresholds};
@@ -272,6 +273,11 @@ pub struct Analyzer {
     newest: HashMap<AgentKey, i64>,
     /// How long minute and hour aggregates are kept.
     retention: Duration,
+    /// The config, for the tenancy policy the correlator follows.
+    config: Option<tokio::sync::watch::Receiver<Arc<crate::Config>>>,
+    tenancy: Arc<Tenancy>,
+    /// Untrusted cross-tenant measurements already logged (`access.rs`).
+    logged: BTreeSet<(String, ipnet::IpNet, String)>,
 }
 
 /// How often aggregates past the retention are deleted.
@@ -326,6 +332,9 @@ impl Analyzer {
             position,
             newest,
             retention: Duration::from_secs(7 * 86_400),
+            config: None,
+            tenancy: Arc::default(),
+            logged: BTreeSet::new(),
         })
     }
 
@@ -334,6 +343,49 @@ impl Analyzer {
     pub fn with_retention(mut self, d: Duration) -> Self {
         self.retention = d;
         self
+    }
+
+    /// Follows the tenancy policy of `config` (and its reloads): which
+    /// tenants' correlations a series counts in.
+    #[must_use]
+    pub fn with_config(mut self, config: tokio::sync::watch::Receiver<Arc<crate::Config>>) -> Self {
+        self.config = Some(config);
+        self.follow_config(true);
+        self
+    }
+
+    /// Takes a changed tenancy policy (or the first one) and logs, once
+    /// per pair, where agents measure a prefix granted to a tenant that
+    /// does not trust them.
+    fn follow_config(&mut self, first: bool) {
+        let Some(rx) = self.config.as_mut() else {
+            return;
+        };
+        if !first && !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let tenancy = Tenancy::of(&rx.borrow_and_update());
+        if !first && tenancy == *self.tenancy {
+            return;
+        }
+        self.tenancy = Arc::new(tenancy);
+        self.correlator.set_tenancy(self.tenancy.clone());
+        self.logged.clear();
+        let book = self.book.clone();
+        let book = book
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.log_untrusted(book.series.iter());
+    }
+
+    fn log_untrusted<'a>(&mut self, series: impl Iterator<Item = &'a Series>) {
+        let pairs = crate::access::untrusted_pairs(
+            &self.tenancy,
+            series.filter_map(|s| Some((s.key.tenant.as_str(), s.address?))),
+        );
+        let new: BTreeSet<_> = pairs.difference(&self.logged).cloned().collect();
+        crate::access::log_untrusted(&new);
+        self.logged.extend(new);
     }
 
     /// Deletes aggregates older than the retention (by the collector's
@@ -384,6 +436,7 @@ impl Analyzer {
             name: entry.agent.clone(),
         };
         let mut newest_here = self.newest.get(&agent).copied().unwrap_or(i64::MIN);
+        let created_before = self.deltas.created.len();
         let now = self.watermark();
         for o in batch
             .records
@@ -419,6 +472,10 @@ impl Analyzer {
         }
         if newest_here > i64::MIN {
             self.newest.insert(agent, newest_here);
+        }
+        if self.deltas.created.len() > created_before {
+            let ids = self.deltas.created[created_before..].to_vec();
+            self.log_untrusted(ids.iter().filter_map(|id| book.by_id(*id)));
         }
         self.correlator.evaluate(
             &book,
@@ -496,12 +553,12 @@ impl Analyzer {
                 .collect();
             let (deltas, events, rows) = (&self.deltas, &self.events, &self.rows);
             let correlator = &self.correlator;
-            let group_of = |id| correlator.group_of(id);
+            let groups_of = |id| correlator.groups_of(id);
             self.store.with(|c| {
                 persist::checkpoint(
                     c,
                     &touched,
-                    &group_of,
+                    &groups_of,
                     deltas,
                     events,
                     rows,
@@ -545,6 +602,7 @@ impl Analyzer {
                 }
             };
             let caught_up = entries.len() < READ_CHUNK as usize;
+            self.follow_config(false);
             // Applying is CPU work on in-memory state: done on the
             // blocking pool so a large replay does not starve the runtime.
             self = tokio::task::spawn_blocking(move || {

@@ -52,6 +52,8 @@ pub enum OutageRow {
 pub struct OpenOutage {
     pub id: i64,
     pub scope: String,
+    /// The tenant whose correlation found it ('' before version 8).
+    pub tenant: String,
     pub subject: String,
     pub start_ns: i64,
     pub lost: u64,
@@ -73,14 +75,17 @@ fn bucket_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Bucket> {
 /// Outages open at the last checkpoint, with their member series.
 pub fn open_outages(c: &Connection) -> rusqlite::Result<Vec<OpenOutage>> {
     let mut stmt = c.prepare(
-        "SELECT id, scope, subject, start_ns, lost FROM outages WHERE end_ns IS NULL ORDER BY id",
+        "SELECT id, scope, subject, start_ns, lost, tenant FROM outages WHERE end_ns IS NULL
+         ORDER BY id",
     )?;
-    let mut members = c.prepare("SELECT id FROM series WHERE outage_group = ?1 ORDER BY id")?;
+    let mut members =
+        c.prepare("SELECT series_id FROM outage_members WHERE outage_id = ?1 ORDER BY series_id")?;
     let rows: Vec<OpenOutage> = stmt
         .query_map([], |r| {
             Ok(OpenOutage {
                 id: r.get(0)?,
                 scope: r.get(1)?,
+                tenant: r.get(5)?,
                 subject: r.get(2)?,
                 start_ns: r.get(3)?,
                 lost: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
@@ -236,7 +241,7 @@ fn merge_bucket(
 pub fn checkpoint(
     c: &mut Connection,
     series: &[&Series],
-    group_of: &dyn Fn(i64) -> Option<i64>,
+    groups_of: &dyn Fn(i64) -> Vec<i64>,
     deltas: &Deltas,
     events: &[NewEvent],
     outages: &[OutageRow],
@@ -247,10 +252,14 @@ pub fn checkpoint(
     {
         let mut upsert = tx.prepare_cached(
             "INSERT INTO series (id, tenant, agent, probe, target, address, first_ns, last_ns,
-                                 last_rtt_ms, last_status, outage, route, outage_group)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12)
+                                 last_rtt_ms, last_status, outage, route)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (id) DO UPDATE SET address = ?6, last_ns = ?7, last_rtt_ms = ?8,
-                 last_status = ?9, outage = ?10, route = ?11, outage_group = ?12",
+                 last_status = ?9, outage = ?10, route = ?11",
+        )?;
+        let mut forget = tx.prepare_cached("DELETE FROM outage_members WHERE series_id = ?1")?;
+        let mut member = tx.prepare_cached(
+            "INSERT OR IGNORE INTO outage_members (outage_id, series_id) VALUES (?1, ?2)",
         )?;
         for s in series {
             let latest = s.latest.as_ref();
@@ -270,8 +279,11 @@ pub fn checkpoint(
                 s.route
                     .path()
                     .map(|p| serde_json::to_string(p).unwrap_or_default()),
-                group_of(s.id),
             ])?;
+            forget.execute([s.id])?;
+            for g in groups_of(s.id) {
+                member.execute(params![g, s.id])?;
+            }
         }
     }
     for ((id, unit), b) in &deltas.minutes {
@@ -333,6 +345,17 @@ pub fn checkpoint(
     set_cursor(&tx, cursor.0, cursor.1, now_ms)?;
     tx.commit()
 }
+
+/// Schema 8: a series may be counted in several outages, one per tenant
+/// that sees it (`correlate.rs`); `series.outage_group` is no longer used.
+pub const MIGRATION_MEMBERS: &str = "CREATE TABLE outage_members (
+        outage_id INTEGER NOT NULL,
+        series_id INTEGER NOT NULL,
+        PRIMARY KEY (outage_id, series_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX outage_members_by_series ON outage_members (series_id);
+    INSERT INTO outage_members (outage_id, series_id)
+        SELECT outage_group, id FROM series WHERE outage_group IS NOT NULL;";
 
 /// The next free outage id.
 pub fn next_outage_id(c: &Connection) -> rusqlite::Result<i64> {

@@ -514,6 +514,7 @@ async fn replay_frames_come_from_memory_and_the_store() {
         tenant: "acme".into(),
         all: false,
         grants: vec!["10.0.0.0/24".parse().unwrap()],
+        trusted: std::collections::BTreeSet::from(["acme".to_owned()]),
     };
     let h = an.handle();
     let unit = |t: i64| t.div_euclid(60 * S);
@@ -537,7 +538,9 @@ async fn replay_frames_come_from_memory_and_the_store() {
     );
     // Another tenant's grants see nothing of it.
     let other = crate::access::Access {
+        tenant: "globex".into(),
         grants: vec!["10.9.0.0/24".parse().unwrap()],
+        trusted: std::collections::BTreeSet::from(["globex".to_owned()]),
         ..access.clone()
     };
     let theirs = crate::live::replay(&h, &store, &other, unit(two_hours_ago), T0).unwrap();
@@ -548,4 +551,132 @@ async fn replay_frames_come_from_memory_and_the_store() {
     let live = crate::live::live(&h.read(), &access, T0);
     assert_eq!(live[0].r[1], None);
     assert_eq!(live[0].l[1], Some(100.0));
+}
+
+/// Feeds `rounds` rounds at 1 s from `t` for agents of several tenants:
+/// `(tenant, agent, targets)`; `down(agent, target, round)` says which fail.
+fn feed_tenants(
+    an: &mut Analyzer,
+    t: i64,
+    rounds: i64,
+    plan: &[(&str, &str, Vec<String>)],
+    down: &dyn Fn(&str, &str, i64) -> bool,
+) {
+    for r in 0..rounds {
+        for (tenant, agent, targets) in plan {
+            let records = targets
+                .iter()
+                .map(|target| ping(target, t + r * S, (!down(agent, target, r)).then_some(1.0)))
+                .collect();
+            let mut e = entry(agent, records);
+            e.tenant = (*tenant).to_owned();
+            an.apply(&e);
+        }
+    }
+}
+
+/// `(tenant, scope, subject)` of every outage-start event.
+fn outage_starts(store: &Store) -> Vec<(String, String, String)> {
+    events(store)
+        .into_iter()
+        .filter(|e| e.kind == EventKind::OutageStart)
+        .map(|e| {
+            (
+                e.tenant,
+                e.detail["scope"].as_str().unwrap_or("").to_owned(),
+                e.detail["subject"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn tenancy_config(globex_trusts: &str) -> tokio::sync::watch::Receiver<Arc<crate::Config>> {
+    let text = format!(
+        "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n\
+         [access]\noperator-tenants = [\"noc\"]\n\
+         [[tenant]]\nname = \"acme\"\nprefixes = [\"10.7.0.0/24\"]\n\
+         [[tenant]]\nname = \"globex\"\nprefixes = [\"10.7.1.0/24\"]\ntrust = [{globex_trusts}]\n"
+    );
+    let config: crate::Config = sonde_runtime::config::Source::from_text(Path::new("t.toml"), text)
+        .parse()
+        .unwrap();
+    tokio::sync::watch::channel(Arc::new(config)).1
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenants_prefix_outage_counts_only_agents_it_trusts() {
+    // acme's three agents lose 8 of 10 hosts of globex's 10.7.1.0/24 for
+    // 20 s (their way there is broken); globex's own agent keeps reaching
+    // them. Untrusted, acme's losses are acme's alone: its correlation
+    // calls it a prefix outage, globex's has nothing.
+    let run = |trust: &str, with_globex_agent: bool| {
+        let store = Store::open(Path::new(":memory:")).unwrap();
+        let mut an = analyzer(&store, Settings::default()).with_config(tenancy_config(trust));
+        let mut targets = hosts("10.7.1", 1..11);
+        targets.extend(hosts("10.7.0", 1..11));
+        let mut plan = vec![
+            ("acme", "a1", targets.clone()),
+            ("acme", "a2", targets.clone()),
+            ("acme", "a3", targets),
+        ];
+        if with_globex_agent {
+            plan.push(("globex", "g1", hosts("10.7.1", 1..11)));
+        }
+        let lost = |a: &str, t: &str, r: i64| {
+            a.starts_with('a')
+                && t.starts_with("10.7.1.")
+                && t.rsplit('.').next().unwrap().parse::<u32>().unwrap() <= 8
+                && (5..25).contains(&r)
+        };
+        feed_tenants(&mut an, T0, 40, &plan, &lost);
+        an.checkpoint().unwrap();
+        let mut starts = outage_starts(&store);
+        starts.sort();
+        starts
+    };
+    let prefix = |t: &str| (t.to_owned(), "prefix".to_owned(), "10.7.1.0/24".to_owned());
+    // Untrusted, with or without globex's own agent: never globex's.
+    assert_eq!(run("", true), [prefix("acme")]);
+    assert_eq!(run("", false), [prefix("acme")]);
+    // Trusted, alone: acme's agents count for globex too.
+    assert_eq!(run("\"acme\"", false), [prefix("acme"), prefix("globex")]);
+    // Trusted, with globex's own agent still reaching the 8: for globex
+    // no host is wholly down (one series answers), so no prefix outage;
+    // three agents failing each is a target outage by the usual rule.
+    let mixed = run("\"acme\"", true);
+    assert!(mixed.contains(&prefix("acme")), "{mixed:?}");
+    assert!(!mixed.contains(&prefix("globex")), "{mixed:?}");
+    assert_eq!(
+        mixed
+            .iter()
+            .filter(|(t, s, _)| t == "globex" && s == "target")
+            .count(),
+        8,
+        "{mixed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_agent_counts_for_every_tenant_granted() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default()).with_config(tenancy_config(""));
+    let mut targets = hosts("10.7.1", 1..11);
+    targets.extend(hosts("10.9.0", 1..11));
+    let plan = [("noc", "n1", targets)];
+    feed_tenants(&mut an, T0, 30, &plan, &|_, t, r| {
+        t.starts_with("10.7.1.")
+            && t.rsplit('.').next().unwrap().parse::<u32>().unwrap() <= 8
+            && (5..25).contains(&r)
+    });
+    an.checkpoint().unwrap();
+    let mut starts = outage_starts(&store);
+    starts.sort();
+    let prefix = |t: &str| (t.to_owned(), "prefix".to_owned(), "10.7.1.0/24".to_owned());
+    assert_eq!(starts, [prefix("globex"), prefix("noc")]);
+    // Both end; outage-ends per tenant too.
+    let ends = events(&store)
+        .into_iter()
+        .filter(|e| e.kind == EventKind::OutageEnd)
+        .count();
+    assert_eq!(ends, 2);
 }

@@ -78,11 +78,7 @@ async fn validate(
     // tenant's grants: its viewers must be able to see the results.
     let config = shared.settings.borrow().clone();
     let owner = if access.all && tenant != access.tenant {
-        Access {
-            tenant: tenant.to_owned(),
-            all: config.access.operator_tenants.iter().any(|t| t == tenant),
-            grants: config.grants(tenant).to_vec(),
-        }
+        Access::of_tenant(&crate::access::Tenancy::of(&config), tenant)
     } else {
         access.clone()
     };

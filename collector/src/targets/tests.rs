@@ -7,6 +7,7 @@ fn acme() -> Access {
         tenant: "acme".into(),
         all: false,
         grants: vec!["10.82.0.0/24".parse().unwrap()],
+        trusted: BTreeSet::from(["acme".to_owned()]),
     }
 }
 
@@ -132,6 +133,7 @@ fn tenants_stay_in_their_lane() {
         tenant: "ops".into(),
         all: true,
         grants: vec![],
+        trusted: BTreeSet::new(),
     };
     assert_eq!(req.tenant_for(&op).unwrap(), "globex");
 }
