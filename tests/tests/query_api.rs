@@ -1,6 +1,7 @@
 //! The query API end to end with tenant scoping: two tenants share one
-//! prefix and each owns one more; a real collector, in-process agents
-//! (real sessions) feeding known results.
+//! prefix and each owns one more; acme trusts globex's agents, globex
+//! trusts nobody, initech shares the prefix and trusts nobody; a real
+//! collector, in-process agents (real sessions) feeding known results.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -14,8 +15,9 @@ const AGENT: &str =
     "[heartbeat]\ninterval = \"200ms\"\n[batch]\nmax-records = 50\nmax-delay = \"100ms\"\n";
 
 const GRANTS: &str = "[analysis]\ncheckpoint = \"200ms\"\n\
-    [[tenant]]\nname = \"acme\"\nprefixes = [\"10.70.1.0/24\", \"10.70.2.0/24\"]\n\
-    [[tenant]]\nname = \"globex\"\nprefixes = [\"10.70.1.0/24\", \"10.70.3.0/24\"]\n";
+    [[tenant]]\nname = \"acme\"\nprefixes = [\"10.70.1.0/24\", \"10.70.2.0/24\"]\ntrust = [\"globex\"]\n\
+    [[tenant]]\nname = \"globex\"\nprefixes = [\"10.70.1.0/24\", \"10.70.3.0/24\"]\n\
+    [[tenant]]\nname = \"initech\"\nprefixes = [\"10.70.1.0/24\"]\n";
 
 /// `rounds` answered pings (2 ms) per address, one a second, ending now.
 fn pings(addresses: &[&str], rounds: i64) -> Vec<Record> {
@@ -59,24 +61,26 @@ async fn check_sondectl(world: &World) {
             .starts_with(".0    ··········██"),
         "{stdout}"
     );
-    let out = sondectl(&ctl, &["prefix", "10.70.3.0/24"]).await;
+    let out = sondectl(&ctl, &["prefix", "10.70.4.0/24"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("prefix 10.70.3.0/24 is not granted to your tenant"),
+        stderr.contains("prefix 10.70.4.0/24 is not granted to your tenant"),
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     let out = sondectl(&ctl, &["targets"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("10.70.1.6") && !stdout.contains("10.70.3."),
+        stdout.contains("10.70.1.6")
+            && stdout.contains("10.70.3.5")
+            && !stdout.contains("10.70.3.6"),
         "{stdout}"
     );
     let out = sondectl(&ctl, &["prefix"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("10.70.2.0/24") && !stdout.contains("10.70.3.0/24"),
+        stdout.contains("10.70.2.0/24") && stdout.contains("10.70.3.0/24"),
         "{stdout}"
     );
 }
@@ -160,7 +164,7 @@ async fn check_grpc(world: &World) {
         .unwrap()
         .into_inner();
     let got: BTreeSet<String> = targets.targets.iter().map(|t| t.address.clone()).collect();
-    let want: BTreeSet<String> = ["10.70.1.5", "10.70.1.6", "10.70.2.5"]
+    let want: BTreeSet<String> = ["10.70.1.5", "10.70.1.6", "10.70.2.5", "10.70.3.5"]
         .map(String::from)
         .into();
     assert_eq!(got, want);
@@ -177,7 +181,7 @@ async fn check_grpc(world: &World) {
         .iter()
         .map(|p| p.prefix.as_str())
         .collect();
-    assert_eq!(names, ["10.70.1.0/24", "10.70.2.0/24"]);
+    assert_eq!(names, ["10.70.1.0/24", "10.70.2.0/24", "10.70.3.0/24"]);
     let grid = q
         .get_prefix_grid(GetPrefixGridRequest {
             prefix: "10.70.1.0/24".into(),
@@ -189,14 +193,14 @@ async fn check_grpc(world: &World) {
     assert_eq!(grid.cells[5].timeline.len(), 60);
     let denied = q
         .get_prefix_grid(GetPrefixGridRequest {
-            prefix: "10.70.3.0/24".into(),
+            prefix: "10.70.4.0/24".into(),
         })
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     assert_eq!(
         denied.message(),
-        "prefix 10.70.3.0/24 is not granted to your tenant"
+        "prefix 10.70.4.0/24 is not granted to your tenant"
     );
     let bad = q
         .get_prefix_grid(GetPrefixGridRequest {
@@ -205,15 +209,33 @@ async fn check_grpc(world: &World) {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    // globex's agent outside acme's grants: as absent as a made-up one.
     let hidden = q
         .get_series(GetSeriesRequest {
-            agent: "a1".into(),
-            target: "10.70.3.5".into(),
+            tenant: "globex".into(),
+            agent: "g1".into(),
+            target: "10.70.3.6".into(),
+            ..GetSeriesRequest::default()
+        })
+        .await
+        .unwrap_err();
+    let absent = q
+        .get_series(GetSeriesRequest {
+            tenant: "globex".into(),
+            agent: "g1".into(),
+            target: "10.70.3.9".into(),
             ..GetSeriesRequest::default()
         })
         .await
         .unwrap_err();
     assert_eq!(hidden.code(), tonic::Code::NotFound);
+    assert_eq!(
+        (
+            absent.code(),
+            absent.message().replace("10.70.3.9", "10.70.3.6")
+        ),
+        (hidden.code(), hidden.message().to_owned())
+    );
     let series = q
         .get_series(GetSeriesRequest {
             agent: "a1".into(),
@@ -247,25 +269,28 @@ async fn two_tenants_sharing_a_prefix_see_exactly_their_grants() {
     let acme = world.api(Some(&world.cert("acme", Role::Viewer, "va")));
     let globex = world.api(Some(&world.cert("globex", Role::Admin, "ga")));
     eventually(
-        "acme sees its three targets",
+        "acme sees its four targets",
         Duration::from_secs(20),
         || async {
             let got = addresses(&acme.ok("/api/v1/targets").await);
-            (got.len() == 3).then_some(())
+            (got.len() == 4).then_some(())
         },
     )
     .await;
 
-    // Targets: by prefix grant, whichever agent measures them.
+    // Targets: everything a tenant's own agents measure, and what the
+    // agents of tenants it trusts measure in its grants.
     let want = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
     assert_eq!(
         addresses(&acme.ok("/api/v1/targets").await),
-        want(&["10.70.1.5", "10.70.1.6", "10.70.2.5"])
+        want(&["10.70.1.5", "10.70.1.6", "10.70.2.5", "10.70.3.5"])
     );
     assert_eq!(
         addresses(&globex.ok("/api/v1/targets").await),
-        want(&["10.70.1.5", "10.70.1.6", "10.70.3.5", "10.70.3.6"])
+        want(&["10.70.1.6", "10.70.3.6"])
     );
+    let initech = world.api(Some(&world.cert("initech", Role::Viewer, "iv")));
+    assert_eq!(addresses(&initech.ok("/api/v1/targets").await), want(&[]));
     let t = acme.ok("/api/v1/targets?prefix=10.70.2.0/24").await;
     let t = &t["targets"][0];
     assert_eq!(
@@ -275,10 +300,10 @@ async fn two_tenants_sharing_a_prefix_see_exactly_their_grants() {
     assert_eq!(t["averages"]["1m"]["mean_ms"], 2.0);
     assert_eq!(t["averages"]["1h"]["loss_pct"], 0.0);
 
-    // Prefixes: the granted ones.
+    // Prefixes: the granted ones, and where its own agents measure.
     assert_eq!(
         prefix_names(&acme.ok("/api/v1/prefixes").await),
-        ["10.70.1.0/24", "10.70.2.0/24"]
+        ["10.70.1.0/24", "10.70.2.0/24", "10.70.3.0/24"]
     );
     assert_eq!(
         prefix_names(&globex.ok("/api/v1/prefixes").await),
@@ -286,21 +311,52 @@ async fn two_tenants_sharing_a_prefix_see_exactly_their_grants() {
     );
 
     check_grid(&acme).await;
+    // globex's grid of the shared prefix: its own cell only.
+    assert_eq!(
+        globex.ok("/api/v1/prefixes/10.70.1.0/24").await["monitored"],
+        1
+    );
+    // acme's own measurement in globex's prefix: acme's cell only.
+    let own = acme.ok("/api/v1/prefixes/10.70.3.0/24").await;
+    assert_eq!(own["monitored"], 1, "{own}");
+    assert_eq!(own["cells"][5]["monitored"], true);
+    assert_eq!(own["cells"][6]["monitored"], false);
+    assert_eq!(
+        acme.ok("/api/v1/series/a1/10.70.3.5").await["series"]["agent"],
+        "a1"
+    );
 
-    // Another tenant's prefix: 403 naming it, nothing else.
-    let (status, body) = acme.get("/api/v1/prefixes/10.70.3.0/24").await.unwrap();
+    // A prefix neither granted nor measured: 403 naming it, nothing else.
+    let (status, body) = acme.get("/api/v1/prefixes/10.70.4.0/24").await.unwrap();
     assert_eq!(status, 403, "{body}");
     assert_eq!(
         body["error"],
-        "prefix 10.70.3.0/24 is not granted to your tenant"
+        "prefix 10.70.4.0/24 is not granted to your tenant"
     );
+    // a1 measures 10.70.2.5, but globex is neither granted it nor trusts
+    // acme.
     assert_eq!(
         globex.get("/api/v1/prefixes/10.70.2.0/24").await.unwrap().0,
         403
     );
-    // Its series reads as absent.
-    let (status, _) = acme.get("/api/v1/series/a1/10.70.3.5").await.unwrap();
-    assert_eq!(status, 404);
+    // An untrusted agent's series in globex's own prefix reads exactly as
+    // one that does not exist.
+    let (status, hidden) = globex
+        .get("/api/v1/series/a1/10.70.3.5?tenant=acme")
+        .await
+        .unwrap();
+    let (absent_status, absent) = globex
+        .get("/api/v1/series/a1/10.70.3.9?tenant=acme")
+        .await
+        .unwrap();
+    assert_eq!((status, absent_status), (404, 404));
+    assert_eq!(
+        hidden["error"].as_str().unwrap(),
+        absent["error"]
+            .as_str()
+            .unwrap()
+            .replace("10.70.3.9", "10.70.3.5")
+    );
     // A visible one has its minute history.
     let h = acme.ok("/api/v1/series/a1/10.70.2.5").await;
     let probes: u64 = h["minutes"]
@@ -350,7 +406,7 @@ fn results(addresses: &[&str], rounds: i64, lost: &dyn Fn(&str) -> bool) -> Vec<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outage_events_reach_every_tenant_granted_the_prefix() {
+async fn outage_events_reach_every_tenant_granted_the_prefix_that_trusts_the_agent() {
     let world = World::new();
     world.collector_config(GRANTS);
     let _collector = world.start_collector(&[]).await;
@@ -383,7 +439,8 @@ async fn outage_events_reach_every_tenant_granted_the_prefix() {
         both,
         BTreeSet::from(["10.70.1.6".to_owned(), "10.70.3.6".to_owned()])
     );
-    // acme is granted 10.70.1.0/24 only: it sees that outage, not the other.
+    // acme trusts globex and is granted 10.70.1.0/24 only: it sees that
+    // outage (its own correlation's), not the other.
     let acme = world.api(Some(&world.cert("acme", Role::Viewer, "av")));
     assert_eq!(
         outages(acme.events().await),
@@ -397,5 +454,10 @@ async fn outage_events_reach_every_tenant_granted_the_prefix() {
         .map(|o| o["subject"].as_str().unwrap())
         .collect();
     assert_eq!(subjects, ["10.70.1.6"]);
+    // initech is granted it too but does not trust globex: nothing.
+    let initech = world.api(Some(&world.cert("initech", Role::Viewer, "iv")));
+    assert_eq!(outages(initech.events().await), BTreeSet::new());
+    let none = initech.ok("/api/v1/outages").await;
+    assert_eq!(none["outages"], serde_json::json!([]), "{none}");
     g1.stop().await;
 }
