@@ -20,6 +20,7 @@
 //! `[retention] aggregates`); [`apply_retention`] enforces it.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -198,6 +199,9 @@ pub struct Context<'a> {
     pub agents: &'a BTreeSet<String>,
     /// `[retention] aggregates`: the longest retention.
     pub max_retention: Duration,
+    /// What the collector's resolver made of a host-name target (`None`
+    /// when it was not asked: an address or range, or an operator's).
+    pub resolved: Option<&'a Result<Vec<IpAddr>, String>>,
 }
 
 impl TargetRequest {
@@ -233,6 +237,23 @@ impl TargetRequest {
             Target::Addr(a) => (!cx.access.granted(*a)).then(|| a.to_string()),
             Target::Range(n) => (!cx.access.all && !cx.access.grants.iter().any(|g| g.contains(n)))
                 .then(|| n.to_string()),
+            // A name is checked on what it resolves to here (the agent
+            // checks each resolution of its own again).
+            Target::Host(h) if !cx.access.all => match cx.resolved {
+                Some(Ok(addrs)) if addrs.is_empty() => {
+                    return Err(format!("target: {h} has no address at the collector"));
+                }
+                Some(Ok(addrs)) => addrs
+                    .iter()
+                    .find(|a| !cx.access.granted(**a))
+                    .map(|a| format!("{h} (resolves to {a})")),
+                Some(Err(e)) => {
+                    return Err(format!(
+                        "target: {h} does not resolve at the collector: {e}"
+                    ));
+                }
+                None => return Err(format!("target: {h} was not resolved at the collector")),
+            },
             Target::Host(_) => None,
         };
         if let Some(what) = outside {

@@ -42,6 +42,14 @@ impl FromStr for Target {
         if let Ok(addr) = s.parse::<IpAddr>() {
             return Ok(Target::Addr(addr));
         }
+        // Resolvers read a name ending in a number the way `inet_aton`
+        // does (`2130706433`, `0177.0.0.1`, `0x7f.1`, `127.000.000.001`):
+        // it is that address, or nothing (WHATWG URL's rule).
+        if ends_in_number(s) {
+            return inet_aton(s)
+                .map(|a| Target::Addr(IpAddr::V4(a)))
+                .ok_or_else(|| TargetError::Invalid(raw.to_owned()));
+        }
         if s.contains('/') {
             let net: IpNet = s
                 .parse()
@@ -71,6 +79,67 @@ impl FromStr for Target {
             Err(TargetError::Invalid(raw.to_owned()))
         }
     }
+}
+
+/// Whether the last label of a dotted name (a trailing dot aside) is a
+/// number: decimal digits, or `0x` and hex digits.
+fn ends_in_number(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    let last = s.rsplit('.').next().unwrap_or(s);
+    if last.is_empty() {
+        return false;
+    }
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    last.strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The IPv4 address `inet_aton` makes of `s`: one to four parts, each
+/// decimal, octal (leading `0`) or hex (`0x`); the last part fills the
+/// remaining bytes. `None` when it is not such a number or overflows.
+fn inet_aton(s: &str) -> Option<std::net::Ipv4Addr> {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X"))
+        {
+            (h, 16)
+        } else if p.len() > 1 && p.starts_with('0') {
+            (&p[1..], 8)
+        } else {
+            (*p, 10)
+        };
+        let n = if digits.is_empty() {
+            // "0x" alone is 0, as inet_aton reads it.
+            0
+        } else if digits.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            u64::from_str_radix(digits, radix).ok()?
+        } else {
+            return None;
+        };
+        nums.push(n);
+    }
+    let (last, first) = nums.split_last()?;
+    if first.iter().any(|n| *n > 255) {
+        return None;
+    }
+    let rest_bits = 8 * (4 - first.len());
+    if *last >= 1u64 << rest_bits {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for (i, n) in first.iter().enumerate() {
+        v |= n << (8 * (3 - i));
+    }
+    v |= last;
+    u32::try_from(v).ok().map(std::net::Ipv4Addr::from)
 }
 
 /// Number of addresses `hosts()` yields for a network.
@@ -161,6 +230,41 @@ mod tests {
             "10.0.0.0/16".parse::<Target>().unwrap().addresses().len(),
             65_534
         );
+    }
+
+    #[test]
+    fn numeric_host_names_are_the_addresses_resolvers_make_of_them() {
+        let addr = |s: &str| s.parse::<Target>().map(|t| t.to_string());
+        for (spelling, want) in [
+            ("2130707713", "127.0.5.1"),
+            ("0177.0.5.3", "127.0.5.3"),
+            ("127.000.000.001", "127.0.0.1"),
+            ("0x7f000001", "127.0.0.1"),
+            ("0x7f.1", "127.0.0.1"),
+            ("127.1", "127.0.0.1"),
+            ("127.0.1", "127.0.0.1"),
+            ("0X7F.0.0X5.1", "127.0.5.1"),
+            ("127.0.5.1.", "127.0.5.1"),
+        ] {
+            assert_eq!(addr(spelling), Ok(want.to_owned()), "{spelling}");
+        }
+        // Ending in a number but no address: refused, never a host name.
+        for bad in [
+            "4294967296",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "08.1.1.1",
+            "host.123",
+            "0x1g.1",
+        ] {
+            assert!(
+                matches!(bad.parse::<Target>(), Err(TargetError::Invalid(_))),
+                "{bad}: {:?}",
+                bad.parse::<Target>()
+            );
+        }
+        // A label that only starts with digits is a name.
+        assert_eq!(addr("1host.example"), Ok("1host.example".to_owned()));
     }
 
     #[test]

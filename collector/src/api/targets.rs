@@ -57,6 +57,24 @@ async fn visible(shared: &Shared, access: &Access, id: i64) -> Result<ManagedTar
         .ok_or_else(|| ApiError::NotFound(format!("target definition {id}")))
 }
 
+/// How long the collector waits for its resolver.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every address the collector's resolver (the system's: `/etc/hosts`,
+/// then DNS) gives for `host`.
+async fn resolve(host: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+        Ok(Ok(addrs)) => {
+            let mut out: Vec<std::net::IpAddr> = addrs.map(|a| a.ip()).collect();
+            out.sort_unstable();
+            out.dedup();
+            Ok(out)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", RESOLVE_TIMEOUT.as_secs())),
+    }
+}
+
 /// Validates a request for `tenant` against its agents and grants; gives
 /// the change to write, by `peer`.
 async fn validate(
@@ -82,10 +100,15 @@ async fn validate(
     } else {
         access.clone()
     };
+    let resolved = match req.target.parse::<sonde_runtime::target::Target>() {
+        Ok(sonde_runtime::target::Target::Host(h)) if !owner.all => Some(resolve(&h).await),
+        _ => None,
+    };
     let cx = Context {
         access: &owner,
         agents: &agents,
         max_retention: config.retention.aggregates,
+        resolved: resolved.as_ref(),
     };
     let (name, spec) = req.validate(&cx).map_err(ApiError::BadBody)?;
     Ok(Change {

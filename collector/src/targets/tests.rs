@@ -22,12 +22,66 @@ fn request(json: serde_json::Value) -> Result<TargetRequest, String> {
 fn check(json: serde_json::Value) -> Result<(String, Spec), String> {
     let access = acme();
     let agents = agents();
+    let req = request(json)?;
+    // The collector's resolver, as a table: one name in the grants, one
+    // in another tenant's prefix, one with none.
+    let resolved = match req.target.as_str() {
+        "gw.example.net" => Some(Ok(vec!["10.82.0.9".parse().unwrap()])),
+        "theirs.example.net" => Some(Ok(vec![
+            "10.82.0.9".parse().unwrap(),
+            "10.9.9.9".parse().unwrap(),
+        ])),
+        "nowhere.example.net" => Some(Err("no such host".to_owned())),
+        _ => None,
+    };
     let cx = Context {
         access: &access,
         agents: &agents,
         max_retention: Duration::from_secs(7 * 86_400),
+        resolved: resolved.as_ref(),
     };
-    request(json)?.validate(&cx)
+    req.validate(&cx)
+}
+
+#[test]
+fn numeric_spellings_and_names_of_other_addresses_hit_the_grant() {
+    for spelling in [
+        "168364297",
+        "012.011.011.011",
+        "10.011.9.011",
+        "0x0a090909",
+        "10.9.2313",
+    ] {
+        let err = check(json!({"name": "n", "target": spelling, "kind": "ping"})).unwrap_err();
+        assert_eq!(
+            err, "target: 10.9.9.9 is not inside a prefix granted to tenant acme (10.82.0.0/24)",
+            "{spelling}"
+        );
+    }
+    // Not a number a resolver reads (9 is no octal digit): refused.
+    let err = check(json!({"name": "n", "target": "10.009.009.009", "kind": "ping"})).unwrap_err();
+    assert!(
+        err.contains("not an address, a CIDR range or a host name"),
+        "{err}"
+    );
+    // The same spelling of a granted address is taken, as the address.
+    let (_, spec) = check(json!({"name": "n", "target": "0x0a520007", "kind": "ping"})).unwrap();
+    assert_eq!(spec.target, "10.82.0.7");
+    let err =
+        check(json!({"name": "n", "target": "theirs.example.net", "kind": "ping"})).unwrap_err();
+    assert_eq!(
+        err,
+        "target: theirs.example.net (resolves to 10.9.9.9) is not inside a prefix granted to tenant acme (10.82.0.0/24)"
+    );
+    let err =
+        check(json!({"name": "n", "target": "nowhere.example.net", "kind": "ping"})).unwrap_err();
+    assert!(
+        err.contains("does not resolve at the collector: no such host"),
+        "{err}"
+    );
+    assert!(
+        check(json!({"name": "n", "target": "gw.example.net", "kind": "tcp", "port": 22})).is_ok()
+    );
 }
 
 #[test]
