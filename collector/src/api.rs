@@ -47,6 +47,9 @@ pub enum ApiError {
     BadBody(String),
     #[error("{0}")]
     Conflict(String),
+    /// A tenant quota (`[[tenant]] max-…`) would be exceeded.
+    #[error("{0}")]
+    Quota(String),
     #[error("{0}")]
     Busy(String),
     #[error("internal error")]
@@ -67,6 +70,7 @@ impl IntoResponse for ApiError {
             ApiError::Query(QueryError::NoSeries(_) | QueryError::NoAgent(_))
             | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Quota(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Query(QueryError::Store(e)) | ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");

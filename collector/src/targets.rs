@@ -147,6 +147,14 @@ impl Spec {
         }
     }
 
+    /// How many addresses it probes (a host name: one).
+    pub fn addresses(&self) -> usize {
+        match self.target.parse::<Target>() {
+            Ok(Target::Range(n)) => n.hosts().count(),
+            _ => 1,
+        }
+    }
+
     /// Whether `agent` of the definition's tenant runs it.
     pub fn runs_on(&self, agent: &str) -> bool {
         self.agents.is_empty() || self.agents.iter().any(|a| a == agent)
@@ -233,41 +241,7 @@ impl TargetRequest {
             ));
         }
         let target: Target = self.target.parse().map_err(|e| format!("target: {e}"))?;
-        let outside = match &target {
-            Target::Addr(a) => (!cx.access.granted(*a)).then(|| a.to_string()),
-            Target::Range(n) => (!cx.access.all && !cx.access.grants.iter().any(|g| g.contains(n)))
-                .then(|| n.to_string()),
-            // A name is checked on what it resolves to here (the agent
-            // checks each resolution of its own again).
-            Target::Host(h) if !cx.access.all => match cx.resolved {
-                Some(Ok(addrs)) if addrs.is_empty() => {
-                    return Err(format!("target: {h} has no address at the collector"));
-                }
-                Some(Ok(addrs)) => addrs
-                    .iter()
-                    .find(|a| !cx.access.granted(**a))
-                    .map(|a| format!("{h} (resolves to {a})")),
-                Some(Err(e)) => {
-                    return Err(format!(
-                        "target: {h} does not resolve at the collector: {e}"
-                    ));
-                }
-                None => return Err(format!("target: {h} was not resolved at the collector")),
-            },
-            Target::Host(_) => None,
-        };
-        if let Some(what) = outside {
-            let grants: Vec<String> = cx.access.grants.iter().map(ToString::to_string).collect();
-            return Err(format!(
-                "target: {what} is not inside a prefix granted to tenant {} ({})",
-                cx.access.tenant,
-                if grants.is_empty() {
-                    "none".to_owned()
-                } else {
-                    grants.join(", ")
-                }
-            ));
-        }
+        check_grants(&target, cx)?;
         let port = match (self.kind, self.port) {
             (Probe::Tcp, None | Some(0)) => {
                 return Err("port: a tcp target needs a port from 1 to 65535".into());
@@ -334,6 +308,89 @@ impl TargetRequest {
             },
         ))
     }
+}
+
+/// Whether `target` lies in the grants of `cx.access` (a host name: every
+/// address the collector resolved it to); the error names the first
+/// address outside them and the grants.
+fn check_grants(target: &Target, cx: &Context<'_>) -> Result<(), String> {
+    let outside = match &target {
+        Target::Addr(a) => (!cx.access.granted(*a)).then(|| a.to_string()),
+        Target::Range(n) => (!cx.access.all && !cx.access.grants.iter().any(|g| g.contains(n)))
+            .then(|| n.to_string()),
+        // A name is checked on what it resolves to here.
+        Target::Host(h) if !cx.access.all => match cx.resolved {
+            Some(Ok(addrs)) if addrs.is_empty() => {
+                return Err(format!("target: {h} has no address at the collector"));
+            }
+            Some(Ok(addrs)) => addrs
+                .iter()
+                .find(|a| !cx.access.granted(**a))
+                .map(|a| format!("{h} (resolves to {a})")),
+            Some(Err(e)) => {
+                return Err(format!(
+                    "target: {h} does not resolve at the collector: {e}"
+                ));
+            }
+            None => return Err(format!("target: {h} was not resolved at the collector")),
+        },
+        Target::Host(_) => None,
+    };
+    if let Some(what) = outside {
+        let grants: Vec<String> = cx.access.grants.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "target: {what} is not inside a prefix granted to tenant {} ({})",
+            cx.access.tenant,
+            if grants.is_empty() {
+                "none".to_owned()
+            } else {
+                grants.join(", ")
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// How much of its quotas a tenant uses besides the definition checked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Its other definitions.
+    pub definitions: usize,
+    /// Its live series not made by the definition checked.
+    pub series: usize,
+    /// Its agents (a definition without `agents` runs on each).
+    pub agents: usize,
+}
+
+/// Checks a definition against its tenant's quotas; the error names the
+/// limit (`[[tenant]] max-…`).
+pub fn check_quota(spec: &Spec, q: &crate::config::Quotas, used: Usage) -> Result<(), String> {
+    if used.definitions + 1 > q.max_definitions {
+        return Err(format!(
+            "max-definitions: the tenant has {} definitions, its limit is {}",
+            used.definitions, q.max_definitions
+        ));
+    }
+    let addresses = spec.addresses();
+    let agents = if spec.agents.is_empty() {
+        used.agents.max(1)
+    } else {
+        spec.agents.len()
+    };
+    let series = addresses.saturating_mul(agents);
+    if used.series.saturating_add(series) > q.max_series {
+        return Err(format!(
+            "max-series: {} addresses on {agents} agents make {series} series; with the {} the tenant has that exceeds its limit of {}",
+            addresses, used.series, q.max_series
+        ));
+    }
+    if addresses > q.max_addresses {
+        return Err(format!(
+            "max-addresses: {} has {addresses} addresses, a definition may have {}",
+            spec.target, q.max_addresses
+        ));
+    }
+    Ok(())
 }
 
 /// The definitions every session follows.

@@ -24,7 +24,8 @@ async fn managed_targets_reach_the_agent_and_are_guarded() {
     let world = World::new();
     world.collector_config(
         "[[tenant]]\nname = \"acme\"\nprefixes = [\"127.0.0.0/24\"]\n\
-         [[tenant]]\nname = \"globex\"\nprefixes = [\"127.0.1.0/24\"]\n",
+         [[tenant]]\nname = \"globex\"\nprefixes = [\"127.0.1.0/24\"]\n\
+         [[tenant]]\nname = \"initech\"\nprefixes = [\"127.16.0.0/16\"]\nmax-series = 1000\n",
     );
     let mut collector = world.start_collector(&[]).await;
     let cert = world.cert("acme", Role::Agent, "a1");
@@ -70,6 +71,21 @@ async fn managed_targets_reach_the_agent_and_are_guarded() {
     );
 
     refusals(&admin, &viewer, &other, &body, id).await;
+    // A quota: a /16 is more series than initech may have (nothing is
+    // probed: the definition is refused).
+    let initech = world.api(Some(&world.cert("initech", Role::Admin, "ian")));
+    let wide = json!({"name": "wide", "target": "127.16.0.0/16", "kind": "ping"});
+    let (status, v) = initech
+        .send(Method::POST, "/api/v1/targets", Some(&wide), &[])
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("max-series: 65534 addresses on 1 agents make 65534 series"),
+        "{v}"
+    );
     let path = format!("/api/v1/targets/{id}");
 
     // Disable: the agent drops it at once; the same origin is welcome.

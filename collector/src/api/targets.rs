@@ -75,6 +75,43 @@ async fn resolve(host: &str) -> Result<Vec<std::net::IpAddr>, String> {
     }
 }
 
+/// What `tenant` uses of its quotas besides the definition `replacing`:
+/// its other definitions, and its agents' live series less the ones that
+/// definition makes.
+fn usage(
+    shared: &Shared,
+    tenant: &str,
+    replacing: Option<&ManagedTarget>,
+    agents: usize,
+) -> targets::Usage {
+    let definitions = shared
+        .targets
+        .borrow()
+        .iter()
+        .filter(|t| t.tenant == tenant && replacing.is_none_or(|r| r.id != t.id))
+        .count();
+    let live = shared
+        .analysis
+        .read()
+        .series
+        .iter()
+        .filter(|s| s.key.tenant == tenant)
+        .count();
+    let own = replacing.map_or(0, |r| {
+        let n = if r.spec.agents.is_empty() {
+            agents
+        } else {
+            r.spec.agents.len()
+        };
+        r.spec.addresses().saturating_mul(n)
+    });
+    targets::Usage {
+        definitions,
+        series: live.saturating_sub(own),
+        agents,
+    }
+}
+
 /// Validates a request for `tenant` against its agents and grants; gives
 /// the change to write, by `peer`.
 async fn validate(
@@ -83,6 +120,7 @@ async fn validate(
     peer: &Peer,
     tenant: &str,
     req: &TargetRequest,
+    replacing: Option<&ManagedTarget>,
 ) -> Result<Change, ApiError> {
     let scope = Scope::Tenant(tenant.to_owned());
     let agents: BTreeSet<String> = shared
@@ -111,6 +149,8 @@ async fn validate(
         resolved: resolved.as_ref(),
     };
     let (name, spec) = req.validate(&cx).map_err(ApiError::BadBody)?;
+    let used = usage(shared, tenant, replacing, agents.len());
+    targets::check_quota(&spec, &config.quotas(tenant), used).map_err(ApiError::Quota)?;
     Ok(Change {
         name,
         spec,
@@ -170,7 +210,7 @@ pub(super) async fn create(
     Params::new(&params, &[])?;
     let req: TargetRequest = parse_body(&body)?;
     let tenant = req.tenant_for(&access).map_err(ApiError::NotAllowed)?;
-    let change = validate(&shared, &access, &peer, &tenant, &req).await?;
+    let change = validate(&shared, &access, &peer, &tenant, &req, None).await?;
     let t = shared
         .store
         .run(move |s| Ok(targets::insert(s, &tenant, &change)))
@@ -201,7 +241,7 @@ pub(super) async fn replace(
             before.tenant
         )));
     }
-    let change = validate(&shared, &access, &peer, &before.tenant, &req).await?;
+    let change = validate(&shared, &access, &peer, &before.tenant, &req, Some(&before)).await?;
     let t = shared
         .store
         .run(move |s| Ok(targets::update(s, id, &change)))

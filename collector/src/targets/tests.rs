@@ -348,3 +348,53 @@ fn retention_deletes_only_the_targets_old_history() {
         .unwrap();
     assert_eq!(left, [(1, 2), (2, 3), (3, 3)]);
 }
+
+#[test]
+fn quotas_name_the_limit() {
+    let q = crate::config::Quotas {
+        max_series: 1000,
+        max_definitions: 3,
+        max_addresses: 300,
+    };
+    let used = Usage {
+        definitions: 0,
+        series: 10,
+        agents: 2,
+    };
+    let (_, slash24) =
+        check(json!({"name": "n", "target": "10.82.0.0/24", "kind": "ping"})).unwrap();
+    // 254 addresses × 2 agents + 10 in use: inside every limit.
+    assert_eq!(check_quota(&slash24, &q, used), Ok(()));
+    let err = check_quota(
+        &slash24,
+        &q,
+        Usage {
+            series: 600,
+            ..used
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("max-series: 254 addresses on 2 agents make 508 series"),
+        "{err}"
+    );
+    let err = check_quota(
+        &slash24,
+        &q,
+        Usage {
+            definitions: 3,
+            ..used
+        },
+    )
+    .unwrap_err();
+    assert!(err.starts_with("max-definitions:"), "{err}");
+    let small = crate::config::Quotas {
+        max_addresses: 100,
+        ..q
+    };
+    let err = check_quota(&slash24, &small, used).unwrap_err();
+    assert_eq!(
+        err,
+        "max-addresses: 10.82.0.0/24 has 254 addresses, a definition may have 100"
+    );
+}
