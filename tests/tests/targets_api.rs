@@ -207,6 +207,45 @@ async fn refused(api: &sonde_tests::Api, path: &str, status: u16, error: &str) {
     assert_eq!((got, v["error"].as_str()), (status, Some(error)), "{path}");
 }
 
+/// Numeric spellings and host names of other tenants' addresses are
+/// refused with the grant error.
+async fn grants_hold(admin: &sonde_tests::Api, other: &sonde_tests::Api) {
+    // Numeric spellings of globex's addresses are those addresses.
+    for spelling in [
+        "2130706697",
+        "0177.0.1.011",
+        "127.000.001.011",
+        "0x7f000109",
+        "127.265",
+    ] {
+        let theirs = json!({"name": "x", "target": spelling, "kind": "ping"});
+        let (status, v) = admin
+            .send(Method::POST, "/api/v1/targets", Some(&theirs), &[])
+            .await;
+        assert_eq!(status, 400, "{spelling}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("127.0.1.9 is not inside a prefix granted to tenant acme"),
+            "{spelling}: {v}"
+        );
+    }
+    // A host name is checked on what the collector resolves it to
+    // (`localhost`, from /etc/hosts: 127.0.0.1, acme's).
+    let named = json!({"name": "lh", "target": "localhost", "kind": "ping"});
+    let (status, v) = other
+        .send(Method::POST, "/api/v1/targets", Some(&named), &[])
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains(
+            "localhost (resolves to 127.0.0.1) is not inside a prefix granted to tenant globex"
+        ),
+        "{v}"
+    );
+}
+
 /// Duplicates, bad bodies, other tenants, cross-site requests: each named.
 async fn refusals(
     admin: &sonde_tests::Api,
@@ -249,40 +288,7 @@ async fn refusals(
             .contains("127.0.1.9 is not inside a prefix granted to tenant acme"),
         "{v}"
     );
-    // Numeric spellings of globex's addresses are those addresses.
-    for spelling in [
-        "2130706697",
-        "0177.0.1.011",
-        "127.000.001.011",
-        "0x7f000109",
-        "127.265",
-    ] {
-        let theirs = json!({"name": "x", "target": spelling, "kind": "ping"});
-        let (status, v) = admin
-            .send(Method::POST, "/api/v1/targets", Some(&theirs), &[])
-            .await;
-        assert_eq!(status, 400, "{spelling}: {v}");
-        assert!(
-            v["error"]
-                .as_str()
-                .unwrap()
-                .contains("127.0.1.9 is not inside a prefix granted to tenant acme"),
-            "{spelling}: {v}"
-        );
-    }
-    // A host name is checked on what the collector resolves it to
-    // (`localhost`, from /etc/hosts: 127.0.0.1, acme's).
-    let named = json!({"name": "lh", "target": "localhost", "kind": "ping"});
-    let (status, v) = other
-        .send(Method::POST, "/api/v1/targets", Some(&named), &[])
-        .await;
-    assert_eq!(status, 400, "{v}");
-    assert!(
-        v["error"].as_str().unwrap().contains(
-            "localhost (resolves to 127.0.0.1) is not inside a prefix granted to tenant globex"
-        ),
-        "{v}"
-    );
+    grants_hold(admin, other).await;
     let (status, v) = admin
         .send(
             Method::POST,
