@@ -52,6 +52,9 @@ pub enum ApiError {
     Quota(String),
     #[error("{0}")]
     Busy(String),
+    /// A per-caller limit (429).
+    #[error("{0}")]
+    TooMany(String),
     #[error("internal error")]
     Store(#[from] StoreError),
 }
@@ -72,6 +75,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Quota(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Query(QueryError::Store(e)) | ApiError::Store(e) => {
                 tracing::error!(error = %e, "API request failed");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -65,7 +65,7 @@ pub(crate) struct Shared {
     /// The probe targets managed through the API.
     targets: targets::Published,
     /// Slots for open live streams.
-    live_slots: Arc<tokio::sync::Semaphore>,
+    live_slots: Arc<api::live::Slots>,
     /// What the listener and sessions refused or slowed down.
     refusals: Arc<metrics::Refusals>,
     /// Time left on the collector's certificates, for `/metrics`.
@@ -360,7 +360,7 @@ impl Collector {
             ingest: metrics::Ingest::default(),
             alert: alert::Handle::new(analysis::Clock::new()),
             targets: watch::Sender::new(Arc::new(managed)),
-            live_slots: Arc::new(tokio::sync::Semaphore::new(api::live::MAX_STREAMS)),
+            live_slots: Arc::default(),
             refusals: Arc::default(),
             certificates: Arc::default(),
         });

@@ -200,6 +200,11 @@ fn same_origin_json(req: &Request) -> Result<(), String> {
             return Err("changes must be sent as Content-Type: application/json".into());
         }
     }
+    // A browser sends one Origin; several are a forgery that a check of
+    // the first alone would let through.
+    if headers.get_all(header::ORIGIN).iter().count() > 1 {
+        return Err("cross-origin change refused (more than one Origin header)".into());
+    }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let host = req
             .uri()

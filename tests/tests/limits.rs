@@ -341,8 +341,10 @@ async fn a_session_without_hello_is_refused_and_a_second_replaces_the_first() {
 }
 
 /// An HTTP/2 connection takes 64 concurrent streams (what the collector
-/// advertises in its SETTINGS), and live streams are capped at 64 in all:
-/// the 65th is 503 naming the cap, and a closed one frees its slot.
+/// advertises in its SETTINGS), and live streams are capped at 8 per
+/// certificate and 32 per tenant (429 naming the limit; another tenant
+/// still gets frames) and 64 in all: the 65th is 503 naming the cap, and
+/// a closed one frees its slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_and_live_streams_are_capped() {
     use rustls_pki_types::ServerName;
@@ -376,19 +378,68 @@ async fn http2_streams_and_live_streams_are_capped() {
     assert_eq!(response.status(), 200);
     assert_eq!(conn.max_concurrent_send_streams(), 64);
 
+    // One certificate: 8 streams, the 9th is 429 naming its own limit.
     let mut open = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..8 {
         let r = live_stream(&world, &viewer).await;
         assert_eq!(r.status(), 200);
         open.push(r);
     }
     let refused = live_stream(&world, &viewer).await;
+    assert_eq!(refused.status(), 429);
+    let body = refused.text().await.unwrap();
+    assert!(
+        body.contains("8 live streams of your certificate are open"),
+        "{body}"
+    );
+    // Another tenant's viewer still gets frames.
+    let globex = world.cert("globex", Role::Viewer, "g0");
+    let mut frames = live_stream(&world, &globex).await;
+    assert_eq!(frames.status(), 200);
+    let first = tokio::time::timeout(WAIT, frames.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).contains("event: frame"),
+        "{first:?}"
+    );
+    drop(frames);
+    // One tenant: 32 streams over four certificates, the next is 429.
+    for name in ["v1", "v2", "v3"] {
+        let cert = world.cert("acme", Role::Viewer, name);
+        for _ in 0..8 {
+            let r = live_stream(&world, &cert).await;
+            assert_eq!(r.status(), 200, "{name}");
+            open.push(r);
+        }
+    }
+    let fifth = world.cert("acme", Role::Viewer, "v4");
+    let refused = live_stream(&world, &fifth).await;
+    assert_eq!(refused.status(), 429);
+    let body = refused.text().await.unwrap();
+    assert!(
+        body.contains("32 live streams of your tenant are open"),
+        "{body}"
+    );
+    // All together: 64, the 65th is 503 naming the cap.
+    for name in ["g1", "g2", "g3", "g4"] {
+        let cert = world.cert("globex", Role::Viewer, name);
+        for _ in 0..8 {
+            let r = live_stream(&world, &cert).await;
+            assert_eq!(r.status(), 200, "{name}");
+            open.push(r);
+        }
+    }
+    let initech = world.cert("initech", Role::Viewer, "i1");
+    let refused = live_stream(&world, &initech).await;
     assert_eq!(refused.status(), 503);
     let body = refused.text().await.unwrap();
     assert!(body.contains("64 live streams are open"), "{body}");
     drop(open.pop());
     eventually("a closed stream frees its slot", WAIT, || async {
-        (live_stream(&world, &viewer).await.status() == 200).then_some(())
+        (live_stream(&world, &initech).await.status() == 200).then_some(())
     })
     .await;
 }

@@ -333,4 +333,23 @@ async fn refusals(
         .await;
     assert_eq!(status, 403, "{v}");
     assert!(v["error"].as_str().unwrap().contains("cross-origin"), "{v}");
+    // This collector's origin followed by another: refused, not judged by
+    // the first alone.
+    let own = admin.base().to_owned();
+    let (status, v) = admin
+        .send(
+            Method::DELETE,
+            &path,
+            None,
+            &[("Origin", &own), ("Origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than one Origin header"),
+        "{v}"
+    );
 }

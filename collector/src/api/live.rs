@@ -5,8 +5,10 @@
 //! The stream re-derives the caller's access every tick, so a grant taken
 //! away on reload disappears from an open page at once. It is produced
 //! only as fast as the client reads (a stalled client holds one frame, not
-//! a queue), at most [`MAX_STREAMS`] are open at a time, and every stream
-//! ends when the collector shuts down.
+//! a queue), at most [`MAX_STREAMS`] are open at a time — of them at most
+//! [`MAX_PER_IDENTITY`] for one certificate identity and [`MAX_PER_TENANT`]
+//! for one tenant, so one viewer cannot starve the others — and every
+//! stream ends when the collector shuts down.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -28,6 +30,87 @@ use crate::peer::Peer;
 
 /// Live streams open at once, all callers together.
 pub const MAX_STREAMS: usize = 64;
+/// … of them for one certificate identity (a person's browser tabs).
+pub const MAX_PER_IDENTITY: usize = 8;
+/// … of them for the members of one tenant.
+pub const MAX_PER_TENANT: usize = 32;
+
+/// The open streams, by identity and tenant.
+#[derive(Debug, Default)]
+pub struct Slots {
+    open: std::sync::Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    identity: HashMap<String, usize>,
+    tenant: HashMap<String, usize>,
+}
+
+/// One open stream's place; given back when dropped.
+pub struct Slot {
+    slots: Arc<Slots>,
+    identity: String,
+    tenant: String,
+}
+
+impl Slots {
+    /// A place for a stream of `peer`, or why there is none.
+    fn take(self: &Arc<Self>, identity: &str, tenant: &str) -> Result<Slot, ApiError> {
+        let mut o = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = o.identity.get(identity).copied().unwrap_or(0);
+        let ours = o.tenant.get(tenant).copied().unwrap_or(0);
+        if mine >= MAX_PER_IDENTITY {
+            return Err(ApiError::TooMany(format!(
+                "{MAX_PER_IDENTITY} live streams of your certificate are open; close a page"
+            )));
+        }
+        if ours >= MAX_PER_TENANT {
+            return Err(ApiError::TooMany(format!(
+                "{MAX_PER_TENANT} live streams of your tenant are open; close a page"
+            )));
+        }
+        if o.total >= MAX_STREAMS {
+            return Err(ApiError::Busy(format!(
+                "{MAX_STREAMS} live streams are open; close a page or use /api/v1/prefixes"
+            )));
+        }
+        o.total += 1;
+        *o.identity.entry(identity.to_owned()).or_default() += 1;
+        *o.tenant.entry(tenant.to_owned()).or_default() += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            identity: identity.to_owned(),
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut o = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        o.total = o.total.saturating_sub(1);
+        let Open {
+            identity, tenant, ..
+        } = &mut *o;
+        for (map, key) in [(identity, &self.identity), (tenant, &self.tenant)] {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+}
 /// Time between two frames: the default probe interval.
 pub const TICK: Duration = Duration::from_secs(1);
 
@@ -37,7 +120,7 @@ struct Cursor {
     peer: Peer,
     last: BTreeMap<String, PrefixFrame>,
     tick: tokio::time::Interval,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Cursor {
@@ -73,11 +156,9 @@ pub(super) async fn live(
 ) -> Result<Response, ApiError> {
     access(&shared, &peer)?;
     Params::new(&params, &[])?;
-    let slot = shared.live_slots.clone().try_acquire_owned().map_err(|_| {
-        ApiError::Busy(format!(
-            "{MAX_STREAMS} live streams are open; close a page or use /api/v1/prefixes"
-        ))
-    })?;
+    let slot = shared
+        .live_slots
+        .take(&peer.identity.to_string(), &peer.identity.tenant)?;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let shutdown = shared.shutdown.clone().cancelled_owned();
