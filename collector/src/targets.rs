@@ -234,10 +234,12 @@ impl TargetRequest {
     /// message names the offending key.
     pub fn validate(&self, cx: &Context<'_>) -> Result<(String, Spec), String> {
         let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control)
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME
+            || name.chars().any(sonde_runtime::text::is_unsafe)
         {
             return Err(format!(
-                "name: must be 1 to {MAX_NAME} characters without control characters"
+                "name: must be 1 to {MAX_NAME} characters without control or bidi-override characters"
             ));
         }
         let target: Target = self.target.parse().map_err(|e| format!("target: {e}"))?;

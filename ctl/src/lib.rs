@@ -21,8 +21,25 @@ use crate::cli::{Color, Command};
 use crate::client::{Api, ApiError};
 use crate::config::Loaded;
 
-/// Runs one API command and returns what to print.
+/// Runs one API command and returns what to print: everything the
+/// collector sent (names, comments, program names from monitored hosts)
+/// with control and bidi characters as visible escapes
+/// (`sonde_runtime::text`), except the grid's own colours.
 pub async fn run(loaded: &Loaded, command: &Command, json: bool) -> Result<String, ApiError> {
+    let text = answer(loaded, command, json).await?;
+    let grid = !json && matches!(command, Command::Prefix { cidr: Some(_), .. });
+    Ok(if json {
+        sonde_runtime::text::safe_json(&text).into_owned()
+    } else if grid {
+        // Built here from addresses, numbers and colour codes only; the
+        // prefix in its title was parsed by the collector.
+        text
+    } else {
+        sonde_runtime::text::safe(&text).into_owned()
+    })
+}
+
+async fn answer(loaded: &Loaded, command: &Command, json: bool) -> Result<String, ApiError> {
     let api = Api::new(loaded)?;
     match command {
         Command::Agents => {

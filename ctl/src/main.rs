@@ -39,7 +39,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("sondectl: {e}");
+            // The collector's message may quote what someone else wrote.
+            eprintln!("sondectl: {}", sonde_runtime::text::safe(&e.to_string()));
             ExitCode::FAILURE
         }
     }

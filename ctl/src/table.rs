@@ -7,6 +7,16 @@ use serde_json::Value;
 
 /// Renders `rows` under `headers`.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
+    // Escaped before measuring, so a hostile cell keeps its column.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| sonde_runtime::text::safe(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -14,4 +14,5 @@ pub mod notify;
 pub mod probes;
 pub mod signals;
 pub mod target;
+pub mod text;
 pub mod tls;

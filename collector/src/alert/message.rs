@@ -23,13 +23,17 @@ pub struct AlertView {
 }
 
 impl From<&Alert> for AlertView {
+    /// What a notification shows of an alert: names and summaries carry
+    /// what agents reported (target names), so their control and bidi
+    /// characters become visible escapes (`sonde_runtime::text`).
     fn from(a: &Alert) -> Self {
+        let safe = |s: &str| sonde_runtime::text::safe(s).into_owned();
         Self {
             fingerprint: a.fingerprint.clone(),
-            labels: a.labels.clone(),
+            labels: a.labels.iter().map(|(k, v)| (k.clone(), safe(v))).collect(),
             severity: a.severity,
-            summary: a.summary.clone(),
-            link: a.link.clone(),
+            summary: safe(&a.summary),
+            link: safe(&a.link),
             starts_ms: a.starts_ms,
             ends_ms: a.ends_ms,
         }
