@@ -25,13 +25,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use sonde_proto::{Identity, Role};
 
 use crate::analysis::series::Series;
 use crate::config::Config;
-use crate::store::Scope;
+use crate::store::{EventRow, Scope};
 
 /// The policy of a config: grants, trust and operator tenants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,6 +114,51 @@ impl Tenancy {
         out
     }
 
+    /// The tenants an event concerns: its own tenant (an agent's, or the
+    /// tenant whose correlation found an outage) and, for a measurement of
+    /// an address (a route change names it, or only its /24), the tenants
+    /// that see that measurement.
+    pub fn event_audience(&self, ev: &EventRow) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        if !ev.tenant.is_empty() {
+            out.insert(ev.tenant.clone());
+        }
+        match measured_at(ev) {
+            Some(At::Address(a)) => out.extend(self.audience(&ev.tenant, Some(a))),
+            Some(At::Prefix(p)) => out.extend(self.audience_in_prefix(&ev.tenant, &p)),
+            None => {}
+        }
+        out
+    }
+
+    /// Grants `prefixes` to `tenant` (building a policy by hand: tests).
+    #[must_use]
+    pub fn grant(mut self, tenant: &str, prefixes: &[&str]) -> Self {
+        self.grants.entry(tenant.to_owned()).or_default().extend(
+            prefixes
+                .iter()
+                .map(|p| p.parse::<IpNet>().expect("a prefix")),
+        );
+        self
+    }
+
+    /// `tenant` trusts `measurers`.
+    #[must_use]
+    pub fn trust(mut self, tenant: &str, measurers: &[&str]) -> Self {
+        self.trust
+            .entry(tenant.to_owned())
+            .or_default()
+            .extend(measurers.iter().map(|m| (*m).to_owned()));
+        self
+    }
+
+    /// `tenant` is an operator tenant.
+    #[must_use]
+    pub fn operator(mut self, tenant: &str) -> Self {
+        self.operators.insert(tenant.to_owned());
+        self
+    }
+
     /// [`Self::audience`] of a measurement known only by its prefix.
     pub fn audience_in_prefix(&self, measurer: &str, prefix: &IpNet) -> BTreeSet<String> {
         let mut out = BTreeSet::from([measurer.to_owned()]);
@@ -124,16 +170,28 @@ impl Tenancy {
         );
         out
     }
+}
 
-    /// The tenants granted `address` that do not trust `measurer`: they
-    /// do not see what its agents measure there.
-    pub fn distrusting(&self, measurer: &str, address: IpAddr) -> Vec<&str> {
-        self.grants
-            .iter()
-            .filter(|(t, g)| g.iter().any(|g| g.contains(&address)) && !self.trusts(t, measurer))
-            .map(|(t, _)| t.as_str())
-            .collect()
-    }
+/// What an event measured: an address, or only its /24 (/64).
+enum At {
+    Address(IpAddr),
+    Prefix(IpNet),
+}
+
+/// Where the measurement behind an event is: events that name a prefix
+/// (route changes; outage events of older versions) and, in their
+/// detail, the address.
+fn measured_at(ev: &EventRow) -> Option<At> {
+    let prefix = ev.prefix.as_deref()?.parse::<IpNet>().ok()?;
+    Some(
+        match ev.detail["address"]
+            .as_str()
+            .and_then(|a| a.parse::<IpAddr>().ok())
+        {
+            Some(a) => At::Address(a),
+            None => At::Prefix(prefix),
+        },
+    )
 }
 
 /// Where agents of one tenant measure a prefix granted to another that
@@ -169,16 +227,13 @@ pub fn log_untrusted(pairs: &BTreeSet<(String, IpNet, String)>) {
     }
 }
 
-/// A caller's view.
+/// A caller's view: a member of `tenant` under a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
     pub tenant: String,
     /// Member of an operator tenant: sees every tenant.
     pub all: bool,
-    pub grants: Vec<IpNet>,
-    /// Tenants whose agents' measurements in the grants it sees (itself,
-    /// operator tenants, its `trust`).
-    pub trusted: BTreeSet<String>,
+    tenancy: Arc<Tenancy>,
 }
 
 /// The caller's role may not query.
@@ -191,21 +246,21 @@ impl Access {
         if !id.role.can_view() {
             return Err(RoleRefused(id.role));
         }
-        let tenancy = Tenancy::of(config);
-        Ok(Self::of_tenant(&tenancy, &id.tenant))
+        Ok(Self::of_tenant(config.tenancy(), &id.tenant))
     }
 
     /// The view of a member of `tenant`.
-    pub fn of_tenant(tenancy: &Tenancy, tenant: &str) -> Self {
-        let mut trusted: BTreeSet<String> = tenancy.operators.clone();
-        trusted.insert(tenant.to_owned());
-        trusted.extend(tenancy.trust.get(tenant).into_iter().flatten().cloned());
+    pub fn of_tenant(tenancy: Arc<Tenancy>, tenant: &str) -> Self {
         Self {
             tenant: tenant.to_owned(),
             all: tenancy.is_operator(tenant),
-            grants: tenancy.grants(tenant).to_vec(),
-            trusted,
+            tenancy,
         }
+    }
+
+    /// The prefixes granted to the caller's tenant.
+    pub fn grants(&self) -> &[IpNet] {
+        self.tenancy.grants(&self.tenant)
     }
 
     /// The store scope for agent-keyed tables (agents, events).
@@ -224,32 +279,33 @@ impl Access {
     /// Whether `a` lies in the caller's grants (what its admins may have
     /// probed; operators: anything).
     pub fn granted(&self, a: IpAddr) -> bool {
-        self.all || self.grants.iter().any(|g| g.contains(&a))
+        self.all || self.grants().iter().any(|g| g.contains(&a))
+    }
+
+    /// Whether any part of `p` is granted.
+    pub fn granted_prefix(&self, p: &IpNet) -> bool {
+        self.all || self.grants().iter().any(|g| g.contains(p) || p.contains(g))
     }
 
     /// Whether the caller sees a measurement by an agent of `measurer` of
     /// `address` (see the module docs).
     pub fn sees_measurement(&self, measurer: &str, address: Option<IpAddr>) -> bool {
-        self.all
-            || measurer == self.tenant
-            || (self.trusted.contains(measurer) && address.is_some_and(|a| self.granted(a)))
+        self.all || self.tenancy.sees(&self.tenant, measurer, address)
     }
 
     pub fn sees_series(&self, s: &Series) -> bool {
         self.sees_measurement(&s.key.tenant, s.address)
     }
 
-    /// Whether the caller sees a measurement by `measurer` about some
-    /// address of `prefix`.
-    pub fn sees_measurement_in(&self, measurer: &str, prefix: &IpNet) -> bool {
+    /// Whether the caller sees an event (see [`Tenancy::event_audience`]).
+    pub fn sees_event(&self, ev: &EventRow) -> bool {
         self.all
-            || measurer == self.tenant
-            || (self.trusted.contains(measurer) && self.granted_prefix(prefix))
-    }
-
-    /// Whether any part of `p` is granted.
-    pub fn granted_prefix(&self, p: &IpNet) -> bool {
-        self.all || self.grants.iter().any(|g| g.contains(p) || p.contains(g))
+            || ev.tenant == self.tenant
+            || match measured_at(ev) {
+                Some(At::Address(a)) => self.tenancy.sees(&self.tenant, &ev.tenant, Some(a)),
+                Some(At::Prefix(p)) => self.tenancy.sees_in_prefix(&self.tenant, &ev.tenant, &p),
+                None => false,
+            }
     }
 }
 
@@ -258,20 +314,12 @@ mod tests {
     use super::*;
 
     fn tenancy() -> Tenancy {
-        let net = |s: &str| -> IpNet { s.parse().unwrap() };
-        Tenancy {
-            operators: BTreeSet::from(["noc".to_owned()]),
-            grants: BTreeMap::from([
-                ("acme".to_owned(), vec![net("127.0.0.0/24")]),
-                ("globex".to_owned(), vec![net("127.0.1.0/24")]),
-                ("initech".to_owned(), vec![net("127.0.1.0/24")]),
-            ]),
-            trust: BTreeMap::from([
-                ("acme".to_owned(), BTreeSet::new()),
-                ("globex".to_owned(), BTreeSet::new()),
-                ("initech".to_owned(), BTreeSet::from(["acme".to_owned()])),
-            ]),
-        }
+        Tenancy::default()
+            .operator("noc")
+            .grant("acme", &["127.0.0.0/24"])
+            .grant("globex", &["127.0.1.0/24"])
+            .grant("initech", &["127.0.1.0/24"])
+            .trust("initech", &["acme"])
     }
 
     #[allow(clippy::unnecessary_wraps)]
@@ -303,16 +351,48 @@ mod tests {
             t.audience("noc", ip("127.0.1.5")),
             BTreeSet::from(["noc".into(), "globex".into(), "initech".into()])
         );
+    }
+
+    #[test]
+    fn events_follow_the_measurement_behind_them() {
+        let t = Arc::new(tenancy());
+        let change = |address: Option<&str>| EventRow {
+            id: 1,
+            at_ms: 0,
+            tenant: "acme".into(),
+            agent: "a1".into(),
+            kind: crate::store::EventKind::RouteChange,
+            detail: serde_json::json!({ "address": address }),
+            prefix: Some("127.0.1.0/24".into()),
+        };
+        let by_address = change(Some("127.0.1.5"));
+        let by_prefix = change(None);
+        for ev in [&by_address, &by_prefix] {
+            assert_eq!(
+                t.event_audience(ev),
+                BTreeSet::from(["acme".to_owned(), "initech".to_owned()])
+            );
+            assert!(!Access::of_tenant(t.clone(), "globex").sees_event(ev));
+            assert!(Access::of_tenant(t.clone(), "initech").sees_event(ev));
+            assert!(Access::of_tenant(t.clone(), "acme").sees_event(ev));
+        }
+        // An outage event (no prefix column): its own tenant's only.
+        let outage = EventRow {
+            prefix: None,
+            tenant: "globex".into(),
+            ..by_address
+        };
         assert_eq!(
-            t.distrusting("acme", "127.0.1.5".parse().unwrap()),
-            ["globex"]
+            t.event_audience(&outage),
+            BTreeSet::from(["globex".to_owned()])
         );
+        assert!(!Access::of_tenant(t.clone(), "initech").sees_event(&outage));
     }
 
     #[test]
     fn callers_follow_the_policy() {
-        let t = tenancy();
-        let globex = Access::of_tenant(&t, "globex");
+        let t = Arc::new(tenancy());
+        let globex = Access::of_tenant(t.clone(), "globex");
         assert!(!globex.sees_measurement("acme", ip("127.0.1.5")));
         assert!(globex.sees_measurement("globex", ip("10.9.9.9")));
         assert!(globex.sees_measurement("noc", ip("127.0.1.5")));
@@ -321,7 +401,7 @@ mod tests {
         assert!(!globex.granted("127.0.0.1".parse().unwrap()));
         assert!(globex.granted_prefix(&"127.0.1.0/24".parse().unwrap()));
         assert!(!globex.granted_prefix(&"127.0.2.0/24".parse().unwrap()));
-        let noc = Access::of_tenant(&t, "noc");
+        let noc = Access::of_tenant(t.clone(), "noc");
         assert!(noc.all && noc.sees_measurement("acme", None));
         let pairs = untrusted_pairs(
             &t,

@@ -184,7 +184,7 @@ async fn whoami(
         "role": id.role.as_str(),
         "name": id.name,
         "operator": access.all,
-        "grants": access.grants.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "grants": access.grants().iter().map(ToString::to_string).collect::<Vec<_>>(),
     })))
 }
 

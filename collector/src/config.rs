@@ -63,6 +63,26 @@ pub struct Config {
     /// What one client may use of the listener.
     #[serde(default)]
     pub limits: Limits,
+    /// The tenancy policy of this config, made on first use.
+    #[serde(skip)]
+    tenancy: TenancyCache,
+}
+
+/// [`Config::tenancy`], made once per loaded config (a config is not
+/// changed after loading; a reload is a new one). Not part of equality.
+#[derive(Clone, Default)]
+struct TenancyCache(std::sync::OnceLock<std::sync::Arc<crate::access::Tenancy>>);
+
+impl PartialEq for TenancyCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for TenancyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenancyCache")
+    }
 }
 
 /// `[limits]`: bounds on what one client certificate may use, so a broken
@@ -652,6 +672,14 @@ impl Config {
             .iter()
             .find(|t| t.name == tenant)
             .map_or(&[], |t| t.prefixes.as_slice())
+    }
+
+    /// Who sees what under this config (`access.rs`).
+    pub fn tenancy(&self) -> std::sync::Arc<crate::access::Tenancy> {
+        self.tenancy
+            .0
+            .get_or_init(|| std::sync::Arc::new(crate::access::Tenancy::of(self)))
+            .clone()
     }
 
     /// The quotas of `tenant` (the defaults without a `[[tenant]]` entry).

@@ -210,7 +210,7 @@ pub fn prefixes(book: &Book, access: &Access) -> Vec<PrefixView> {
 /// The /24s (/64s) that granted prefixes of /24 (/64) or longer lie in:
 /// shown even before they have data.
 pub fn granted_units(access: &Access) -> impl Iterator<Item = IpNet> + '_ {
-    access.grants.iter().filter_map(|g| {
+    access.grants().iter().filter_map(|g| {
         let unit = if g.addr().is_ipv4() { 24 } else { 64 };
         (g.prefix_len() >= unit).then(|| prefix_of(g.addr()))
     })
@@ -569,23 +569,6 @@ pub fn outages(
         .collect())
 }
 
-/// Whether an event of another tenant that names a prefix (a route change
-/// its agent measured) is visible: the policy of `access.rs` applied to its
-/// address, or to its prefix when it names none.
-pub fn sees_measured_event(access: &Access, e: &EventRow) -> bool {
-    let address = e.detail["address"]
-        .as_str()
-        .and_then(|a| a.parse::<IpAddr>().ok());
-    match (
-        address,
-        e.prefix.as_deref().and_then(|p| p.parse::<IpNet>().ok()),
-    ) {
-        (Some(a), _) => access.sees_measurement(&e.tenant, Some(a)),
-        (None, Some(p)) => access.sees_measurement_in(&e.tenant, &p),
-        (None, None) => false,
-    }
-}
-
 /// Events visible to the caller, oldest first (newest first with
 /// `before_id`): its tenant's, and those about a prefix it is granted
 /// (another tenant's agent saw a shared target go down). Pages are read
@@ -608,7 +591,7 @@ pub fn events(
             } else {
                 q.after_id = e.id;
             }
-            let visible = access.sees_tenant(&e.tenant) || sees_measured_event(access, &e);
+            let visible = access.sees_event(&e);
             if visible {
                 out.push(e);
                 if out.len() == limit {

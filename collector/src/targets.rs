@@ -318,7 +318,7 @@ impl TargetRequest {
 fn check_grants(target: &Target, cx: &Context<'_>) -> Result<(), String> {
     let outside = match &target {
         Target::Addr(a) => (!cx.access.granted(*a)).then(|| a.to_string()),
-        Target::Range(n) => (!cx.access.all && !cx.access.grants.iter().any(|g| g.contains(n)))
+        Target::Range(n) => (!cx.access.all && !cx.access.grants().iter().any(|g| g.contains(n)))
             .then(|| n.to_string()),
         // A name is checked on what it resolves to here.
         Target::Host(h) if !cx.access.all => match cx.resolved {
@@ -339,7 +339,7 @@ fn check_grants(target: &Target, cx: &Context<'_>) -> Result<(), String> {
         Target::Host(_) => None,
     };
     if let Some(what) = outside {
-        let grants: Vec<String> = cx.access.grants.iter().map(ToString::to_string).collect();
+        let grants: Vec<String> = cx.access.grants().iter().map(ToString::to_string).collect();
         return Err(format!(
             "target: {what} is not inside a prefix granted to tenant {} ({})",
             cx.access.tenant,

@@ -70,7 +70,7 @@ pub fn widest(config: &Config) -> Option<u32> {
 /// incomplete minute): one `Fire` each.
 pub fn evaluate(config: &Config, minutes: &[Minute], to: i64) -> Vec<Update> {
     type Key<'a> = (&'a str, &'a str, &'a str, &'a str);
-    let tenancy = crate::access::Tenancy::of(config);
+    let tenancy = config.tenancy();
     let mut series: BTreeMap<Key<'_>, Vec<&Minute>> = BTreeMap::new();
     for m in minutes {
         series

@@ -224,7 +224,7 @@ impl Runner {
             })
             .await?;
         let more = events.len() == EVENTS_PER_STEP as usize;
-        let tenancy = crate::access::Tenancy::of(config);
+        let tenancy = config.tenancy();
         for ev in &events {
             for u in rules::from_event(config, &tenancy, ev) {
                 // A one-off change older than its hold (history replayed

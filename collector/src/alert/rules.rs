@@ -1,8 +1,9 @@
 //! Rules: what an event means for alerts. Each event of the collector's
 //! log becomes zero or more [`Update`]s — an alert fires or alerts
-//! resolve — for every tenant the event concerns: the agent's own tenant,
-//! and for events about a prefix every tenant granted that prefix (each
-//! gets its own alert, routed by its own routes).
+//! resolve — for every tenant the event concerns
+//! ([`crate::access::Tenancy::event_audience`]: its own tenant, and for a
+//! measurement of an address the tenants that see it; each gets its own
+//! alert, routed by its own routes).
 //!
 //! | event | rule | fires / resolves |
 //! | --- | --- | --- |
@@ -16,7 +17,6 @@
 //! Latency (`latency.rs`) and no-data (`engine.rs`) are measured, not
 //! events.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -54,30 +54,6 @@ fn text(v: &Value, key: &str) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     }
-}
-
-/// The tenants an event concerns: its own tenant (an agent's, or the
-/// tenant whose correlation found an outage), and for a measurement of
-/// another tenant's prefix (a route change) the tenants that see that
-/// measurement by the policy of `access.rs`.
-pub fn tenants(tenancy: &Tenancy, ev: &EventRow) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    if !ev.tenant.is_empty() {
-        out.insert(ev.tenant.clone());
-    }
-    let address = ev.detail["address"]
-        .as_str()
-        .and_then(|a| a.parse::<std::net::IpAddr>().ok());
-    if let Some(a) = address.filter(|_| ev.prefix.is_some()) {
-        out.extend(tenancy.audience(&ev.tenant, Some(a)));
-    } else if let Some(p) = ev
-        .prefix
-        .as_deref()
-        .and_then(|p| p.parse::<ipnet::IpNet>().ok())
-    {
-        out.extend(tenancy.audience_in_prefix(&ev.tenant, &p));
-    }
-    out
 }
 
 pub(crate) fn agent_link(tenant: &str, agent: &str) -> String {
@@ -325,7 +301,7 @@ pub fn alert(
 /// The updates one event makes.
 pub fn from_event(config: &Config, tenancy: &Tenancy, ev: &EventRow) -> Vec<Update> {
     let mut out = Vec::new();
-    for tenant in tenants(tenancy, ev) {
+    for tenant in tenancy.event_audience(ev) {
         if let Some(l) = resolves(ev) {
             let mut labels: Labels = l.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
             labels.insert("tenant".into(), tenant.clone());

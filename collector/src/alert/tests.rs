@@ -90,7 +90,7 @@ fn step(
     at: i64,
 ) -> Vec<Message> {
     for ev in events {
-        for u in from_event(c, &crate::access::Tenancy::of(c), ev) {
+        for u in from_event(c, &c.tenancy(), ev) {
             e.apply(&c.alerting, u, at);
         }
     }
@@ -460,7 +460,7 @@ fn open_port_rule_respects_min_risk_and_port_closed_resolves() {
     ];
     let fired: Vec<String> = evs
         .iter()
-        .flat_map(|ev| from_event(&c, &crate::access::Tenancy::of(&c), ev))
+        .flat_map(|ev| from_event(&c, &c.tenancy(), ev))
         .filter_map(|u| match u {
             Update::Fire { alert, .. } => Some(alert.labels["port"].clone()),
             Update::Resolve { .. } => None,
@@ -734,7 +734,7 @@ fn change_rules_fire_one_offs_with_their_labels() {
     );
     let mut got = Vec::new();
     for ev in [ip, remote] {
-        for u in from_event(&c, &crate::access::Tenancy::of(&c), &ev) {
+        for u in from_event(&c, &c.tenancy(), &ev) {
             let Update::Fire { alert, hold_ms } = u else {
                 panic!("fires")
             };

@@ -276,6 +276,8 @@ pub struct Analyzer {
     /// The config, for the tenancy policy the correlator follows.
     config: Option<tokio::sync::watch::Receiver<Arc<crate::Config>>>,
     tenancy: Arc<Tenancy>,
+    /// Series whose outage membership changed since the checkpoint.
+    regrouped: BTreeSet<i64>,
     /// Untrusted cross-tenant measurements already logged (`access.rs`).
     logged: BTreeSet<(String, ipnet::IpNet, String)>,
 }
@@ -335,6 +337,7 @@ impl Analyzer {
             config: None,
             tenancy: Arc::default(),
             logged: BTreeSet::new(),
+            regrouped: BTreeSet::new(),
         })
     }
 
@@ -364,11 +367,11 @@ impl Analyzer {
         if !first && !rx.has_changed().unwrap_or(false) {
             return;
         }
-        let tenancy = Tenancy::of(&rx.borrow_and_update());
-        if !first && tenancy == *self.tenancy {
+        let tenancy = rx.borrow_and_update().tenancy();
+        if !first && tenancy == self.tenancy {
             return;
         }
-        self.tenancy = Arc::new(tenancy);
+        self.tenancy = tenancy;
         self.correlator.set_tenancy(self.tenancy.clone());
         self.logged.clear();
         let book = self.book.clone();
@@ -485,6 +488,7 @@ impl Analyzer {
         );
         self.events.append(&mut out.events);
         self.rows.append(&mut out.rows);
+        self.regrouped.extend(&out.changed);
         self.deltas.touched.extend(out.changed);
     }
 
@@ -554,11 +558,12 @@ impl Analyzer {
             let (deltas, events, rows) = (&self.deltas, &self.events, &self.rows);
             let correlator = &self.correlator;
             let groups_of = |id| correlator.groups_of(id);
+            let membership = (&self.regrouped, &groups_of as &dyn Fn(i64) -> Vec<i64>);
             self.store.with(|c| {
                 persist::checkpoint(
                     c,
                     &touched,
-                    &groups_of,
+                    membership,
                     deltas,
                     events,
                     rows,
@@ -568,6 +573,7 @@ impl Analyzer {
             })?;
         }
         self.deltas = Deltas::default();
+        self.regrouped.clear();
         self.events.clear();
         self.rows.clear();
         self.stats

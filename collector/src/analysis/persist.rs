@@ -7,6 +7,8 @@
 //! crash the analysis resumes from the last checkpoint, so every result is
 //! counted exactly once.
 
+use std::collections::BTreeSet;
+
 use rusqlite::{Connection, params};
 
 use super::bucket::Bucket;
@@ -236,12 +238,31 @@ fn merge_bucket(
     .map(drop)
 }
 
+/// Outage membership of the series whose membership changed (not of
+/// every series with new results).
+fn write_membership(
+    tx: &Connection,
+    (changed, groups_of): (&BTreeSet<i64>, &dyn Fn(i64) -> Vec<i64>),
+) -> rusqlite::Result<()> {
+    let mut forget = tx.prepare_cached("DELETE FROM outage_members WHERE series_id = ?1")?;
+    let mut member = tx.prepare_cached(
+        "INSERT OR IGNORE INTO outage_members (outage_id, series_id) VALUES (?1, ?2)",
+    )?;
+    for id in changed {
+        forget.execute([id])?;
+        for g in groups_of(*id) {
+            member.execute(params![g, id])?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes one checkpoint (see the module docs).
 #[allow(clippy::too_many_arguments)]
 pub fn checkpoint(
     c: &mut Connection,
     series: &[&Series],
-    groups_of: &dyn Fn(i64) -> Vec<i64>,
+    membership: (&BTreeSet<i64>, &dyn Fn(i64) -> Vec<i64>),
     deltas: &Deltas,
     events: &[NewEvent],
     outages: &[OutageRow],
@@ -256,10 +277,6 @@ pub fn checkpoint(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (id) DO UPDATE SET address = ?6, last_ns = ?7, last_rtt_ms = ?8,
                  last_status = ?9, outage = ?10, route = ?11",
-        )?;
-        let mut forget = tx.prepare_cached("DELETE FROM outage_members WHERE series_id = ?1")?;
-        let mut member = tx.prepare_cached(
-            "INSERT OR IGNORE INTO outage_members (outage_id, series_id) VALUES (?1, ?2)",
         )?;
         for s in series {
             let latest = s.latest.as_ref();
@@ -280,12 +297,9 @@ pub fn checkpoint(
                     .path()
                     .map(|p| serde_json::to_string(p).unwrap_or_default()),
             ])?;
-            forget.execute([s.id])?;
-            for g in groups_of(s.id) {
-                member.execute(params![g, s.id])?;
-            }
         }
     }
+    write_membership(&tx, membership)?;
     for ((id, unit), b) in &deltas.minutes {
         merge_bucket(&tx, "minute_buckets", *id, *unit, b)?;
     }

@@ -510,12 +510,12 @@ async fn replay_frames_come_from_memory_and_the_store() {
     }
     an.apply(&entry("edge-1", records));
     an.checkpoint().unwrap();
-    let access = crate::access::Access {
-        tenant: "acme".into(),
-        all: false,
-        grants: vec!["10.0.0.0/24".parse().unwrap()],
-        trusted: std::collections::BTreeSet::from(["acme".to_owned()]),
-    };
+    let tenancy = Arc::new(
+        crate::access::Tenancy::default()
+            .grant("acme", &["10.0.0.0/24"])
+            .grant("globex", &["10.9.0.0/24"]),
+    );
+    let access = crate::access::Access::of_tenant(tenancy.clone(), "acme");
     let h = an.handle();
     let unit = |t: i64| t.div_euclid(60 * S);
     // Past the in-memory hour: from the stored minute aggregates.
@@ -537,12 +537,7 @@ async fn replay_frames_come_from_memory_and_the_store() {
         &[code::NONE, code::DOWN, code::STALE, code::STALE]
     );
     // Another tenant's grants see nothing of it.
-    let other = crate::access::Access {
-        tenant: "globex".into(),
-        grants: vec!["10.9.0.0/24".parse().unwrap()],
-        trusted: std::collections::BTreeSet::from(["globex".to_owned()]),
-        ..access.clone()
-    };
+    let other = crate::access::Access::of_tenant(tenancy, "globex");
     let theirs = crate::live::replay(&h, &store, &other, unit(two_hours_ago), T0).unwrap();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].prefix, "10.9.0.0/24");

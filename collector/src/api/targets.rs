@@ -134,7 +134,7 @@ async fn validate(
     // tenant's grants: its viewers must be able to see the results.
     let config = shared.settings.borrow().clone();
     let owner = if access.all && tenant != access.tenant {
-        Access::of_tenant(&crate::access::Tenancy::of(&config), tenant)
+        Access::of_tenant(config.tenancy(), tenant)
     } else {
         access.clone()
     };

@@ -3,12 +3,8 @@ use std::path::Path;
 use super::*;
 
 fn acme() -> Access {
-    Access {
-        tenant: "acme".into(),
-        all: false,
-        grants: vec!["10.82.0.0/24".parse().unwrap()],
-        trusted: BTreeSet::from(["acme".to_owned()]),
-    }
+    let tenancy = crate::access::Tenancy::default().grant("acme", &["10.82.0.0/24"]);
+    Access::of_tenant(std::sync::Arc::new(tenancy), "acme")
 }
 
 fn agents() -> BTreeSet<String> {
@@ -183,12 +179,10 @@ fn tenants_stay_in_their_lane() {
         err.contains("only manage targets of your own tenant (acme), not \"globex\""),
         "{err}"
     );
-    let op = Access {
-        tenant: "ops".into(),
-        all: true,
-        grants: vec![],
-        trusted: BTreeSet::new(),
-    };
+    let op = Access::of_tenant(
+        std::sync::Arc::new(crate::access::Tenancy::default().operator("ops")),
+        "ops",
+    );
     assert_eq!(req.tenant_for(&op).unwrap(), "globex");
 }
 
