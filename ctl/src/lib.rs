@@ -21,10 +21,10 @@ use crate::cli::{Color, Command};
 use crate::client::{Api, ApiError};
 use crate::config::Loaded;
 
-/// Runs one API command and returns what to print: everything the
-/// collector sent (names, comments, program names from monitored hosts)
-/// with control and bidi characters as visible escapes
-/// (`sonde_runtime::text`), except the grid's own colours.
+/// Runs one API command and returns what to print. Every value passes
+/// `table::cell`, which escapes it; the whole text is escaped again as a
+/// backstop (line breaks kept), except the grid with its own colours;
+/// JSON answers get `\uXXXX` for what `serde_json` leaves raw.
 pub async fn run(loaded: &Loaded, command: &Command, json: bool) -> Result<String, ApiError> {
     let text = answer(loaded, command, json).await?;
     let grid = !json && matches!(command, Command::Prefix { cidr: Some(_), .. });
@@ -35,7 +35,7 @@ pub async fn run(loaded: &Loaded, command: &Command, json: bool) -> Result<Strin
         // prefix in its title was parsed by the collector.
         text
     } else {
-        sonde_runtime::text::safe(&text).into_owned()
+        sonde_runtime::text::safe_lines(&text).into_owned()
     })
 }
 

@@ -7,16 +7,6 @@ use serde_json::Value;
 
 /// Renders `rows` under `headers`.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
-    // Escaped before measuring, so a hostile cell keeps its column.
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            r.iter()
-                .map(|c| sonde_runtime::text::safe(c).into_owned())
-                .collect()
-        })
-        .collect();
-    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -43,12 +33,15 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A JSON value as a cell: strings bare, null as `-`.
+/// A JSON value as a cell: strings bare, null as `-`; what others wrote
+/// (names, comments, program names) with control and bidi characters,
+/// line breaks included, as visible escapes, so it keeps its line and
+/// column (`sonde_runtime::text::safe`).
 pub fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "-".to_owned(),
         Some(Value::String(s)) if s.is_empty() => "-".to_owned(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => sonde_runtime::text::safe(s).into_owned(),
         Some(other) => other.to_string(),
     }
 }

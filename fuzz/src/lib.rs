@@ -160,14 +160,14 @@ pub fn hello(spool_id: u64) -> Vec<u8> {
 }
 
 /// An encoded batch of pings from acme's agent: `n` addresses of
-/// 10.0.0.0/24, every seventh lost, sent `age_s` seconds ago.
-pub fn ping_batch(batch_seq: u64, n: u8, age_s: i64) -> Vec<u8> {
+/// `net`.0/24, every seventh lost, sent `age_s` seconds ago.
+pub fn ping_batch(batch_seq: u64, net: &str, n: u8, age_s: i64) -> Vec<u8> {
     let now = sonde_runtime::clock::unix_nanos() - age_s * 1_000_000_000;
     let records = (1..=n)
         .map(|i| Record {
             kind: Some(record::Kind::Ping(PingResult {
-                target: "10.0.0.0/24".into(),
-                address: format!("10.0.0.{i}"),
+                target: format!("{net}.0/24"),
+                address: format!("{net}.{i}"),
                 sent_unix_nanos: now,
                 rtt_nanos: if i % 7 == 0 {
                     0
@@ -194,9 +194,17 @@ pub fn ping_batch(batch_seq: u64, n: u8, age_s: i64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// Gives the API something to answer with: a minute of acme's pings.
+/// Gives the API something to answer with: a minute of acme's pings, of
+/// its own prefix and of globex's (which globex does not trust acme for:
+/// none of it may reach globex's viewer).
 fn seed(h: &Harness) {
-    let messages = vec![hello(1), ping_batch(1, 20, 90), ping_batch(2, 20, 30)];
+    let messages = vec![
+        hello(1),
+        ping_batch(1, "10.0.0", 20, 90),
+        ping_batch(2, "10.0.0", 20, 30),
+        ping_batch(3, "10.9.0", 20, 90),
+        ping_batch(4, "10.9.0", 20, 30),
+    ];
     let (status, _) = call(
         h,
         session_request(peer("acme", Role::Agent, "a1"), &messages),

@@ -16,27 +16,35 @@ pub fn is_unsafe(c: char) -> bool {
         )
 }
 
-/// `s` with every unsafe character written as `\u{…}` (a backslash is
-/// left as it is: nothing here is parsed back).
+/// A value (a name, a comment, a table cell, a label) with every unsafe
+/// character, line breaks included, written as `\u{…}`: it stays on its
+/// line and cannot fake another. A backslash is left as it is: nothing
+/// here is parsed back.
 pub fn safe(s: &str) -> Cow<'_, str> {
-    escape(s, |c, out| {
+    escape(s, false, |c, out| {
+        let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+    })
+}
+
+/// A whole rendered text (lines built by the program) escaped as [`safe`]
+/// does, but for its own line breaks.
+pub fn safe_lines(s: &str) -> Cow<'_, str> {
+    escape(s, true, |c, out| {
         let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
     })
 }
 
 /// Serialised JSON with every unsafe character left in it (DEL, C1,
 /// bidi: `serde_json` writes them raw) written as a JSON `\uXXXX` escape;
-/// the document means the same.
+/// the document means the same (its line breaks are outside strings).
 pub fn safe_json(s: &str) -> Cow<'_, str> {
-    escape(s, |c, out| {
+    escape(s, true, |c, out| {
         let _ = write!(out, "\\u{:04x}", u32::from(c));
     })
 }
 
-fn escape(s: &str, write: impl Fn(char, &mut String)) -> Cow<'_, str> {
-    // Newlines of the document itself stay (JSON never has raw ones in
-    // strings; tables and messages are built with them).
-    let keep = |c: char| c == '\n' || !is_unsafe(c);
+fn escape(s: &str, lines: bool, write: impl Fn(char, &mut String)) -> Cow<'_, str> {
+    let keep = |c: char| (lines && c == '\n') || !is_unsafe(c);
     if s.chars().all(keep) {
         return Cow::Borrowed(s);
     }
@@ -60,8 +68,9 @@ mod tests {
         let hostile = "ok\u{1b}]0;owned\u{7}\u{1b}[2J\r\nfake line \u{202e}cod.exe \u{9b}31m é";
         assert_eq!(
             safe(hostile),
-            "ok\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{d}\nfake line \\u{202e}cod.exe \\u{9b}31m é"
+            "ok\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{d}\\u{a}fake line \\u{202e}cod.exe \\u{9b}31m é"
         );
+        assert_eq!(safe_lines("a\u{1b}\nb\r\n"), "a\\u{1b}\nb\\u{d}\n");
         assert!(matches!(safe("plain ünïcode → text"), Cow::Borrowed(_)));
         let json =
             serde_json::to_string(&serde_json::json!({"c": "a\u{7f}\u{202e}b\u{1b}"})).unwrap();

@@ -34,6 +34,8 @@ pub const MAX_STREAMS: usize = 64;
 pub const MAX_PER_IDENTITY: usize = 8;
 /// … of them for the members of one tenant.
 pub const MAX_PER_TENANT: usize = 32;
+/// Time between two frames: the default probe interval.
+pub const TICK: Duration = Duration::from_secs(1);
 
 /// The open streams, by identity and tenant.
 #[derive(Debug, Default)]
@@ -111,8 +113,6 @@ impl Drop for Slot {
         }
     }
 }
-/// Time between two frames: the default probe interval.
-pub const TICK: Duration = Duration::from_secs(1);
 
 /// What one stream remembers between frames.
 struct Cursor {
