@@ -201,10 +201,19 @@ impl Correlator {
         }
     }
 
-    /// Uses `tenancy` for what is attributed from now on (a reload);
-    /// open outages keep their members until they recover.
-    pub fn set_tenancy(&mut self, tenancy: Arc<Tenancy>) {
+    /// Uses `tenancy` from now on (a reload). Series down now are looked
+    /// at again, so a tenant that newly sees them (it was granted their
+    /// prefix or came to trust their agent) gets its outage at once, not
+    /// at their next failure; open outages keep their members until they
+    /// recover.
+    pub fn set_tenancy(&mut self, tenancy: Arc<Tenancy>, book: &Book) {
         self.tenancy = tenancy;
+        self.pending.extend(
+            book.series
+                .iter()
+                .filter(|s| s.outage.open().is_some())
+                .map(|s| s.id),
+        );
     }
 
     /// A series' outage started.

@@ -372,12 +372,12 @@ impl Analyzer {
             return;
         }
         self.tenancy = tenancy;
-        self.correlator.set_tenancy(self.tenancy.clone());
-        self.logged.clear();
         let book = self.book.clone();
         let book = book
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.correlator.set_tenancy(self.tenancy.clone(), &book);
+        self.logged.clear();
         self.log_untrusted(book.series.iter());
     }
 

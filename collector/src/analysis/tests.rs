@@ -586,16 +586,19 @@ fn outage_starts(store: &Store) -> Vec<(String, String, String)> {
 }
 
 fn tenancy_config(globex_trusts: &str) -> tokio::sync::watch::Receiver<Arc<crate::Config>> {
+    tokio::sync::watch::channel(Arc::new(tenancy_config_text(globex_trusts))).1
+}
+
+fn tenancy_config_text(globex_trusts: &str) -> crate::Config {
     let text = format!(
         "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n\
          [access]\noperator-tenants = [\"noc\"]\n\
          [[tenant]]\nname = \"acme\"\nprefixes = [\"10.7.0.0/24\"]\n\
          [[tenant]]\nname = \"globex\"\nprefixes = [\"10.7.1.0/24\"]\ntrust = [{globex_trusts}]\n"
     );
-    let config: crate::Config = sonde_runtime::config::Source::from_text(Path::new("t.toml"), text)
+    sonde_runtime::config::Source::from_text(Path::new("t.toml"), text)
         .parse()
-        .unwrap();
-    tokio::sync::watch::channel(Arc::new(config)).1
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -674,4 +677,51 @@ async fn an_operator_agent_counts_for_every_tenant_granted() {
         .filter(|e| e.kind == EventKind::OutageEnd)
         .count();
     assert_eq!(ends, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_adds_trust_reaches_an_outage_already_open() {
+    // acme's three agents lose globex's hosts; globex does not trust
+    // acme yet. Mid-outage the operator adds the trust and reloads: globex
+    // gets its outage at once (not at the hosts' next failure), dated
+    // from the start, and its end.
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(tenancy_config_text("")));
+    let mut an = analyzer(&store, Settings::default()).with_config(rx);
+    let mut targets = hosts("10.7.1", 1..11);
+    targets.extend(hosts("10.7.0", 1..11));
+    let plan = vec![
+        ("acme", "a1", targets.clone()),
+        ("acme", "a2", targets.clone()),
+        ("acme", "a3", targets),
+    ];
+    let lost = |t0: i64| {
+        move |_: &str, t: &str, r: i64| {
+            t.starts_with("10.7.1.")
+                && t.rsplit('.').next().unwrap().parse::<u32>().unwrap() <= 8
+                && (5 - t0..25 - t0).contains(&r)
+        }
+    };
+    feed_tenants(&mut an, T0, 20, &plan, &lost(0));
+    an.checkpoint().unwrap();
+    let prefix = |t: &str| (t.to_owned(), "prefix".to_owned(), "10.7.1.0/24".to_owned());
+    assert_eq!(outage_starts(&store), [prefix("acme")]);
+    tx.send_replace(Arc::new(tenancy_config_text("\"acme\"")));
+    an.follow_config(false);
+    feed_tenants(&mut an, T0 + 20 * S, 20, &plan, &lost(20));
+    an.checkpoint().unwrap();
+    let mut starts = outage_starts(&store);
+    starts.sort();
+    assert_eq!(starts, [prefix("acme"), prefix("globex")]);
+    let globex_start = events(&store)
+        .into_iter()
+        .find(|e| e.kind == EventKind::OutageStart && e.tenant == "globex")
+        .unwrap();
+    assert_eq!(globex_start.detail["start_ms"], (T0 + 5 * S) / 1_000_000);
+    let ends: Vec<String> = events(&store)
+        .into_iter()
+        .filter(|e| e.kind == EventKind::OutageEnd)
+        .map(|e| e.tenant)
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
 }
