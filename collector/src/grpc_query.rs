@@ -330,6 +330,7 @@ impl QueryService for Queries {
                 duration_s: o.duration_s,
                 lost: o.lost,
                 detail_json: o.detail.to_string(),
+                tenant: o.tenant,
             })
             .collect();
         Ok(Response::new(pb::ListOutagesResponse { outages }))

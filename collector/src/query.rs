@@ -507,6 +507,9 @@ pub fn history(
 #[derive(Debug, Clone, Serialize)]
 pub struct OutageView {
     pub id: i64,
+    /// The tenant whose correlation found it (operators see every
+    /// tenant's; empty for outages recorded before 0.2).
+    pub tenant: String,
     pub scope: String,
     pub subject: String,
     pub start_ms: i64,
@@ -553,19 +556,22 @@ pub fn outages(
         .into_iter()
         .filter(|(_, _, tenant, ..)| access.all || *tenant == access.tenant)
         .take(limit as usize)
-        .map(|(id, scope, _, subject, start_ns, end_ns, lost, detail)| {
-            #[allow(clippy::cast_precision_loss)]
-            OutageView {
-                id,
-                scope,
-                subject,
-                start_ms: start_ns.div_euclid(1_000_000),
-                end_ms: end_ns.map(|e| e.div_euclid(1_000_000)),
-                duration_s: end_ns.map(|e| (e - start_ns) as f64 / 1e9),
-                lost,
-                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-            }
-        })
+        .map(
+            |(id, scope, tenant, subject, start_ns, end_ns, lost, detail)| {
+                #[allow(clippy::cast_precision_loss)]
+                OutageView {
+                    id,
+                    tenant,
+                    scope,
+                    subject,
+                    start_ms: start_ns.div_euclid(1_000_000),
+                    end_ms: end_ns.map(|e| e.div_euclid(1_000_000)),
+                    duration_s: end_ns.map(|e| (e - start_ns) as f64 / 1e9),
+                    lost,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                }
+            },
+        )
         .collect())
 }
 

@@ -201,6 +201,7 @@ fn outages_table(v: &Value) -> String {
         .map(|o| {
             vec![
                 table::cell(o.get("id")),
+                table::cell(o.get("tenant")),
                 table::cell(o.get("scope")),
                 table::cell(o.get("subject")),
                 table::time_ms(o.get("start_ms")),
@@ -214,7 +215,9 @@ fn outages_table(v: &Value) -> String {
         })
         .collect();
     table::render(
-        &["ID", "SCOPE", "SUBJECT", "START", "END", "DURATION", "LOST"],
+        &[
+            "ID", "TENANT", "SCOPE", "SUBJECT", "START", "END", "DURATION", "LOST",
+        ],
         &rows,
     )
 }

@@ -462,6 +462,7 @@ async fn outage_events_reach_every_tenant_granted_the_prefix_that_trusts_the_age
         .map(|o| o["subject"].as_str().unwrap())
         .collect();
     assert_eq!(subjects, ["10.70.1.6"]);
+    assert_eq!(acme_outages["outages"][0]["tenant"], "acme");
     // initech is granted it too but does not trust globex: nothing.
     let initech = world.api(Some(&world.cert("initech", Role::Viewer, "iv")));
     assert_eq!(outages(initech.events().await), BTreeSet::new());
