@@ -193,7 +193,7 @@ impl AgentService for AgentSessions {
         tracing::info!(
             agent = %key,
             remote = %peer.remote,
-            version = %hello.agent_version,
+            version = %sonde_runtime::text::safe(&hello.agent_version),
             interval = ?interval,
             grace = ?grace,
             "agent session opened"
@@ -413,7 +413,9 @@ impl Stream {
         let results = sonde_proto::records::results(&batch.records);
         for r in &batch.records {
             if let Some(record::Kind::Gap(g)) = &r.kind {
-                tracing::warn!(agent = %self.key, dropped = g.dropped, reason = %g.reason, "agent reports a gap");
+                // The agent's own words: escaped for the log.
+                let reason = sonde_runtime::text::safe(&g.reason);
+                tracing::warn!(agent = %self.key, dropped = g.dropped, reason = %reason, "agent reports a gap");
             }
         }
         let (k, spool_id, seq) = (self.key.clone(), self.spool_id, batch.batch_seq);
