@@ -725,3 +725,38 @@ async fn a_reload_that_adds_trust_reaches_an_outage_already_open() {
         .collect();
     assert_eq!(ends.len(), 2, "{ends:?}");
 }
+
+#[test]
+fn an_outage_open_when_upgrading_from_schema_7_is_ended_once() {
+    // Made by this version, then turned back into what version 7 kept:
+    // membership in `series.outage_group`, no `outage_members`, an outage
+    // without a tenant for a target outage.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let plan = [("a1", hosts("10.6.2", 1..3)), ("a2", hosts("10.6.2", 1..3))];
+    let down = |_: &str, t: &str, r: i64| t == "10.6.2.1" && r >= 5;
+    feed(&mut an, T0, 20, &plan, &down);
+    an.checkpoint().unwrap();
+    drop(an);
+    store
+        .with(|c| {
+            c.execute_batch(
+                "UPDATE series SET outage_group =
+                     (SELECT outage_id FROM outage_members m WHERE m.series_id = series.id);
+                 DROP TABLE outage_members;
+                 UPDATE outages SET tenant = '';
+                 PRAGMA user_version = 7;",
+            )
+        })
+        .unwrap();
+    drop(store);
+    let store = Store::open_dir(dir.path()).unwrap();
+    let mut again = analyzer(&store, Settings::default());
+    feed(&mut again, T0 + 20 * S, 10, &plan, &|_, _, _| false);
+    again.checkpoint().unwrap();
+    assert_eq!(outage_events(&store), start_and_end("target", "10.6.2.1"));
+    let end = end_event(&store);
+    assert_eq!(end.tenant, "acme");
+    assert_eq!(end.detail["series"], 2);
+}
