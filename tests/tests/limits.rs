@@ -340,6 +340,21 @@ async fn a_session_without_hello_is_refused_and_a_second_replaces_the_first() {
         .await;
 }
 
+/// Eight live streams (the per-certificate limit) for each viewer `names`
+/// of `tenant`, all admitted.
+async fn fill_streams(world: &World, tenant: &str, names: &[&str]) -> Vec<reqwest::Response> {
+    let mut open = Vec::new();
+    for name in names {
+        let cert = world.cert(tenant, Role::Viewer, name);
+        for _ in 0..8 {
+            let r = live_stream(world, &cert).await;
+            assert_eq!(r.status(), 200, "{tenant}/{name}");
+            open.push(r);
+        }
+    }
+    open
+}
+
 /// An HTTP/2 connection takes 64 concurrent streams (what the collector
 /// advertises in its SETTINGS), and live streams are capped at 8 per
 /// certificate and 32 per tenant (429 naming the limit; another tenant
@@ -407,14 +422,7 @@ async fn http2_streams_and_live_streams_are_capped() {
     );
     drop(frames);
     // One tenant: 32 streams over four certificates, the next is 429.
-    for name in ["v1", "v2", "v3"] {
-        let cert = world.cert("acme", Role::Viewer, name);
-        for _ in 0..8 {
-            let r = live_stream(&world, &cert).await;
-            assert_eq!(r.status(), 200, "{name}");
-            open.push(r);
-        }
-    }
+    open.extend(fill_streams(&world, "acme", &["v1", "v2", "v3"]).await);
     let fifth = world.cert("acme", Role::Viewer, "v4");
     let refused = live_stream(&world, &fifth).await;
     assert_eq!(refused.status(), 429);
@@ -424,14 +432,7 @@ async fn http2_streams_and_live_streams_are_capped() {
         "{body}"
     );
     // All together: 64, the 65th is 503 naming the cap.
-    for name in ["g1", "g2", "g3", "g4"] {
-        let cert = world.cert("globex", Role::Viewer, name);
-        for _ in 0..8 {
-            let r = live_stream(&world, &cert).await;
-            assert_eq!(r.status(), 200, "{name}");
-            open.push(r);
-        }
-    }
+    open.extend(fill_streams(&world, "globex", &["g1", "g2", "g3", "g4"]).await);
     let initech = world.cert("initech", Role::Viewer, "i1");
     let refused = live_stream(&world, &initech).await;
     assert_eq!(refused.status(), 503);
