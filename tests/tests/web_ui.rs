@@ -5,7 +5,8 @@
 //! Targets live in a namespace the test creates (`tgt`, reached through
 //! the test's own veth `198.18.86.1/30`): `198.18.90.1–20` answer, `.21–30`
 //! do not, `.40` answers but is probed only once an admin adds it through
-//! the UI; `198.18.91.5` belongs to the other tenant (globex). The browser
+//! the UI; `198.18.91.5` belongs to the other tenant (globex), whose own
+//! agent probes it (acme would see it if acme's agent did). The browser
 //! scenario itself is `tests/ui/e2e.mjs` (what it checks is listed there);
 //! screenshots are written to `target/ui-artifacts/`.
 
@@ -106,13 +107,27 @@ async fn browser_grids_detail_replay_and_target_management() {
     );
     let mut collector = world.start_collector(&[]).await;
     let cert = world.cert("acme", Role::Agent, "a1");
-    let probes = "[[ping]]\ntargets = [\"198.18.90.0/27\", \"198.18.91.5\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+    let probes = "[[ping]]\ntargets = [\"198.18.90.0/27\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
                   [metrics]\ninterval = \"2s\"\n[ports]\ninterval = \"2s\"\n";
     world.agent_config("a1", &cert, &format!("{probes}{}", no_public_ip(probes)));
     let mut agent = world.start_agent("a1", &[]);
+    let theirs = "[[ping]]\ntargets = [\"198.18.91.5\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n";
+    let g1 = world.cert("globex", Role::Agent, "g1");
+    world.agent_config("g1", &g1, &format!("{theirs}{}", no_public_ip(theirs)));
+    let mut globex_agent = world.start_agent("g1", &[]);
     let (_, viewer_p12, viewer_pass) = world.browser_cert("acme", Role::Viewer, "vic");
     let admin = world.cert("acme", Role::Admin, "ann");
     let api = world.api(Some(&world.cert("acme", Role::Viewer, "v")));
+    let globex = world.api(Some(&world.cert("globex", Role::Viewer, "gv")));
+    eventually(
+        "globex's agent measures 198.18.91.5",
+        Duration::from_secs(30),
+        || async {
+            let v = globex.ok("/api/v1/targets?prefix=198.18.91.5/32").await;
+            (v["targets"][0]["state"] == "up").then_some(())
+        },
+    )
+    .await;
     eventually(
         "results for 198.18.90.7",
         Duration::from_secs(30),
@@ -172,12 +187,14 @@ async fn browser_grids_detail_replay_and_target_management() {
     // The UI's change reached the running agent through a config update.
     let log = agent.log_text();
     assert!(agent.running(), "agent exited:\n{log}");
+    assert!(globex_agent.running(), "globex's agent exited");
     assert!(
         log.matches("ICMP target set applied").count() >= 2,
         "the agent never applied the added target:\n{log}"
     );
     collector.terminate();
     agent.terminate();
+    globex_agent.terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
