@@ -12,6 +12,9 @@
 //! the role is checked before the resource, so a viewer's change is 403
 //! whatever it names; naming another tenant is 403; another tenant's
 //! definition or silence by ID is 404 (its existence is not revealed).
+//! A second table adds who measures: a viewer sees its own agents'
+//! series everywhere, trusted and operator tenants' agents' in its
+//! grants only, and nothing of an untrusted tenant's agents.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -398,4 +401,167 @@ fn code<T>(r: Result<T, tonic::Status>) -> String {
         Ok(_) => "Ok".into(),
         Err(s) => format!("{:?}", s.code()),
     }
+}
+
+/// The measuring agents: tenant, name, last octet of what they probe.
+const AGENTS: [(&str, &str, u8); 4] = [
+    ("acme", "a1", 1),
+    ("initech", "i1", 2),
+    ("noc", "n1", 3),
+    ("globex", "g1", 4),
+];
+
+/// A collector with acme (trusting initech), globex and initech, the noc
+/// operator tenant, and one agent of each probing acme's, globex's,
+/// initech's and nobody's prefix; returns once all 16 series have data.
+async fn measured_world() -> (World, Vec<sonde_tests::Proc>) {
+    let world = World::new();
+    world.collector_config(
+        "[access]\noperator-tenants = [\"noc\"]\n\
+         [[tenant]]\nname = \"acme\"\nprefixes = [\"127.0.0.0/24\"]\ntrust = [\"initech\"]\n\
+         [[tenant]]\nname = \"globex\"\nprefixes = [\"127.0.1.0/24\"]\n\
+         [[tenant]]\nname = \"initech\"\nprefixes = [\"127.0.2.0/24\"]\n",
+    );
+    let mut procs = vec![world.start_collector(&[]).await];
+    // Each agent probes acme's, globex's, initech's and nobody's prefix;
+    // the last octet tells the agents apart.
+    let agents = [
+        ("acme", "a1", 1),
+        ("initech", "i1", 2),
+        ("noc", "n1", 3),
+        ("globex", "g1", 4),
+    ];
+    for (tenant, name, host) in agents {
+        let cert = world.cert(tenant, Role::Agent, name);
+        let targets: Vec<String> = [0, 1, 2, 9]
+            .iter()
+            .map(|net| format!("\"127.0.{net}.{host}\""))
+            .collect();
+        world.agent_config(
+            name,
+            &cert,
+            &format!(
+                "[heartbeat]\ninterval = \"500ms\"\n\
+                 [[ping]]\ntargets = [{}]\ninterval = \"500ms\"\ntimeout = \"200ms\"\n",
+                targets.join(", ")
+            ),
+        );
+        procs.push(world.start_agent(name, &[]));
+    }
+    let noc = world.api(Some(&world.cert("noc", Role::Viewer, "nv")));
+    eventually("every agent's four series", WAIT, || async {
+        let v = noc.ok("/api/v1/targets?limit=1000").await;
+        (v["targets"].as_array()?.len() == 16).then_some(())
+    })
+    .await;
+    (world, procs)
+}
+
+/// `Y` when the series of `agent` (of `tenant`) to `address` answers 200
+/// and is listed, `.` when it answers 404 exactly as a series that does
+/// not exist and is not listed, else `?`.
+async fn seen_series(api: &Api, agent: &str, tenant: &str, address: &str, listed: bool) -> char {
+    let path = format!("/api/v1/series/{agent}/{address}?tenant={tenant}");
+    let (status, body) = api.get(&path).await.unwrap();
+    match (status, listed) {
+        (200, true) => 'Y',
+        (404, false) => {
+            let absent = format!("/api/v1/series/{agent}/127.0.99.99?tenant={tenant}");
+            let (_, none) = api.get(&absent).await.unwrap();
+            let same = body["error"].as_str().unwrap()
+                == none["error"]
+                    .as_str()
+                    .unwrap()
+                    .replace("127.0.99.99", address);
+            if same { '.' } else { '?' }
+        }
+        _ => '?',
+    }
+}
+
+/// The measurer dimension of the tenancy policy (`collector/src/access.rs`):
+/// which agent measures (the viewer's own, a trusted tenant's, an operator
+/// tenant's, an untrusted tenant's) × where (the viewer's granted prefix,
+/// another tenant's prefix, nobody's). acme trusts initech; nobody trusts
+/// globex; noc is the operator tenant. Each series is asked for by path
+/// (200 or 404) and looked for in the targets list and the grids; a hidden
+/// series must answer exactly as one that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_viewer_sees_follows_who_measures_and_where() {
+    let (world, procs) = measured_world().await;
+    // Rows: (agent, measurer, host); columns: the prefixes 0 (acme), 1
+    // (globex), 2 (initech), 9 (nobody). `Y` seen, `.` hidden.
+    let want: [(&str, [(&str, &str); 4]); 3] = [
+        // acme: own agent everywhere; initech's (trusted) and noc's in
+        // acme's prefix only; globex's nowhere.
+        (
+            "acme",
+            [
+                ("a1", "YYYY"),
+                ("i1", "Y..."),
+                ("n1", "Y..."),
+                ("g1", "...."),
+            ],
+        ),
+        // globex trusts nobody but the operators.
+        (
+            "globex",
+            [
+                ("a1", "...."),
+                ("i1", "...."),
+                ("n1", ".Y.."),
+                ("g1", "YYYY"),
+            ],
+        ),
+        (
+            "initech",
+            [
+                ("a1", "...."),
+                ("i1", "YYYY"),
+                ("n1", "..Y."),
+                ("g1", "...."),
+            ],
+        ),
+    ];
+    let mut got = String::new();
+    let mut expected = String::new();
+    for (viewer, rows) in want {
+        let api = world.api(Some(&world.cert(viewer, Role::Viewer, "v")));
+        let listed: Vec<(String, String)> = api.ok("/api/v1/targets?limit=1000").await["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["agent"].as_str().unwrap().to_owned(),
+                    t["address"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        for (agent, cells) in rows {
+            let (tenant, _, host) = AGENTS.iter().find(|a| a.1 == agent).unwrap();
+            let mut line = String::new();
+            for net in [0, 1, 2, 9] {
+                let address = format!("127.0.{net}.{host}");
+                let in_list = listed.contains(&(agent.to_owned(), address.clone()));
+                let seen = seen_series(&api, agent, tenant, &address, in_list).await;
+                line.push(seen);
+            }
+            let _ = writeln!(got, "{viewer:8} {agent}: {line}");
+            let _ = writeln!(expected, "{viewer:8} {agent}: {cells}");
+        }
+        // The grid of globex's prefix agrees with the rows above.
+        let monitored = match api.get("/api/v1/prefixes/127.0.1.0/24").await.unwrap() {
+            (200, grid) => grid["monitored"].as_u64().unwrap(),
+            (status, _) => {
+                assert_eq!(status, 403, "{viewer}");
+                0
+            }
+        };
+        let _ = writeln!(got, "{viewer:8} grid 127.0.1.0/24: {monitored}");
+        let want_grid = rows.iter().filter(|(_, c)| c.as_bytes()[1] == b'Y').count();
+        let _ = writeln!(expected, "{viewer:8} grid 127.0.1.0/24: {want_grid}");
+    }
+    assert_eq!(got, expected, "\nwant:\n{expected}\ngot:\n{got}");
+    drop(procs);
 }
