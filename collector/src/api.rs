@@ -704,6 +704,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let f = |v: u64| v as f64;
     let i = &shared.ingest;
     let a = &shared.analysis.stats;
+    let series_in_memory = u64::try_from(shared.analysis.read().len()).unwrap_or(u64::MAX);
     let refused = &shared.refusals;
     let certs = &shared.certificates;
     #[allow(clippy::cast_precision_loss)]
@@ -816,6 +817,24 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             kind: "counter",
             help: "Route changes detected.",
             value: f(a.route_changes.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_series",
+            kind: "gauge",
+            help: "Series held in memory by the analysis.",
+            value: f(series_in_memory),
+        },
+        Sample {
+            name: "sonde_collector_series_retired_total",
+            kind: "counter",
+            help: "Series that left memory (no definition makes them, no results).",
+            value: f(a.retired.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_results_unanalysed_total",
+            kind: "counter",
+            help: "Results not analysed because their tenant is at its max-series.",
+            value: f(a.refused.load(Relaxed)),
         },
     ];
     if let Some(e) = export {

@@ -170,6 +170,7 @@ async fn prune_log(
 /// Loads the analysis state and starts its task.
 async fn start_analysis(
     config: &watch::Receiver<Arc<Config>>,
+    targets: &targets::Published,
     store: &Store,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
@@ -178,10 +179,10 @@ async fn start_analysis(
         let c = config.borrow();
         (c.analysis, c.retention.aggregates)
     };
-    let (s, rx) = (store.clone(), config.clone());
+    let (s, rx, defs) = (store.clone(), config.clone(), targets.subscribe());
     let analyzer = tokio::task::spawn_blocking(move || {
         analysis::Analyzer::load(&s, settings, analysis::Clock::new())
-            .map(|a| a.with_retention(keep).with_config(rx))
+            .map(|a| a.with_retention(keep).with_config(rx).with_targets(defs))
     })
     .await
     .map_err(|e| StoreError::Join(e.to_string()))??;
@@ -348,7 +349,9 @@ impl Collector {
         });
         let export = spawn_consumers(&config, &store, &shutdown, &mut tasks)?;
         let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
-        let analysis = start_analysis(&settings_rx, &store, &shutdown, &mut tasks).await?;
+        let managed = watch::Sender::new(Arc::new(managed));
+        let analysis =
+            start_analysis(&settings_rx, &managed, &store, &shutdown, &mut tasks).await?;
         let shared = Arc::new(Shared {
             store,
             liveness,
@@ -359,7 +362,7 @@ impl Collector {
             analysis,
             ingest: metrics::Ingest::default(),
             alert: alert::Handle::new(analysis::Clock::new()),
-            targets: watch::Sender::new(Arc::new(managed)),
+            targets: managed,
             live_slots: Arc::default(),
             refusals: Arc::default(),
             certificates: Arc::default(),

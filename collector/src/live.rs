@@ -61,7 +61,7 @@ fn by_prefix<'a>(
     access: &Access,
 ) -> BTreeMap<IpNet, BTreeMap<IpAddr, Vec<&'a Series>>> {
     let mut out: BTreeMap<IpNet, BTreeMap<IpAddr, Vec<&Series>>> = BTreeMap::new();
-    for s in book.series.iter().filter(|s| access.sees_series(s)) {
+    for s in book.iter().filter(|s| access.sees_series(s)) {
         if let Some(a) = s.address {
             out.entry(prefix_of(a))
                 .or_default()

@@ -122,7 +122,7 @@ pub fn targets(
 ) -> (Vec<TargetView>, Option<i64>) {
     let mut out = Vec::new();
     let mut more = false;
-    for s in book.series.iter().filter(|s| s.id > f.after) {
+    for s in book.after(f.after) {
         if !access.sees_series(s)
             || f.agent.as_ref().is_some_and(|a| *a != s.key.agent)
             || f.probe.is_some_and(|p| p != s.key.probe)
@@ -152,7 +152,7 @@ pub fn find_series(
     probe: Option<Probe>,
 ) -> Result<Series, QueryError> {
     let what = format!("agent {agent:?} of {tenant:?} to {target:?}");
-    let mut matching = book.series.iter().filter(|s| {
+    let mut matching = book.iter().filter(|s| {
         s.key.tenant == tenant
             && s.key.agent == agent
             && s.key.target == target
@@ -186,7 +186,7 @@ pub struct PrefixView {
 pub fn prefixes(book: &Book, access: &Access) -> Vec<PrefixView> {
     let mut per: BTreeMap<IpNet, BTreeMap<IpAddr, (usize, usize)>> = BTreeMap::new();
     let mut series = BTreeMap::<IpNet, usize>::new();
-    for s in book.series.iter().filter(|s| access.sees_series(s)) {
+    for s in book.iter().filter(|s| access.sees_series(s)) {
         let Some(a) = s.address else { continue };
         let p = prefix_of(a);
         let e = per.entry(p).or_default().entry(a).or_default();
@@ -355,7 +355,7 @@ pub fn grid(book: &Book, access: &Access, prefix: IpNet, now_ns: i64) -> Result<
         return Err(QueryError::PrefixForbidden(prefix));
     }
     let mut by_addr: BTreeMap<IpAddr, Vec<&Series>> = BTreeMap::new();
-    for s in &book.series {
+    for s in book.iter() {
         if let Some(a) = s
             .address
             .filter(|a| prefix.contains(a) && access.sees_series(s))

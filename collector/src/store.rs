@@ -369,6 +369,8 @@ const MIGRATIONS: &[&str] = &[
     crate::targets::MIGRATION,
     // 8: outage membership per tenant.
     crate::analysis::persist::MIGRATION_MEMBERS,
+    // 9: series that no managed definition makes any more.
+    crate::analysis::persist::MIGRATION_ORPHANS,
 ];
 
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`

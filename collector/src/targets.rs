@@ -159,6 +159,38 @@ impl Spec {
     pub fn runs_on(&self, agent: &str) -> bool {
         self.agents.is_empty() || self.agents.iter().any(|a| a == agent)
     }
+
+    /// Whether the series (`agent`, `probe`, series `target`) is one the
+    /// definition makes (see `observation.rs` for series targets: a range
+    /// makes one per address, with the port for TCP).
+    pub fn covers(&self, agent: &str, probe: Probe, target: &str) -> bool {
+        if self.kind != probe || !self.runs_on(agent) {
+            return false;
+        }
+        let Ok(Target::Range(net)) = self.target.parse::<Target>() else {
+            return self.series_target() == target;
+        };
+        let address = match self.port.filter(|_| probe == Probe::Tcp) {
+            Some(port) => match sonde_runtime::target::split_host(target) {
+                Some((host, p)) if p == port.to_string() => host,
+                _ => return false,
+            },
+            None => target,
+        };
+        address.parse::<IpAddr>().is_ok_and(|a| net.contains(&a))
+    }
+}
+
+/// Whether an enabled definition of `tenant` in `all` makes the series.
+pub fn covered(
+    all: &[ManagedTarget],
+    tenant: &str,
+    agent: &str,
+    probe: Probe,
+    target: &str,
+) -> bool {
+    all.iter()
+        .any(|t| t.enabled && t.tenant == tenant && t.spec.covers(agent, probe, target))
 }
 
 /// One probe section of `kind` for `target`, parsed and validated as a

@@ -209,8 +209,7 @@ impl Correlator {
     pub fn set_tenancy(&mut self, tenancy: Arc<Tenancy>, book: &Book) {
         self.tenancy = tenancy;
         self.pending.extend(
-            book.series
-                .iter()
+            book.iter()
                 .filter(|s| s.outage.open().is_some())
                 .map(|s| s.id),
         );
@@ -235,6 +234,15 @@ impl Correlator {
         if self.pending.contains(&id) {
             self.attribute(book, t, now_ns, &[id], out);
         }
+        for key in self.member_of.remove(&id).unwrap_or_default() {
+            self.leave(book, &key, id, ended, out);
+        }
+    }
+
+    /// Series `id` leaves memory (`retire.rs`): it is not attributed any
+    /// more, and leaves its outages as if it recovered with `ended`.
+    pub fn forget(&mut self, book: &Book, id: i64, ended: &Outage, out: &mut Output) {
+        self.pending.remove(&id);
         for key in self.member_of.remove(&id).unwrap_or_default() {
             self.leave(book, &key, id, ended, out);
         }
@@ -410,7 +418,7 @@ impl Correlator {
             let same = |o: &&Series| counted(o) && o.key.probe == s.key.probe && subject(o) == subj;
             let (probing, failing) = match s.address {
                 Some(a) => count_down(book.in_prefix(&prefix_of(a)).filter(same), down),
-                None => count_down(book.series.iter().filter(same), down),
+                None => count_down(book.iter().filter(same), down),
             };
             let cause = if failing >= t.target_agents || failing == probing {
                 Cause::Target(subj)

@@ -13,10 +13,11 @@ pub mod bucket;
 pub mod correlate;
 pub mod outage;
 pub mod persist;
+pub mod retire;
 pub mod route;
 pub mod series;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ use crate::observation::{Observation, Probe, observe};
 use crate::store::{AgentKey, EventKind, LogKind, LoggedBatch, Store, StoreError, now_ms};
 use correlate::{Correlator, Thresholds};
 use persist::{NewEvent, OutageRow};
+use retire::Retirement;
 use series::{Deltas, Series, SeriesKey};
 
 /// The analysis' cursor name in the store.
@@ -54,6 +56,10 @@ pub struct Settings {
     /// How often analysis state is made durable.
     #[serde(default = "default_checkpoint", with = "humantime_serde")]
     pub checkpoint: Duration,
+    /// How long a series that no managed definition makes any more stays
+    /// in memory without results (`retire.rs`).
+    #[serde(default = "default_retire_after", with = "humantime_serde")]
+    pub retire_after: Duration,
 }
 
 fn default_route_confirm() -> u32 {
@@ -61,6 +67,9 @@ fn default_route_confirm() -> u32 {
 }
 fn default_checkpoint() -> Duration {
     Duration::from_secs(1)
+}
+fn default_retire_after() -> Duration {
+    Duration::from_secs(120)
 }
 
 impl Default for Settings {
@@ -70,57 +79,133 @@ impl Default for Settings {
             route_confirm: default_route_confirm(),
             correlation: Thresholds::default(),
             checkpoint: default_checkpoint(),
+            retire_after: default_retire_after(),
         }
     }
 }
 
-/// Every series, indexed by agent (then probe kind and target) and by
-/// /24 (/64); ids are positions + 1.
+/// Every series in memory, by id, indexed by agent (then probe kind and
+/// target) and by /24 (/64), with a count per tenant (for `max-series`).
+/// Series that left memory (`retire.rs`) keep their row and history in
+/// the store and their id; they come back with both when results arrive.
 #[derive(Debug, Default)]
 pub struct Book {
-    pub series: Vec<Series>,
-    /// Positions by agent, probe kind and target: the agent is looked up
-    /// once per batch, a result's series with its target alone.
-    by_agent: HashMap<AgentKey, HashMap<Probe, HashMap<String, usize>>>,
-    /// Series positions by the prefix of their address (a series whose
-    /// address moved is listed under each prefix it had; readers check).
-    by_prefix: HashMap<ipnet::IpNet, Vec<usize>>,
+    series: BTreeMap<i64, Series>,
+    /// Ids by agent, probe kind and target: the agent is looked up once
+    /// per batch, a result's series with its target alone.
+    by_agent: HashMap<AgentKey, HashMap<Probe, HashMap<String, i64>>>,
+    /// Series ids by the prefix of their address (a series whose address
+    /// moved is listed under each prefix it had; readers check).
+    by_prefix: HashMap<ipnet::IpNet, Vec<i64>>,
+    per_tenant: HashMap<String, usize>,
+    /// The id the next new series gets.
+    next_id: i64,
 }
 
 impl Book {
-    fn from_series(series: Vec<Series>) -> Self {
+    fn from_series(series: Vec<Series>, next_id: i64) -> Self {
         let mut book = Self {
-            series,
+            next_id,
             ..Self::default()
         };
-        for i in 0..book.series.len() {
-            let key = &book.series[i].key;
-            book.by_agent
-                .entry(AgentKey {
-                    tenant: key.tenant.clone(),
-                    name: key.agent.clone(),
-                })
-                .or_default()
-                .entry(key.probe)
-                .or_default()
-                .insert(key.target.clone(), i);
-            book.index_prefix(i, false);
+        for s in series {
+            book.insert(s, false);
         }
         book
     }
 
-    /// Lists series `i` under its address's prefix; `moved` says it may
-    /// be listed there already (its address changed back).
-    fn index_prefix(&mut self, i: usize, moved: bool) {
-        if let Some(a) = self.series[i].address {
-            let list = self
-                .by_prefix
-                .entry(crate::observation::prefix_of(a))
-                .or_default();
-            if !(moved && list.contains(&i)) {
-                list.push(i);
+    /// Adds `s` and its indexes; `revived` says it may be listed under
+    /// its prefix already (it was in memory before).
+    fn insert(&mut self, s: Series, revived: bool) {
+        let id = s.id;
+        self.next_id = self.next_id.max(id + 1);
+        self.by_agent
+            .entry(AgentKey {
+                tenant: s.key.tenant.clone(),
+                name: s.key.agent.clone(),
+            })
+            .or_default()
+            .entry(s.key.probe)
+            .or_default()
+            .insert(s.key.target.clone(), id);
+        *self.per_tenant.entry(s.key.tenant.clone()).or_default() += 1;
+        let address = s.address;
+        self.series.insert(id, s);
+        if let Some(a) = address {
+            self.index_prefix(id, a, revived);
+        }
+    }
+
+    /// Takes series `id` and its index entries out of memory.
+    fn remove(&mut self, id: i64) -> Option<Series> {
+        let s = self.series.remove(&id)?;
+        let agent = AgentKey {
+            tenant: s.key.tenant.clone(),
+            name: s.key.agent.clone(),
+        };
+        if let Some(probes) = self.by_agent.get_mut(&agent) {
+            if let Some(targets) = probes.get_mut(&s.key.probe) {
+                targets.remove(&s.key.target);
+                if targets.is_empty() {
+                    probes.remove(&s.key.probe);
+                }
+            }
+            if probes.is_empty() {
+                self.by_agent.remove(&agent);
             }
         }
+        if let Some(n) = self.per_tenant.get_mut(&s.key.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_tenant.remove(&s.key.tenant);
+            }
+        }
+        if let Some(a) = s.address {
+            let p = crate::observation::prefix_of(a);
+            if let Some(list) = self.by_prefix.get_mut(&p) {
+                list.retain(|i| *i != id);
+                if list.is_empty() {
+                    self.by_prefix.remove(&p);
+                }
+            }
+        }
+        Some(s)
+    }
+
+    /// Lists series `id` under the prefix of `a`; `moved` says it may be
+    /// listed there already (its address changed back).
+    fn index_prefix(&mut self, id: i64, a: std::net::IpAddr, moved: bool) {
+        let list = self
+            .by_prefix
+            .entry(crate::observation::prefix_of(a))
+            .or_default();
+        if !(moved && list.contains(&id)) {
+            list.push(id);
+        }
+    }
+
+    /// Every series in memory, by id.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Series> + Clone {
+        self.series.values()
+    }
+
+    /// The series with an id above `id`, by id.
+    pub fn after(&self, id: i64) -> impl Iterator<Item = &Series> {
+        self.series.range(id.saturating_add(1)..).map(|(_, s)| s)
+    }
+
+    /// How many series are in memory.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// How many series of `tenant` are in memory.
+    pub fn count_of(&self, tenant: &str) -> usize {
+        self.per_tenant.get(tenant).copied().unwrap_or(0)
     }
 
     /// The series that have (or had) an address in the /24 (/64) `p`.
@@ -129,7 +214,7 @@ impl Book {
             .get(&crate::observation::prefix_of(p.addr()))
             .into_iter()
             .flatten()
-            .map(|i| &self.series[*i])
+            .filter_map(|id| self.series.get(id))
     }
 
     /// Every series of one agent.
@@ -139,18 +224,19 @@ impl Book {
             .into_iter()
             .flat_map(HashMap::values)
             .flat_map(HashMap::values)
-            .map(|i| &self.series[*i])
+            .filter_map(|id| self.series.get(id))
     }
 
     /// The series with id `id`.
     pub fn by_id(&self, id: i64) -> Option<&Series> {
-        usize::try_from(id - 1)
-            .ok()
-            .and_then(|i| self.series.get(i))
-            .filter(|s| s.id == id)
+        self.series.get(&id)
     }
 
-    fn position(&self, agent: &AgentKey, probe: Probe, target: &str) -> Option<usize> {
+    fn by_id_mut(&mut self, id: i64) -> Option<&mut Series> {
+        self.series.get_mut(&id)
+    }
+
+    fn id_of(&self, agent: &AgentKey, probe: Probe, target: &str) -> Option<i64> {
         self.by_agent.get(agent)?.get(&probe)?.get(target).copied()
     }
 
@@ -159,38 +245,35 @@ impl Book {
             tenant: key.tenant.clone(),
             name: key.agent.clone(),
         };
-        self.position(&agent, key.probe, &key.target)
-            .map(|i| &self.series[i])
+        self.id_of(&agent, key.probe, &key.target)
+            .and_then(|id| self.series.get(&id))
     }
 
-    /// The series of a result of `agent`, created (and indexed) on first
-    /// sight; `o`'s address is re-indexed when it moved.
-    fn entry(&mut self, agent: &AgentKey, o: &Observation<'_>, deltas: &mut Deltas) -> usize {
-        if let Some(i) = self.position(agent, o.probe, &o.target) {
-            if o.address.is_some() && o.address != self.series[i].address {
-                self.series[i].address = o.address;
-                self.index_prefix(i, true);
-            }
-            return i;
+    /// The series of a result of `agent` already in memory; `o`'s address
+    /// is re-indexed when it moved.
+    fn existing(&mut self, agent: &AgentKey, o: &Observation<'_>) -> Option<i64> {
+        let id = self.id_of(agent, o.probe, &o.target)?;
+        let s = self.series.get_mut(&id)?;
+        if let Some(a) = o.address.filter(|a| s.address != Some(*a)) {
+            s.address = Some(a);
+            self.index_prefix(id, a, true);
         }
-        let i = self.series.len();
-        let id = i64::try_from(i).unwrap_or(i64::MAX) + 1;
+        Some(id)
+    }
+
+    /// A new series for a result of `agent` (never seen, not in the
+    /// store).
+    fn create(&mut self, agent: &AgentKey, o: &Observation<'_>, deltas: &mut Deltas) -> i64 {
+        let id = self.next_id.max(1);
         let key = SeriesKey {
             tenant: agent.tenant.clone(),
             agent: agent.name.clone(),
             probe: o.probe,
             target: o.target.clone(),
         };
-        self.series.push(Series::new(id, key, o.address));
-        self.by_agent
-            .entry(agent.clone())
-            .or_default()
-            .entry(o.probe)
-            .or_default()
-            .insert(o.target.clone(), i);
-        self.index_prefix(i, false);
+        self.insert(Series::new(id, key, o.address), false);
         deltas.created.push(id);
-        i
+        id
     }
 }
 
@@ -238,6 +321,11 @@ pub struct Stats {
     pub outages_started: std::sync::atomic::AtomicU64,
     pub route_changes: std::sync::atomic::AtomicU64,
     pub position: std::sync::atomic::AtomicI64,
+    /// Results not analysed because their series would exceed its
+    /// tenant's `max-series` (or its stored state could not be read).
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Series that left memory (`retire.rs`).
+    pub retired: std::sync::atomic::AtomicU64,
 }
 
 /// What the API reads: the book, behind a lock the analyzer holds only
@@ -280,6 +368,13 @@ pub struct Analyzer {
     regrouped: BTreeSet<i64>,
     /// Untrusted cross-tenant measurements already logged (`access.rs`).
     logged: BTreeSet<(String, ipnet::IpNet, String)>,
+    /// The managed definitions, for which series are orphans.
+    targets: Option<tokio::sync::watch::Receiver<Arc<Vec<crate::targets::ManagedTarget>>>>,
+    retirement: Retirement,
+    /// Series idle past the retention, to retire at the next checkpoint.
+    stale: Vec<i64>,
+    /// Tenants whose `max-series` refused a new series (logged once).
+    capped: BTreeSet<String>,
 }
 
 /// How often aggregates past the retention are deleted.
@@ -289,17 +384,20 @@ impl Analyzer {
     /// Loads the analysis state from the store.
     pub fn load(store: &Store, settings: Settings, clock: Clock) -> Result<Self, StoreError> {
         let now = clock.now_ns();
-        let (series, position, next_outage, open) = store.with(|c| {
+        let (series, position, next_outage, open, next_series) = store.with(|c| {
             Ok((
                 persist::load(c, now)?,
                 crate::store::cursor_in(c, CURSOR)?,
                 persist::next_outage_id(c)?,
                 persist::open_outages(c)?,
+                persist::next_series_id(c)?,
             ))
         })?;
-        let book = Book::from_series(series);
+        let mut retirement = Retirement::new(settings.retire_after);
+        retirement.restore(series.iter().filter(|(_, o)| *o).map(|(s, _)| s.id));
+        let book = Book::from_series(series.into_iter().map(|(s, _)| s).collect(), next_series);
         let mut correlator = Correlator::new(next_outage);
-        for s in &book.series {
+        for s in book.iter() {
             if s.outage.open().is_some() {
                 correlator.down(s.id);
             }
@@ -307,7 +405,7 @@ impl Analyzer {
         let mut restored = correlate::Output::default();
         correlator.restore(open, &book, &mut restored);
         let mut newest: HashMap<AgentKey, i64> = HashMap::new();
-        for s in &book.series {
+        for s in book.iter() {
             if let Some(l) = &s.latest {
                 let agent = AgentKey {
                     tenant: s.key.tenant.clone(),
@@ -338,6 +436,10 @@ impl Analyzer {
             tenancy: Arc::default(),
             logged: BTreeSet::new(),
             regrouped: BTreeSet::new(),
+            targets: None,
+            retirement,
+            stale: Vec::new(),
+            capped: BTreeSet::new(),
         })
     }
 
@@ -378,7 +480,146 @@ impl Analyzer {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.correlator.set_tenancy(self.tenancy.clone(), &book);
         self.logged.clear();
-        self.log_untrusted(book.series.iter());
+        self.log_untrusted(book.iter());
+    }
+
+    /// Follows the managed definitions: series that only a removed one
+    /// made leave memory after `retire-after` without results.
+    #[must_use]
+    pub fn with_targets(
+        mut self,
+        targets: tokio::sync::watch::Receiver<Arc<Vec<crate::targets::ManagedTarget>>>,
+    ) -> Self {
+        self.targets = Some(targets);
+        self.follow_targets(true);
+        self
+    }
+
+    fn follow_targets(&mut self, first: bool) {
+        let Some(rx) = self.targets.as_mut() else {
+            return;
+        };
+        if !first && !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let defs = rx.borrow_and_update().clone();
+        let book = self.book.clone();
+        let book = book
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.retirement
+            .definitions(defs, &book, self.clock.now_ms());
+    }
+
+    /// The most series `tenant` may have in memory (operator tenants'
+    /// agents are the operator's own: not limited).
+    fn max_series(&self, tenant: &str) -> usize {
+        self.config.as_ref().map_or(usize::MAX, |rx| {
+            let c = rx.borrow();
+            if c.access.operator_tenants.iter().any(|t| t == tenant) {
+                usize::MAX
+            } else {
+                c.quotas(tenant).max_series
+            }
+        })
+    }
+
+    /// The series of result `o` of `agent`: in memory, back from the
+    /// store, or new; `None` when it would exceed the tenant's
+    /// `max-series` or its stored state cannot be read (counted, logged).
+    fn series_for(
+        &mut self,
+        book: &mut Book,
+        agent: &AgentKey,
+        o: &Observation<'_>,
+    ) -> Option<i64> {
+        if let Some(id) = book.existing(agent, o) {
+            self.retirement.seen(id);
+            return Some(id);
+        }
+        let max = self.max_series(&agent.tenant);
+        if book.count_of(&agent.tenant) >= max {
+            self.stats
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.capped.insert(agent.tenant.clone()) {
+                tracing::warn!(
+                    tenant = %sonde_runtime::text::safe(&agent.tenant),
+                    max_series = max,
+                    "tenant {} is at its max-series ({max}): results of its new series are not analysed (they are still logged and exported)",
+                    sonde_runtime::text::safe(&agent.tenant)
+                );
+            }
+            return None;
+        }
+        let key = SeriesKey {
+            tenant: agent.tenant.clone(),
+            agent: agent.name.clone(),
+            probe: o.probe,
+            target: o.target.clone(),
+        };
+        let now_ns = self.clock.now_ns();
+        let stored = self.store.with_read(|c| persist::load_key(c, &key, now_ns));
+        let id = match stored {
+            Ok(Some((s, orphaned))) => {
+                let id = s.id;
+                book.insert(s, true);
+                book.existing(agent, o);
+                self.retirement
+                    .arrived(id, &key, orphaned, now_ns.div_euclid(1_000_000));
+                id
+            }
+            Ok(None) => {
+                let id = book.create(agent, o, &mut self.deltas);
+                self.retirement
+                    .arrived(id, &key, false, now_ns.div_euclid(1_000_000));
+                id
+            }
+            Err(e) => {
+                self.stats
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot read a stored series; result not analysed");
+                return None;
+            }
+        };
+        Some(id)
+    }
+
+    /// Retires what is due (`retire.rs`): ends open outages, leaves the
+    /// correlation; gives the ids, still in memory until the checkpoint
+    /// that writes them succeeds.
+    fn retiring(&mut self) -> Vec<i64> {
+        let mut ids = self.retirement.due();
+        ids.append(&mut self.stale.clone());
+        if ids.is_empty() {
+            return ids;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let shared = self.book.clone();
+        let mut book = shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = correlate::Output::default();
+        ids.retain(|id| book.by_id(*id).is_some());
+        for id in &ids {
+            let Some(s) = book.by_id_mut(*id) else {
+                continue;
+            };
+            let last = s.latest.as_ref().map_or(0, |l| l.time_ns);
+            let ended = s.outage.end(last).unwrap_or(outage::Outage {
+                start_ns: last,
+                end_ns: Some(last),
+                lost: 0,
+            });
+            self.correlator.forget(&book, *id, &ended, &mut out);
+            self.deltas.touched.insert(*id);
+        }
+        self.events.append(&mut out.events);
+        self.rows.append(&mut out.rows);
+        self.regrouped.extend(&out.changed);
+        ids
     }
 
     fn log_untrusted<'a>(&mut self, series: impl Iterator<Item = &'a Series>) {
@@ -393,11 +634,18 @@ impl Analyzer {
 
     /// Deletes aggregates older than the retention (by the collector's
     /// clock), in bounded steps; returns how many rows went.
-    pub fn prune(&self) -> Result<usize, StoreError> {
+    pub fn prune(&mut self) -> Result<usize, StoreError> {
         let cutoff = self
             .clock
             .now_ns()
             .saturating_sub(i64::try_from(self.retention.as_nanos()).unwrap_or(i64::MAX));
+        {
+            let book = self
+                .book
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.stale = self.retirement.idle(&book, cutoff);
+        }
         let mut total = 0;
         loop {
             let n = self.store.with(|c| persist::prune(c, cutoff, 20_000))?;
@@ -447,15 +695,16 @@ impl Analyzer {
             .filter_map(|r| r.kind.as_ref())
             .filter_map(observe)
         {
-            let i = book.entry(&agent, &o, &mut self.deltas);
-            let s = &mut book.series[i];
+            let Some(id) = self.series_for(&mut book, &agent, &o) else {
+                continue;
+            };
+            let s = book.by_id_mut(id).expect("in memory");
             s.record(&o);
             self.deltas.record(s.id, &o);
             newest_here = newest_here.max(o.time_ns);
             self.stats
                 .results
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let id = s.id;
             match s.outage.observe(&self.settings.outage, o.time_ns, o.ok()) {
                 Some(outage::Change::Started(_)) => {
                     self.stats
@@ -470,7 +719,7 @@ impl Analyzer {
                 None => {}
             }
             if o.probe == Probe::Trace {
-                self.route(&mut book.series[i], &o);
+                self.route(book.by_id_mut(id).expect("in memory"), &o);
             }
         }
         if newest_here > i64::MIN {
@@ -539,6 +788,7 @@ impl Analyzer {
     /// failure nothing is lost: the pending changes stay for the next try.
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         let position = self.position;
+        let retiring = self.retiring();
         {
             let book = self
                 .book
@@ -551,19 +801,18 @@ impl Analyzer {
                 .chain(&self.deltas.created)
                 .copied()
                 .collect();
-            let touched: Vec<&Series> = ids
-                .into_iter()
-                .filter_map(|id| book.series.get(usize::try_from(id - 1).ok()?))
-                .collect();
+            let touched: Vec<&Series> = ids.into_iter().filter_map(|id| book.by_id(id)).collect();
             let (deltas, events, rows) = (&self.deltas, &self.events, &self.rows);
             let correlator = &self.correlator;
             let groups_of = |id| correlator.groups_of(id);
             let membership = (&self.regrouped, &groups_of as &dyn Fn(i64) -> Vec<i64>);
+            let orphaned = &self.retirement.flags;
             self.store.with(|c| {
                 persist::checkpoint(
                     c,
                     &touched,
                     membership,
+                    orphaned,
                     deltas,
                     events,
                     rows,
@@ -572,6 +821,23 @@ impl Analyzer {
                 )
             })?;
         }
+        if !retiring.is_empty() {
+            let mut book = self
+                .book
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in &retiring {
+                book.remove(*id);
+            }
+            self.retirement.retired(&retiring);
+            self.stale.clear();
+            self.stats.retired.fetch_add(
+                u64::try_from(retiring.len()).unwrap_or(u64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            tracing::debug!(series = retiring.len(), "series left memory");
+        }
+        self.retirement.flags.clear();
         self.deltas = Deltas::default();
         self.regrouped.clear();
         self.events.clear();
@@ -583,7 +849,12 @@ impl Analyzer {
     }
 
     fn dirty(&self) -> bool {
-        !self.deltas.is_empty() || !self.events.is_empty() || !self.rows.is_empty()
+        !self.deltas.is_empty()
+            || !self.events.is_empty()
+            || !self.rows.is_empty()
+            || !self.retirement.flags.is_empty()
+            || !self.stale.is_empty()
+            || !self.retirement.due().is_empty()
     }
 
     /// Runs until shutdown: read, apply, checkpoint.
@@ -609,6 +880,7 @@ impl Analyzer {
             };
             let caught_up = entries.len() < READ_CHUNK as usize;
             self.follow_config(false);
+            self.follow_targets(false);
             // Applying is CPU work on in-memory state: done on the
             // blocking pool so a large replay does not starve the runtime.
             self = tokio::task::spawn_blocking(move || {

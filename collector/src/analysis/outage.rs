@@ -85,6 +85,16 @@ impl Detector {
         self.open.as_ref()
     }
 
+    /// Ends an open outage at `end_ns` (not before its start) because the
+    /// series is no longer probed; gives it as ended.
+    pub fn end(&mut self, end_ns: i64) -> Option<Outage> {
+        let mut ended = self.open.take()?;
+        ended.end_ns = Some(end_ns.max(ended.start_ns));
+        self.window.clear();
+        self.streak = 0;
+        Some(ended)
+    }
+
     /// Feeds one probe.
     pub fn observe(&mut self, policy: &Policy, time_ns: i64, ok: bool) -> Option<Change> {
         let m = policy.of.clamp(1, MAX_WINDOW) as usize;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::bucket::Bucket;
 use super::series::{Deltas, HOUR_NS, Latest, MINUTE_NS, Series, SeriesKey};
@@ -105,64 +105,73 @@ pub fn open_outages(c: &Connection) -> rusqlite::Result<Vec<OpenOutage>> {
         .collect()
 }
 
-/// Every known series with its rings filled from the stored buckets that
-/// the windows at `now_ns` can need, its open outage and route.
-pub fn load(c: &Connection, now_ns: i64) -> rusqlite::Result<Vec<Series>> {
-    let mut series: Vec<Series> = Vec::new();
-    let mut stmt = c.prepare(
-        "SELECT id, tenant, agent, probe, target, address, last_ns, last_rtt_ms, last_status,
-                outage, route FROM series ORDER BY id",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let Some(probe) = Probe::parse(&r.get::<_, String>(3)?) else {
-            continue;
-        };
-        let key = SeriesKey {
-            tenant: r.get(1)?,
-            agent: r.get(2)?,
-            probe,
-            target: r.get(4)?,
-        };
-        let address = r.get::<_, Option<String>>(5)?.and_then(|a| a.parse().ok());
-        let mut s = Series::new(r.get(0)?, key, address);
-        if let Some(time_ns) = r.get::<_, Option<i64>>(6)? {
-            s.latest = Some(Latest {
-                time_ns,
-                rtt_ms: r.get(7)?,
-                status: crate::observation::status_named(
-                    &r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-                ),
-            });
-        }
-        let open: Option<outage::Outage> = r
-            .get::<_, Option<String>>(9)?
-            .and_then(|j| serde_json::from_str(&j).ok());
-        s.outage = outage::Detector::resume(open);
-        let path: Option<route::Path> = r
-            .get::<_, Option<String>>(10)?
-            .and_then(|j| serde_json::from_str(&j).ok());
-        s.route = route::Detector::resume(path);
-        series.push(s);
+const SERIES_COLUMNS: &str = "id, tenant, agent, probe, target, address, last_ns, last_rtt_ms,
+    last_status, outage, route, orphaned_ms IS NOT NULL";
+
+/// A `series` row as a series (empty rings) and whether it is an orphan
+/// (`retire.rs`); `None` for a probe kind this version does not know.
+fn series_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(Series, bool)>> {
+    let Some(probe) = Probe::parse(&r.get::<_, String>(3)?) else {
+        return Ok(None);
+    };
+    let key = SeriesKey {
+        tenant: r.get(1)?,
+        agent: r.get(2)?,
+        probe,
+        target: r.get(4)?,
+    };
+    let address = r.get::<_, Option<String>>(5)?.and_then(|a| a.parse().ok());
+    let mut s = Series::new(r.get(0)?, key, address);
+    if let Some(time_ns) = r.get::<_, Option<i64>>(6)? {
+        s.latest = Some(Latest {
+            time_ns,
+            rtt_ms: r.get(7)?,
+            status: crate::observation::status_named(
+                &r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            ),
+        });
     }
-    let index: std::collections::HashMap<i64, usize> =
-        series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+    let open: Option<outage::Outage> = r
+        .get::<_, Option<String>>(9)?
+        .and_then(|j| serde_json::from_str(&j).ok());
+    s.outage = outage::Detector::resume(open);
+    let path: Option<route::Path> = r
+        .get::<_, Option<String>>(10)?
+        .and_then(|j| serde_json::from_str(&j).ok());
+    s.route = route::Detector::resume(path);
+    Ok(Some((s, r.get(11)?)))
+}
+
+/// Fills the rings of `series` from the stored buckets that the windows
+/// at `now_ns` can need (`one`: the id of the only series, to read just
+/// its buckets).
+fn fill_rings(
+    c: &Connection,
+    series: &mut [(Series, bool)],
+    now_ns: i64,
+    one: Option<i64>,
+) -> rusqlite::Result<()> {
+    let index: std::collections::HashMap<i64, usize> = series
+        .iter()
+        .enumerate()
+        .map(|(i, (s, _))| (s.id, i))
+        .collect();
     for (table, from) in [
         ("minute_buckets", now_ns.div_euclid(MINUTE_NS) - 60),
         ("hour_buckets", now_ns.div_euclid(HOUR_NS) - 24),
     ] {
-        let mut stmt = c.prepare(&format!(
+        let mut stmt = c.prepare_cached(&format!(
             "SELECT series_id, unit, probes, lost, sum_ms, sum_sq_ms, min_ms, max_ms
-             FROM {table} WHERE unit >= ?1"
+             FROM {table} WHERE unit >= ?1 AND (?2 IS NULL OR series_id = ?2)"
         ))?;
-        let mut rows = stmt.query(params![from])?;
+        let mut rows = stmt.query(params![from, one])?;
         while let Some(r) = rows.next()? {
             let Some(&i) = index.get(&r.get::<_, i64>(0)?) else {
                 continue;
             };
             let unit: i64 = r.get(1)?;
             let b = bucket_from(r, 2)?;
-            let s = &mut series[i];
+            let s = &mut series[i].0;
             if table == "minute_buckets" {
                 s.minutes.merge(unit, &b);
             } else {
@@ -170,7 +179,59 @@ pub fn load(c: &Connection, now_ns: i64) -> rusqlite::Result<Vec<Series>> {
             }
         }
     }
+    Ok(())
+}
+
+/// The series held in memory at start, with their rings filled from the
+/// stored buckets that the windows at `now_ns` can need, their open
+/// outage and route, and whether each is an orphan. A retired series
+/// (an orphan without an open outage) stays in the store only.
+pub fn load(c: &Connection, now_ns: i64) -> rusqlite::Result<Vec<(Series, bool)>> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {SERIES_COLUMNS} FROM series
+         WHERE orphaned_ms IS NULL OR outage IS NOT NULL ORDER BY id"
+    ))?;
+    let mut series = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        series.extend(series_row(r)?);
+    }
+    fill_rings(c, &mut series, now_ns, None)?;
     Ok(series)
+}
+
+/// The stored series `key` (one that left memory), as [`load`] gives it.
+pub fn load_key(
+    c: &Connection,
+    key: &SeriesKey,
+    now_ns: i64,
+) -> rusqlite::Result<Option<(Series, bool)>> {
+    let found = c
+        .prepare_cached(&format!(
+            "SELECT {SERIES_COLUMNS} FROM series
+             WHERE tenant = ?1 AND agent = ?2 AND probe = ?3 AND target = ?4"
+        ))?
+        .query_row(
+            params![key.tenant, key.agent, key.probe.as_str(), key.target],
+            series_row,
+        )
+        .optional()?
+        .flatten();
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let id = found.0.id;
+    let mut one = [found];
+    fill_rings(c, &mut one, now_ns, Some(id))?;
+    let [found] = one;
+    Ok(Some(found))
+}
+
+/// The id the next new series gets (ids of retired series stay taken).
+pub fn next_series_id(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM series", [], |r| {
+        r.get(0)
+    })
 }
 
 /// Minute buckets of one series for units `from..=to`, oldest first.
@@ -263,6 +324,7 @@ pub fn checkpoint(
     c: &mut Connection,
     series: &[&Series],
     membership: (&BTreeSet<i64>, &dyn Fn(i64) -> Vec<i64>),
+    orphaned: &std::collections::BTreeMap<i64, Option<i64>>,
     deltas: &Deltas,
     events: &[NewEvent],
     outages: &[OutageRow],
@@ -300,6 +362,12 @@ pub fn checkpoint(
         }
     }
     write_membership(&tx, membership)?;
+    {
+        let mut flag = tx.prepare_cached("UPDATE series SET orphaned_ms = ?2 WHERE id = ?1")?;
+        for (id, at) in orphaned {
+            flag.execute(params![id, at])?;
+        }
+    }
     for ((id, unit), b) in &deltas.minutes {
         merge_bucket(&tx, "minute_buckets", *id, *unit, b)?;
     }
@@ -370,6 +438,10 @@ pub const MIGRATION_MEMBERS: &str = "CREATE TABLE outage_members (
     CREATE INDEX outage_members_by_series ON outage_members (series_id);
     INSERT INTO outage_members (outage_id, series_id)
         SELECT outage_group, id FROM series WHERE outage_group IS NOT NULL;";
+
+/// Schema 9: when no managed definition made the series any more
+/// (`retire.rs`).
+pub const MIGRATION_ORPHANS: &str = "ALTER TABLE series ADD COLUMN orphaned_ms INTEGER";
 
 /// The next free outage id.
 pub fn next_outage_id(c: &Connection) -> rusqlite::Result<i64> {

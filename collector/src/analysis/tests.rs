@@ -745,6 +745,7 @@ fn an_outage_open_when_upgrading_from_schema_7_is_ended_once() {
                 "UPDATE series SET outage_group =
                      (SELECT outage_id FROM outage_members m WHERE m.series_id = series.id);
                  DROP TABLE outage_members;
+                 ALTER TABLE series DROP COLUMN orphaned_ms;
                  UPDATE outages SET tenant = '';
                  PRAGMA user_version = 7;",
             )
@@ -760,3 +761,5 @@ fn an_outage_open_when_upgrading_from_schema_7_is_ended_once() {
     assert_eq!(end.tenant, "acme");
     assert_eq!(end.detail["series"], 2);
 }
+
+mod retire;

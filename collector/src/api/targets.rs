@@ -90,13 +90,7 @@ fn usage(
         .iter()
         .filter(|t| t.tenant == tenant && replacing.is_none_or(|r| r.id != t.id))
         .count();
-    let live = shared
-        .analysis
-        .read()
-        .series
-        .iter()
-        .filter(|s| s.key.tenant == tenant)
-        .count();
+    let live = shared.analysis.read().count_of(tenant);
     let own = replacing.map_or(0, |r| {
         let n = if r.spec.agents.is_empty() {
             agents
