@@ -631,6 +631,9 @@ impl Config {
         if a.checkpoint < Duration::from_millis(100) {
             return Err(source.error("analysis.checkpoint", "must be at least 100ms"));
         }
+        if a.retire_after < Duration::from_secs(1) {
+            return Err(source.error("analysis.retire-after", "must be at least 1s"));
+        }
         Ok(())
     }
 
@@ -680,6 +683,21 @@ impl Config {
             .0
             .get_or_init(|| std::sync::Arc::new(crate::access::Tenancy::of(self)))
             .clone()
+    }
+
+    /// Where `tenant`'s managed host-name targets may be probed: its
+    /// granted prefixes; `None` (anywhere) for an operator tenant.
+    pub fn within(&self, tenant: &str) -> Option<Vec<ipnet::IpNet>> {
+        if self.access.operator_tenants.contains(tenant) {
+            return None;
+        }
+        Some(
+            self.tenant
+                .iter()
+                .filter(|t| t.name == tenant)
+                .flat_map(|t| t.prefixes.iter().copied())
+                .collect(),
+        )
     }
 
     /// The quotas of `tenant` (the defaults without a `[[tenant]]` entry).

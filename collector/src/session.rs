@@ -248,9 +248,15 @@ fn assignment(
     managed: &[crate::targets::ManagedTarget],
     key: &AgentKey,
 ) -> Probes {
+    let within = config.within(&key.tenant);
     config
         .assigned_probes(&key.tenant, &key.name)
-        .merged(&crate::targets::assigned(managed, &key.tenant, &key.name))
+        .merged(&crate::targets::assigned(
+            managed,
+            &key.tenant,
+            &key.name,
+            within.as_deref(),
+        ))
 }
 
 /// One open session after `Welcome`: reads heartbeats, pushes config

@@ -430,11 +430,33 @@ pub fn check_quota(spec: &Spec, q: &crate::config::Quotas, used: Usage) -> Resul
 /// The definitions every session follows.
 pub type Published = watch::Sender<Arc<Vec<ManagedTarget>>>;
 
-/// The probes of the enabled definitions of `tenant` that `agent` runs.
-pub fn assigned(all: &[ManagedTarget], tenant: &str, agent: &str) -> Probes {
-    all.iter()
+/// The probes of the enabled definitions of `tenant` that `agent` runs,
+/// their host names restricted to `within` (the tenant's grants; `None`
+/// for an operator tenant): the agent checks its own resolution of them.
+pub fn assigned(
+    all: &[ManagedTarget],
+    tenant: &str,
+    agent: &str,
+    within: Option<&[ipnet::IpNet]>,
+) -> Probes {
+    let mut probes = all
+        .iter()
         .filter(|t| t.enabled && t.tenant == tenant && t.spec.runs_on(agent))
-        .fold(Probes::default(), |acc, t| acc.merged(&t.spec.probes()))
+        .fold(Probes::default(), |acc, t| acc.merged(&t.spec.probes()));
+    let within = within.map(<[ipnet::IpNet]>::to_vec);
+    probes
+        .ping
+        .iter_mut()
+        .for_each(|p| p.within.clone_from(&within));
+    probes
+        .tcp
+        .iter_mut()
+        .for_each(|p| p.within.clone_from(&within));
+    probes
+        .trace
+        .iter_mut()
+        .for_each(|p| p.within.clone_from(&within));
+    probes
 }
 
 /// Why a change was refused by the store.

@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use sonde_proto::v1;
 
@@ -52,6 +53,10 @@ pub struct PingProbe {
     /// ICMP payload bytes (default 56, as ping(8)).
     #[serde(default = "default_payload")]
     pub payload: usize,
+    /// Where host-name targets may be probed: set by the collector for a
+    /// tenant's managed targets (its granted prefixes), never in a file.
+    #[serde(skip)]
+    pub within: Option<Vec<IpNet>>,
 }
 
 /// TCP connect to each `HOST:PORT`.
@@ -65,6 +70,10 @@ pub struct TcpProbe {
     /// Connect timeout (default: the interval, at most 10 s; capped at 60 s).
     #[serde(with = "humantime_serde", default)]
     pub timeout: Option<Duration>,
+    /// Where host-name targets may be probed: set by the collector for a
+    /// tenant's managed targets (its granted prefixes), never in a file.
+    #[serde(skip)]
+    pub within: Option<Vec<IpNet>>,
 }
 
 /// Traceroute method.
@@ -98,6 +107,10 @@ pub struct TraceProbe {
     /// UDP destination port (UDP method; default 33434).
     #[serde(default = "default_trace_port")]
     pub port: u16,
+    /// Where host-name targets may be probed: set by the collector for a
+    /// tenant's managed targets (its granted prefixes), never in a file.
+    #[serde(skip)]
+    pub within: Option<Vec<IpNet>>,
 }
 
 fn one_second() -> Duration {
@@ -307,6 +320,31 @@ fn parse_all<T: FromStr<Err = TargetError>>(
         .collect()
 }
 
+fn within_to(within: Option<&Vec<IpNet>>) -> Option<v1::Within> {
+    within.map(|nets| v1::Within {
+        prefixes: nets.iter().map(ToString::to_string).collect(),
+    })
+}
+
+fn within_from(
+    within: Option<&v1::Within>,
+    key: impl Fn() -> String,
+) -> Result<Option<Vec<IpNet>>, ProbeError> {
+    within
+        .map(|w| {
+            w.prefixes
+                .iter()
+                .map(|p| {
+                    p.parse().map_err(|e| ProbeError {
+                        key: key(),
+                        message: format!("{p:?} is not a prefix: {e}"),
+                    })
+                })
+                .collect()
+        })
+        .transpose()
+}
+
 impl From<&Probes> for v1::ProbeSet {
     fn from(p: &Probes) -> Self {
         v1::ProbeSet {
@@ -318,6 +356,7 @@ impl From<&Probes> for v1::ProbeSet {
                     interval_ms: ms(p.interval),
                     timeout_ms: ms(p.timeout()),
                     payload_bytes: u32::try_from(p.payload).unwrap_or(u32::MAX),
+                    within: within_to(p.within.as_ref()),
                 })
                 .collect(),
             tcp: p
@@ -327,6 +366,7 @@ impl From<&Probes> for v1::ProbeSet {
                     targets: p.targets.iter().map(ToString::to_string).collect(),
                     interval_ms: ms(p.interval),
                     timeout_ms: ms(p.timeout()),
+                    within: within_to(p.within.as_ref()),
                 })
                 .collect(),
             trace: p
@@ -343,6 +383,7 @@ impl From<&Probes> for v1::ProbeSet {
                     max_hops: p.max_hops.into(),
                     probes_per_hop: p.probes_per_hop.into(),
                     port: p.port.into(),
+                    within: within_to(p.within.as_ref()),
                 })
                 .collect(),
         }
@@ -369,6 +410,7 @@ impl TryFrom<&v1::ProbeSet> for Probes {
                 } else {
                     usize::try_from(s.payload_bytes).unwrap_or(usize::MAX)
                 },
+                within: within_from(s.within.as_ref(), || format!("ping[{i}].within"))?,
             });
         }
         for (i, s) in set.tcp.iter().enumerate() {
@@ -376,6 +418,7 @@ impl TryFrom<&v1::ProbeSet> for Probes {
                 targets: parse_all(&s.targets, || format!("tcp[{i}].targets"))?,
                 interval: from_ms(s.interval_ms, ten_seconds()),
                 timeout: (s.timeout_ms > 0).then(|| Duration::from_millis(s.timeout_ms.into())),
+                within: within_from(s.within.as_ref(), || format!("tcp[{i}].within"))?,
             });
         }
         for (i, s) in set.trace.iter().enumerate() {
@@ -405,6 +448,7 @@ impl TryFrom<&v1::ProbeSet> for Probes {
                 } else {
                     u16::try_from(s.port).map_err(|_| bad(key("port"), "not a port"))?
                 },
+                within: within_from(s.within.as_ref(), || key("within"))?,
             });
         }
         probes.validate()?;
@@ -533,5 +577,52 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Probes::try_from(&set).unwrap_err().key, "ping[0].targets");
+    }
+
+    #[test]
+    fn a_restriction_travels_with_the_assignment() {
+        let mut p = Probes::default();
+        p.tcp.push(TcpProbe {
+            targets: vec!["db.test:5432".parse().unwrap()],
+            interval: ten_seconds(),
+            timeout: None,
+            within: Some(vec!["127.0.0.0/24".parse().unwrap()]),
+        });
+        p.ping.push(PingProbe {
+            targets: vec!["127.0.0.1".parse().unwrap()],
+            interval: one_second(),
+            timeout: None,
+            payload: default_payload(),
+            within: None,
+        });
+        let set = v1::ProbeSet::from(&p);
+        assert!(set.ping[0].within.is_none(), "unrestricted stays absent");
+        let back = Probes::try_from(&set).unwrap();
+        assert_eq!(back.tcp[0].within, p.tcp[0].within);
+        assert_eq!(back.ping[0].within, None);
+        // A restriction to nothing is not "anywhere".
+        let none = v1::ProbeSet {
+            trace: vec![v1::TraceSpec {
+                targets: vec!["x.test".into()],
+                within: Some(v1::Within::default()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            Probes::try_from(&none).unwrap().trace[0].within,
+            Some(vec![])
+        );
+        let bad = v1::ProbeSet {
+            ping: vec![v1::PingSpec {
+                targets: vec!["x.test".into()],
+                within: Some(v1::Within {
+                    prefixes: vec!["10.0.0.0/33".into()],
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(Probes::try_from(&bad).unwrap_err().key, "ping[0].within");
     }
 }

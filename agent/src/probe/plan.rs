@@ -7,6 +7,8 @@ use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use ipnet::IpNet;
+
 use sonde_proto::v1::{PingResult, PingStatus, Record, TcpResult, TcpStatus, record};
 use sonde_runtime::probes::Probes;
 use sonde_runtime::target::Target;
@@ -41,11 +43,23 @@ pub fn hostnames(probes: &Probes) -> BTreeSet<String> {
         .collect()
 }
 
-fn addresses(target: &Target, names: &Names) -> Vec<IpAddr> {
+/// The addresses probed for `target`: a host name's resolved addresses
+/// inside `within` (when the collector restricts it), every address of
+/// an address or range.
+fn addresses(target: &Target, names: &Names, within: Option<&[IpNet]>) -> Vec<IpAddr> {
     match target {
-        Target::Host(h) => names.get(h).to_vec(),
+        Target::Host(h) => names
+            .get(h)
+            .iter()
+            .copied()
+            .filter(|a| allowed(within, *a))
+            .collect(),
         other => other.addresses(),
     }
+}
+
+fn allowed(within: Option<&[IpNet]>, a: IpAddr) -> bool {
+    within.is_none_or(|nets| nets.iter().any(|n| n.contains(&a)))
 }
 
 /// Keeps the first of equal entries.
@@ -60,7 +74,7 @@ pub fn build(probes: &Probes, names: &Names) -> Plan {
     for p in &probes.ping {
         for t in &p.targets {
             let label: Arc<str> = t.to_string().into();
-            for addr in addresses(t, names) {
+            for addr in addresses(t, names, p.within.as_deref()) {
                 plan.ping.push(PingTarget {
                     label: label.clone(),
                     addr,
@@ -74,7 +88,7 @@ pub fn build(probes: &Probes, names: &Names) -> Plan {
     for p in &probes.tcp {
         for e in &p.targets {
             let label: Arc<str> = e.to_string().into();
-            for addr in addresses(&e.target, names) {
+            for addr in addresses(&e.target, names, p.within.as_deref()) {
                 plan.tcp.push(TcpTarget {
                     label: label.clone(),
                     addr: SocketAddr::new(addr, e.port),
@@ -87,7 +101,7 @@ pub fn build(probes: &Probes, names: &Names) -> Plan {
     for p in &probes.trace {
         for t in &p.targets {
             let label: Arc<str> = t.to_string().into();
-            for addr in addresses(t, names) {
+            for addr in addresses(t, names, p.within.as_deref()) {
                 plan.trace.push(TraceTarget {
                     label: label.clone(),
                     addr,
@@ -109,10 +123,52 @@ pub fn build(probes: &Probes, names: &Names) -> Plan {
 
 /// One result per definition naming `host`, saying it did not resolve.
 pub fn resolve_failures(probes: &Probes, host: &str, error: &str, now_ns: i64) -> Vec<Record> {
-    let is_host = |t: &Target| matches!(t, Target::Host(h) if h == host);
     let error = format!("resolving {host}: {error}");
+    host_errors(probes, host, &|_| Some(error.clone()), now_ns)
+}
+
+/// The collector restricts a tenant's managed host names to its granted
+/// prefixes (`within`) and checked its own resolution; this checks the
+/// agent's. An address outside is not probed ([`build`]); a definition
+/// left with no address to probe gets one error result per resolution
+/// (status resolve-error, so the series shows it), and one that still
+/// probes some address only logs the ones left out (an error result
+/// there would count as a lost probe of a series that answers).
+pub fn outside_grants(probes: &Probes, host: &str, names: &Names, now_ns: i64) -> Vec<Record> {
+    let error = |within: Option<&[IpNet]>| {
+        let (inside, outside): (Vec<IpAddr>, Vec<IpAddr>) =
+            names.get(host).iter().partition(|a| allowed(within, **a));
+        if outside.is_empty() {
+            return None;
+        }
+        let outside: Vec<String> = outside.iter().map(ToString::to_string).collect();
+        let what = format!(
+            "{} outside the prefixes granted to this agent's tenant; not probed",
+            outside.join(", ")
+        );
+        if inside.is_empty() {
+            return Some(format!("resolving {host}: {what}"));
+        }
+        tracing::warn!(host = %sonde_runtime::text::safe(host), "{what}");
+        None
+    };
+    host_errors(probes, host, &error, now_ns)
+}
+
+/// An error result for each definition naming `host` for which `error`
+/// (given the definition's `within`) says one.
+fn host_errors(
+    probes: &Probes,
+    host: &str,
+    error: &dyn Fn(Option<&[IpNet]>) -> Option<String>,
+    now_ns: i64,
+) -> Vec<Record> {
+    let is_host = |t: &Target| matches!(t, Target::Host(h) if h == host);
     let mut out = Vec::new();
     for p in &probes.ping {
+        let Some(error) = error(p.within.as_deref()) else {
+            continue;
+        };
         for t in p.targets.iter().filter(|t| is_host(t)) {
             out.push(record::Kind::Ping(PingResult {
                 target: t.to_string(),
@@ -124,6 +180,9 @@ pub fn resolve_failures(probes: &Probes, host: &str, error: &str, now_ns: i64) -
         }
     }
     for p in &probes.tcp {
+        let Some(error) = error(p.within.as_deref()) else {
+            continue;
+        };
         for e in p.targets.iter().filter(|e| is_host(&e.target)) {
             out.push(record::Kind::Tcp(TcpResult {
                 target: e.to_string(),
@@ -136,6 +195,9 @@ pub fn resolve_failures(probes: &Probes, host: &str, error: &str, now_ns: i64) -
         }
     }
     for p in &probes.trace {
+        let Some(error) = error(p.within.as_deref()) else {
+            continue;
+        };
         for t in p.targets.iter().filter(|t| is_host(t)) {
             let failed = trace::failed(&t.to_string(), "", p.method, now_ns, error.clone());
             out.extend(failed.kind);
@@ -241,5 +303,73 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["ping", "tcp", "trace"]);
+    }
+
+    /// A managed host name restricted to its tenant's grants: the agent's
+    /// own resolution is checked again. An address outside is not probed;
+    /// a definition left with nothing to probe gets an error result, one
+    /// that still probes an address inside does not.
+    #[tokio::test]
+    async fn host_names_are_probed_only_inside_their_grants() {
+        let mut p = probes(
+            r#"
+            [[ping]]
+            targets = ["elsewhere", "split"]
+            [[tcp]]
+            targets = ["elsewhere:22"]
+            "#,
+        );
+        let grants: Vec<IpNet> = vec!["127.0.0.0/24".parse().unwrap()];
+        p.ping[0].within = Some(grants.clone());
+        p.tcp[0].within = Some(grants);
+        let fake = Fake(Mutex::new(HashMap::from([
+            ("elsewhere".to_owned(), vec!["127.0.1.5".parse().unwrap()]),
+            (
+                "split".to_owned(),
+                vec!["127.0.0.7".parse().unwrap(), "::1".parse().unwrap()],
+            ),
+        ])));
+        let mut names = Names::default();
+        let now = tokio::time::Instant::now();
+        names.track(&hostnames(&p), now);
+        let r = names.refresh(&fake, Duration::from_secs(60), now).await;
+        assert_eq!(r.resolved, ["elsewhere", "split"]);
+        let plan = build(&p, &names);
+        let ping: Vec<String> = plan
+            .ping
+            .iter()
+            .map(|t| format!("{}={}", t.label, t.addr))
+            .collect();
+        assert_eq!(ping, ["split=127.0.0.7"]);
+        assert!(plan.tcp.is_empty());
+
+        let errors = outside_grants(&p, "elsewhere", &names, 5);
+        let texts: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|r| match &r.kind {
+                Some(record::Kind::Ping(x)) => {
+                    assert_eq!(x.status(), PingStatus::ResolveError);
+                    ("ping", x.error.as_str())
+                }
+                Some(record::Kind::Tcp(x)) => {
+                    assert_eq!(x.status(), TcpStatus::ResolveError);
+                    ("tcp", x.error.as_str())
+                }
+                _ => ("other", ""),
+            })
+            .collect();
+        let why = "resolving elsewhere: 127.0.1.5 outside the prefixes granted to this agent's tenant; not probed";
+        assert_eq!(texts, [("ping", why), ("tcp", why)]);
+        assert!(outside_grants(&p, "split", &names, 5).is_empty());
+
+        // Unrestricted (an operator tenant, the agent's own file): all.
+        p.ping[0].within = None;
+        let plan = build(&p, &names);
+        assert_eq!(plan.ping.len(), 3);
+        assert!(
+            outside_grants(&p, "elsewhere", &names, 5)
+                .iter()
+                .all(|r| !matches!(r.kind, Some(record::Kind::Ping(_))))
+        );
     }
 }

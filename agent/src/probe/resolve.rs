@@ -70,6 +70,8 @@ pub struct Refreshed {
     pub changed: bool,
     /// Names that failed, with the error.
     pub failed: Vec<(String, String)>,
+    /// Names that resolved.
+    pub resolved: Vec<String>,
 }
 
 impl Names {
@@ -120,6 +122,7 @@ impl Names {
                         entry.addrs = addrs;
                     }
                     entry.next = now + every;
+                    out.resolved.push(name);
                 }
                 outcome => {
                     let error = match outcome {

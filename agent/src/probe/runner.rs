@@ -148,6 +148,11 @@ pub async fn run<R: Resolve>(
                     resolve_emit.push(record);
                 }
             }
+            for host in &refreshed.resolved {
+                for record in plan::outside_grants(&probes, host, &names, now_ns) {
+                    resolve_emit.push(record);
+                }
+            }
             resolve_emit.flush_gap(now_ns);
             rebuild |= refreshed.changed;
         }

@@ -228,15 +228,19 @@ fn assignment_follows_tenant_agents_and_enabled() {
             true,
         ),
     ];
-    let a1 = assigned(&all, "acme", "a1");
+    let grants: Vec<ipnet::IpNet> = vec!["10.82.0.0/24".parse().unwrap()];
+    let a1 = assigned(&all, "acme", "a1", Some(&grants));
     assert_eq!(a1.ping.len(), 1);
+    assert_eq!(a1.ping[0].within.as_deref(), Some(&grants[..]));
     assert_eq!(a1.ping[0].targets[0].to_string(), "10.82.0.1");
     assert!(a1.tcp.is_empty());
-    let a2 = assigned(&all, "acme", "a2");
+    let a2 = assigned(&all, "acme", "a2", Some(&grants));
+    assert_eq!(a2.tcp[0].within.as_deref(), Some(&grants[..]));
     assert_eq!((a2.ping.len(), a2.tcp.len()), (1, 1));
     assert_eq!(a2.tcp[0].targets[0].to_string(), "10.82.0.2:22");
-    let g = assigned(&all, "globex", "a1");
+    let g = assigned(&all, "globex", "a1", None);
     assert_eq!(g.ping[0].targets[0].to_string(), "10.82.0.4");
+    assert_eq!(g.ping[0].within, None, "an operator tenant probes anywhere");
 }
 
 #[test]
