@@ -470,6 +470,22 @@ impl Api {
         }
     }
 
+    /// A client of the collector listening at `addr` (inside a network
+    /// namespace, say), still named `localhost` for its certificate; the
+    /// name is mapped here, never looked up.
+    pub fn via(ca: &Path, cert: Option<&Cert>, addr: std::net::SocketAddr) -> Self {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(client_tls(ca, cert))
+            .resolve("localhost", addr)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        Self {
+            client,
+            base: format!("https://localhost:{}", addr.port()),
+        }
+    }
+
     /// GET `path`: status and JSON body (`null` when not JSON).
     pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value), reqwest::Error> {
         let (status, body) = self.raw(path).await?;

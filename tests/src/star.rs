@@ -51,6 +51,18 @@ pub fn collector_config(world: &World, tables: &str) -> PathBuf {
 /// (`tables` appended) reaching the collector through `core`, and starts
 /// the agent there; returns the namespace and the agent.
 pub fn agent(world: &World, lab: &mut Lab, core: &str, n: u8, tables: &str) -> (String, Proc) {
+    agent_of(world, lab, core, n, "acme", tables)
+}
+
+/// [`agent`] with a certificate of `tenant`.
+pub fn agent_of(
+    world: &World,
+    lab: &mut Lab,
+    core: &str,
+    n: u8,
+    tenant: &str,
+    tables: &str,
+) -> (String, Proc) {
     let name = format!("a{n}");
     let ns = lab.host(&name);
     lab.link(
@@ -63,7 +75,7 @@ pub fn agent(world: &World, lab: &mut Lab, core: &str, n: u8, tables: &str) -> (
         &ns,
         &["route", "add", "default", "via", &format!("10.80.{n}.1")],
     );
-    let cert = world.cert("acme", Role::Agent, &name);
+    let cert = world.cert(tenant, Role::Agent, &name);
     let path = world.agent_config(&name, &cert, tables);
     // Reach the collector through `core`, still checking its name.
     let text = std::fs::read_to_string(&path).unwrap().replace(

@@ -215,6 +215,12 @@ impl Correlator {
         );
     }
 
+    /// Whether nothing is tracked (tests: nothing is left behind).
+    #[cfg(test)]
+    pub fn is_idle(&self) -> bool {
+        self.groups.is_empty() && self.member_of.is_empty() && self.pending.is_empty()
+    }
+
     /// A series' outage started.
     pub fn down(&mut self, id: i64) {
         self.pending.insert(id);

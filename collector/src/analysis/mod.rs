@@ -203,6 +203,21 @@ impl Book {
         self.series.is_empty()
     }
 
+    /// Entries in the indexes (by agent, by prefix, tenants counted): all
+    /// zero when nothing is in memory (tests: nothing is left behind).
+    #[cfg(test)]
+    fn index_entries(&self) -> (usize, usize, usize) {
+        (
+            self.by_agent
+                .values()
+                .flat_map(HashMap::values)
+                .map(HashMap::len)
+                .sum(),
+            self.by_prefix.values().map(Vec::len).sum(),
+            self.per_tenant.len(),
+        )
+    }
+
     /// How many series of `tenant` are in memory.
     pub fn count_of(&self, tenant: &str) -> usize {
         self.per_tenant.get(tenant).copied().unwrap_or(0)

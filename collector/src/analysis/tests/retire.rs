@@ -180,6 +180,9 @@ async fn create_and_delete_a_hundred_times_leaves_nothing_behind() {
         assert_eq!(in_memory(&an), 0);
     }
     assert_eq!(max_id(&store), 254, "ids are reused, not renewed");
+    assert_eq!(an.handle().read().index_entries(), (0, 0, 0));
+    assert!(an.correlator.is_idle());
+    assert_eq!(an.retirement.orphans(), 0);
 }
 
 #[tokio::test(start_paused = true)]
