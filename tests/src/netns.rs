@@ -15,6 +15,9 @@ use crate::run_checked;
 
 /// Prefix of every namespace a test creates.
 const PREFIX: &str = "sonde-t";
+/// Where `ip netns exec NAME` finds files it mounts over `/etc` for the
+/// program it runs (`ip-netns(8)`).
+const ETC: &str = "/etc/netns";
 
 /// A set of namespaces; removed on drop.
 #[derive(Debug)]
@@ -39,6 +42,7 @@ fn sweep_stale() {
         let pid = rest.split('-').next().unwrap_or_default();
         if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
+            let _ = std::fs::remove_dir_all(Path::new(ETC).join(name));
         }
     }
 }
@@ -59,7 +63,7 @@ impl Lab {
     /// rate limits off so every probe gets its answer); returns its full
     /// name.
     pub fn host(&mut self, name: &str) -> String {
-        let full = format!("{}-{name}", self.tag);
+        let full = self.name(name);
         run_checked(Command::new("ip").args(["netns", "add", &full]));
         self.names.push(full.clone());
         self.ip(&full, &["link", "set", "lo", "up"]);
@@ -73,6 +77,24 @@ impl Lab {
             self.sysctl(&full, key, value);
         }
         full
+    }
+
+    /// The full name namespace `name` has (or will have) in this lab.
+    pub fn name(&self, name: &str) -> String {
+        format!("{}-{name}", self.tag)
+    }
+
+    /// The `/etc/hosts` that programs started in `ns` (with `ip netns
+    /// exec`) see: localhost plus `entries` (`ADDRESS NAME` lines), so a
+    /// host name resolves there, differently per namespace, without DNS.
+    pub fn hosts_file(&self, ns: &str, entries: &str) {
+        let dir = Path::new(ETC).join(ns);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/NS");
+        std::fs::write(
+            dir.join("hosts"),
+            format!("127.0.0.1 localhost\n::1 localhost\n{entries}\n"),
+        )
+        .expect("write /etc/netns/NS/hosts");
     }
 
     /// Sets a sysctl inside `ns`.
@@ -195,6 +217,7 @@ impl Drop for Lab {
         }
         for name in self.names.drain(..).rev() {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            let _ = std::fs::remove_dir_all(Path::new(ETC).join(&name));
         }
     }
 }

@@ -142,6 +142,10 @@ async fn whose_measurements_a_tenant_sees_and_is_paged_for() {
         lab.ip(&tgt, &["addr", "add", &format!("{a}/32"), "dev", "lo"]);
     }
     lab.link_root(&core, "198.18.86.2/30", "198.18.86.1/30");
+    // A managed host name the collector resolves into acme's grant and
+    // a1 into globex's prefix (each namespace has its own hosts file).
+    lab.hosts_file(&core, "10.82.0.5 db.tenancy.test");
+    lab.hosts_file(&lab.name("a1"), "10.82.1.9 db.tenancy.test");
     let discord_acme = Discord::start("198.18.86.1:0".parse().unwrap()).await;
     let discord_globex = Discord::start("198.18.86.1:0".parse().unwrap()).await;
     let dir = world.dir();
@@ -263,6 +267,11 @@ async fn whose_measurements_a_tenant_sees_and_is_paged_for() {
     assert_eq!(own["series"]["agent"], "a1", "{own}");
     let outages = acme.ok("/api/v1/outages").await;
     assert!(outages.to_string().contains("10.82.1.5"), "{outages}");
+    agent_checks_its_own_resolution(
+        &Api::via(&ca, Some(&world.cert("acme", Role::Admin, "ada")), at),
+        &a1,
+    )
+    .await;
 
     // globex comes to trust acme: at once it sees a1's series, and is
     // paged for the outage already under way.
@@ -310,6 +319,39 @@ async fn whose_measurements_a_tenant_sees_and_is_paged_for() {
     a1.terminate();
     a2.terminate();
     collector.terminate();
+}
+
+/// acme's admin defines a host name that the collector resolves inside
+/// acme's grant (so it is accepted) but a1 resolves into globex's prefix:
+/// a1 does not probe it, and reports why.
+async fn agent_checks_its_own_resolution(admin: &sonde_tests::Api, a1: &sonde_tests::Proc) {
+    let body = serde_json::json!({"name": "db", "target": "db.tenancy.test", "kind": "ping", "interval": "1s", "agents": ["a1"]});
+    let (status, v) = admin
+        .send(reqwest::Method::POST, "/api/v1/targets", Some(&body), &[])
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let latest = eventually(
+        "db.tenancy.test reported",
+        Duration::from_secs(30),
+        || async {
+            let (status, v) = admin
+                .get("/api/v1/series/a1/db.tenancy.test?tenant=acme")
+                .await
+                .ok()?;
+            (status == 200).then(|| v["series"]["averages"]["latest"].clone())
+        },
+    )
+    .await;
+    assert_eq!(latest["status"], "resolve-error", "{latest}");
+    let log = a1.log_text();
+    assert!(
+        log.contains("10.82.1.9 outside the prefixes granted to this agent's tenant; not probed"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("ICMP target set applied targets=3"),
+        "a1 probes only its own two targets: {log}"
+    );
 }
 
 /// globex's viewer, not trusting acme: a1's series to 10.82.1.5 is absent

@@ -132,8 +132,8 @@ pub fn resolve_failures(probes: &Probes, host: &str, error: &str, now_ns: i64) -
 /// agent's. An address outside is not probed ([`build`]); a definition
 /// left with no address to probe gets one error result per resolution
 /// (status resolve-error, so the series shows it), and one that still
-/// probes some address only logs the ones left out (an error result
-/// there would count as a lost probe of a series that answers).
+/// probes some address does not (an error result there would count as a
+/// lost probe of a series that answers); both are logged.
 pub fn outside_grants(probes: &Probes, host: &str, names: &Names, now_ns: i64) -> Vec<Record> {
     let error = |within: Option<&[IpNet]>| {
         let (inside, outside): (Vec<IpAddr>, Vec<IpAddr>) =
@@ -146,11 +146,10 @@ pub fn outside_grants(probes: &Probes, host: &str, names: &Names, now_ns: i64) -
             "{} outside the prefixes granted to this agent's tenant; not probed",
             outside.join(", ")
         );
-        if inside.is_empty() {
-            return Some(format!("resolving {host}: {what}"));
-        }
         tracing::warn!(host = %sonde_runtime::text::safe(host), "{what}");
-        None
+        inside
+            .is_empty()
+            .then(|| format!("resolving {host}: {what}"))
     };
     host_errors(probes, host, &error, now_ns)
 }
