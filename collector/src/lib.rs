@@ -17,6 +17,7 @@ pub mod grpc_query;
 pub mod listener;
 pub mod live;
 pub mod liveness;
+pub mod memory;
 pub mod metrics;
 pub mod observation;
 pub mod pace;

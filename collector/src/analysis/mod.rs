@@ -606,7 +606,8 @@ impl Analyzer {
     /// that writes them succeeds.
     fn retiring(&mut self) -> Vec<i64> {
         let mut ids = self.retirement.due();
-        ids.append(&mut self.stale.clone());
+        // Taken: should the checkpoint fail, the next prune finds them again.
+        ids.append(&mut std::mem::take(&mut self.stale));
         if ids.is_empty() {
             return ids;
         }
@@ -845,11 +846,12 @@ impl Analyzer {
                 book.remove(*id);
             }
             self.retirement.retired(&retiring);
-            self.stale.clear();
             self.stats.retired.fetch_add(
                 u64::try_from(retiring.len()).unwrap_or(u64::MAX),
                 std::sync::atomic::Ordering::Relaxed,
             );
+            drop(book);
+            crate::memory::trim();
             tracing::debug!(series = retiring.len(), "series left memory");
         }
         self.retirement.flags.clear();

@@ -242,3 +242,33 @@ async fn a_tenant_at_its_max_series_gets_no_new_series() {
     }
     assert_eq!(in_memory(&an), 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_series_without_results_for_the_retention_leaves_unless_it_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).unwrap();
+    let mut an = analyzer(&store, settings()).with_retention(Duration::from_secs(86_400));
+    // An agent's own targets: 10.8.0.1 answers, 10.8.0.2 is down.
+    for r in 0..5 {
+        let records = vec![
+            ping("10.8.0.1", T0 + r * S, Some(1.0)),
+            ping("10.8.0.2", T0 + r * S, None),
+        ];
+        an.apply(&entry("a1", records));
+    }
+    an.checkpoint().unwrap();
+    tokio::time::advance(Duration::from_secs(86_400 - 60)).await;
+    an.prune().unwrap();
+    an.checkpoint().unwrap();
+    assert_eq!(in_memory(&an), 2, "not yet a retention without results");
+    tokio::time::advance(Duration::from_secs(120)).await;
+    an.prune().unwrap();
+    an.checkpoint().unwrap();
+    let left: Vec<String> = an
+        .handle()
+        .read()
+        .iter()
+        .map(|s| s.key.target.clone())
+        .collect();
+    assert_eq!(left, ["10.8.0.2"], "an open outage is not forgotten");
+}
