@@ -548,6 +548,33 @@ impl Api {
         body
     }
 
+    /// Opens `GET /api/v1/live` and reads its first event: the raw text
+    /// (`event: …` and `data: …` lines) and the frame in it.
+    pub async fn first_live_frame(&self) -> (String, serde_json::Value) {
+        let mut live = self
+            .client
+            .get(format!("{}/api/v1/live", self.base))
+            .send()
+            .await
+            .expect("live stream");
+        assert_eq!(live.headers()["content-type"], "text/event-stream");
+        let mut text = String::new();
+        while !text.contains("\n\n") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), live.chunk())
+                .await
+                .expect("a frame within 5 s")
+                .expect("stream readable")
+                .expect("stream open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let data = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("data line");
+        let frame = serde_json::from_str(data).expect("frame JSON");
+        (text, frame)
+    }
+
     /// The agent entry `tenant/name` from `/api/v1/agents`, if listed.
     pub async fn agent(&self, tenant: &str, name: &str) -> Option<serde_json::Value> {
         let body = self.ok("/api/v1/agents").await;

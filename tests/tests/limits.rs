@@ -473,7 +473,8 @@ async fn creating_and_deleting_a_slash_24_a_hundred_times_does_not_grow_the_coll
     let world = World::new();
     world.collector_config(
         "[[tenant]]\nname = \"acme\"\nprefixes = [\"127.0.9.0/24\"]\n\
-         [analysis]\nretire-after = \"1s\"\ncheckpoint = \"100ms\"\n",
+         [analysis]\nretire-after = \"1s\"\ncheckpoint = \"100ms\"\n\
+         [retention]\ningest-log = \"1s\"\n",
     );
     let collector = world.start_collector(&[]).await;
     let cert = world.cert("acme", Role::Agent, "a1");

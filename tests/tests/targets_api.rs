@@ -134,27 +134,7 @@ async fn managed_targets_reach_the_agent_and_are_guarded() {
 
 /// The live stream: a full first frame of the caller's prefixes.
 async fn live_stream(viewer: &sonde_tests::Api) {
-    let mut live = viewer
-        .client()
-        .get(format!("{}/api/v1/live", viewer.base()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(live.headers()["content-type"], "text/event-stream");
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), live.chunk())
-            .await
-            .expect("a frame within 5 s")
-            .unwrap()
-            .expect("stream open");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let data = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .expect("data line");
-    let frame: serde_json::Value = serde_json::from_str(data).unwrap();
+    let (text, frame) = viewer.first_live_frame().await;
     assert!(text.starts_with("event: frame"), "{text}");
     assert_eq!(
         (frame["full"].as_bool(), &frame["prefixes"]),
@@ -164,7 +144,6 @@ async fn live_stream(viewer: &sonde_tests::Api) {
     assert_eq!(cells["s"].as_array().unwrap().len(), 256);
     assert_eq!(cells["s"][1], 1, "127.0.0.1 up: {cells}");
     assert_eq!(cells["s"][9], 0, "127.0.0.9 not monitored");
-    drop(live);
 }
 
 /// Replay names its mistakes; a valid minute gives the same prefixes.

@@ -209,34 +209,13 @@ async fn whose_measurements_a_tenant_sees_and_is_paged_for() {
         "table inet t {\n chain in {\n type filter hook input priority 0;\n \
          ip daddr { 10.82.1.5, 10.82.1.6 } icmp type echo-request drop\n }\n}\n",
     );
-    let texts = |d: &Discord| -> Vec<String> {
-        d.posted()
-            .iter()
-            .filter(|p| p.status == 204)
-            .map(|p| p.body.to_string())
-            .collect()
-    };
-    eventually(
-        "acme paged for 10.82.1.5",
-        Duration::from_secs(60),
-        || async {
-            texts(&discord_acme)
-                .iter()
-                .any(|t| t.contains("10.82.1.5"))
-                .then_some(())
-        },
-    )
+    paged(&discord_acme, "acme paged for 10.82.1.5", |t| {
+        t.contains("10.82.1.5")
+    })
     .await;
-    eventually(
-        "globex paged for 10.82.1.6",
-        Duration::from_secs(60),
-        || async {
-            texts(&discord_globex)
-                .iter()
-                .any(|t| t.contains("10.82.1.6"))
-                .then_some(())
-        },
-    )
+    paged(&discord_globex, "globex paged for 10.82.1.6", |t| {
+        t.contains("10.82.1.6")
+    })
     .await;
     // Longer than settle + group-wait + group-interval: what has not
     // arrived by now is not coming.
@@ -277,48 +256,38 @@ async fn whose_measurements_a_tenant_sees_and_is_paged_for() {
     // paged for the outage already under way.
     assert_eq!(star::collector_config(&world, &tables("\"acme\"")), config);
     collector.signal(nix::sys::signal::Signal::SIGHUP);
-    eventually(
-        "globex paged for 10.82.1.5",
-        Duration::from_secs(60),
-        || async {
-            texts(&discord_globex)
-                .iter()
-                .any(|t| t.contains("10.82.1.5"))
-                .then_some(())
-        },
-    )
+    paged(&discord_globex, "globex paged for 10.82.1.5", |t| {
+        t.contains("10.82.1.5")
+    })
     .await;
     let seen = globex.ok("/api/v1/series/a1/10.82.1.5?tenant=acme").await;
     assert_eq!(seen["series"]["agent"], "a1", "{seen}");
-    let before = texts(&discord_acme).len();
 
     // Restored: each tenant gets the resolution of what it was paged for.
     lab.nft(&tgt, "");
-    eventually(
-        "globex: 10.82.1.5 resolved",
-        Duration::from_secs(60),
-        || async {
-            texts(&discord_globex)
-                .iter()
-                .any(|t| t.contains("RESOLVED") && t.contains("10.82.1.5"))
-                .then_some(())
-        },
-    )
-    .await;
-    eventually(
-        "acme: 10.82.1.5 resolved",
-        Duration::from_secs(60),
-        || async {
-            texts(&discord_acme)[before..]
-                .iter()
-                .any(|t| t.contains("RESOLVED") && t.contains("10.82.1.5"))
-                .then_some(())
-        },
-    )
-    .await;
+    let resolved = |t: &str| t.contains("RESOLVED") && t.contains("10.82.1.5");
+    paged(&discord_globex, "globex: 10.82.1.5 resolved", resolved).await;
+    paged(&discord_acme, "acme: 10.82.1.5 resolved", resolved).await;
     a1.terminate();
     a2.terminate();
     collector.terminate();
+}
+
+/// The bodies of the messages `d` accepted.
+fn texts(d: &sonde_tests::receivers::Discord) -> Vec<String> {
+    d.posted()
+        .iter()
+        .filter(|p| p.status == 204)
+        .map(|p| p.body.to_string())
+        .collect()
+}
+
+/// Waits until `d` accepted a message whose body matches.
+async fn paged(d: &sonde_tests::receivers::Discord, what: &str, matches: impl Fn(&str) -> bool) {
+    eventually(what, Duration::from_secs(60), || async {
+        texts(d).iter().any(|t| matches(t)).then_some(())
+    })
+    .await;
 }
 
 /// acme's admin defines a host name that the collector resolves inside
@@ -422,23 +391,7 @@ async fn untrusted_is_invisible(globex: &sonde_tests::Api) {
         (Some(0), true),
         "{cells}"
     );
-    let mut live = globex
-        .client()
-        .get(format!("{}/api/v1/live", globex.base()))
-        .send()
-        .await
-        .unwrap();
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), live.chunk())
-            .await
-            .expect("a frame within 5 s")
-            .unwrap()
-            .expect("stream open");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let frame: serde_json::Value =
-        serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    let (_, frame) = globex.first_live_frame().await;
     let cells = &frame["changed"][0];
     assert_eq!(
         (cells["s"][5].as_u64(), cells["s"][6].as_u64()),

@@ -77,6 +77,14 @@ fn in_memory(an: &Analyzer) -> usize {
     an.handle().read().len()
 }
 
+fn targets_in_memory(an: &Analyzer) -> Vec<String> {
+    an.handle()
+        .read()
+        .iter()
+        .map(|s| s.key.target.clone())
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_deleted_definitions_series_leave_memory_and_come_back_with_their_history() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,12 +208,7 @@ async fn a_series_only_a_removed_definition_explains_is_an_orphan_from_the_start
     an.checkpoint().unwrap();
     tokio::time::advance(Duration::from_secs(61)).await;
     an.checkpoint().unwrap();
-    let left: Vec<String> = an
-        .handle()
-        .read()
-        .iter()
-        .map(|s| s.key.target.clone())
-        .collect();
+    let left = targets_in_memory(&an);
     assert_eq!(left, ["10.8.0.1"]);
 }
 
@@ -264,11 +267,6 @@ async fn a_series_without_results_for_the_retention_leaves_unless_it_is_down() {
     tokio::time::advance(Duration::from_secs(120)).await;
     an.prune().unwrap();
     an.checkpoint().unwrap();
-    let left: Vec<String> = an
-        .handle()
-        .read()
-        .iter()
-        .map(|s| s.key.target.clone())
-        .collect();
+    let left = targets_in_memory(&an);
     assert_eq!(left, ["10.8.0.2"], "an open outage is not forgotten");
 }
