@@ -465,9 +465,10 @@ fn anon_kib(pid: nix::unistd::Pid) -> u64 {
 /// A tenant admin creating and deleting a /24 definition over and over
 /// does not grow the collector: every time, the series leave memory once
 /// the agent stops probing them, and after 100 rounds the series count is
-/// back where it started and the anonymous resident memory within 10 % of
-/// what it was after the first round (the allocator keeps what one round
-/// used for the next).
+/// back where it started and the anonymous resident memory within 2 MiB
+/// of what it was after the first round (the allocator keeps what one
+/// round used for the next). The ingest log is pruned after 1 s here, so
+/// its growth in the store's page cache does not hide a leak.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_and_deleting_a_slash_24_a_hundred_times_does_not_grow_the_collector() {
     let world = World::new();
@@ -528,11 +529,13 @@ async fn creating_and_deleting_a_slash_24_a_hundred_times_does_not_grow_the_coll
     );
     assert_eq!(series().await, base);
     assert!(retired >= 100.0 * 200.0, "{retired}");
-    #[allow(clippy::cast_precision_loss)]
-    let growth = end_kib as f64 / after_first as f64;
+    // Kept, the ~24,000 series made would hold well over 100 MiB (about
+    // 5 KiB of rings each, more with their indexes). What remains is the
+    // store's page cache filling as its tables grow (about 1 MiB here).
+    let growth = end_kib.saturating_sub(after_first);
     assert!(
-        growth < 1.10,
-        "anonymous RSS grew from {after_first} to {end_kib} KiB ({growth:.2}x)"
+        growth < 2048,
+        "anonymous RSS grew from {after_first} to {end_kib} KiB"
     );
     agent.terminate();
 }
