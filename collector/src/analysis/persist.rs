@@ -160,9 +160,16 @@ fn fill_rings(
         ("minute_buckets", now_ns.div_euclid(MINUTE_NS) - 60),
         ("hour_buckets", now_ns.div_euclid(HOUR_NS) - 24),
     ] {
+        // One series: its own rows by the primary key, not a scan of the
+        // last hour of every series.
+        let only = if one.is_some() {
+            "AND series_id = ?2"
+        } else {
+            "AND ?2 IS NULL"
+        };
         let mut stmt = c.prepare_cached(&format!(
             "SELECT series_id, unit, probes, lost, sum_ms, sum_sq_ms, min_ms, max_ms
-             FROM {table} WHERE unit >= ?1 AND (?2 IS NULL OR series_id = ?2)"
+             FROM {table} WHERE unit >= ?1 {only}"
         ))?;
         let mut rows = stmt.query(params![from, one])?;
         while let Some(r) = rows.next()? {

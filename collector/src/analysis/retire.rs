@@ -146,6 +146,9 @@ impl Retirement {
 
     /// A result for series `id` was applied.
     pub fn seen(&mut self, id: i64) {
+        if self.orphans.is_empty() {
+            return;
+        }
         if let Some(t) = self.orphans.get_mut(&id) {
             *t = Instant::now();
         }
