@@ -60,12 +60,16 @@ pub enum Error {
     Invalid { path: PathBuf, reason: String },
     #[error("{0} already exists; refusing to overwrite it")]
     Exists(PathBuf),
-    #[error("invalid identity: {0}")]
+    /// A name (identity component or file name) outside the alphabet; the
+    /// message names which.
+    #[error(transparent)]
     Identity(#[from] sonde_proto::IdentityError),
     #[error("invalid subject alternative name {0:?}")]
     BadSan(String),
     #[error("cannot build the PKCS#12 bundle: {0}")]
     Pkcs12(String),
+    #[error("--days {days}: {reason}")]
+    Lifetime { days: i64, reason: String },
 }
 
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -494,6 +498,7 @@ impl Pki {
     pub fn issue(&self, identity: &Identity, stem: Option<&str>, days: i64) -> Result<Written> {
         let stem = stem.unwrap_or(&identity.name);
         sonde_proto::identity::validate_component("file name", stem)?;
+        self.check_lifetime(days)?;
         let cert_path = self.dir.join(format!("{stem}.pem"));
         if cert_path.exists() || matches!(stem, "ca" | "crl" | "collector") {
             return Err(Error::Exists(cert_path));
@@ -518,9 +523,32 @@ impl Pki {
         })
     }
 
+    /// A leaf lifetime must be at least a day and end before the CA does
+    /// (a certificate valid past its CA is never valid that long).
+    fn check_lifetime(&self, days: i64) -> Result<()> {
+        let bad = |reason: String| Err(Error::Lifetime { days, reason });
+        if days < 1 {
+            return bad("a certificate must be valid for at least 1 day".into());
+        }
+        let ca_path = self.dir.join("ca.pem");
+        let ca_end = not_after(self.ca.cert_pem()).map_err(|reason| Error::Invalid {
+            path: ca_path.clone(),
+            reason,
+        })?;
+        let left = (ca_end - OffsetDateTime::now_utc()).whole_days();
+        if days > left {
+            return bad(format!(
+                "past the CA's end ({ca_end}, {left} days from now); give at most --days {left}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Revokes the certificate `DIR/STEM.pem` and rewrites the CRL.
-    /// Revoking an already revoked certificate is a no-op.
+    /// Revoking an already revoked certificate is a no-op; `STEM` is a
+    /// file name in `DIR`, never a path.
     pub fn revoke(&self, stem: &str) -> Result<Vec<u8>> {
+        sonde_proto::identity::validate_component("file name", stem)?;
         let cert_path = self.dir.join(format!("{stem}.pem"));
         let pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
         let serial = serial_of(&pem).map_err(|reason| Error::Invalid {
@@ -588,6 +616,17 @@ impl Pki {
 }
 
 /// The serial number bytes of a PEM certificate.
+/// When a PEM certificate stops being valid.
+pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+        .map_err(|e| format!("validity end out of range: {e}"))
+}
+
 pub fn serial_of(cert_pem: &str) -> Result<Vec<u8>, String> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
         .map_err(|e| format!("not a PEM certificate: {e}"))?;
@@ -601,6 +640,28 @@ pub fn serial_of(cert_pem: &str) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
     use sonde_proto::Role;
+
+    #[test]
+    fn lifetimes_and_names_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::init(dir.path(), &[]).unwrap();
+        let id = Identity::new("acme", Role::Agent, "web1").unwrap();
+        for days in [0, -5] {
+            let e = pki.issue(&id, None, days).unwrap_err().to_string();
+            assert!(e.contains("at least 1 day"), "{e}");
+        }
+        let e = pki.issue(&id, None, 1_000_000).unwrap_err().to_string();
+        assert!(
+            e.contains("past the CA's end") && e.contains("at most --days 3649"),
+            "{e}"
+        );
+        assert!(!dir.path().join("web1.pem").exists(), "nothing written");
+        pki.issue(&id, None, 3649).unwrap();
+        for stem in ["../../etc/passwd", "a/b", ""] {
+            let e = pki.revoke(stem).unwrap_err();
+            assert!(matches!(e, Error::Identity(_)), "{stem}: {e}");
+        }
+    }
 
     #[test]
     fn init_issue_revoke() {
