@@ -83,11 +83,18 @@ fn told(text: &str) -> Vec<String> {
     let mut canonical = Vec::new();
     for form in &forms {
         for token in form.split(|c: char| !(c.is_ascii_hexdigit() || ":./".contains(c))) {
-            if let Ok(a) = token.parse::<std::net::IpAddr>() {
-                canonical.push(a.to_string());
-            }
-            if let Ok(n) = token.parse::<ipnet::IpNet>() {
-                canonical.extend([n.to_string(), n.trunc().to_string()]);
+            // A path's segments are parsed alone and two by two, as the
+            // routes take them (`/prefixes/{addr}/{len}` answers about
+            // `ADDR/LEN` as the server writes it).
+            let segments: Vec<&str> = token.split('/').collect();
+            let pairs = segments.windows(2).map(|w| w.join("/"));
+            for candidate in segments.iter().map(|s| (*s).to_owned()).chain(pairs) {
+                if let Ok(a) = candidate.parse::<std::net::IpAddr>() {
+                    canonical.push(a.to_string());
+                }
+                if let Ok(n) = candidate.parse::<ipnet::IpNet>() {
+                    canonical.extend([n.to_string(), n.trunc().to_string()]);
+                }
             }
         }
     }
