@@ -871,7 +871,7 @@ impl Analyzer {
             || !self.rows.is_empty()
             || !self.retirement.flags.is_empty()
             || !self.stale.is_empty()
-            || !self.retirement.due().is_empty()
+            || self.retirement.has_due()
     }
 
     /// Runs until shutdown: read, apply, checkpoint.

@@ -154,6 +154,12 @@ impl Retirement {
         }
     }
 
+    /// Whether some orphan has been without results for `retire-after`
+    /// (asked every loop: no allocation).
+    pub fn has_due(&self) -> bool {
+        self.orphans.values().any(|t| t.elapsed() >= self.after)
+    }
+
     /// Orphans without results for `retire-after`.
     pub fn due(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self
