@@ -19,6 +19,7 @@ use crate::host::HostConfig;
 use crate::host::config::{MetricsConfig, PortsConfig};
 use crate::host::public_ip::PublicIpConfig;
 use crate::host::remote::RemoteCheck;
+use sonde_runtime::files::{self, Kind};
 
 /// Default path of the agent config.
 pub const DEFAULT_PATH: &str = "/etc/sonde/agent.toml";
@@ -341,7 +342,9 @@ impl Loaded {
             .map_err(|e| source.tls_error(&files, &[], &e))?;
         let mut h = DefaultHasher::new();
         for p in [&files.ca, &files.cert, &files.key] {
-            std::fs::read(p).unwrap_or_default().hash(&mut h);
+            files::read(p, Kind::Shared, files::PEM_LIMIT)
+                .unwrap_or_default()
+                .hash(&mut h);
         }
         Ok(Self {
             config,

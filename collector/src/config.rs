@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sonde_runtime::config::{ConfigError, Source};
 use sonde_runtime::probes::{PingProbe, Probes, TcpProbe, TraceProbe};
 use sonde_runtime::tls::TlsFiles;
+use sonde_runtime::files::{self, Kind};
 
 /// Default path of the collector config.
 pub const DEFAULT_PATH: &str = "/etc/sonde/collector.toml";
@@ -151,7 +152,8 @@ impl Secret {
     /// The first line of a file (e.g. a systemd credential), trimmed;
     /// the error names the file.
     pub fn from_file(f: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let text = files::read_text(f, Kind::Private, files::SECRET_LIMIT)
+            .map_err(|e| e.to_string())?;
         let line = text.lines().next().unwrap_or("").trim();
         if line.is_empty() {
             return Err(format!("{}: empty", f.display()));
@@ -422,8 +424,8 @@ impl Influx {
             Secret::from_file(f).map_err(|e| source.error("influxdb.token-file", e))?;
         }
         if let Some(ca) = &self.ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| source.error("influxdb.ca", format!("{}: {e}", ca.display())))?;
+            let pem = files::read(ca, Kind::Shared, files::PEM_LIMIT)
+                .map_err(|e| source.error("influxdb.ca", e.to_string()))?;
             reqwest_influx::Certificate::from_pem(&pem).map_err(|e| {
                 source.error(
                     "influxdb.ca",

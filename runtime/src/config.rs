@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use crate::files::{self, Kind};
 use crate::tls::{TlsError, TlsFiles};
 use toml::de::{DeTable, DeValue};
 
@@ -49,12 +50,13 @@ pub struct Source {
 impl Source {
     /// Reads `path`.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            line: None,
-            key: None,
-            message: format!("cannot read config file: {e}"),
-        })?;
+        let text =
+            files::read_text(path, Kind::Shared, files::CONFIG_LIMIT).map_err(|e| ConfigError {
+                path: path.to_owned(),
+                line: None,
+                key: None,
+                message: without_path(&e.to_string(), path),
+            })?;
         Ok(Self::from_text(path, text))
     }
 
@@ -149,6 +151,12 @@ impl Source {
             message,
         }
     }
+}
+
+/// `text` without a leading `PATH: ` (the error already names the file).
+fn without_path(text: &str, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    text.strip_prefix(&prefix).unwrap_or(text).to_owned()
 }
 
 /// A size in bytes, written in config files as an integer or a string with

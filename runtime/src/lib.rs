@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod logging;
 pub mod notify;
 pub mod probes;

@@ -8,7 +8,6 @@
 //! then read from the certificate, never from anything the peer sends.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -24,16 +23,14 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use sonde_proto::{Identity, IdentityError};
 
+use crate::files::{self, FileError, Kind};
+
 /// Why TLS material could not be loaded or used. Every variant names the
 /// file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path}: no PEM {what} found")]
     Empty { path: PathBuf, what: &'static str },
     #[error("{path}: malformed PEM {what}: {reason}")]
@@ -42,8 +39,6 @@ pub enum TlsError {
         what: &'static str,
         reason: String,
     },
-    #[error("{path}: private key is readable by group or others (mode {mode:o}); run chmod 600")]
-    KeyPermissions { path: PathBuf, mode: u32 },
     #[error("{path}: certificate does not match private key {key}: {reason}")]
     KeyMismatch {
         path: PathBuf,
@@ -74,10 +69,9 @@ impl TlsError {
     /// The file the error is about, if any.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            TlsError::Read { path, .. }
-            | TlsError::Empty { path, .. }
+            TlsError::File(e) => Some(e.path()),
+            TlsError::Empty { path, .. }
             | TlsError::Malformed { path, .. }
-            | TlsError::KeyPermissions { path, .. }
             | TlsError::Ca { path, .. }
             | TlsError::Expired { path, .. }
             | TlsError::NotYetValid { path, .. } => Some(path),
@@ -96,10 +90,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(files::read(path, Kind::Shared, files::PEM_LIMIT)?)
 }
 
 /// Every PEM item of type `T` in a file; at least one.
@@ -126,20 +117,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     load_all(path, "certificate")
 }
 
-/// The private key in a PEM file. Refuses keys readable by group or others.
+/// The private key in a PEM file, read under the private-key rule of
+/// [`files`] (mode 0600/0400, owned by root or the user running this).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let meta = std::fs::metadata(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(TlsError::KeyPermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let bytes = read(path)?;
+    let bytes = files::read(path, Kind::Private, files::PEM_LIMIT)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::Empty {
             path: path.to_owned(),
@@ -459,7 +440,7 @@ mod tests {
         assert_eq!(identity_of(cert).unwrap().to_uri(), "sonde://t/agent/a");
 
         // A key readable by others is refused, naming the file.
-        std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&client.key, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644)).unwrap();
         let err = client_config(&client).unwrap_err().to_string();
         assert!(err.contains("a.key") && err.contains("chmod 600"), "{err}");
         // A certificate paired with the wrong key is refused.

@@ -20,6 +20,7 @@ use reqwest_influx::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFT
 
 use super::sink::{Sink, WriteError, classify, parse_retry_after};
 use crate::config::Influx;
+use sonde_runtime::files::{self, Kind};
 
 /// Longest part of a server's error body kept for the log.
 const MAX_ERROR_BODY: usize = 2048;
@@ -70,7 +71,8 @@ impl InfluxSink {
                     path: ca.display().to_string(),
                     reason,
                 };
-                let pem = std::fs::read(ca).map_err(|e| ca_error(e.to_string()))?;
+                let pem = files::read(ca, Kind::Shared, files::PEM_LIMIT)
+                    .map_err(|e| ca_error(e.to_string()))?;
                 let cert = reqwest_influx::Certificate::from_pem(&pem)
                     .map_err(|e| ca_error(e.to_string()))?;
                 b = b.add_root_certificate(cert);

@@ -20,6 +20,7 @@ use super::{Integration, SendError, SendFuture};
 use crate::alert::config::secret;
 use crate::alert::config::{Email as Config, SmtpTls};
 use crate::alert::message::Message;
+use sonde_runtime::files::{self, Kind};
 
 pub struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -58,8 +59,8 @@ impl Email {
         let params = || -> Result<TlsParameters, (String, String)> {
             let mut b = TlsParameters::builder(c.host.clone());
             if let Some(ca) = &c.ca {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| ("email.ca".to_owned(), format!("{}: {e}", ca.display())))?;
+                let pem = files::read(ca, Kind::Shared, files::PEM_LIMIT)
+                    .map_err(|e| ("email.ca".to_owned(), e.to_string()))?;
                 let cert = Certificate::from_pem(&pem).map_err(|e| {
                     (
                         "email.ca".to_owned(),
