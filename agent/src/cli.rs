@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use sonde_runtime::cli::DaemonCommand;
 use sonde_runtime::logging::LogArgs;
 
 /// The sonde agent: heartbeats and probe results (ICMP, TCP connect,
@@ -20,12 +21,10 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Run the service (the default).
-    Run,
-    /// Validate the config file and every file it names, then exit.
-    CheckConfig,
+    #[command(flatten)]
+    Daemon(DaemonCommand),
     /// Run every configured probe once and print the results; exit status
     /// 0 only if every probe succeeded. Sends nothing to the collector.
     ProbeOnce,

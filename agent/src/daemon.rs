@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sonde_runtime::logging::ids;
 use sonde_runtime::notify::Notifier;
+use sonde_runtime::reload::Reporter;
 use sonde_runtime::probes::Probes;
 use sonde_runtime::signals::{SignalEvent, Signals};
 use tokio::sync::{mpsc, watch};
@@ -108,7 +110,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let update_inputs = |loaded: &Loaded, assigned: &Probes| {
         crate::replace_if_changed(&inputs_tx, inputs(loaded, assigned));
     };
+    let mut reloads = Reporter::start(&config_tx.borrow().config.state_dir);
     notifier.ready("starting");
+    tracing::info!(message_id = ids::STARTED, version = env!("CARGO_PKG_VERSION"), "agent started");
 
     let watchdog_every = notifier.watchdog_interval();
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
@@ -119,7 +123,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             () = &mut agent => break,
             event = signals.recv() => match event {
                 SignalEvent::Shutdown => {
-                    tracing::info!("shutting down");
+                    tracing::info!(message_id = ids::STOPPING, "shutting down");
                     notifier.stopping();
                     shutdown.cancel();
                     stop_deadline.as_mut().reset(tokio::time::Instant::now() + STOP_TIMEOUT);
@@ -128,12 +132,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     notifier.reloading();
                     match Loaded::load(config_path) {
                         Ok(new) => {
-                            tracing::info!(path = %config_path.display(), "configuration reloaded");
+                            tracing::info!(message_id = ids::RELOADED, path = %config_path.display(), "configuration reloaded");
                             update_inputs(&new, &assigned_rx.borrow());
                             crate::replace_if_changed(&host_tx, new.config.host());
                             config_tx.send_replace(Arc::new(new));
+                            reloads.report(Ok(()));
                         }
-                        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+                        Err(e) => {
+                            tracing::error!(message_id = ids::RELOAD_FAILED, error = %e, "reload refused; keeping the running configuration");
+                            reloads.report(Err(e.to_string()));
+                        }
                     }
                     notifier.ready(&status_rx.borrow().to_string());
                 }

@@ -82,7 +82,7 @@ pub async fn run(
                     backoff.reset();
                 }
                 let delay = backoff.next_delay();
-                tracing::warn!(error = %error, retry_in = ?round_ms(delay), "collector session lost");
+                tracing::warn!(message_id = sonde_runtime::logging::ids::CONNECT_FAILED, error = %error, retry_in = ?round_ms(delay), "collector session lost");
                 status.send_replace(AgentStatus::Waiting {
                     retry_in: round_ms(delay),
                     error: error.to_string(),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sonde_agent::cli::{Cli, Command};
 use sonde_agent::config::{DEFAULT_PATH, Loaded};
-use sonde_runtime::cli::{Daemon, DaemonArgs, DaemonCommand};
+use sonde_runtime::cli::{Checked, Daemon, DaemonArgs};
 
 fn probe_once(config: &Path) -> ExitCode {
     let loaded = match Loaded::load(config) {
@@ -45,8 +45,8 @@ fn main() -> ExitCode {
             let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
             return probe_once(&config);
         }
-        Some(Command::CheckConfig) => Some(DaemonCommand::CheckConfig),
-        Some(Command::Run) | None => Some(DaemonCommand::Run),
+        Some(Command::Daemon(command)) => Some(command),
+        None => None,
     };
     let args = DaemonArgs {
         config: cli.config,
@@ -55,7 +55,11 @@ fn main() -> ExitCode {
     };
     daemon.main(
         args,
-        |path| Loaded::load(path).map(drop),
+        |path| {
+            Loaded::load(path).map(|l| Checked {
+                state_dir: l.config.state_dir,
+            })
+        },
         |path| async move { sonde_agent::daemon::run(&path).await },
     )
 }

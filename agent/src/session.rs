@@ -248,6 +248,7 @@ pub async fn run(
         ms => Duration::from_millis(ms.into()),
     };
     tracing::info!(
+        message_id = sonde_runtime::logging::ids::CONNECTED,
         collector = %addr,
         tenant = %welcome.tenant,
         agent = %welcome.agent_name,

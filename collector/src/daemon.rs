@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sonde_runtime::logging::ids;
 use sonde_runtime::notify::Notifier;
+use sonde_runtime::reload::Reporter;
 use sonde_runtime::signals::{SignalEvent, Signals};
 
 use crate::{Collector, Config, bind};
@@ -19,6 +21,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("installing signal handlers")?;
     let config = Config::load(config_path)?;
     let (listener, health) = bind(&config).await?;
+    let state_dir = config.state_dir.clone();
     let collector = Collector::start(config, listener, health).await?;
     let status = |c: &Collector| {
         format!(
@@ -27,7 +30,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             c.connected_agents()
         )
     };
+    let mut reloads = Reporter::start(&state_dir);
     notifier.ready(&status(&collector));
+    tracing::info!(message_id = ids::STARTED, version = env!("CARGO_PKG_VERSION"), listen = %collector.local_addr(), "collector started");
 
     // The watchdog is pinged from this loop only after the collector proved
     // it is responsive, so a wedged store or detector stops the pings.
@@ -40,12 +45,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 SignalEvent::Shutdown => break,
                 SignalEvent::Reload => {
                     notifier.reloading();
-                    match Config::load(config_path) {
-                        Ok(new) => if let Err(e) = collector.reload(new) {
-                            tracing::error!(error = %e, "reload failed; keeping the running configuration");
-                        },
-                        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+                    let outcome = Config::load(config_path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|new| collector.reload(new).map_err(|e| e.to_string()));
+                    if let Err(e) = &outcome {
+                        tracing::error!(message_id = ids::RELOAD_FAILED, error = %e, "reload refused; keeping the running configuration");
                     }
+                    reloads.report(outcome);
                     notifier.ready(&status(&collector));
                 }
             },
@@ -54,13 +60,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 if collector.healthy(budget).await {
                     notifier.watchdog();
                 } else {
-                    tracing::error!("collector unresponsive; withholding the watchdog ping");
+                    tracing::error!(message_id = ids::WATCHDOG_WITHHELD, "collector unresponsive; withholding the watchdog ping");
                 }
             }
             _ = status_tick.tick() => notifier.status(&status(&collector)),
         }
     }
-    tracing::info!("shutting down");
+    tracing::info!(message_id = ids::STOPPING, "shutting down");
     notifier.stopping();
     collector.shutdown().await;
     Ok(())

@@ -229,7 +229,7 @@ async fn record(store: &Store, subject: &Subject, v: &Validity, left: i64) {
         "not_after": sonde_runtime::clock::rfc3339_seconds(v.not_after),
         "days_left": days_left,
     });
-    tracing::warn!(certificate = which, identity = ?identity, subject = %v.subject, not_after = %sonde_runtime::clock::rfc3339_seconds(v.not_after), days_left, "certificate expires soon");
+    tracing::warn!(message_id = sonde_runtime::logging::ids::CERT_EXPIRING, certificate = which, identity = ?identity, subject = %v.subject, not_after = %sonde_runtime::clock::rfc3339_seconds(v.not_after), days_left, "certificate expires soon");
     let now = sonde_runtime::clock::unix_millis();
     let recorded = store
         .run(move |s| {

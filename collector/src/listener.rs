@@ -16,6 +16,7 @@
 //! refusals are logged with the reason and counted in
 //! [`Refusals`](crate::metrics::Refusals).
 
+use sonde_runtime::logging::ids;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -274,7 +275,7 @@ impl Connection {
         // Dropping the connection closes it at once: its streams (an agent
         // session, a live view) end with it.
         self.refusals.closed_certificate.fetch_add(1, Relaxed);
-        tracing::warn!(peer = %peer.identity, remote = %remote, reason = %reason, "closing connection: certificate no longer accepted");
+        tracing::warn!(message_id = ids::CONNECTION_REVOKED, peer = %peer.identity, remote = %remote, reason = %reason, "closing connection: certificate no longer accepted");
     }
 
     /// Answers every request of a connection over the per-certificate limit
@@ -311,15 +312,21 @@ async fn handshake(
     refusals: &Refusals,
 ) -> Option<(TlsStream<TcpStream>, Peer, Vec<CertificateDer<'static>>)> {
     let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    let (accepted, presented) = sonde_runtime::tls::presented_during(tokio::time::timeout(
+        timeout,
+        acceptor.accept(tcp),
+    ))
+    .await;
+    let presented = presented.as_deref().unwrap_or("no client certificate");
+    let stream = match accepted {
         Err(_) => {
             refusals.handshakes.fetch_add(1, Relaxed);
-            tracing::warn!(remote = %remote, reason = %"handshake timed out", "TLS handshake rejected");
+            tracing::warn!(message_id = ids::HANDSHAKE_REFUSED, remote = %remote, certificate = presented, reason = %"handshake timed out", "TLS handshake rejected");
             return None;
         }
         Ok(Err(e)) => {
             refusals.handshakes.fetch_add(1, Relaxed);
-            tracing::warn!(remote = %remote, reason = %io_reason(&e), "TLS handshake rejected");
+            tracing::warn!(message_id = ids::HANDSHAKE_REFUSED, remote = %remote, certificate = presented, reason = %io_reason(&e), "TLS handshake rejected");
             return None;
         }
         Ok(Ok(s)) => s,

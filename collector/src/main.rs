@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sonde_collector::cli::Cli;
 use sonde_collector::config::{Config, DEFAULT_PATH};
-use sonde_runtime::cli::Daemon;
+use sonde_runtime::cli::{Checked, Daemon};
 
 fn main() -> ExitCode {
     let daemon = Daemon {
@@ -14,7 +14,11 @@ fn main() -> ExitCode {
     };
     daemon.main(
         Cli::parse().args,
-        |path| Config::load(path).map(drop),
+        |path| {
+            Config::load(path).map(|c| Checked {
+                state_dir: c.state_dir,
+            })
+        },
         |path| async move { sonde_collector::daemon::run(&path).await },
     )
 }

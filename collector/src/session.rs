@@ -6,6 +6,7 @@
 //! same agent replaces the first. When the collector's heartbeat settings
 //! change on reload, connected agents get a `ConfigUpdate`.
 
+use sonde_runtime::logging::ids;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -191,6 +192,7 @@ impl AgentService for AgentSessions {
             .await
             .map_err(SessionError::from)?;
         tracing::info!(
+            message_id = ids::SESSION_OPENED,
             agent = %key,
             remote = %peer.remote,
             version = %sonde_runtime::text::safe(&hello.agent_version),
@@ -288,14 +290,14 @@ impl Stream {
         let end = self.run(&mut inbound).await;
         let key = &self.key;
         match end {
-            Ok(()) => tracing::info!(agent = %key, "agent session closed"),
+            Ok(()) => tracing::info!(message_id = ids::SESSION_CLOSED, agent = %key, "agent session closed"),
             Err(SessionError::Store(e)) if e.is_disk_full() => {
                 tracing::error!(agent = %key, error = %e,
                     "collector disk is full: batches are not acknowledged; agents keep them in their spools until there is room");
                 let _ = self.tx.send(Err(SessionError::Store(e).into())).await;
             }
             Err(e) => {
-                tracing::info!(agent = %key, reason = %e, "agent session ended by collector");
+                tracing::info!(message_id = ids::SESSION_CLOSED, agent = %key, reason = %e, "agent session ended by collector");
                 let _ = self.tx.send(Err(e.into())).await;
             }
         }

@@ -1,5 +1,5 @@
 //! The command line both daemons share: `--config`, `--log`, `--log-level`,
-//! and the `run` (default) / `check-config` subcommands, plus the `main`
+//! and the `run` (default) / `check-config` / `reload` subcommands, plus the `main`
 //! skeleton around them, so the two binaries stay identical in behaviour.
 
 use std::future::Future;
@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::ConfigError;
 use crate::logging::{self, LogArgs};
+use crate::reload;
 
 /// Flags and subcommands of a sonde daemon.
 #[derive(Debug, Clone, Args)]
@@ -24,12 +25,53 @@ pub struct DaemonArgs {
 }
 
 /// What to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum DaemonCommand {
     /// Run the service (the default).
     Run,
-    /// Validate the config file and every file it names, then exit.
-    CheckConfig,
+    /// Validate the config file and every file it names, then exit (status
+    /// 78 if something is wrong). Run as root, it checks as the user the
+    /// service runs as (`--as-user`), so a file that user cannot read fails
+    /// here and not at start.
+    CheckConfig(CheckArgs),
+    /// Reload the running daemon and wait for its answer: validate the new
+    /// config as `check-config` does, send SIGHUP, exit 0 only if the daemon
+    /// took it (the units' `ExecReload=`, so `systemctl reload` fails when
+    /// the new config is refused).
+    Reload(ReloadArgs),
+}
+
+/// `check-config` options.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct CheckArgs {
+    /// When run as root: check as this user, as the systemd unit runs the
+    /// service (`root` checks as root).
+    #[arg(long, value_name = "USER", default_value = SERVICE_USER)]
+    pub as_user: String,
+}
+
+/// `reload` options.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ReloadArgs {
+    /// The daemon's process id (the units pass `$MAINPID`); default: the one
+    /// recorded in its state directory.
+    #[arg(long)]
+    pub pid: Option<i32>,
+}
+
+/// The user the packaged units run the daemons as.
+pub const SERVICE_USER: &str = "sonde";
+
+/// `sysexits.h` `EX_CONFIG`: the config or a file it names is wrong. The
+/// units do not restart on it (`RestartPreventExitStatus=78`): retrying
+/// cannot fix a file.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// What `check-config` and `reload` learn from a config that loads.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Where the daemon keeps its state (and its reload outcome).
+    pub state_dir: PathBuf,
 }
 
 /// One daemon's identity and entry points.
@@ -42,12 +84,14 @@ pub struct Daemon<'a> {
 }
 
 impl Daemon<'_> {
-    /// Runs the daemon: `check-config` calls `check`; otherwise logging is
-    /// set up and `run` is driven on a multi-threaded tokio runtime.
+    /// Runs the daemon: `check-config` and `reload` call `load`; otherwise
+    /// logging is set up, the config is loaded once (a bad one exits 78
+    /// before anything starts) and `run` is driven on a multi-threaded
+    /// tokio runtime.
     pub fn main<F, Fut>(
         self,
         args: DaemonArgs,
-        check: impl FnOnce(&Path) -> Result<(), ConfigError>,
+        load: impl Fn(&Path) -> Result<Checked, ConfigError>,
         run: F,
     ) -> ExitCode
     where
@@ -57,19 +101,20 @@ impl Daemon<'_> {
         let config = args
             .config
             .unwrap_or_else(|| PathBuf::from(self.default_config));
-        if args.command == Some(DaemonCommand::CheckConfig) {
-            return match check(&config) {
-                Ok(()) => {
-                    println!("{}: OK", config.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            };
+        match args.command.unwrap_or(DaemonCommand::Run) {
+            DaemonCommand::CheckConfig(check) => return self.check_config(&config, &check, &load),
+            DaemonCommand::Reload(reload) => return self.reload(&config, &reload, &load),
+            DaemonCommand::Run => {}
         }
         logging::init(&args.log, self.name);
+        if let Err(e) = load(&config) {
+            tracing::error!(
+                message_id = crate::logging::ids::CONFIG_REFUSED,
+                "not starting: {e}"
+            );
+            eprintln!("{}: not starting: {e}", self.name);
+            return ExitCode::from(EXIT_CONFIG);
+        }
         let runtime = match tokio::runtime::Runtime::new() {
             Ok(rt) => rt,
             Err(e) => {
@@ -82,6 +127,95 @@ impl Daemon<'_> {
             Err(e) => {
                 tracing::error!("{e:#}");
                 eprintln!("{}: {e:#}", self.name);
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn check_config(
+        self,
+        config: &Path,
+        args: &CheckArgs,
+        load: &impl Fn(&Path) -> Result<Checked, ConfigError>,
+    ) -> ExitCode {
+        let me = nix::unistd::geteuid();
+        if me.is_root() && args.as_user != "root" {
+            match nix::unistd::User::from_name(&args.as_user) {
+                Ok(Some(user)) if !user.uid.is_root() => {
+                    return self.check_as(config, &user);
+                }
+                _ => println!(
+                    "{}: note: no user {} on this system; checking as root, which reads \
+                     every file",
+                    self.name, args.as_user
+                ),
+            }
+        }
+        match load(config) {
+            Ok(_) => {
+                let user = nix::unistd::User::from_uid(me)
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| format!("uid {me}"), |u| u.name);
+                println!("{}: OK (as user {user})", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        }
+    }
+
+    /// Runs this same check again as `user` (its uid and primary group;
+    /// supplementary groups are dropped, as `setgroups(0)` before the
+    /// switch leaves them).
+    fn check_as(self, config: &Path, user: &nix::unistd::User) -> ExitCode {
+        use std::os::unix::process::CommandExt as _;
+        // The child may not be allowed into the current directory.
+        let config = std::path::absolute(config).unwrap_or_else(|_| config.to_owned());
+        let status = std::env::current_exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .arg("--config")
+                .arg(&config)
+                .args(["check-config", "--as-user", &user.name])
+                .uid(user.uid.as_raw())
+                .gid(user.gid.as_raw())
+                .current_dir("/")
+                .status()
+        });
+        match status {
+            Ok(s) => ExitCode::from(s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)),
+            Err(e) => {
+                eprintln!(
+                    "{}: cannot check as user {}: {e}; run it as that user",
+                    self.name, user.name
+                );
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn reload(
+        self,
+        config: &Path,
+        args: &ReloadArgs,
+        load: &impl Fn(&Path) -> Result<Checked, ConfigError>,
+    ) -> ExitCode {
+        let checked = match load(config) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: reload refused, the running configuration stays: {e}", self.name);
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        match reload::request(&checked.state_dir, args.pid, reload::ANSWER_TIMEOUT) {
+            Ok(()) => {
+                println!("{}: reloaded {}", self.name, config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: reload failed: {e}", self.name);
                 ExitCode::FAILURE
             }
         }

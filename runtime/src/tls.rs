@@ -379,6 +379,11 @@ impl ClientCertVerifier for SondeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // Whose certificate this was, for the log line of a refusal.
+        let _ = PRESENTED.try_with(|slot| {
+            *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(describe(end_entity));
+        });
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
@@ -408,6 +413,35 @@ impl ClientCertVerifier for SondeClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+tokio::task_local! {
+    /// Set by [`presented_during`]: the client certificate the verifier saw.
+    static PRESENTED: Arc<std::sync::Mutex<Option<String>>>;
+}
+
+/// Runs a server handshake `fut` and also returns which client
+/// certificate it presented (its `sonde://` identity, else its subject and
+/// serial), so a refusal can name who was refused.
+pub async fn presented_during<F: std::future::Future>(fut: F) -> (F::Output, Option<String>) {
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let out = PRESENTED.scope(slot.clone(), fut).await;
+    let who = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    (out, who)
+}
+
+/// A client certificate in a log line.
+fn describe(cert: &CertificateDer<'_>) -> String {
+    if let Ok(id) = identity_of(cert) {
+        return id.to_uri();
+    }
+    match x509_parser::parse_x509_certificate(cert.as_ref()) {
+        Ok((_, x)) => format!("subject {} serial {}", x.subject(), x.raw_serial_as_string()),
+        Err(_) => "an unparsable certificate".to_owned(),
     }
 }
 
