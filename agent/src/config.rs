@@ -284,6 +284,13 @@ impl Loaded {
         let mut config: Config = source.parse()?;
         config.state_dir = source.resolve("state-dir", &config.state_dir)?;
         let files = source.resolve_tls(&config.tls_files())?;
+        if let Some((key, message)) = files::missing([
+            ("tls.ca".to_owned(), files.ca.as_path()),
+            ("tls.cert".to_owned(), files.cert.as_path()),
+            ("tls.key".to_owned(), files.key.as_path()),
+        ]) {
+            return Err(source.error(&key, message));
+        }
         (config.tls.ca, config.tls.cert, config.tls.key) = (files.ca, files.cert, files.key);
         Self::validate(config, &source)
     }

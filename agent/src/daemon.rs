@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sonde_runtime::logging::ids;
 use sonde_runtime::notify::Notifier;
-use sonde_runtime::reload::Reporter;
 use sonde_runtime::probes::Probes;
+use sonde_runtime::reload::Reporter;
 use sonde_runtime::signals::{SignalEvent, Signals};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -112,7 +112,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     let mut reloads = Reporter::start(&config_tx.borrow().config.state_dir);
     notifier.ready("starting");
-    tracing::info!(message_id = ids::STARTED, version = env!("CARGO_PKG_VERSION"), "agent started");
+    tracing::info!(
+        message_id = ids::STARTED,
+        version = env!("CARGO_PKG_VERSION"),
+        "agent started"
+    );
 
     let watchdog_every = notifier.watchdog_interval();
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sonde_runtime::config::{ConfigError, Source};
+use sonde_runtime::files::{self, Kind};
 use sonde_runtime::probes::{PingProbe, Probes, TcpProbe, TraceProbe};
 use sonde_runtime::tls::TlsFiles;
-use sonde_runtime::files::{self, Kind};
 
 /// Default path of the collector config.
 pub const DEFAULT_PATH: &str = "/etc/sonde/collector.toml";
@@ -152,8 +152,8 @@ impl Secret {
     /// The first line of a file (e.g. a systemd credential), trimmed;
     /// the error names the file.
     pub fn from_file(f: &Path) -> Result<Self, String> {
-        let text = files::read_text(f, Kind::Private, files::SECRET_LIMIT)
-            .map_err(|e| e.to_string())?;
+        let text =
+            files::read_text(f, Kind::Private, files::SECRET_LIMIT).map_err(|e| e.to_string())?;
         let line = text.lines().next().unwrap_or("").trim();
         if line.is_empty() {
             return Err(format!("{}: empty", f.display()));
@@ -471,8 +471,37 @@ impl Config {
         let source = Source::read(path)?;
         let mut config: Config = source.parse()?;
         config.resolve_paths(&source)?;
+        if let Some((key, message)) = files::missing(config.named_files()) {
+            return Err(source.error(&key, message));
+        }
         config.validate(&source)?;
         Ok(config)
+    }
+
+    /// Every file the config names, by key: what must exist to start.
+    fn named_files(&self) -> Vec<(String, &Path)> {
+        let mut named = vec![
+            ("tls.ca".to_owned(), self.tls.ca.as_path()),
+            ("tls.cert".to_owned(), self.tls.cert.as_path()),
+            ("tls.key".to_owned(), self.tls.key.as_path()),
+        ];
+        named.extend(
+            self.tls
+                .crl
+                .iter()
+                .map(|c| ("tls.crl".to_owned(), c.as_path())),
+        );
+        if let Some(influx) = &self.influxdb {
+            for (key, f) in [
+                ("influxdb.token-file", &influx.token_file),
+                ("influxdb.ca", &influx.ca),
+            ] {
+                if let Some(f) = f {
+                    named.push((key.to_owned(), f.as_path()));
+                }
+            }
+        }
+        named
     }
 
     fn resolve_paths(&mut self, source: &Source) -> Result<(), ConfigError> {

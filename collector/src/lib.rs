@@ -457,7 +457,10 @@ impl Collector {
         }
         self.tls.send_replace(tls);
         self.settings.send_replace(Arc::new(config));
-        tracing::info!(message_id = sonde_runtime::logging::ids::RELOADED, "configuration reloaded");
+        tracing::info!(
+            message_id = sonde_runtime::logging::ids::RELOADED,
+            "configuration reloaded"
+        );
         Ok(())
     }
 

@@ -312,11 +312,9 @@ async fn handshake(
     refusals: &Refusals,
 ) -> Option<(TlsStream<TcpStream>, Peer, Vec<CertificateDer<'static>>)> {
     let _ = tcp.set_nodelay(true);
-    let (accepted, presented) = sonde_runtime::tls::presented_during(tokio::time::timeout(
-        timeout,
-        acceptor.accept(tcp),
-    ))
-    .await;
+    let (accepted, presented) =
+        sonde_runtime::tls::presented_during(tokio::time::timeout(timeout, acceptor.accept(tcp)))
+            .await;
     let presented = presented.as_deref().unwrap_or("no client certificate");
     let stream = match accepted {
         Err(_) => {

@@ -124,6 +124,20 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The first message of a session.
+fn welcome(key: &AgentKey, interval: Duration, acked: u64) -> CollectorMessage {
+    CollectorMessage {
+        kind: Some(CollectorKind::Welcome(Welcome {
+            heartbeat_interval_ms: millis_u32(interval),
+            server_unix_nanos: sonde_runtime::clock::unix_nanos(),
+            acked_batch_seq: acked,
+            collector_version: VERSION.to_owned(),
+            tenant: key.tenant.clone(),
+            agent_name: key.name.clone(),
+        })),
+    }
+}
+
 fn millis_u32(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -154,7 +168,6 @@ impl AgentService for AgentSessions {
         let hello = read_hello(&mut inbound).await.inspect_err(|e| {
             tracing::warn!(agent = %key, remote = %peer.remote, reason = %e, "session refused");
         })?;
-
         let shared = self.shared.clone();
         let mut settings = shared.settings.clone();
         let config = settings.borrow_and_update().clone();
@@ -200,21 +213,8 @@ impl AgentService for AgentSessions {
             grace = ?grace,
             "agent session opened"
         );
-
         let (tx, rx) = mpsc::channel(16);
-        let welcome = Welcome {
-            heartbeat_interval_ms: millis_u32(interval),
-            server_unix_nanos: sonde_runtime::clock::unix_nanos(),
-            acked_batch_seq: acked,
-            collector_version: VERSION.to_owned(),
-            tenant: key.tenant.clone(),
-            agent_name: key.name.clone(),
-        };
-        let _ = tx
-            .send(Ok(CollectorMessage {
-                kind: Some(CollectorKind::Welcome(welcome)),
-            }))
-            .await;
+        let _ = tx.send(Ok(welcome(&key, interval, acked))).await;
 
         tokio::spawn(
             Stream {
@@ -290,7 +290,9 @@ impl Stream {
         let end = self.run(&mut inbound).await;
         let key = &self.key;
         match end {
-            Ok(()) => tracing::info!(message_id = ids::SESSION_CLOSED, agent = %key, "agent session closed"),
+            Ok(()) => {
+                tracing::info!(message_id = ids::SESSION_CLOSED, agent = %key, "agent session closed");
+            }
             Err(SessionError::Store(e)) if e.is_disk_full() => {
                 tracing::error!(agent = %key, error = %e,
                     "collector disk is full: batches are not acknowledged; agents keep them in their spools until there is room");

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+pub mod backup;
 use serde::Serialize;
 
 /// A store failure, with the database path.

@@ -1,20 +1,41 @@
 //! The `sondectl` command line, in the library so the man page is generated
 //! from the same definition (`sonde-mangen`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-/// Default config path when neither `--config` nor `SONDECTL_CONFIG` is set.
+/// The system-wide config, used when neither `--config`, `SONDECTL_CONFIG`
+/// nor a per-user file is there.
 pub const DEFAULT_PATH: &str = "/etc/sonde/sondectl.toml";
+
+/// The per-user config below `$XDG_CONFIG_HOME` (default `~/.config`).
+pub const USER_PATH: &str = "sonde/sondectl.toml";
+
+/// The config to read without `--config`/`SONDECTL_CONFIG`: the user's own
+/// (`$XDG_CONFIG_HOME/sonde/sondectl.toml`, `~/.config/sonde/sondectl.toml`)
+/// if it exists, else [`DEFAULT_PATH`]. Each person keeps their own
+/// certificate and key in their home; `/etc/sonde` (0750 root:sonde) is not
+/// theirs to read.
+pub fn default_config(xdg_config_home: Option<&Path>, home: Option<&Path>) -> PathBuf {
+    let base = xdg_config_home
+        .filter(|p| p.is_absolute())
+        .map(Path::to_path_buf)
+        .or_else(|| home.map(|h| h.join(".config")));
+    match base.map(|b| b.join(USER_PATH)) {
+        Some(user) if user.exists() => user,
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
 
 /// sondectl: query the sonde collector's API with a viewer or admin
 /// certificate. What you see is what your certificate's tenant may see.
 #[derive(Parser)]
 #[command(name = "sondectl", version)]
 pub struct Cli {
-    /// Config file: collector address and your TLS files
-    /// (default: /etc/sonde/sondectl.toml).
+    /// Config file: collector address and your TLS files (default:
+    /// ~/.config/sonde/sondectl.toml if it exists, else
+    /// /etc/sonde/sondectl.toml).
     #[arg(long, global = true, env = "SONDECTL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
@@ -147,4 +168,28 @@ pub enum Color {
     Auto,
     Always,
     Never,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_own_config_comes_before_the_system_one() {
+        let home = tempfile::tempdir().unwrap();
+        let system = PathBuf::from(DEFAULT_PATH);
+        assert_eq!(default_config(None, Some(home.path())), system);
+        let own = home.path().join(".config/sonde/sondectl.toml");
+        std::fs::create_dir_all(own.parent().unwrap()).unwrap();
+        std::fs::write(&own, "").unwrap();
+        assert_eq!(default_config(None, Some(home.path())), own);
+        // XDG_CONFIG_HOME wins over ~/.config; a relative one is ignored.
+        let xdg = tempfile::tempdir().unwrap();
+        assert_eq!(default_config(Some(xdg.path()), Some(home.path())), system);
+        assert_eq!(
+            default_config(Some(Path::new("rel")), Some(home.path())),
+            own
+        );
+        assert_eq!(default_config(None, None), system);
+    }
 }

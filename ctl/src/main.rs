@@ -4,14 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sondectl::cli::{Cli, Command, DEFAULT_PATH};
+use sondectl::cli::{Cli, Command, default_config};
 use sondectl::config::Loaded;
 
 /// Exit statuses: 0 done, 1 the collector refused or could not be reached,
 /// 2 the config is wrong.
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    let path = cli.config.unwrap_or_else(|| {
+        let env = |k| std::env::var_os(k).map(PathBuf::from);
+        default_config(env("XDG_CONFIG_HOME").as_deref(), env("HOME").as_deref())
+    });
     let loaded = match Loaded::load(&path) {
         Ok(l) => l,
         Err(e) => {

@@ -205,7 +205,10 @@ impl Daemon<'_> {
         let checked = match load(config) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("{}: reload refused, the running configuration stays: {e}", self.name);
+                eprintln!(
+                    "{}: reload refused, the running configuration stays: {e}",
+                    self.name
+                );
                 return ExitCode::from(EXIT_CONFIG);
             }
         };

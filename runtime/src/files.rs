@@ -7,9 +7,9 @@
 //! hanging or streaming forever), it must be a regular file, and it is read
 //! up to a cap (`ca = "/dev/zero"` once grew `check-config` to 8.9 GB). A
 //! private key also must not be readable by group or others and must be
-//! owned by root or by the user the program runs as, checked on the file
-//! the operator placed (the units read keys from `/etc/sonde` directly, so
-//! no copy hides the real mode). When the kernel refuses to open a file the
+//! owned by root, by `sonde` or by the user the program runs as, checked on
+//! the file the operator placed (the units read keys from `/etc/sonde`
+//! directly, so no copy hides the real mode). When the kernel refuses to open a file the
 //! error says who asked and how the file would have to be, because the
 //! usual cause is a file placed by root that the service user `sonde`
 //! cannot read.
@@ -34,8 +34,8 @@ pub enum Kind {
     /// Anything the service must be able to read (config, certificate,
     /// CA, CRL): group `sonde` reading it is the usual way.
     Shared,
-    /// A private key or secret: mode 0600/0400, owned by root or the user
-    /// the program runs as.
+    /// A private key or secret: mode 0600/0400, owned by root, the service
+    /// user `sonde` or the user the program runs as.
     Private,
 }
 
@@ -62,8 +62,8 @@ pub enum FileError {
     )]
     Permissions { path: PathBuf, mode: u32 },
     #[error(
-        "{path}: private key is owned by {owner}, not by root or {user} (the user this runs as); \
-         run chown {user} {path}"
+        "{path}: private key is owned by {owner}, not by root, sonde or {user} (the user this \
+         runs as); run chown {user} {path}"
     )]
     Owner {
         path: PathBuf,
@@ -83,6 +83,27 @@ impl FileError {
             | FileError::Owner { path, .. } => path,
         }
     }
+}
+
+/// The files among `named` (config key, path) that do not exist, all in one
+/// message, with the key of the first: a fresh install missing its
+/// certificate, key and CRL learns all three at once, not one per start.
+pub fn missing<'a>(
+    named: impl IntoIterator<Item = (String, &'a Path)>,
+) -> Option<(String, String)> {
+    let absent: Vec<(String, &Path)> = named
+        .into_iter()
+        // A directory we may not enter is not "missing": reading explains.
+        .filter(|(_, p)| matches!(p.try_exists(), Ok(false)))
+        .collect();
+    let (first, _) = absent.first()?;
+    let list = absent
+        .iter()
+        .map(|(k, p)| format!("{k} = {}", p.display()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let what = if absent.len() == 1 { "file" } else { "files" };
+    Some((first.clone(), format!("missing {what}: {list}")))
 }
 
 /// Reads `path` as a file of `kind`, at most `limit` bytes.
@@ -162,7 +183,11 @@ fn check_private(path: &Path, meta: &Metadata) -> Result<(), FileError> {
         });
     }
     let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != me {
+    let service = nix::unistd::User::from_name(crate::cli::SERVICE_USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    if meta.uid() != 0 && meta.uid() != me && Some(meta.uid()) != service {
         return Err(FileError::Owner {
             path: path.to_owned(),
             owner: user_name(meta.uid()),
@@ -258,6 +283,30 @@ mod tests {
     }
 
     #[test]
+    fn every_missing_file_is_named_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = dir.path().join("here.pem");
+        std::fs::write(&here, "x").unwrap();
+        let (a, b) = (dir.path().join("a.pem"), dir.path().join("b.key"));
+        let named = [
+            ("tls.ca".to_owned(), here.as_path()),
+            ("tls.cert".to_owned(), a.as_path()),
+            ("tls.key".to_owned(), b.as_path()),
+        ];
+        let (key, message) = missing(named.clone()).unwrap();
+        assert_eq!(key, "tls.cert");
+        assert_eq!(
+            message,
+            format!(
+                "missing files: tls.cert = {}, tls.key = {}",
+                a.display(),
+                b.display()
+            )
+        );
+        assert_eq!(missing(named.into_iter().take(1)), None);
+    }
+
+    #[test]
     fn files_past_the_cap_are_refused_with_the_cap_named() {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big.pem");
@@ -286,7 +335,9 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
             std::os::unix::fs::chown(&key, Some(4242), None).unwrap();
-            let e = read(&key, Kind::Private, SECRET_LIMIT).unwrap_err().to_string();
+            let e = read(&key, Kind::Private, SECRET_LIMIT)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("owned by uid 4242, not by root"), "{e}");
         }
     }

@@ -115,10 +115,13 @@ fn put(buf: &mut Vec<u8>, name: &str, value: &str) {
 /// digits, underscores).
 fn field_name(name: &str) -> String {
     let mut out = String::from("F_");
-    out.extend(
-        name.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }),
-    );
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
     out
 }
 
@@ -210,8 +213,7 @@ mod tests {
         let get = |k: &str| {
             got.iter()
                 .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_else(|| panic!("no {k} in {got:?}"))
+                .map_or_else(|| panic!("no {k} in {got:?}"), |(_, v)| v.as_str())
         };
         assert_eq!(
             get("MESSAGE"),

@@ -64,12 +64,10 @@ pub fn init(args: &LogArgs, identifier: &str) {
         }
     }
     // Fields as `name=value`, without the journal's message id.
-    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        match field.name() {
-            "message_id" => Ok(()),
-            "message" => write!(w, "{value:?}"),
-            name => write!(w, "{name}={value:?}"),
-        }
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+        "message_id" => Ok(()),
+        "message" => write!(w, "{value:?}"),
+        name => write!(w, "{name}={value:?}"),
     })
     .delimited(" ");
     tracing_subscriber::registry()

@@ -142,9 +142,7 @@ pub fn request(state_dir: &Path, pid: Option<i32>, timeout: Duration) -> Result<
         (None, None) => return Err(ReloadError::NoDaemon(path)),
     };
     // Only a newer record of the same process answers this signal.
-    let baseline = before
-        .filter(|r| r.pid == pid)
-        .map_or(0, |r| r.generation);
+    let baseline = before.filter(|r| r.pid == pid).map_or(0, |r| r.generation);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGHUP,
@@ -205,7 +203,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = Builder::new_current_thread().enable_all().build().unwrap();
         let mut hup = rt
-            .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
+            .block_on(async {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            })
             .unwrap();
         let mut reporter = Reporter::start(dir.path());
         let state = dir.path().to_owned();
@@ -227,6 +227,10 @@ mod tests {
         daemon.join().unwrap();
         // Nobody answers now: a bounded wait, then a timeout naming the pid.
         let e = request(&state, Some(pid), Duration::from_millis(200)).unwrap_err();
-        assert!(e.to_string().contains(&format!("process {pid} did not answer")), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("process {pid} did not answer")),
+            "{e}"
+        );
     }
 }

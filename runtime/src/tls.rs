@@ -381,8 +381,9 @@ impl ClientCertVerifier for SondeClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         // Whose certificate this was, for the log line of a refusal.
         let _ = PRESENTED.try_with(|slot| {
-            *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some(describe(end_entity));
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(describe(end_entity));
         });
         let verified = self
             .inner
@@ -440,7 +441,11 @@ fn describe(cert: &CertificateDer<'_>) -> String {
         return id.to_uri();
     }
     match x509_parser::parse_x509_certificate(cert.as_ref()) {
-        Ok((_, x)) => format!("subject {} serial {}", x.subject(), x.raw_serial_as_string()),
+        Ok((_, x)) => format!(
+            "subject {} serial {}",
+            x.subject(),
+            x.raw_serial_as_string()
+        ),
         Err(_) => "an unparsable certificate".to_owned(),
     }
 }
@@ -474,7 +479,11 @@ mod tests {
         assert_eq!(identity_of(cert).unwrap().to_uri(), "sonde://t/agent/a");
 
         // A key readable by others is refused, naming the file.
-        std::fs::set_permissions(&client.key, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(
+            &client.key,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+        )
+        .unwrap();
         let err = client_config(&client).unwrap_err().to_string();
         assert!(err.contains("a.key") && err.contains("chmod 600"), "{err}");
         // A certificate paired with the wrong key is refused.

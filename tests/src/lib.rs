@@ -645,6 +645,21 @@ pub async fn sondectl(config: &Path, args: &[&str]) -> std::process::Output {
         .expect("run sondectl")
 }
 
+/// Writes a secret (webhook URL, password, token) as the operator must:
+/// mode 0600, owned by the user running the test.
+pub fn write_secret(path: &Path, contents: impl AsRef<[u8]>) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_ref()))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
 /// Runs `PROGRAM --config PATH check-config`: (success, stdout + stderr).
 pub fn check_config(program: &str, config: &Path) -> (bool, String) {
     let out = std::process::Command::new(bin(program))

@@ -170,7 +170,7 @@ async fn sms_webhook_fills_its_templates() {
     let (g, base) = gateway().await;
     let dir = tempfile::tempdir().unwrap();
     let auth = dir.path().join("auth");
-    std::fs::write(&auth, "Bearer k3y-from-file\n").unwrap();
+    sonde_tests::write_secret(&auth, "Bearer k3y-from-file\n");
     let config = SmsWebhook {
         method: "post".into(),
         url: Some(Secret::new(format!("{base}/v1/send?to={{to_url}}"))),

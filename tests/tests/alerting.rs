@@ -84,8 +84,8 @@ async fn setup() -> Setup {
     )
     .await;
     let dir = world.dir();
-    std::fs::write(dir.join("discord.url"), discord.url()).unwrap();
-    std::fs::write(dir.join("smtp.password"), SMTP_PASSWORD).unwrap();
+    sonde_tests::write_secret(&dir.join("discord.url"), discord.url());
+    sonde_tests::write_secret(&dir.join("smtp.password"), SMTP_PASSWORD);
 
     let collector_config = star::collector_config(
         &world,

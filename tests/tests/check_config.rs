@@ -13,8 +13,23 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
+/// `text` with the commented examples from byte `start` on uncommented:
+/// `# key = value` and `# [table]` lines lose their `# `.
+fn uncomment(text: &str, start: usize) -> String {
+    text[..start].to_owned()
+        + &text[start..]
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(toml) if toml.starts_with('[') || toml.contains(" = ") => toml,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+}
+
 #[test]
 fn sample_configs_parse() {
+    let text = std::fs::read_to_string(repo("agent/agent.toml")).unwrap();
     let agent: sonde_agent::config::Config = Source::read(&repo("agent/agent.toml"))
         .unwrap()
         .parse()
@@ -24,6 +39,28 @@ fn sample_configs_parse() {
         agent.collector_host_port(),
         Some(("collector.example.net", 7443))
     );
+    // Safe to start as shipped: no probes of its own, nothing asked of
+    // the internet (public IP off), no remote checks.
+    let probes = agent.probes();
+    assert!(
+        probes.ping.is_empty() && probes.tcp.is_empty() && probes.trace.is_empty(),
+        "the sample agent.toml probes something"
+    );
+    let host = agent.host();
+    host.check().unwrap();
+    assert!(
+        !host.public_ip.enabled,
+        "the sample asks the internet for its address"
+    );
+    assert!(host.remote_check.is_empty());
+    assert_eq!(host.ports.risk.len(), 1);
+    assert_eq!(host.metrics.interval, std::time::Duration::from_secs(10));
+    // The commented examples parse once uncommented.
+    let start = text.find("# Probes.").expect("probe examples");
+    let agent: sonde_agent::config::Config =
+        Source::from_text(Path::new("agent.toml"), uncomment(&text, start))
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
     let probes = agent.probes();
     probes.validate().unwrap();
     assert_eq!(
@@ -35,8 +72,6 @@ fn sample_configs_parse() {
     host.check().unwrap();
     assert_eq!(host.public_ip.sources.len(), 4);
     assert_eq!(host.public_ip.interval, std::time::Duration::from_secs(300));
-    assert_eq!(host.ports.risk.len(), 1);
-    assert_eq!(host.metrics.interval, std::time::Duration::from_secs(10));
     assert_eq!(host.remote_check[0].targets.len(), 2);
     let collector: sonde_collector::Config = Source::read(&repo("collector/collector.toml"))
         .unwrap()
@@ -47,15 +82,7 @@ fn sample_configs_parse() {
     // The commented per-agent example parses once uncommented.
     let text = std::fs::read_to_string(repo("collector/collector.toml")).unwrap();
     let start = text.find("# [[agent]]").expect("per-agent example");
-    let uncommented: String = text[..start].to_owned()
-        + &text[start..]
-            .lines()
-            .map(|l| match l.strip_prefix("# ") {
-                Some(toml) if toml.starts_with('[') || toml.contains(" = ") => toml,
-                _ => l,
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+    let uncommented = uncomment(&text, start);
     let collector: sonde_collector::Config = Source::from_text(Path::new("x.toml"), uncommented)
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -197,8 +224,25 @@ fn collector_check_config_names_file_line_and_key() {
         &[
             &format!("{file}:6:1"),
             "key `tls.cert`",
+            "missing file: tls.cert = ",
             "missing.pem",
-            "No such file",
+        ],
+    );
+    // Every missing file at once, not one per start.
+    std::fs::write(
+        &good,
+        text_of
+            .replace("collector.pem", "missing.pem")
+            .replace("crl.pem", "missing-crl.pem"),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-collector",
+        &good,
+        &[
+            "missing files: tls.cert = ",
+            "missing.pem, tls.crl = ",
+            "missing-crl.pem",
         ],
     );
 

@@ -149,8 +149,8 @@ async fn whose_measurements_a_tenant_sees_and_is_paged_for() {
     let discord_acme = Discord::start("198.18.86.1:0".parse().unwrap()).await;
     let discord_globex = Discord::start("198.18.86.1:0".parse().unwrap()).await;
     let dir = world.dir();
-    std::fs::write(dir.join("acme.url"), discord_acme.url()).unwrap();
-    std::fs::write(dir.join("globex.url"), discord_globex.url()).unwrap();
+    sonde_tests::write_secret(&dir.join("acme.url"), discord_acme.url());
+    sonde_tests::write_secret(&dir.join("globex.url"), discord_globex.url());
     let tables = |trust: &str| {
         format!(
             "[access]\noperator-tenants = [\"noc\"]\n\
