@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     };
     let command = match cli.command {
         Some(Command::ProbeOnce) => {
-            sonde_runtime::logging::init(&cli.log, daemon.name);
+            let _ = sonde_runtime::logging::init(&cli.log, daemon.name);
             let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
             return probe_once(&config);
         }

@@ -339,7 +339,16 @@ async fn handshake(
     match chain.first().map(sonde_runtime::tls::identity_of) {
         Some(Ok(identity)) => {
             tracing::debug!(peer = %identity, remote = %remote, "TLS connection accepted");
-            Some((stream, Peer { identity, remote }, chain))
+            let serial = chain
+                .first()
+                .map(sonde_runtime::tls::serial_of)
+                .unwrap_or_default();
+            let peer = Peer {
+                identity,
+                remote,
+                serial,
+            };
+            Some((stream, peer, chain))
         }
         other => {
             tracing::warn!(remote = %remote, reason = ?other, "TLS connection without identity dropped");

@@ -14,4 +14,7 @@ pub struct Peer {
     pub identity: Identity,
     /// TCP address the connection came from.
     pub remote: SocketAddr,
+    /// The client certificate's serial number (hex), for the log: which
+    /// certificate an agent used, e.g. after a rotation.
+    pub serial: String,
 }

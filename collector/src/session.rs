@@ -208,6 +208,7 @@ impl AgentService for AgentSessions {
             message_id = ids::SESSION_OPENED,
             agent = %key,
             remote = %peer.remote,
+            serial = %peer.serial,
             version = %sonde_runtime::text::safe(&hello.agent_version),
             interval = ?interval,
             grace = ?grace,

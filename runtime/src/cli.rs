@@ -106,13 +106,13 @@ impl Daemon<'_> {
             DaemonCommand::Reload(reload) => return self.reload(&config, &reload, &load),
             DaemonCommand::Run => {}
         }
-        logging::init(&args.log, self.name);
+        // The log carries the reason of any failure below (journald or stderr).
+        let _journald = logging::init(&args.log, self.name);
         if let Err(e) = load(&config) {
             tracing::error!(
                 message_id = crate::logging::ids::CONFIG_REFUSED,
                 "not starting: {e}"
             );
-            eprintln!("{}: not starting: {e}", self.name);
             return ExitCode::from(EXIT_CONFIG);
         }
         let runtime = match tokio::runtime::Runtime::new() {
@@ -126,7 +126,6 @@ impl Daemon<'_> {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
-                eprintln!("{}: {e:#}", self.name);
                 ExitCode::FAILURE
             }
         }

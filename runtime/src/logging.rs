@@ -40,8 +40,9 @@ pub struct LogArgs {
 }
 
 /// Installs the global subscriber. `identifier` is the journald
-/// `SYSLOG_IDENTIFIER`.
-pub fn init(args: &LogArgs, identifier: &str) {
+/// `SYSLOG_IDENTIFIER`. Returns whether logs go to journald (then stderr,
+/// which systemd also sends there, must not repeat them).
+pub fn init(args: &LogArgs, identifier: &str) -> bool {
     let filter = match &args.level {
         Some(level) => EnvFilter::new(level),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -58,7 +59,7 @@ pub fn init(args: &LogArgs, identifier: &str) {
                     .with(filter)
                     .with(layer)
                     .init();
-                return;
+                return true;
             }
             Err(e) => eprintln!("{identifier}: journald unavailable ({e}); logging to stderr"),
         }
@@ -79,6 +80,7 @@ pub fn init(args: &LogArgs, identifier: &str) {
                 .with_ansi(std::io::stderr().is_terminal()),
         )
         .init();
+    false
 }
 
 /// `MESSAGE_ID`s of the key events, for `journalctl MESSAGE_ID=…` (the

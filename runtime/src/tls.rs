@@ -435,6 +435,13 @@ pub async fn presented_during<F: std::future::Future>(fut: F) -> (F::Output, Opt
     (out, who)
 }
 
+/// A certificate's serial number in hex (`""` if it cannot be parsed).
+pub fn serial_of(cert: &CertificateDer<'_>) -> String {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .map(|(_, x)| x.raw_serial_as_string())
+        .unwrap_or_default()
+}
+
 /// A client certificate in a log line.
 fn describe(cert: &CertificateDer<'_>) -> String {
     if let Ok(id) = identity_of(cert) {

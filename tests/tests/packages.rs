@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use sonde_proto::{Identity, Role};
+use sonde_runtime::logging::ids;
 use sonde_tests::nspawn::Machine;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -185,52 +186,41 @@ fn rpmlint_reports_only_accepted_findings() {
     );
 }
 
-/// Dev certificates and configs for a collector and an agent on the
-/// container's loopback, written where the packages expect them.
-fn configure(m: &Machine) {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = sonde_certs::Pki::init(&tmp.path().join("pki"), &[]).unwrap();
-    let issue = |role, name: &str, stem| {
-        let id = Identity::new("acme", role, name).unwrap();
-        pki.issue(&id, Some(stem), 30).unwrap();
-    };
-    issue(Role::Agent, "edge-1", "agent");
-    issue(Role::Admin, "ops", "sondectl");
-    let etc = m.root().join("etc/sonde");
-    for f in [
-        "ca.pem",
-        "crl.pem",
-        "collector.pem",
-        "agent.pem",
-        "sondectl.pem",
-    ] {
-        std::fs::copy(pki.dir().join(f), etc.join(f)).unwrap();
-    }
-    for f in ["collector.key", "agent.key", "sondectl.key"] {
-        std::fs::copy(pki.dir().join(f), etc.join(f)).unwrap();
-        // copy keeps the 0600 mode sonde-certs wrote; root owns it.
-    }
-    // The packaged samples, pointed at loopback; the agent's sample probes
-    // and host facts (documentation addresses, internet public-IP sources)
-    // replaced by one loopback ping (which needs CAP_NET_RAW in a namespace
-    // whose ping_group_range admits no one) and public-IP lookups off.
-    let agent = std::fs::read_to_string(etc.join("agent.toml")).unwrap();
-    let cut = agent.find("\n[[").map_or(agent.len(), |i| i + 1);
-    let agent = agent[..cut].replace(
-        "collector = \"collector.example.net:7443\"",
-        "collector = \"localhost:7443\"",
-    ) + "[[ping]]\ntargets = [\"127.0.0.1\"]\ninterval = \"1s\"\n"
-        // The default public-IP sources are on the internet.
-        + "[public-ip]\nenabled = false\n[metrics]\ninterval = \"1s\"\n[ports]\ninterval = \"1s\"\n";
+/// A dev CA in the container's `/root/pki` (as an operator's CA host would
+/// hand the files over): the collector's certificate and CRL, the agent
+/// `acme/edge-1` as `agent.pem`/`agent.key`, an admin `sondectl.*`.
+fn pki(m: &Machine) -> sonde_certs::Pki {
+    let pki = sonde_certs::Pki::init(&m.root().join("root/pki"), &[]).unwrap();
+    issue(&pki, Role::Agent, "edge-1", "agent");
+    issue(&pki, Role::Admin, "ops", "sondectl");
+    pki
+}
+
+fn issue(pki: &sonde_certs::Pki, role: Role, name: &str, stem: &str) {
+    let id = Identity::new("acme", role, name).unwrap();
+    pki.issue(&id, Some(stem), 30).unwrap();
+}
+
+/// The README's certificate step, verbatim: certificates and CRL readable
+/// by group sonde, each service's key owned by sonde with mode 0600, the
+/// admin's key root's.
+const PLACE: &str = "cd /root/pki && \
+    install -o root -g sonde -m 0640 ca.pem collector.pem crl.pem agent.pem /etc/sonde/ && \
+    install -o sonde -g sonde -m 0600 collector.key agent.key /etc/sonde/ && \
+    install -o root -g root -m 0600 sondectl.pem sondectl.key /etc/sonde/";
+
+/// The README's config step: the shipped samples changed only at
+/// `collector =`, plus (for the test) one loopback ping, which needs
+/// `CAP_NET_RAW` in a namespace whose `ping_group_range` admits no one.
+fn point_at_loopback(m: &Machine) {
+    m.sh("sed -i 's/^collector = \"collector.example.net:7443\"/collector = \"localhost:7443\"/' \
+          /etc/sonde/agent.toml /etc/sonde/sondectl.toml && \
+          printf '[[ping]]\\ntargets = [\"127.0.0.1\"]\\ninterval = \"1s\"\\n' >> /etc/sonde/agent.toml");
+    let agent = m.sh("cat /etc/sonde/agent.toml");
     assert!(
-        agent.contains("localhost:7443"),
+        agent.contains("collector = \"localhost:7443\""),
         "sample agent.toml changed"
     );
-    std::fs::write(etc.join("agent.toml"), agent).unwrap();
-    let ctl = std::fs::read_to_string(etc.join("sondectl.toml"))
-        .unwrap()
-        .replace("collector.example.net:7443", "localhost:7443");
-    std::fs::write(etc.join("sondectl.toml"), ctl).unwrap();
 }
 
 /// Copies the packages of both revisions into the container's /root/pkgs.
@@ -247,15 +237,15 @@ fn stage(m: &Machine, kind: &str) -> [[String; 2]; 2] {
     })
 }
 
-/// Both units enabled, waiting for their files, not crash-looping.
-fn assert_waiting_for_certificates(m: &Machine) {
+/// Both units enabled and not started (the package starts a unit only
+/// once its config checks out), not crash-looping.
+fn assert_installed_not_started(m: &Machine) {
     for unit in ["sonde-agent", "sonde-collector"] {
         assert_eq!(
             m.sh(&format!("systemctl is-enabled {unit}")).trim(),
             "enabled"
         );
         assert_eq!(m.show(unit, "ActiveState"), "inactive", "{unit}");
-        assert_eq!(m.show(unit, "ConditionResult"), "no", "{unit}");
         assert_eq!(m.show(unit, "NRestarts"), "0", "{unit}");
     }
     let passwd = m.sh("getent passwd sonde");
@@ -269,6 +259,31 @@ fn assert_waiting_for_certificates(m: &Machine) {
     );
 }
 
+/// `systemctl start UNIT` fails at once, once: non-zero, the unit
+/// `failed` (not `activating (auto-restart)`), exit status 78, and
+/// `systemctl status` shows `reason`.
+fn assert_start_fails_once(m: &Machine, unit: &str, reason: &str) {
+    let start = m.run(&["systemctl", "start", unit]);
+    assert!(!start.status.success(), "{unit} started");
+    assert_eq!(m.show(unit, "ActiveState"), "failed", "{unit} is retrying");
+    assert_eq!(m.show(unit, "ExecMainStatus"), "78", "{unit}");
+    assert_eq!(m.show(unit, "NRestarts"), "0", "{unit}");
+    assert_eq!(
+        m.sh(&format!("systemctl is-failed {unit} || true")).trim(),
+        "failed"
+    );
+    let status = String::from_utf8_lossy(
+        &m.run(&["systemctl", "status", "-n", "20", "--no-pager", "-l", unit])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        status.contains(reason),
+        "`systemctl status {unit}` lacks {reason:?}:\n{status}"
+    );
+    m.sh(&format!("systemctl reset-failed {unit}"));
+}
+
 fn wait_active(m: &Machine, unit: &str) {
     m.eventually(
         &format!("{unit} active"),
@@ -280,13 +295,15 @@ fn wait_active(m: &Machine, unit: &str) {
 
 /// Starts both services and checks what every installation must show.
 fn start_and_check_running(m: &Machine) {
-    // The README's check before the first start: the config as the unit
-    // will read it, with the key passed as a credential.
-    let checked = m.sh(
-        "systemd-run -P -q -p LoadCredential=agent.key:/etc/sonde/agent.key \
-         sonde-agent check-config",
-    );
-    assert_eq!(checked.trim(), "/etc/sonde/agent.toml: OK");
+    // The README's check before the first start, run as root: it checks
+    // as the service user, as the unit will run it.
+    for role in ["agent", "collector"] {
+        let checked = m.sh(&format!("sonde-{role} check-config"));
+        assert_eq!(
+            checked.trim(),
+            format!("/etc/sonde/{role}.toml: OK (as user sonde)")
+        );
+    }
     m.sh("systemctl start sonde-collector sonde-agent");
     wait_active(m, "sonde-collector");
     wait_active(m, "sonde-agent");
@@ -309,9 +326,10 @@ fn start_and_check_running(m: &Machine) {
     // the port inventory, by its owner.
     // The agent may take its first port snapshot before the collector
     // listens: the listener shows in a later one.
+    // (Ports are read every 30 s as shipped.)
     m.eventually(
         "edge-1's metrics and the collector's port in `sondectl agent`",
-        Duration::from_secs(30),
+        Duration::from_secs(75),
         "sonde-agent",
         "sondectl --json agent edge-1 > /tmp/edge.json && grep -q '\"memory_total_bytes\"' /tmp/edge.json \
          && grep -Eq '\"port\": ?7443' /tmp/edge.json",
@@ -353,8 +371,13 @@ fn check_journal_reload_caps_and_watchdog(m: &Machine) {
     // Structured fields, not just text.
     let opened = journal(m, "sonde-collector")
         .into_iter()
-        .find(|e| e["MESSAGE"] == "agent session opened")
+        .find(|e| e["MESSAGE_ID"] == ids::SESSION_OPENED)
         .expect("collector journal has `agent session opened`");
+    let message = opened["MESSAGE"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("agent session opened (agent=acme/edge-1, remote="),
+        "{opened}"
+    );
     assert_eq!(opened["SYSLOG_IDENTIFIER"], "sonde-collector", "{opened}");
     assert_eq!(opened["F_AGENT"], "acme/edge-1", "{opened}");
     assert_eq!(opened["F_VERSION"], VERSION, "{opened}");
@@ -364,14 +387,17 @@ fn check_journal_reload_caps_and_watchdog(m: &Machine) {
     // Reload: same process, same invocation, and the agent says it reloaded.
     let pid = m.show("sonde-agent", "MainPID");
     let invocation = m.show("sonde-agent", "InvocationID");
+    // `systemctl reload` returns once the agent has answered.
+    let reloaded = format!(
+        "journalctl -o json --no-pager _PID={pid} MESSAGE_ID={}",
+        ids::RELOADED
+    );
+    let before = m.sh(&reloaded).lines().count();
     m.sh("systemctl reload sonde-agent");
-    m.eventually(
-        "agent logs `configuration reloaded`",
-        Duration::from_secs(10),
-        "sonde-agent",
-        &format!(
-            "journalctl -u sonde-agent -o json --no-pager | grep '\"_PID\":\"{pid}\"' | grep -q '\"MESSAGE\":\"configuration reloaded\"'"
-        ),
+    assert_eq!(
+        m.sh(&reloaded).lines().count(),
+        before + 1,
+        "no `configuration reloaded`"
     );
     assert_eq!(m.show("sonde-agent", "MainPID"), pid);
     assert_eq!(m.show("sonde-agent", "InvocationID"), invocation);
@@ -457,18 +483,300 @@ fn assert_upgraded(m: &Machine, before: &[String; 2], agent_toml: &str) {
     start_and_check_running(m);
 }
 
+/// Before the files are right: the collector without its CRL, a CA
+/// certificate only root can read, a key readable by others. Each is named
+/// by `check-config` run as root (checking as the service user) and by one
+/// failed start, never a restart loop.
+fn wrong_files_are_named_before_and_at_start(m: &Machine) {
+    m.sh("cd /root/pki && \
+          install -o root -g sonde -m 0640 ca.pem collector.pem agent.pem /etc/sonde/ && \
+          install -o sonde -g sonde -m 0600 collector.key agent.key /etc/sonde/");
+    assert_start_fails_once(
+        m,
+        "sonde-collector",
+        "missing file: tls.crl = /etc/sonde/crl.pem",
+    );
+
+    m.sh("chown root:root /etc/sonde/ca.pem && chmod 600 /etc/sonde/ca.pem");
+    let check = m.run(&["sonde-agent", "check-config"]);
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("/etc/sonde/ca.pem: cannot read as user sonde: Permission denied")
+            && err.contains("chgrp sonde /etc/sonde/ca.pem"),
+        "{err}"
+    );
+    assert_start_fails_once(m, "sonde-agent", "ca.pem: cannot read as user sonde");
+
+    m.sh("chown root:sonde /etc/sonde/ca.pem && chmod 640 /etc/sonde/ca.pem && chmod 644 /etc/sonde/agent.key");
+    let check = m.run(&["sonde-agent", "check-config"]);
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        err.contains("agent.key: private key is readable by group or others (mode 644)"),
+        "{err}"
+    );
+    assert_start_fails_once(m, "sonde-agent", "readable by group or others (mode 644)");
+    m.sh("chmod 600 /etc/sonde/agent.key");
+}
+
+/// A person with a viewer certificate of their own, in their own
+/// `~/.config/sonde/sondectl.toml` (`/etc/sonde` is not theirs to read).
+fn a_person_uses_sondectl_with_their_own_config(m: &Machine, pki: &sonde_certs::Pki) {
+    issue(pki, Role::Viewer, "alice", "alice");
+    m.sh("useradd -m alice && install -d -o alice -g alice /home/alice/.config/sonde && \
+          cd /root/pki && install -o alice -g alice -m 0644 ca.pem alice.pem /home/alice/.config/sonde/ && \
+          install -o alice -g alice -m 0600 alice.key /home/alice/.config/sonde/ && \
+          printf 'collector = \"localhost:7443\"\\n[tls]\\nca = \"ca.pem\"\\ncert = \"alice.pem\"\\nkey = \"alice.key\"\\n' \
+            > /home/alice/.config/sonde/sondectl.toml");
+    let agents = m.sh("runuser -l alice -c 'sondectl agents'");
+    assert!(agents.contains("edge-1"), "{agents}");
+}
+
+/// Journal entries of `unit` with `MESSAGE_ID=id` (JSON lines).
+fn with_id(m: &Machine, unit: &str, id: &str) -> Vec<serde_json::Value> {
+    m.sh(&format!(
+        "journalctl -u {unit} -o json --no-pager MESSAGE_ID={id}"
+    ))
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("journal JSON line"))
+    .collect()
+}
+
+/// The serial of `/root/pki/STEM.pem` as the collector logs it.
+fn serial(pki: &sonde_certs::Pki, stem: &str) -> String {
+    let certs = sonde_runtime::tls::load_certs(&pki.dir().join(format!("{stem}.pem"))).unwrap();
+    sonde_runtime::tls::serial_of(&certs[0])
+}
+
+/// Rotation by `systemctl reload`, a mismatched pair refused visibly, then
+/// revocation as the README says.
+fn rotate_then_revoke(m: &Machine, pki: &sonde_certs::Pki) {
+    let pid = m.show("sonde-agent", "MainPID");
+    let opened_with = |serial: &str| {
+        with_id(m, "sonde-collector", ids::SESSION_OPENED)
+            .iter()
+            .any(|e| e["F_AGENT"] == "acme/edge-1" && e["F_SERIAL"] == serial)
+    };
+    assert!(opened_with(&serial(pki, "agent")));
+
+    // A new certificate and key, installed over the old ones; reload.
+    issue(pki, Role::Agent, "edge-1", "agent-2");
+    m.sh(
+        "cd /root/pki && install -o root -g sonde -m 0640 agent-2.pem /etc/sonde/agent.pem && \
+          install -o sonde -g sonde -m 0600 agent-2.key /etc/sonde/agent.key && \
+          systemctl reload sonde-agent",
+    );
+    let new = serial(pki, "agent-2");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !opened_with(&new) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "edge-1 never came back with serial {new}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(m.show("sonde-agent", "MainPID"), pid, "the agent restarted");
+    assert_eq!(m.show("sonde-agent", "NRestarts"), "0");
+    let events = m.sh("sondectl --json events");
+    assert!(!events.contains("agent-missing"), "{events}");
+
+    // A certificate with the wrong key: the reload fails and says why; the
+    // running certificate stays in use.
+    issue(pki, Role::Agent, "edge-1", "agent-3");
+    m.sh("install -o root -g sonde -m 0640 /root/pki/agent-3.pem /etc/sonde/agent.pem");
+    let reload = m.run(&["systemctl", "reload", "sonde-agent"]);
+    assert!(!reload.status.success(), "a mismatched pair reloaded");
+    let status = m.sh("systemctl status -n 20 --no-pager -l sonde-agent || true");
+    assert!(
+        status.contains("certificate does not match private key"),
+        "{status}"
+    );
+    assert_eq!(m.show("sonde-agent", "ActiveState"), "active");
+    assert_eq!(m.show("sonde-agent", "MainPID"), pid);
+    m.sh("sondectl agents | grep -Eq '^acme +edge-1 +up +yes '");
+    m.sh(
+        "install -o root -g sonde -m 0640 /root/pki/agent-2.pem /etc/sonde/agent.pem && \
+          systemctl reload sonde-agent",
+    );
+
+    // Revocation: revoke at the CA, install its CRL where the collector
+    // reads it, reload the collector. The open session closes and the
+    // agent's retries are refused, with the reason in the plain journal.
+    pki.revoke("agent-2").unwrap();
+    m.sh(
+        "install -o root -g sonde -m 0640 /root/pki/crl.pem /etc/sonde/crl.pem && \
+          systemctl reload sonde-collector",
+    );
+    m.eventually(
+        "edge-1 disconnected",
+        Duration::from_secs(30),
+        "sonde-collector",
+        "sondectl agents | grep -Eq '^acme +edge-1 +[a-z]+ +no '",
+    );
+    let closed = with_id(m, "sonde-collector", ids::CONNECTION_REVOKED);
+    assert!(
+        closed
+            .iter()
+            .any(|e| e["F_PEER"] == "sonde://acme/agent/edge-1"),
+        "{closed:?}"
+    );
+    m.eventually(
+        "the refused handshake explained in the plain journal",
+        Duration::from_secs(30),
+        "sonde-collector",
+        "journalctl -u sonde-collector --no-pager | grep -F 'TLS handshake rejected: client certificate revoked by the CRL (remote=' \
+         | grep -Fq 'certificate=sonde://acme/agent/edge-1'",
+    );
+    assert!(!with_id(m, "sonde-collector", ids::HANDSHAKE_REFUSED).is_empty());
+
+    // A fresh certificate brings it back.
+    issue(pki, Role::Agent, "edge-1", "agent-4");
+    m.sh(
+        "cd /root/pki && install -o root -g sonde -m 0640 agent-4.pem /etc/sonde/agent.pem && \
+          install -o sonde -g sonde -m 0600 agent-4.key /etc/sonde/agent.key && \
+          systemctl reload sonde-agent",
+    );
+    m.eventually(
+        "edge-1 back with a new certificate",
+        Duration::from_secs(45),
+        "sonde-agent",
+        "sondectl agents | grep -Eq '^acme +edge-1 +up +yes '",
+    );
+}
+
+/// Probes counted in the last hour's complete minutes of edge-1's
+/// loopback ping (the analysis' aggregates).
+fn loopback_probes(m: &Machine) -> u64 {
+    let targets: serde_json::Value =
+        serde_json::from_str(&m.sh("sondectl --json targets --agent edge-1")).expect("JSON");
+    targets["targets"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["target"] == "127.0.0.1"))
+        .and_then(|t| t["averages"]["1h"]["probes"].as_u64())
+        .unwrap_or(0)
+}
+
+/// `sonde-collector backup` while the agent is sending, then the collector
+/// purged (the agent stays) and installed afresh, and the backup restored
+/// as the README says: its events and aggregates are back.
+fn back_up_purge_and_restore(m: &Machine, collector_deb: &str) {
+    // At least one complete minute of edge-1's ping aggregated.
+    let deadline = std::time::Instant::now() + Duration::from_secs(75);
+    while loopback_probes(m) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no complete minute of edge-1's ping"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let events_before: serde_json::Value =
+        serde_json::from_str(&m.sh("sondectl --json events")).expect("JSON");
+    let probes_before = loopback_probes(m);
+    let said = m.sh("sonde-collector backup /root/sonde-backup.sqlite3");
+    assert!(
+        said.contains("/root/sonde-backup.sqlite3: ") && said.contains("(mode 0600; checked)"),
+        "{said}"
+    );
+    assert_eq!(
+        m.sh("stat -c '%a %U' /root/sonde-backup.sqlite3").trim(),
+        "600 root"
+    );
+    // Into an existing file: refused, nothing overwritten.
+    assert!(
+        !m.run(&["sonde-collector", "backup", "/root/sonde-backup.sqlite3"])
+            .status
+            .success()
+    );
+    // The service user still owns everything in its state directory.
+    assert_eq!(
+        m.sh("find /var/lib/sonde-collector ! -user sonde").trim(),
+        ""
+    );
+
+    // Purge the collector while the agent stays: its own key goes; the
+    // admin's key, which it did not install, is named, not silently kept.
+    let purged = m.sh("apt-get purge -y sonde-collector 2>&1");
+    assert!(
+        purged.contains("/etc/sonde/sondectl.key (a private key sonde-collector did not install) is left in place"),
+        "{purged}"
+    );
+    assert!(!m.root().join("etc/sonde/collector.key").exists());
+    assert!(!m.root().join("var/lib/sonde-collector").exists());
+    assert!(m.root().join("etc/sonde/agent.key").exists());
+
+    // A fresh install, its certificates placed again, the backup restored.
+    m.sh(&format!(
+        "apt-get install -y --no-install-recommends {collector_deb}"
+    ));
+    m.sh("cd /root/pki && install -o root -g sonde -m 0640 collector.pem crl.pem /etc/sonde/ && \
+          install -o sonde -g sonde -m 0600 collector.key /etc/sonde/ && \
+          sed -i 's/^collector = \"collector.example.net:7443\"/collector = \"localhost:7443\"/' /etc/sonde/sondectl.toml");
+    m.sh(RESTORE);
+    m.sh("systemctl start sonde-collector");
+    wait_active(m, "sonde-collector");
+    let events_after: serde_json::Value =
+        serde_json::from_str(&m.sh("sondectl --json events")).expect("JSON");
+    let before = events_before["events"].as_array().expect("events");
+    let after = events_after["events"].as_array().expect("events");
+    assert!(!before.is_empty());
+    for e in before {
+        assert!(after.contains(e), "event {e} not restored");
+    }
+    m.eventually(
+        "edge-1 reconnected to the restored collector",
+        Duration::from_secs(45),
+        "sonde-collector",
+        "sondectl agents | grep -Eq '^acme +edge-1 +up +yes '",
+    );
+    let probes_after = loopback_probes(m);
+    assert!(
+        probes_after >= probes_before,
+        "aggregates not restored: {probes_after} probes in the last hour, {probes_before} at the backup"
+    );
+}
+
+/// The README's restore steps, verbatim (collector stopped).
+const RESTORE: &str = "install -d -o sonde -g sonde -m 0700 /var/lib/sonde-collector && \
+    rm -f /var/lib/sonde-collector/state.sqlite3-wal /var/lib/sonde-collector/state.sqlite3-shm && \
+    install -o sonde -g sonde -m 0600 /root/sonde-backup.sqlite3 /var/lib/sonde-collector/state.sqlite3";
+
 #[test]
-fn debs_install_run_upgrade_and_purge_in_real_systemd() {
+fn debs_as_the_readme_says_install_configure_rotate_revoke_restore_upgrade_purge() {
     let m = Machine::boot("deb");
     let [old, new] = stage(&m, "deb");
-    m.sh(&format!(
-        "apt-get install -y --no-install-recommends {} {}",
+    // Installed, not started, and told what is missing and how to place it.
+    let said = m.sh(&format!(
+        "apt-get install -y --no-install-recommends {} {} 2>&1",
         old[0], old[1]
     ));
-    assert_waiting_for_certificates(&m);
-    configure(&m);
+    for needle in [
+        "sonde-agent: installed, not started",
+        "missing files: tls.ca = /etc/sonde/ca.pem, tls.cert = /etc/sonde/agent.pem, tls.key = /etc/sonde/agent.key",
+        "install -o sonde -g sonde -m 0600 collector.key /etc/sonde/",
+        "install -o root -g sonde -m 0640 ca.pem collector.pem crl.pem /etc/sonde/",
+    ] {
+        assert!(
+            said.contains(needle),
+            "install output lacks {needle:?}:\n{said}"
+        );
+    }
+    assert_installed_not_started(&m);
+    // Started anyway: one failure naming every missing file.
+    assert_start_fails_once(
+        &m,
+        "sonde-agent",
+        "missing files: tls.ca = /etc/sonde/ca.pem, tls.cert = /etc/sonde/agent.pem, tls.key = /etc/sonde/agent.key",
+    );
+
+    let pki = pki(&m);
+    point_at_loopback(&m);
+    wrong_files_are_named_before_and_at_start(&m);
+    m.sh(PLACE);
     start_and_check_running(&m);
     check_journal_reload_caps_and_watchdog(&m);
+    a_person_uses_sondectl_with_their_own_config(&m, &pki);
+    rotate_then_revoke(&m, &pki);
+    back_up_purge_and_restore(&m, &old[1]);
 
     // Upgrade to the same sources packaged as revision 2.
     let before = invocations(&m);
@@ -482,7 +790,7 @@ fn debs_install_run_upgrade_and_purge_in_real_systemd() {
     }
     assert_upgraded(&m, &before, &agent_toml);
 
-    // Purge one: its files go, the shared CA and the other service stay.
+    // Purge the agent: its files go, the shared CA and the collector stay.
     m.sh("apt-get purge -y sonde-agent");
     assert_eq!(m.show("sonde-agent", "LoadState"), "not-found");
     assert_eq!(
@@ -518,9 +826,11 @@ fn rpms_install_run_upgrade_and_erase_in_real_systemd() {
     // The scriptlets ran: user, /etc/sonde, units enabled by preset. The
     // dependencies are Debian packages rpm does not know (--nodeps), so
     // `rpm -V` checks files only.
-    assert_waiting_for_certificates(&m);
+    assert_installed_not_started(&m);
     assert_eq!(m.sh("rpm -V --nodeps sonde-agent sonde-collector"), "");
-    configure(&m);
+    let _pki = pki(&m);
+    point_at_loopback(&m);
+    m.sh(PLACE);
     start_and_check_running(&m);
     // Only the config files we edited differ from the package.
     let verify = m.run(&["rpm", "-V", "--nodeps", "sonde-agent", "sonde-collector"]);
