@@ -347,6 +347,26 @@ impl Loaded {
         let files = config.tls_files();
         let tls = sonde_runtime::tls::client_config(&files)
             .map_err(|e| source.tls_error(&files, &[], &e))?;
+        // The collector would refuse any other role at the handshake.
+        let chain = sonde_runtime::tls::load_certs(&files.cert)
+            .map_err(|e| source.tls_error(&files, &[], &e))?;
+        match sonde_runtime::tls::identity_of(&chain[0]) {
+            Ok(id) if id.role == sonde_proto::Role::Agent => {}
+            Ok(id) => {
+                return Err(source.error(
+                    "tls.cert",
+                    format!(
+                        "{}: {id} is a {} certificate; an agent needs role agent \
+                         (sonde-certs issue --role agent)",
+                        files.cert.display(),
+                        id.role
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(source.error("tls.cert", format!("{}: {e}", files.cert.display())));
+            }
+        }
         let mut h = DefaultHasher::new();
         for p in [&files.ca, &files.cert, &files.key] {
             files::read(p, Kind::Shared, files::PEM_LIMIT)

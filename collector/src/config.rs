@@ -563,13 +563,42 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+    /// Heartbeats, listeners and `[[agent]]` overrides.
+    fn validate_heartbeats(&self, source: &Source) -> Result<(), ConfigError> {
         let too_short = |d: Option<Duration>| d.is_some_and(|d| d < MIN_HEARTBEAT);
         if too_short(self.heartbeat.interval) {
             return Err(source.error("heartbeat.interval", "must be at least 100ms"));
         }
         if too_short(self.heartbeat.grace) {
             return Err(source.error("heartbeat.grace", "must be at least 100ms"));
+        }
+        if let (Some(i), Some(g)) = (self.heartbeat.interval, self.heartbeat.grace)
+            && g < i
+        {
+            return Err(source.error(
+                "heartbeat.grace",
+                format!(
+                    "{} is shorter than heartbeat.interval {}: every agent would be missing \
+                     between two heartbeats (use at least 2 x the interval)",
+                    humantime::format_duration(g),
+                    humantime::format_duration(i)
+                ),
+            ));
+        }
+        if let Some(h) = self.health_listen
+            && h.port() == self.listen.port()
+            && h.port() != 0
+            && (h.ip() == self.listen.ip()
+                || h.ip().is_unspecified()
+                || self.listen.ip().is_unspecified())
+        {
+            return Err(source.error(
+                "health-listen",
+                format!(
+                    "{h} takes the port of `listen` {}: give the health check its own port",
+                    self.listen
+                ),
+            ));
         }
         let mut seen = BTreeSet::new();
         for (i, a) in self.agent.iter().enumerate() {
@@ -592,10 +621,29 @@ impl Config {
             if too_short(a.grace) {
                 return Err(source.error(&format!("agent[{i}].grace"), "must be at least 100ms"));
             }
+            if let (Some(interval), Some(g)) =
+                (a.heartbeat_interval.or(self.heartbeat.interval), a.grace)
+                && g < interval
+            {
+                return Err(source.error(
+                    &format!("agent[{i}].grace"),
+                    format!(
+                        "{} is shorter than this agent's heartbeat interval {}: it would be \
+                         missing between two heartbeats",
+                        humantime::format_duration(g),
+                        humantime::format_duration(interval)
+                    ),
+                ));
+            }
             a.probes()
                 .validate()
                 .map_err(|e| source.error(&format!("agent[{i}].{}", e.key), e.message))?;
         }
+        Ok(())
+    }
+
+    fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+        self.validate_heartbeats(source)?;
         self.validate_tenants(source)?;
         for t in &self.access.operator_tenants {
             sonde_proto::identity::validate_component("tenant", t)

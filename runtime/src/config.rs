@@ -128,7 +128,15 @@ impl Source {
             let span = e.span();
             let mut err = self.error_at_span(span.clone(), e.message().trim().to_owned());
             if err.key.is_none() {
-                err.key = span.and_then(|s| key_at(&self.text, &s));
+                err.key = span.clone().and_then(|s| key_at(&self.text, &s));
+            }
+            // A duplicate leaves no document to walk: name it from the text.
+            if err.key.is_none()
+                && err.message == "duplicate key"
+                && let Some(name) = span.and_then(|s| duplicate_at(&self.text, &s))
+            {
+                err.message = format!("duplicate key `{name}`: each key may be given once");
+                err.key = Some(name);
             }
             err
         })
@@ -137,7 +145,16 @@ impl Source {
     /// An error about `key` (dotted path), located at that key if present
     /// in the file (a default that was never written has no line).
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        let span = span_of(&self.text, key);
+        // A key that is not written (a missing one) is placed at the
+        // nearest table that is: `a.b[2].c` at `a.b[2]`, then `a`.
+        let mut span = span_of(&self.text, key);
+        let mut parent = key;
+        while span.is_none()
+            && let Some(cut) = parent.rfind('.')
+        {
+            parent = &parent[..cut];
+            span = span_of(&self.text, parent);
+        }
         let mut err = self.error_at_span(span, message.into());
         err.key = Some(key.to_owned());
         err
@@ -217,6 +234,22 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The dotted path of the deepest key whose key or value contains `span`.
+/// The dotted name of a duplicate key or table at `span`: the key's text,
+/// under the `[table]` header above it (a repeated header names itself).
+fn duplicate_at(text: &str, span: &Range<usize>) -> Option<String> {
+    let name = text.get(span.clone())?.trim().trim_matches('"').to_owned();
+    let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    if text[line_start..].trim_start().starts_with('[') {
+        return Some(name);
+    }
+    let header = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+    });
+    Some(header.map_or(name.clone(), |h| format!("{h}.{name}")))
+}
+
 fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
     let doc = DeTable::parse(text).ok()?;
     let mut path = Vec::new();
@@ -300,7 +333,11 @@ fn span_of(text: &str, key: &str) -> Option<Range<usize>> {
             _ => v,
         };
         if parts.peek().is_none() {
-            return Some(k.span());
+            // An element of an array of tables: where that element is.
+            return Some(match index {
+                Some(_) if !v.span().is_empty() => v.span(),
+                _ => k.span(),
+            });
         }
         table = v.get_ref().as_table()?;
     }
@@ -360,6 +397,34 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_and_tables_are_named() {
+        let e = err("name = \"a\"\nname = \"b\"\n[tls]\ncert = \"c\"\n");
+        assert_eq!(e.line.map(|l| l.0), Some(2), "{e}");
+        assert_eq!(e.key.as_deref(), Some("name"), "{e}");
+        assert!(e.to_string().contains("duplicate key `name`"), "{e}");
+        let e = err("name = \"a\"\n[tls]\ncert = \"c\"\ncert = \"d\"\n");
+        assert_eq!(e.key.as_deref(), Some("tls.cert"), "{e}");
+        assert_eq!(e.line.map(|l| l.0), Some(4), "{e}");
+        let e = err("name = \"a\"\n[tls]\ncert = \"c\"\n[tls]\n");
+        assert_eq!(e.key.as_deref(), Some("tls"), "{e}");
+        assert_eq!(e.line.map(|l| l.0), Some(4), "{e}");
+    }
+
+    #[test]
+    fn a_missing_key_is_placed_at_its_table() {
+        let src = Source::from_text(
+            Path::new("/etc/x.toml"),
+            "name = \"a\"\n[tls]\ncert = \"c\"\n[[agent]]\nname = \"x\"\n[[agent]]\nname = \"y\"\n"
+                .to_owned(),
+        );
+        let e = src.error("agent[1].grace", "missing");
+        assert_eq!(e.key.as_deref(), Some("agent[1].grace"), "{e}");
+        assert!(matches!(e.line, Some((6 | 7, _))), "{e}");
+        let e = src.error("tls.key", "missing");
+        assert_eq!(e.line.map(|l| l.0), Some(2), "{e}");
+    }
+
+    #[test]
     fn bad_duration_is_named() {
         let e = err("name = \"a\"\n[tls]\ncert = \"c\"\nreload = \"10 parsecs\"\n");
         assert_eq!(e.line.map(|l| l.0), Some(4), "{e}");
@@ -392,7 +457,8 @@ mod tests {
             "/etc/x.toml:4:1: key `tls.cert`: file not found"
         );
         let e = src.error("tls.key", "required");
-        assert_eq!(e.to_string(), "/etc/x.toml: key `tls.key`: required");
+        // Not written: placed at its table.
+        assert_eq!(e.to_string(), "/etc/x.toml:3:2: key `tls.key`: required");
         assert_eq!(
             src.resolve("tls.cert", Path::new("c.pem")),
             Ok(PathBuf::from("/etc/c.pem"))

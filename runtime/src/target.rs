@@ -30,6 +30,16 @@ pub enum TargetError {
     RangeTooLarge { target: String, size: u128 },
     #[error("target {0:?}: not an address, a CIDR range or a host name")]
     Invalid(String),
+    #[error(
+        "target {0:?}: IPv6 link-local addresses (fe80::/10) need an interface scope, which \
+         probes do not carry; probe a global or unique-local address"
+    )]
+    LinkLocal(String),
+}
+
+/// Whether `a` is IPv6 link-local (`fe80::/10`).
+fn link_local(a: &IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 impl FromStr for Target {
@@ -40,7 +50,16 @@ impl FromStr for Target {
             return Err(TargetError::Empty(raw.to_owned()));
         }
         if let Ok(addr) = s.parse::<IpAddr>() {
+            if link_local(&addr) {
+                return Err(TargetError::LinkLocal(raw.to_owned()));
+            }
             return Ok(Target::Addr(addr));
+        }
+        // `fe80::1%eth0`: a scoped address.
+        if let Some((addr, _scope)) = s.split_once('%')
+            && addr.parse::<IpAddr>().is_ok_and(|a| link_local(&a))
+        {
+            return Err(TargetError::LinkLocal(raw.to_owned()));
         }
         // Resolvers read a name ending in a number the way `inet_aton`
         // does (`2130706433`, `0177.0.0.1`, `0x7f.1`, `127.000.000.001`):
@@ -54,6 +73,12 @@ impl FromStr for Target {
             let net: IpNet = s
                 .parse()
                 .map_err(|_| TargetError::Invalid(raw.to_owned()))?;
+            if let IpNet::V6(v6) = net {
+                let ll: ipnet::Ipv6Net = "fe80::/10".parse().unwrap_or_default();
+                if ll.contains(&v6.network()) || v6.contains(&ll.network()) {
+                    return Err(TargetError::LinkLocal(raw.to_owned()));
+                }
+            }
             let size = hosts_in(&net);
             if size > MAX_RANGE {
                 return Err(TargetError::RangeTooLarge {
@@ -279,6 +304,20 @@ mod tests {
                 .contains("at most")
         );
         assert_eq!("".parse::<Target>(), Err(TargetError::Empty(String::new())));
+        for ll in [
+            "fe80::1",
+            "FE80::1%eth0",
+            "fe80::/64",
+            "febf::1",
+            "fe80::/9",
+        ] {
+            assert_eq!(
+                ll.parse::<Target>(),
+                Err(TargetError::LinkLocal(ll.to_owned())),
+                "{ll}"
+            );
+        }
+        assert!("fec0::1".parse::<Target>().is_ok());
         for bad in [
             "not a host",
             "-x.example",

@@ -161,8 +161,92 @@ fn collector_check_config_names_file_line_and_key() {
         &[&format!("{file}:10:"), "key `heartbeat.grace`"],
     );
 
+    // A key that is not written is placed at its table.
+    let header = text_of.lines().count() + 1;
+    std::fs::write(
+        &good,
+        format!("{text_of}[[alerting.schedule]]\nname = \"empty\"\n"),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-collector",
+        &good,
+        &[
+            &format!("{file}:{header}:1"),
+            "key `alerting.schedule[0].days`",
+        ],
+    );
+
+    // What would fail at start or never work: the health check on the API's
+    // port, a grace shorter than the heartbeat, a duplicate key.
+    let listen = text_of
+        .lines()
+        .next()
+        .unwrap()
+        .replace("listen", "health-listen");
+    let health = text_of.lines().nth(1).unwrap();
+    std::fs::write(&good, text_of.replace(health, &listen)).unwrap();
+    expect_error(
+        "sonde-collector",
+        &good,
+        &[
+            &format!("{file}:2:1"),
+            "key `health-listen`",
+            "takes the port of `listen`",
+        ],
+    );
+    std::fs::write(
+        &good,
+        text_of.replace("grace = \"30s\"", "grace = \"30s\"\ninterval = \"1m\""),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-collector",
+        &good,
+        &[
+            "key `heartbeat.grace`",
+            "30s is shorter than heartbeat.interval 1m",
+        ],
+    );
+    std::fs::write(
+        &good,
+        text_of.replace("grace = \"30s\"", "grace = \"30s\"\ngrace = \"40s\""),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-collector",
+        &good,
+        &[
+            &format!("{file}:11:1"),
+            "key `heartbeat.grace`",
+            "duplicate key",
+        ],
+    );
+
     // The new sections: named keys, and no secrets in the InfluxDB URL.
     for (table, needles) in [
+        (
+            "[[agent]]\ntenant = \"acme\"\nname = \"e\"\nheartbeat-interval = \"20s\"\ngrace = \"10s\"\n",
+            vec![
+                "key `agent[0].grace`",
+                "10s is shorter than this agent's heartbeat interval 20s",
+            ],
+        ),
+        (
+            "[[alerting.schedule]]\nname = \"never\"\ndays = []\nstart = \"09:00\"\nend = \"17:00\"\n",
+            vec!["key `alerting.schedule[0].days`", "never opens"],
+        ),
+        (
+            "[[alerting.schedule]]\nname = \"never\"\ncron = \"0 0 31 2 *\"\n",
+            vec!["key `alerting.schedule[0].cron`", "matches no date"],
+        ),
+        (
+            "[[alerting.schedule]]\nname = \"half\"\nstart = \"09:00\"\n",
+            vec![
+                "key `alerting.schedule[0].start`",
+                "need both start and end",
+            ],
+        ),
         (
             "[influxdb]\nurl = \"http://user:pw@127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\n",
             vec!["key `influxdb.url`", "must not carry credentials"],
@@ -349,6 +433,49 @@ fn agent_check_config_names_file_line_and_key() {
 }
 
 #[test]
+fn agent_check_config_refuses_what_could_never_work() {
+    let world = World::new();
+    let cert = world.cert("acme", Role::Agent, "a");
+    let good = world.agent_config("a", &cert, "[heartbeat]\ninterval = \"5s\"\n");
+    let text_of = std::fs::read_to_string(&good).unwrap();
+    let file = good.display().to_string();
+    // A link-local target, a duplicate key, a viewer's certificate.
+    std::fs::write(
+        &good,
+        format!("{text_of}[[ping]]\ntargets = [\"fe80::1\"]\n"),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &["key `ping[0].targets`", "link-local", "interface scope"],
+    );
+    std::fs::write(
+        &good,
+        text_of.replace("interval = \"5s\"", "interval = \"5s\"\ninterval = \"6s\""),
+    )
+    .unwrap();
+    expect_error(
+        "sonde-agent",
+        &good,
+        &[
+            &format!("{file}:12:1"),
+            "duplicate key `heartbeat.interval`",
+        ],
+    );
+    let viewer = world.cert("acme", Role::Viewer, "v");
+    let as_viewer = world.agent_config("v", &viewer, "");
+    expect_error(
+        "sonde-agent",
+        &as_viewer,
+        &[
+            "key `tls.cert`",
+            "sonde://acme/viewer/v is a viewer certificate",
+        ],
+    );
+}
+
+#[test]
 fn agent_check_config_names_host_fact_keys() {
     let world = World::new();
     let cert = world.cert("acme", Role::Agent, "a");
@@ -365,7 +492,7 @@ fn agent_check_config_names_host_fact_keys() {
         "sonde-agent",
         &good,
         &[
-            &format!("{file}:15:3"),
+            &format!("{file}:15:1"),
             "key `remote-check[0]`",
             "\"h:9-3\": range \"9-3\" runs backwards",
         ],

@@ -51,6 +51,23 @@ impl Cron {
         })
     }
 
+    /// Whether any minute of any date matches (`0 0 31 2 *` never does).
+    /// Dates repeat with weekdays every 28 years in 2000–2099, so one such
+    /// cycle of days decides.
+    pub fn ever_matches(&self) -> bool {
+        let (Some(h), Some(m)) = (lowest(self.hours), lowest(self.minutes)) else {
+            return false;
+        };
+        let Some(start) = chrono::NaiveDate::from_ymd_opt(2000, 1, 1) else {
+            return false;
+        };
+        start
+            .iter_days()
+            .take(28 * 366)
+            .filter_map(|d| d.and_hms_opt(h, m, 0))
+            .any(|t| self.matches(&t))
+    }
+
     /// Whether the minute containing `t` (local time) matches.
     pub fn matches<T: Datelike + Timelike>(&self, t: &T) -> bool {
         let bit = |set: u64, v: u32| set & (1 << v) != 0;
@@ -65,6 +82,11 @@ impl Cron {
             && bit(self.months, t.month())
             && day
     }
+}
+
+/// The lowest value in a bit set.
+fn lowest(set: u64) -> Option<u32> {
+    (set != 0).then(|| set.trailing_zeros())
 }
 
 /// Parses one field into a bit set of the values it allows.

@@ -24,7 +24,7 @@ pub struct ScheduleConfig {
     /// Business hours: days (`mon`, `mon-fri`), and `start`/`end` as
     /// `HH:MM` local time (`end` before `start` runs past midnight).
     #[serde(default)]
-    pub days: Vec<String>,
+    pub days: Option<Vec<String>>,
     #[serde(default)]
     pub start: Option<String>,
     #[serde(default)]
@@ -72,16 +72,24 @@ impl Schedule {
                 )
             })?,
         };
-        let hours = !c.days.is_empty() || c.start.is_some() || c.end.is_some();
+        let hours = c.days.is_some() || c.start.is_some() || c.end.is_some();
         match (&c.cron, hours) {
             (Some(_), true) => Err((
                 "cron",
                 "give either cron or days/start/end, not both".to_owned(),
             )),
-            (Some(expr), false) => Ok(Schedule::Cron {
-                tz,
-                cron: Cron::parse(expr).map_err(|e| ("cron", e))?,
-            }),
+            (Some(expr), false) => {
+                let cron = Cron::parse(expr).map_err(|e| ("cron", e))?;
+                if !cron.ever_matches() {
+                    return Err((
+                        "cron",
+                        format!(
+                            "{expr:?} matches no date (such as 31 February): it would never open"
+                        ),
+                    ));
+                }
+                Ok(Schedule::Cron { tz, cron })
+            }
             (None, false) => Err((
                 "days",
                 "a schedule needs days, start and end, or cron".to_owned(),
@@ -95,10 +103,17 @@ impl Schedule {
                 if start == end {
                     return Err(("end", "must differ from start".to_owned()));
                 }
-                let days = if c.days.is_empty() {
-                    0x7f
-                } else {
-                    day_set(&c.days).map_err(|e| ("days", e))?
+                let days = match &c.days {
+                    None => 0x7f,
+                    Some(d) if d.is_empty() => {
+                        return Err((
+                            "days",
+                            "an empty list never opens: list days (\"mon-fri\") or leave days \
+                             out for every day"
+                                .to_owned(),
+                        ));
+                    }
+                    Some(d) => day_set(d).map_err(|e| ("days", e))?,
                 };
                 Ok(Schedule::Hours {
                     tz,
@@ -210,7 +225,7 @@ mod tests {
         Schedule::from_config(&ScheduleConfig {
             name: "s".into(),
             timezone: Some(tz.into()),
-            days: days.iter().map(|d| (*d).to_owned()).collect(),
+            days: Some(days.iter().map(|d| (*d).to_owned()).collect()),
             start: Some(start.into()),
             end: Some(end.into()),
             cron: None,
@@ -261,7 +276,7 @@ mod tests {
         let s = Schedule::from_config(&ScheduleConfig {
             name: "c".into(),
             timezone: Some("America/New_York".into()),
-            days: vec![],
+            days: None,
             start: None,
             end: None,
             cron: Some("* 9-16 * * 1-5".into()),
@@ -283,7 +298,7 @@ mod tests {
         let base = ScheduleConfig {
             name: "x".into(),
             timezone: None,
-            days: vec!["mon".into()],
+            days: Some(vec!["mon".into()]),
             start: Some("09:00".into()),
             end: Some("17:00".into()),
             cron: None,
@@ -298,8 +313,23 @@ mod tests {
             "timezone"
         );
         assert_eq!(err(&|c| c.start = Some("9am".into())).0, "start");
+        // Schedules that would never open.
+        let (key, why) = err(&|c| c.days = Some(vec![]));
+        assert_eq!(key, "days");
+        assert!(why.contains("never opens"), "{why}");
+        let (key, why) = err(&|c| {
+            (c.days, c.start, c.end) = (None, None, None);
+            c.cron = Some("0 0 31 2 *".into());
+        });
+        assert_eq!(key, "cron");
+        assert!(why.contains("never open"), "{why}");
+        // 29 February does come round.
+        let mut leap = base.clone();
+        (leap.days, leap.start, leap.end) = (None, None, None);
+        leap.cron = Some("0 0 29 2 *".into());
+        assert!(Schedule::from_config(&leap).is_ok());
         assert_eq!(err(&|c| c.end = Some("25:00".into())).0, "end");
-        assert_eq!(err(&|c| c.days = vec!["someday".into()]).0, "days");
+        assert_eq!(err(&|c| c.days = Some(vec!["someday".into()])).0, "days");
         assert_eq!(err(&|c| c.cron = Some("* * * * *".into())).0, "cron");
         assert_eq!(err(&|c| c.end = c.start.clone()).0, "end");
         let e = err(&|c| c.timezone = Some("Mars/Olympus".into())).1;

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use std::fmt::Write as _;
+
 use clap::CommandFactory;
 
 /// One man page: program, section, command definition, and the sections
@@ -67,179 +69,195 @@ const DAEMON_ENV: &[(&str, &str)] = &[
 
 fn pages() -> Vec<Page> {
     vec![
-        Page {
-            name: "sonde-agent",
-            section: "8",
-            cmd: sonde_agent::cli::Cli::command(),
-            extra: &[
-                (
-                    "FILES",
-                    &[
-                        (
-                            "/etc/sonde/agent.toml",
-                            "The config (commented sample shipped).",
-                        ),
-                        (
-                            "/etc/sonde/ca.pem, /etc/sonde/agent.pem",
-                            "The CA and this agent's certificate: readable by group sonde \
+        agent_page(),
+        collector_page(),
+        sondectl_page(),
+        certs_page(),
+    ]
+}
+
+fn agent_page() -> Page {
+    Page {
+        name: "sonde-agent",
+        section: "8",
+        cmd: sonde_agent::cli::Cli::command(),
+        extra: &[
+            (
+                "FILES",
+                &[
+                    (
+                        "/etc/sonde/agent.toml",
+                        "The config (commented sample shipped).",
+                    ),
+                    (
+                        "/etc/sonde/ca.pem, /etc/sonde/agent.pem",
+                        "The CA and this agent's certificate: readable by group sonde \
                              (root:sonde 0640).",
-                        ),
-                        (
-                            "/etc/sonde/agent.key",
-                            "Its private key: owned by sonde (or root), mode 0600 or 0400; \
+                    ),
+                    (
+                        "/etc/sonde/agent.key",
+                        "Its private key: owned by sonde (or root), mode 0600 or 0400; \
                              anything looser is refused.",
-                        ),
-                        (
-                            "/var/lib/sonde-agent/spool/",
-                            "Results not yet acknowledged by the collector (checksummed \
+                    ),
+                    (
+                        "/var/lib/sonde-agent/spool/",
+                        "Results not yet acknowledged by the collector (checksummed \
                              segments).",
-                        ),
-                        (
-                            "/var/lib/sonde-agent/reload-status",
-                            "The outcome of the last reload, read by the reload subcommand.",
-                        ),
-                    ],
-                ),
-                ("SIGNALS", DAEMON_SIGNALS),
-                ("ENVIRONMENT", DAEMON_ENV),
-                ("EXIT STATUS", DAEMON_EXIT),
-                (
-                    "SEE ALSO",
-                    &[(
-                        "sonde-collector(8), sondectl(1), systemctl(1), journalctl(1)",
-                        "The README in /usr/share/doc/sonde-agent/ has the operations guide.",
-                    )],
-                ),
-            ],
-        },
-        Page {
-            name: "sonde-collector",
-            section: "8",
-            cmd: sonde_collector::cli::Cli::command(),
-            extra: &[
-                (
-                    "FILES",
-                    &[
-                        (
-                            "/etc/sonde/collector.toml",
-                            "The config (commented sample shipped).",
-                        ),
-                        (
-                            "/etc/sonde/ca.pem, /etc/sonde/collector.pem, /etc/sonde/crl.pem",
-                            "The CA, the collector's certificate and the CRL: readable by group \
+                    ),
+                    (
+                        "/var/lib/sonde-agent/reload-status",
+                        "The outcome of the last reload, read by the reload subcommand.",
+                    ),
+                ],
+            ),
+            ("SIGNALS", DAEMON_SIGNALS),
+            ("ENVIRONMENT", DAEMON_ENV),
+            ("EXIT STATUS", DAEMON_EXIT),
+            (
+                "SEE ALSO",
+                &[(
+                    "sonde-collector(8), sondectl(1), systemctl(1), journalctl(1)",
+                    "The README in /usr/share/doc/sonde-agent/ has the operations guide.",
+                )],
+            ),
+        ],
+    }
+}
+
+fn collector_page() -> Page {
+    Page {
+        name: "sonde-collector",
+        section: "8",
+        cmd: sonde_collector::cli::Cli::command(),
+        extra: &[
+            (
+                "FILES",
+                &[
+                    (
+                        "/etc/sonde/collector.toml",
+                        "The config (commented sample shipped).",
+                    ),
+                    (
+                        "/etc/sonde/ca.pem, /etc/sonde/collector.pem, /etc/sonde/crl.pem",
+                        "The CA, the collector's certificate and the CRL: readable by group \
                              sonde (root:sonde 0640).",
-                        ),
-                        (
-                            "/etc/sonde/collector.key",
-                            "Its private key: owned by sonde (or root), mode 0600 or 0400.",
-                        ),
-                        (
-                            "/var/lib/sonde-collector/state.sqlite3",
-                            "The state store (WAL mode): agents, events, aggregates, alerts. \
+                    ),
+                    (
+                        "/etc/sonde/collector.key",
+                        "Its private key: owned by sonde (or root), mode 0600 or 0400.",
+                    ),
+                    (
+                        "/var/lib/sonde-collector/state.sqlite3",
+                        "The state store (WAL mode): agents, events, aggregates, alerts. \
                              Back it up with the backup subcommand.",
-                        ),
-                        (
-                            "/var/lib/sonde-collector/reload-status",
-                            "The outcome of the last reload, read by the reload subcommand.",
-                        ),
-                    ],
-                ),
-                ("SIGNALS", DAEMON_SIGNALS),
-                ("ENVIRONMENT", DAEMON_ENV),
-                ("EXIT STATUS", DAEMON_EXIT),
-                (
-                    "SEE ALSO",
-                    &[(
-                        "sonde-agent(8), sondectl(1), systemctl(1), journalctl(1)",
-                        "The README in /usr/share/doc/sonde-collector/ has the operations guide.",
-                    )],
-                ),
-            ],
-        },
-        Page {
-            name: "sondectl",
-            section: "1",
-            cmd: sondectl::cli::Cli::command(),
-            extra: &[
-                (
-                    "FILES",
-                    &[
-                        (
-                            "~/.config/sonde/sondectl.toml",
-                            "Your own config ($XDG_CONFIG_HOME/sonde/sondectl.toml when that is \
+                    ),
+                    (
+                        "/var/lib/sonde-collector/reload-status",
+                        "The outcome of the last reload, read by the reload subcommand.",
+                    ),
+                ],
+            ),
+            ("SIGNALS", DAEMON_SIGNALS),
+            ("ENVIRONMENT", DAEMON_ENV),
+            ("EXIT STATUS", DAEMON_EXIT),
+            (
+                "SEE ALSO",
+                &[(
+                    "sonde-agent(8), sondectl(1), systemctl(1), journalctl(1)",
+                    "The README in /usr/share/doc/sonde-collector/ has the operations guide.",
+                )],
+            ),
+        ],
+    }
+}
+
+fn sondectl_page() -> Page {
+    Page {
+        name: "sondectl",
+        section: "1",
+        cmd: sondectl::cli::Cli::command(),
+        extra: &[
+            (
+                "FILES",
+                &[
+                    (
+                        "~/.config/sonde/sondectl.toml",
+                        "Your own config ($XDG_CONFIG_HOME/sonde/sondectl.toml when that is \
                              set): the collector's address and your certificate and key. Used \
                              when it exists.",
-                        ),
-                        (
-                            "/etc/sonde/sondectl.toml",
-                            "The system-wide config, used otherwise (readable by root and group \
+                    ),
+                    (
+                        "/etc/sonde/sondectl.toml",
+                        "The system-wide config, used otherwise (readable by root and group \
                              sonde only).",
-                        ),
-                    ],
-                ),
-                (
-                    "ENVIRONMENT",
-                    &[
-                        ("SONDECTL_CONFIG", "The config file, as --config."),
-                        (
-                            "XDG_CONFIG_HOME, HOME",
-                            "Where your own config is looked for.",
-                        ),
-                        (
-                            "NO_COLOR",
-                            "When set, prefix grids are not coloured (--color auto).",
-                        ),
-                    ],
-                ),
-                (
-                    "EXIT STATUS",
-                    &[
-                        ("0", "Done."),
-                        (
-                            "1",
-                            "The collector refused the request or could not be reached.",
-                        ),
-                        ("2", "The config or a file it names is wrong."),
-                    ],
-                ),
-                (
-                    "SEE ALSO",
-                    &[(
-                        "sonde-collector(8), sonde-agent(8)",
-                        "The collector's API and its agents.",
-                    )],
-                ),
-            ],
-        },
-        Page {
-            name: "sonde-certs",
-            section: "1",
-            cmd: sonde_certs::cli::Cli::command(),
-            extra: &[
-                (
-                    "FILES",
-                    &[
-                        ("DIR/ca.pem, DIR/ca.key", "The CA (its key 0600)."),
-                        (
-                            "DIR/crl.pem, DIR/revoked.txt",
-                            "The CRL and the list it is made from.",
-                        ),
-                        (
-                            "DIR/NAME.pem, DIR/NAME.key, DIR/NAME.p12",
-                            "An issued certificate, its key (0600) and a PKCS#12 bundle.",
-                        ),
-                    ],
-                ),
-                (
-                    "SEE ALSO",
-                    &[(
-                        "sonde-collector(8), sonde-agent(8), sondectl(1)",
-                        "Who uses the files.",
-                    )],
-                ),
-            ],
-        },
-    ]
+                    ),
+                ],
+            ),
+            (
+                "ENVIRONMENT",
+                &[
+                    ("SONDECTL_CONFIG", "The config file, as --config."),
+                    (
+                        "XDG_CONFIG_HOME, HOME",
+                        "Where your own config is looked for.",
+                    ),
+                    (
+                        "NO_COLOR",
+                        "When set, prefix grids are not coloured (--color auto).",
+                    ),
+                ],
+            ),
+            (
+                "EXIT STATUS",
+                &[
+                    ("0", "Done."),
+                    (
+                        "1",
+                        "The collector refused the request or could not be reached.",
+                    ),
+                    ("2", "The config or a file it names is wrong."),
+                ],
+            ),
+            (
+                "SEE ALSO",
+                &[(
+                    "sonde-collector(8), sonde-agent(8)",
+                    "The collector's API and its agents.",
+                )],
+            ),
+        ],
+    }
+}
+
+fn certs_page() -> Page {
+    Page {
+        name: "sonde-certs",
+        section: "1",
+        cmd: sonde_certs::cli::Cli::command(),
+        extra: &[
+            (
+                "FILES",
+                &[
+                    ("DIR/ca.pem, DIR/ca.key", "The CA (its key 0600)."),
+                    (
+                        "DIR/crl.pem, DIR/revoked.txt",
+                        "The CRL and the list it is made from.",
+                    ),
+                    (
+                        "DIR/NAME.pem, DIR/NAME.key, DIR/NAME.p12",
+                        "An issued certificate, its key (0600) and a PKCS#12 bundle.",
+                    ),
+                ],
+            ),
+            (
+                "SEE ALSO",
+                &[(
+                    "sonde-collector(8), sonde-agent(8), sondectl(1)",
+                    "Who uses the files.",
+                )],
+            ),
+        ],
+    }
 }
 
 /// Text for roff: backslashes escaped, hyphens as `\-`, and a line never
@@ -254,7 +272,7 @@ fn roff(text: &str) -> String {
 }
 
 /// The SUBCOMMANDS section: every subcommand (nested ones as `a b`) with
-/// its description and options, on this page (clap_mangen would point at
+/// its description and options, on this page (`clap_mangen` would point at
 /// a page per subcommand, `sonde-agent-run(8)`, which is not shipped).
 fn subcommands(out: &mut String, cmd: &clap::Command, path: &str) {
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
@@ -274,7 +292,7 @@ fn subcommands(out: &mut String, cmd: &clap::Command, path: &str) {
                 (None, _) => format!(" {}", a.get_id().as_str().to_uppercase()),
             })
             .collect();
-        out.push_str(&format!(".TP\n\\fB{}\\fR{}\n", roff(&name), roff(&usage)));
+        let _ = writeln!(out, ".TP\n\\fB{}\\fR{}", roff(&name), roff(&usage));
         if let Some(about) = sub.get_long_about().or_else(|| sub.get_about()) {
             out.push_str(&roff(&about.to_string().replace('\n', " ")));
             out.push('\n');
@@ -285,7 +303,7 @@ fn subcommands(out: &mut String, cmd: &clap::Command, path: &str) {
                 let term = a
                     .get_long()
                     .map_or_else(|| a.get_id().as_str().to_uppercase(), |l| format!("--{l}"));
-                out.push_str(&format!(".TP\n\\fB{}\\fR\n", roff(&term)));
+                let _ = writeln!(out, ".TP\n\\fB{}\\fR", roff(&term));
                 if let Some(help) = a.get_long_help().or_else(|| a.get_help()) {
                     out.push_str(&roff(&help.to_string().replace('\n', " ")));
                     out.push('\n');
@@ -318,9 +336,9 @@ fn render(page: &Page) -> anyhow::Result<Vec<u8>> {
         subcommands(&mut text, &cmd, "");
     }
     for (heading, items) in page.extra {
-        text.push_str(&format!(".SH {heading}\n"));
+        let _ = writeln!(text, ".SH {heading}");
         for (term, body) in *items {
-            text.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", roff(term), roff(body)));
+            let _ = writeln!(text, ".TP\n\\fB{}\\fR\n{}", roff(term), roff(body));
         }
     }
     out.extend_from_slice(text.as_bytes());
