@@ -6,6 +6,7 @@
 //! Errors are JSON `{"error": "..."}` with a status that says what kind of
 //! mistake it was; query parameters are validated and unknown ones refused.
 
+pub(crate) mod json_errors;
 pub(crate) mod live;
 mod targets;
 
@@ -363,9 +364,13 @@ async fn series(
     let tenant = p.name("tenant")?.unwrap_or_else(|| access.tenant.clone());
     let probe = p.probe("probe")?;
     let now_ms = shared.analysis.clock.now_ns() / 1_000_000;
-    let to = p.int("to", now_ms, 0, i64::MAX)?;
-    let from = p.int("from", to - 86_400_000, 0, i64::MAX)?;
-    query::check_range(from, to)?;
+    let given = |name| {
+        p.get(name)
+            .is_some()
+            .then(|| p.int(name, 0, 0, i64::MAX))
+            .transpose()
+    };
+    let (from, to) = query::range(given("from")?, given("to")?, now_ms)?;
     let found = query::find_series(
         &shared.analysis.read(),
         &access,

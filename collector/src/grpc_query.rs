@@ -265,9 +265,7 @@ impl QueryService for Queries {
         };
         let kind = probe(&r.probe)?;
         let now = self.shared.analysis.clock.now_ns();
-        let to = r.to_ms.unwrap_or(now / 1_000_000);
-        let from = r.from_ms.unwrap_or(to - 86_400_000);
-        query::check_range(from, to).map_err(status)?;
+        let (from, to) = query::range(r.from_ms, r.to_ms, now / 1_000_000).map_err(status)?;
         let found: Series = query::find_series(
             &self.shared.analysis.read(),
             &access,

@@ -372,7 +372,10 @@ impl Collector {
         tasks.spawn(targets::run_retention(shared.clone()));
 
         let grpc = grpc_routes(&shared).await?;
-        let app = grpc.merge(ui::http(&shared)).fallback(api::not_found);
+        let app = grpc
+            .merge(ui::http(&shared))
+            .fallback(api::not_found)
+            .layer(axum::middleware::from_fn(api::json_errors::json_errors));
 
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: shared.settings.borrow().listen,

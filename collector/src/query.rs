@@ -452,6 +452,27 @@ pub struct HistoryPoint {
 pub const MAX_HISTORY_MS: i64 = 7 * 86_400_000;
 
 /// Checks a history range (Unix ms).
+/// The time range of a history query, the same for the HTTP API and gRPC:
+/// `to` defaults to now and `from` to a day before `to` (never before the
+/// epoch); both must be at or after it, `from` before `to`, at most 7 days
+/// apart.
+pub fn range(
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<(i64, i64), QueryError> {
+    let to = to_ms.unwrap_or(now_ms);
+    if to < 0 {
+        return Err(bad("to", format!("{to} is before 1970")));
+    }
+    let from = from_ms.unwrap_or((to - 86_400_000).max(0));
+    if from < 0 {
+        return Err(bad("from", format!("{from} is before 1970")));
+    }
+    check_range(from, to)?;
+    Ok((from, to))
+}
+
 pub fn check_range(from_ms: i64, to_ms: i64) -> Result<(), QueryError> {
     if from_ms >= to_ms {
         return Err(bad("from", format!("{from_ms} is not before to = {to_ms}")));

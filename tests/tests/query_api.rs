@@ -148,6 +148,66 @@ async fn check_bad_input(acme: &sonde_tests::Api) {
         .await
         .unwrap();
     assert_eq!(status, 400);
+    // `to=0` leaves no day before it: refused, never a negative `from`.
+    let (status, body) = acme.get("/api/v1/series/a1/10.70.2.5?to=0").await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not before to = 0"),
+        "{body}"
+    );
+    every_error_is_json(acme).await;
+}
+
+/// Refusals raised before any handler runs are JSON too, and a parameter
+/// given twice is refused, not read last-wins.
+async fn every_error_is_json(acme: &sonde_tests::Api) {
+    let error = |status: u16, body: &serde_json::Value, code: u16, needle: &str| {
+        assert_eq!(status, code, "{body}");
+        let text = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{code}: not JSON: {body}"));
+        assert!(text.contains(needle), "{code}: {text}");
+    };
+    let (s, b) = acme
+        .send(reqwest::Method::DELETE, "/api/v1/agents", None, &[])
+        .await;
+    error(
+        s,
+        &b,
+        405,
+        "method DELETE is not allowed on \"/api/v1/agents\"",
+    );
+    let big = serde_json::json!({ "comment": "x".repeat(1 << 20) });
+    let (s, b) = acme
+        .send(reqwest::Method::POST, "/api/v1/silences", Some(&big), &[])
+        .await;
+    error(s, &b, 413, "request body too large");
+    let long = format!("/api/v1/targets?agent={}", "a".repeat(9000));
+    let (s, b) = acme.get(&long).await.unwrap();
+    error(s, &b, 414, "at most 8192");
+    let header = "h".repeat(40 << 10);
+    let (s, b) = acme
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/agents",
+            None,
+            &[("x-big", &header)],
+        )
+        .await;
+    error(s, &b, 431, "at most 32768");
+    let (s, b) = acme
+        .get("/api/v1/targets?limit=1&limit=5000")
+        .await
+        .unwrap();
+    error(
+        s,
+        &b,
+        400,
+        "invalid query parameter \"limit\": given more than once",
+    );
 }
 
 /// A series the caller may not see answers exactly as an absent one.
