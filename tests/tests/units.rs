@@ -53,6 +53,11 @@ fn units_verify_without_a_word() {
 
 #[test]
 fn units_are_hardened_to_an_exposure_of_at_most_2() {
+    let readme = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let mut figures = Vec::new();
     for name in UNITS {
         let (_, out, err) = analyze(&["security", "--offline=yes"], &unit(name));
         let level: f64 = out
@@ -66,7 +71,17 @@ fn units_are_hardened_to_an_exposure_of_at_most_2() {
             .unwrap_or_else(|| panic!("{name}: no exposure level in\n{out}{err}"));
         eprintln!("{name}: exposure {level}");
         assert!(level <= 2.0, "{name}: exposure {level}\n{out}");
+        figures.push(format!("{} {level:.1}", name.trim_start_matches("sonde-")));
     }
+    // The README states what this measures, not an older figure.
+    let stated = format!(
+        "`systemd-analyze security --offline=yes`: {}",
+        figures.join(", ")
+    );
+    assert!(
+        readme.replace('\n', " ").contains(&stated),
+        "README.md does not say {stated:?}"
+    );
 }
 
 #[test]
@@ -85,14 +100,23 @@ fn only_the_agent_holds_a_capability_and_only_cap_net_raw() {
             "collector lacks {line}"
         );
     }
-    for text in [&agent, &collector] {
+    for (name, text) in [("sonde-agent", &agent), ("sonde-collector", &collector)] {
         for key in [
             "Type=notify",
             "WatchdogSec=",
             "NoNewPrivileges=yes",
-            "LoadCredential=",
+            "RestartPreventExitStatus=78",
+            &format!("ExecReload=/usr/bin/{name} --config ${{SONDE_CONFIG}} reload --pid $MAINPID"),
         ] {
-            assert!(text.contains(key), "{key} missing");
+            assert!(text.lines().any(|l| l.starts_with(key)), "{name}: {key} missing");
+        }
+        // The key is read where the operator put it, so a reload sees a
+        // rotated one; a LoadCredential= copy is made only at start.
+        for absent in ["LoadCredential=", "ExecStartPre=", "ConditionPathExists="] {
+            assert!(
+                !text.lines().any(|l| l.starts_with(absent)),
+                "{name}: {absent} is back"
+            );
         }
     }
 }
