@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sonde_agent::cli::{Cli, Command};
 use sonde_agent::config::{DEFAULT_PATH, Loaded};
-use sonde_runtime::cli::{Checked, Daemon, DaemonArgs};
+use sonde_runtime::cli::{Checked, Daemon};
 
 fn probe_once(config: &Path) -> ExitCode {
     let loaded = match Loaded::load(config) {
@@ -41,20 +41,19 @@ fn main() -> ExitCode {
     };
     let command = match cli.command {
         Some(Command::ProbeOnce) => {
-            let _ = sonde_runtime::logging::init(&cli.log, daemon.name);
-            let config = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+            let _ = sonde_runtime::logging::init(&cli.global.log, daemon.name);
+            let config = cli
+                .global
+                .config
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
             return probe_once(&config);
         }
         Some(Command::Daemon(command)) => Some(command),
         None => None,
     };
-    let args = DaemonArgs {
-        config: cli.config,
-        log: cli.log,
-        command,
-    };
     daemon.main(
-        args,
+        cli.global,
+        command,
         |path| {
             Loaded::load(path).map(|l| Checked {
                 state_dir: l.config.state_dir,

@@ -4,19 +4,15 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use sonde_runtime::cli::DaemonCommand;
-use sonde_runtime::logging::LogArgs;
+use sonde_runtime::cli::{DaemonCommand, GlobalArgs};
 
 /// The sonde collector: authenticates agents and people by client
 /// certificate, records heartbeats and events, serves the API.
 #[derive(Parser)]
 #[command(name = "sonde-collector", version)]
 pub struct Cli {
-    /// Config file (default: /etc/sonde/collector.toml).
-    #[arg(long, global = true)]
-    pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub log: LogArgs,
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

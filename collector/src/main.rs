@@ -6,7 +6,7 @@ use clap::Parser;
 use sonde_collector::cli::{Cli, Command};
 use sonde_collector::config::{Config, DEFAULT_PATH};
 use sonde_collector::store::backup;
-use sonde_runtime::cli::{Checked, Daemon, DaemonArgs, EXIT_CONFIG};
+use sonde_runtime::cli::{Checked, Daemon, EXIT_CONFIG};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     };
     let command = match cli.command {
         Some(Command::Backup { path }) => {
-            let config = cli.config.unwrap_or_else(|| DEFAULT_PATH.into());
+            let config = cli.global.config.unwrap_or_else(|| DEFAULT_PATH.into());
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -38,13 +38,9 @@ fn main() -> ExitCode {
         Some(Command::Daemon(command)) => Some(command),
         None => None,
     };
-    let args = DaemonArgs {
-        config: cli.config,
-        log: cli.log,
-        command,
-    };
     daemon.main(
-        args,
+        cli.global,
+        command,
         |path| {
             Config::load(path).map(|c| Checked {
                 state_dir: c.state_dir,

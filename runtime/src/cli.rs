@@ -12,16 +12,14 @@ use crate::config::ConfigError;
 use crate::logging::{self, LogArgs};
 use crate::reload;
 
-/// Flags and subcommands of a sonde daemon.
+/// The flags every sonde daemon takes, before or after its subcommand.
 #[derive(Debug, Clone, Args)]
-pub struct DaemonArgs {
-    /// Config file (default: /etc/sonde/PROGRAM.toml).
+pub struct GlobalArgs {
+    /// Config file (default: /etc/sonde/agent.toml, /etc/sonde/collector.toml).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogArgs,
-    #[command(subcommand)]
-    pub command: Option<DaemonCommand>,
 }
 
 /// What to do.
@@ -90,7 +88,8 @@ impl Daemon<'_> {
     /// tokio runtime.
     pub fn main<F, Fut>(
         self,
-        args: DaemonArgs,
+        global: GlobalArgs,
+        command: Option<DaemonCommand>,
         load: impl Fn(&Path) -> Result<Checked, ConfigError>,
         run: F,
     ) -> ExitCode
@@ -98,16 +97,16 @@ impl Daemon<'_> {
         F: FnOnce(PathBuf) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
-        let config = args
+        let config = global
             .config
             .unwrap_or_else(|| PathBuf::from(self.default_config));
-        match args.command.unwrap_or(DaemonCommand::Run) {
+        match command.unwrap_or(DaemonCommand::Run) {
             DaemonCommand::CheckConfig(check) => return self.check_config(&config, &check, &load),
             DaemonCommand::Reload(reload) => return self.reload(&config, &reload, &load),
             DaemonCommand::Run => {}
         }
         // The log carries the reason of any failure below (journald or stderr).
-        let _journald = logging::init(&args.log, self.name);
+        let _journald = logging::init(&global.log, self.name);
         if let Err(e) = load(&config) {
             tracing::error!(
                 message_id = crate::logging::ids::CONFIG_REFUSED,

@@ -113,6 +113,19 @@ fn findings(output: &str) -> Vec<(String, String)> {
 }
 
 #[test]
+fn a_backup_summary_is_read_back() {
+    let said = "/root/b.sqlite3: 126976 bytes, schema 9, 1 agents, 1 events, \
+                3 minute aggregates of 42 probes since 2026-12-07T04:13:00Z (mode 0600; checked)";
+    assert_eq!(
+        aggregates(said),
+        Some((3, 42, "2026-12-07T04:13:00Z".to_owned()))
+    );
+    let empty = "/root/b.sqlite3: 1 bytes, schema 9, 0 agents, 0 events, \
+                 0 minute aggregates of 0 probes (mode 0600; checked)";
+    assert_eq!(aggregates(empty), None);
+}
+
+#[test]
 fn findings_are_read_from_lintian_and_rpmlint_lines() {
     let out = "E: sonde-agent: some-error [usr/bin/x]\n\
                N: a note\n\
@@ -281,6 +294,7 @@ fn assert_start_fails_once(m: &Machine, unit: &str, reason: &str) {
         status.contains(reason),
         "`systemctl status {unit}` lacks {reason:?}:\n{status}"
     );
+    eprintln!("--- systemctl start {unit} failed once:\n{status}");
     m.sh(&format!("systemctl reset-failed {unit}"));
 }
 
@@ -592,6 +606,7 @@ fn rotate_then_revoke(m: &Machine, pki: &sonde_certs::Pki) {
         status.contains("certificate does not match private key"),
         "{status}"
     );
+    eprintln!("--- systemctl reload with a mismatched pair:\n{status}");
     assert_eq!(m.show("sonde-agent", "ActiveState"), "active");
     assert_eq!(m.show("sonde-agent", "MainPID"), pid);
     m.sh("sondectl agents | grep -Eq '^acme +edge-1 +up +yes '");
@@ -645,39 +660,30 @@ fn rotate_then_revoke(m: &Machine, pki: &sonde_certs::Pki) {
     );
 }
 
-/// Probes counted in the last hour's complete minutes of edge-1's
-/// loopback ping (the analysis' aggregates).
-fn loopback_probes(m: &Machine) -> u64 {
-    let targets: serde_json::Value =
-        serde_json::from_str(&m.sh("sondectl --json targets --agent edge-1")).expect("JSON");
-    targets["targets"]
-        .as_array()
-        .and_then(|t| t.iter().find(|t| t["target"] == "127.0.0.1"))
-        .and_then(|t| t["averages"]["1h"]["probes"].as_u64())
-        .unwrap_or(0)
-}
-
 /// `sonde-collector backup` while the agent is sending, then the collector
 /// purged (the agent stays) and installed afresh, and the backup restored
 /// as the README says: its events and aggregates are back.
 fn back_up_purge_and_restore(m: &Machine, collector_deb: &str) {
-    // At least one complete minute of edge-1's ping aggregated.
-    let deadline = std::time::Instant::now() + Duration::from_secs(75);
-    while loopback_probes(m) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no complete minute of edge-1's ping"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
     let events_before: serde_json::Value =
         serde_json::from_str(&m.sh("sondectl --json events")).expect("JSON");
-    let probes_before = loopback_probes(m);
-    let said = m.sh("sonde-collector backup /root/sonde-backup.sqlite3");
-    assert!(
-        said.contains("/root/sonde-backup.sqlite3: ") && said.contains("(mode 0600; checked)"),
-        "{said}"
-    );
+    // Backed up once the analysis has stored aggregates of edge-1's ping.
+    let mut attempt = 0;
+    let (said, stored) = loop {
+        attempt += 1;
+        let said = m.sh(&format!(
+            "sonde-collector backup /root/sonde-backup-{attempt}.sqlite3"
+        ));
+        if let Some(a) = aggregates(&said) {
+            break (said, a);
+        }
+        assert!(attempt < 100, "no aggregates stored: {said}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("--- backup: {said}");
+    m.sh(&format!(
+        "mv /root/sonde-backup-{attempt}.sqlite3 /root/sonde-backup.sqlite3"
+    ));
+    assert!(said.contains("(mode 0600; checked)"), "{said}");
     assert_eq!(
         m.sh("stat -c '%a %U' /root/sonde-backup.sqlite3").trim(),
         "600 root"
@@ -697,6 +703,7 @@ fn back_up_purge_and_restore(m: &Machine, collector_deb: &str) {
     // Purge the collector while the agent stays: its own key goes; the
     // admin's key, which it did not install, is named, not silently kept.
     let purged = m.sh("apt-get purge -y sonde-collector 2>&1");
+    eprintln!("--- purge of the collector, agent kept:\n{purged}");
     assert!(
         purged.contains("/etc/sonde/sondectl.key (a private key sonde-collector did not install) is left in place"),
         "{purged}"
@@ -729,11 +736,26 @@ fn back_up_purge_and_restore(m: &Machine, collector_deb: &str) {
         "sonde-collector",
         "sondectl agents | grep -Eq '^acme +edge-1 +up +yes '",
     );
-    let probes_after = loopback_probes(m);
-    assert!(
-        probes_after >= probes_before,
-        "aggregates not restored: {probes_after} probes in the last hour, {probes_before} at the backup"
-    );
+    // The restored aggregates: every probe of the backup, from the same
+    // oldest minute (a fresh store could not hold a minute that old).
+    let said = m.sh("sonde-collector backup /root/after-restore.sqlite3");
+    eprintln!("--- after the restore: {said}");
+    let after = aggregates(&said).expect("aggregates after the restore");
+    assert_eq!(after.2, stored.2, "oldest minute: {said}");
+    assert!(after.1 >= stored.1, "probes: {after:?} < {stored:?}");
+}
+
+/// `(rows, probes, oldest minute)` from a backup's summary line, `None`
+/// when it holds no minute aggregates yet.
+fn aggregates(said: &str) -> Option<(u64, u64, String)> {
+    // "PATH: B bytes, schema S, A agents, E events, N minute aggregates of
+    // P probes since T (mode 0600; checked)"
+    let (_, rest) = said.split_once(" events, ")?;
+    let mut words = rest.split_whitespace();
+    let rows: u64 = words.next()?.parse().ok()?;
+    let probes: u64 = words.nth(3)?.parse().ok()?;
+    let oldest = words.nth(2)?.to_owned();
+    (rows > 0).then_some((rows, probes, oldest))
 }
 
 /// The README's restore steps, verbatim (collector stopped).
@@ -750,6 +772,7 @@ fn debs_as_the_readme_says_install_configure_rotate_revoke_restore_upgrade_purge
         "apt-get install -y --no-install-recommends {} {} 2>&1",
         old[0], old[1]
     ));
+    eprintln!("--- apt-get install, unconfigured:\n{said}");
     for needle in [
         "sonde-agent: installed, not started",
         "missing files: tls.ca = /etc/sonde/ca.pem, tls.cert = /etc/sonde/agent.pem, tls.key = /etc/sonde/agent.key",

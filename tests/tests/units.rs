@@ -53,10 +53,9 @@ fn units_verify_without_a_word() {
 
 #[test]
 fn units_are_hardened_to_an_exposure_of_at_most_2() {
-    let readme = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
-    )
-    .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
     let mut figures = Vec::new();
     for name in UNITS {
         let (_, out, err) = analyze(&["security", "--offline=yes"], &unit(name));
@@ -108,7 +107,10 @@ fn only_the_agent_holds_a_capability_and_only_cap_net_raw() {
             "RestartPreventExitStatus=78",
             &format!("ExecReload=/usr/bin/{name} --config ${{SONDE_CONFIG}} reload --pid $MAINPID"),
         ] {
-            assert!(text.lines().any(|l| l.starts_with(key)), "{name}: {key} missing");
+            assert!(
+                text.lines().any(|l| l.starts_with(key)),
+                "{name}: {key} missing"
+            );
         }
         // The key is read where the operator put it, so a reload sees a
         // rotated one; a LoadCredential= copy is made only at start.

@@ -34,6 +34,11 @@ pub struct Backup {
     pub schema: i64,
     pub agents: i64,
     pub events: i64,
+    /// Minute aggregates: rows, probes counted in them, and the oldest
+    /// minute (Unix ms), so a restore can be checked against the backup.
+    pub minutes: i64,
+    pub probes: i64,
+    pub oldest_minute_ms: Option<i64>,
 }
 
 /// Why a backup was not written. A failed backup leaves no file behind.
@@ -143,7 +148,17 @@ fn check(dest: &Path) -> Result<Backup, BackupError> {
         conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .map_err(wrap)
     };
+    let (minutes, probes, oldest): (i64, i64, Option<i64>) = conn
+        .query_row(
+            "SELECT count(*), coalesce(sum(probes), 0), min(unit) FROM minute_buckets",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(wrap)?;
     Ok(Backup {
+        minutes,
+        probes,
+        oldest_minute_ms: oldest.map(|m| m * 60_000),
         path: dest.to_owned(),
         bytes: 0,
         schema: conn
@@ -158,13 +173,23 @@ impl std::fmt::Display for Backup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: {} bytes, schema {}, {} agents, {} events (mode 0600; checked)",
+            "{}: {} bytes, schema {}, {} agents, {} events, {} minute aggregates of {} probes",
             self.path.display(),
             self.bytes,
             self.schema,
             self.agents,
-            self.events
-        )
+            self.events,
+            self.minutes,
+            self.probes,
+        )?;
+        if let Some(ms) = self.oldest_minute_ms {
+            write!(
+                f,
+                " since {}",
+                sonde_runtime::clock::rfc3339_seconds(ms.div_euclid(1000))
+            )?;
+        }
+        f.write_str(" (mode 0600; checked)")
     }
 }
 
