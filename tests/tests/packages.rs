@@ -644,6 +644,14 @@ fn rotate_then_revoke(m: &Machine, pki: &sonde_certs::Pki) {
          | grep -Fq 'certificate=sonde://acme/agent/edge-1'",
     );
     assert!(!with_id(m, "sonde-collector", ids::HANDSHAKE_REFUSED).is_empty());
+    eprintln!(
+        "--- revoked, plain journal:\n{}",
+        m.sh(&format!(
+            "journalctl -u sonde-collector --no-pager -o cat MESSAGE_ID={} MESSAGE_ID={} | tail -n 3",
+            ids::CONNECTION_REVOKED,
+            ids::HANDSHAKE_REFUSED
+        ))
+    );
 
     // A fresh certificate brings it back.
     issue(pki, Role::Agent, "edge-1", "agent-4");
