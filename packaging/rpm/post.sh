@@ -4,6 +4,11 @@
 # cargo-generate-rpm does not run rpmbuild's macros.
 systemd-sysusers @PACKAGE@.conf >/dev/null 2>&1 || :
 systemd-tmpfiles --create @PACKAGE@.conf >/dev/null 2>&1 || :
+if [ "$1" -ge 2 ]; then
+    # Upgrade: hand files placed for the earlier layout to the service user
+    # before %postun of the old package restarts the service.
+    /usr/lib/@PACKAGE@/upgrade-files @PACKAGE@ || :
+fi
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi

@@ -76,28 +76,39 @@ impl Source {
     /// Resolves the path under `key`: relative paths are relative to the
     /// directory holding the config file, and a leading
     /// `$CREDENTIALS_DIRECTORY/` is the directory where systemd put the
-    /// service's credentials (`LoadCredential=`).
+    /// service's credentials (`LoadCredential=`). Without that variable
+    /// (the units since 0.1.0-2 pass no credentials, and configs written
+    /// for the earlier ones still say `$CREDENTIALS_DIRECTORY/agent.key`)
+    /// it is the file of that name next to the config, where those units
+    /// loaded it from.
     pub fn resolve(&self, key: &str, p: &Path) -> Result<PathBuf, ConfigError> {
         let text = p.to_string_lossy();
         let credential = text
             .strip_prefix("$CREDENTIALS_DIRECTORY/")
             .or_else(|| text.strip_prefix("${CREDENTIALS_DIRECTORY}/"));
         if let Some(name) = credential {
-            return match std::env::var_os("CREDENTIALS_DIRECTORY") {
-                Some(dir) => Ok(Path::new(&dir).join(name)),
-                None => Err(self.error(
-                    key,
-                    "$CREDENTIALS_DIRECTORY is not set: this path is for a service started by \
-                     systemd with LoadCredential= (run check-config as `systemd-run -P \
-                     -p LoadCredential=... sonde-... check-config`, or name the file directly)",
-                )),
-            };
+            if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+                return Ok(Path::new(&dir).join(name));
+            }
+            let beside = self.dir().join(name);
+            tracing::warn!(
+                key,
+                path = %beside.display(),
+                "$CREDENTIALS_DIRECTORY is not set (no LoadCredential=): reading the file next \
+                 to the config; name it directly"
+            );
+            return Ok(beside);
         }
         Ok(if p.is_absolute() {
             p.to_owned()
         } else {
-            self.path.parent().unwrap_or_else(|| Path::new(".")).join(p)
+            self.dir().join(p)
         })
+    }
+
+    /// The directory holding the config file.
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
     }
 
     /// Resolves the paths of a `[tls]` table (keys `tls.ca`, `tls.cert`,

@@ -532,7 +532,9 @@ fn key_paths_can_name_systemd_credentials() {
     )
     .unwrap();
     let file = config.display().to_string();
-    // Outside systemd the variable is unset: the error says so.
+    // Without the variable (the shipped units pass no credentials since
+    // 0.1.0-2; configs written for the earlier ones still name one), the
+    // file of that name next to the config is read: here there is none.
     let out = Command::new(bin("sonde-agent"))
         .args(["--config", &file, "check-config"])
         .env_remove("CREDENTIALS_DIRECTORY")
@@ -540,11 +542,25 @@ fn key_paths_can_name_systemd_credentials() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
+    let beside = config.parent().unwrap().join(key_name);
     assert!(
         err.contains(&format!("{file}:6:1: key `tls.key`"))
-            && err.contains("$CREDENTIALS_DIRECTORY is not set"),
+            && err.contains(&format!("missing file: tls.key = {}", beside.display())),
         "{err}"
     );
+    // Once it is there, it is used.
+    std::fs::copy(&cert.key, &beside).unwrap();
+    let out = Command::new(bin("sonde-agent"))
+        .args(["--config", &file, "check-config"])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&beside).unwrap();
     // As systemd runs it: the key is found in the credentials directory.
     let out = Command::new(bin("sonde-agent"))
         .args(["--config", &file, "check-config"])

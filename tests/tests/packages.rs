@@ -68,6 +68,7 @@ fn package(name: &str, revision: u32, kind: &str) -> PathBuf {
         "packaging/debian",
         "packaging/rpm",
         "packaging/build.sh",
+        "packaging/scripts",
         "Cargo.toml",
         "README.md",
     ];
@@ -470,6 +471,15 @@ fn check_journal_reload_caps_and_watchdog(m: &Machine) {
     m.sh("rm -r /etc/systemd/system/sonde-agent.service.d && systemctl daemon-reload");
 }
 
+/// The files as 0.1.0-1 documented them: the agent's config naming its key
+/// `$CREDENTIALS_DIRECTORY/agent.key` (that unit's `LoadCredential=`), the
+/// key root's, the CA certificate root's alone.
+fn old_layout(m: &Machine) {
+    m.sh("sed -i 's|^key = \"/etc/sonde/agent.key\"|key = \"$CREDENTIALS_DIRECTORY/agent.key\"|' /etc/sonde/agent.toml && \
+          grep -q '^key = \"$CREDENTIALS_DIRECTORY/agent.key\"' /etc/sonde/agent.toml && \
+          chown root:root /etc/sonde/agent.key /etc/sonde/ca.pem && chmod 600 /etc/sonde/ca.pem");
+}
+
 /// What an upgrade must leave: new version, restarted units, config kept.
 fn invocations(m: &Machine) -> [String; 2] {
     ["sonde-agent", "sonde-collector"].map(|u| m.show(u, "InvocationID"))
@@ -810,10 +820,22 @@ fn debs_as_the_readme_says_install_configure_rotate_revoke_restore_upgrade_purge
     rotate_then_revoke(&m, &pki);
     back_up_purge_and_restore(&m, &old[1]);
 
-    // Upgrade to the same sources packaged as revision 2.
+    // Upgrade to the same sources packaged as revision 2, from files laid
+    // out as 0.1.0-1 documented them: a root-owned key passed as a
+    // credential, a CA certificate only root could read.
+    old_layout(&m);
     let before = invocations(&m);
     let agent_toml = m.sh("cat /etc/sonde/agent.toml");
-    m.sh(&format!("apt-get install -y {} {}", new[0], new[1]));
+    let said = m.sh(&format!("apt-get install -y {} {} 2>&1", new[0], new[1]));
+    for needle in [
+        "sonde-agent: /etc/sonde/agent.key now belongs to user sonde",
+        "/etc/sonde/ca.pem is now readable by group sonde",
+    ] {
+        assert!(
+            said.contains(needle),
+            "upgrade output lacks {needle:?}:\n{said}"
+        );
+    }
     for pkg in ["sonde-agent", "sonde-collector"] {
         assert_eq!(
             m.sh(&format!("dpkg-query -W -f='${{Version}}' {pkg}")),
@@ -878,9 +900,14 @@ fn rpms_install_run_upgrade_and_erase_in_real_systemd() {
         assert!(line.ends_with(&format!(" c {file}")), "{changed:?}");
     }
 
+    old_layout(&m);
     let before = invocations(&m);
     let agent_toml = m.sh("cat /etc/sonde/agent.toml");
-    m.sh(&format!("rpm -U --nodeps {} {}", new[0], new[1]));
+    let said = m.sh(&format!("rpm -U --nodeps {} {} 2>&1", new[0], new[1]));
+    assert!(
+        said.contains("sonde-agent: /etc/sonde/agent.key now belongs to user sonde"),
+        "{said}"
+    );
     assert_eq!(
         m.sh("rpm -q --qf '%{VERSION}-%{RELEASE}\\n' sonde-agent sonde-collector"),
         format!("{VERSION}-2\n{VERSION}-2\n")
