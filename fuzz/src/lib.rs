@@ -217,5 +217,6 @@ pub fn peer(tenant: &str, role: Role, name: &str) -> Peer {
     Peer {
         identity: Identity::new(tenant, role, name).expect("identity"),
         remote: SocketAddr::from(([127, 0, 0, 1], 40000)),
+        serial: "01".to_owned(),
     }
 }
