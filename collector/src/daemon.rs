@@ -32,7 +32,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     let mut reloads = Reporter::start(&state_dir);
     notifier.ready(&status(&collector));
-    tracing::info!(message_id = ids::STARTED, version = env!("CARGO_PKG_VERSION"), listen = %collector.local_addr(), "collector started");
 
     // The watchdog is pinged from this loop only after the collector proved
     // it is responsive, so a wedged store or detector stops the pings.

@@ -405,7 +405,13 @@ impl Collector {
                 }
             });
         }
-        tracing::info!(listen = %local_addr, health = ?health_addr, "collector started");
+        tracing::info!(
+            message_id = sonde_runtime::logging::ids::STARTED,
+            version = env!("CARGO_PKG_VERSION"),
+            listen = %local_addr,
+            health = ?health_addr,
+            "collector started"
+        );
         Ok(Self {
             shared,
             settings: settings_tx,

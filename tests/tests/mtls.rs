@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use sonde_certs::{Ca, LeafSpec};
+use sonde_proto::v1::AgentMessage;
+use sonde_proto::v1::agent_service_client::AgentServiceClient;
 use sonde_proto::{Identity, Role};
 use sonde_tests::{Api, Cert, Proc, World, eventually};
 use time::OffsetDateTime;
@@ -63,6 +65,41 @@ impl Setup {
             Some(a) if known_before => assert_eq!(a["connected"], false, "{name} connected: {a}"),
             Some(a) => panic!("{name} registered: {a}"),
         }
+    }
+
+    /// For a certificate the agent program itself refuses (no agent
+    /// identity): the agent will not start and says why (exit 78), and a
+    /// client presenting it anyway — an old agent, a hand-made one — is
+    /// refused by the collector, which logs `reason`.
+    async fn refused_before_and_at_the_collector(
+        &self,
+        name: &str,
+        cert: &Cert,
+        said: &str,
+        reason: &str,
+    ) {
+        self.world.agent_config(name, cert, "");
+        let mut agent = self.world.start_agent(name, &[]);
+        let status = agent.wait_exit(WAIT).expect("the agent exits");
+        assert_eq!(status.code(), Some(78), "{name}");
+        agent.wait_log(&["not starting", said], WAIT).await;
+        let refused = match sonde_tests::try_grpc_channel(&self.world, cert).await {
+            Err(e) => Some(e.to_string()),
+            Ok(channel) => {
+                let mut client = AgentServiceClient::new(channel);
+                client
+                    .session(tokio_stream::iter(Vec::<AgentMessage>::new()))
+                    .await
+                    .err()
+                    .map(|s| s.to_string())
+            }
+        };
+        assert!(refused.is_some(), "{name}: the collector took the session");
+        self.collector.wait_log(&[reason], WAIT).await;
+        assert!(
+            self.noc.agent("acme", name).await.is_none(),
+            "{name} registered"
+        );
     }
 
     fn issue(&self, stem: &str, spec: &LeafSpec) -> Cert {
@@ -148,18 +185,24 @@ async fn certificate_without_a_sonde_san() {
     let mut spec = LeafSpec::client(&agent_id("nosan"), 30);
     spec.uris = vec!["spiffe://acme/agent/nosan".into()];
     let cert = s.issue("nosan", &spec);
-    s.refused_at_handshake(
+    s.refused_before_and_at_the_collector(
         "nosan",
         &cert,
-        "client certificate refused: certificate has no sonde:// URI SAN",
+        "certificate has no sonde:// URI SAN",
+        "reason=client certificate refused: certificate has no sonde:// URI SAN",
     )
     .await;
     // A malformed sonde URI is refused too, naming what is wrong.
     let mut spec = LeafSpec::client(&agent_id("badsan"), 30);
     spec.uris = vec!["sonde://acme/root/badsan".into()];
     let cert = s.issue("badsan", &spec);
-    s.refused_at_handshake("badsan", &cert, "client certificate refused: role \"root\"")
-        .await;
+    s.refused_before_and_at_the_collector(
+        "badsan",
+        &cert,
+        "role \"root\"",
+        "reason=client certificate refused: role \"root\"",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,24 +255,14 @@ async fn revoked_certificate_at_start_and_after_reload() {
 async fn viewer_certificate_cannot_open_an_agent_session() {
     let s = setup(|_| {}).await;
     let viewer = s.world.cert("acme", Role::Viewer, "alice");
-    s.world.agent_config("alice", &viewer, "");
-    let agent = s.world.start_agent("alice", &[]);
-    let line = agent
-        .wait_log(&["collector session lost", "refused the session"], WAIT)
-        .await;
-    assert!(
-        line.contains("PermissionDenied") || line.contains("permission"),
-        "{line}"
-    );
+    s.refused_before_and_at_the_collector(
+        "alice",
+        &viewer,
+        "sonde://acme/viewer/alice is a viewer certificate; an agent needs role agent",
+        "role viewer may not open an agent session",
+    )
+    .await;
     s.collector
-        .wait_log(
-            &[
-                "session refused",
-                "sonde://acme/viewer/alice",
-                "role viewer may not open an agent session",
-            ],
-            WAIT,
-        )
+        .wait_log(&["session refused", "sonde://acme/viewer/alice"], WAIT)
         .await;
-    assert!(s.noc.agent("acme", "alice").await.is_none());
 }

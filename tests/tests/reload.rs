@@ -90,7 +90,7 @@ async fn agent_reload_rotates_certificate_and_interval_without_going_missing() {
     std::fs::write(world.dir().join("agent-rot.toml"), "collector = 7\n").unwrap();
     agent.signal(Signal::SIGHUP);
     agent
-        .wait_log(&["reload failed; keeping the running configuration"], WAIT)
+        .wait_log(&["reload refused; keeping the running configuration"], WAIT)
         .await;
     let seq = second["last_heartbeat_seq"].as_i64().unwrap();
     eventually(
