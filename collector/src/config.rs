@@ -287,7 +287,7 @@ fn default_expiry_warning() -> Duration {
 }
 
 /// Heartbeat policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Heartbeat {
     /// Interval imposed on every agent; without it each agent's own
@@ -298,6 +298,25 @@ pub struct Heartbeat {
     /// (default: 3 × the agent's interval).
     #[serde(default, with = "humantime_serde")]
     pub grace: Option<Duration>,
+    /// After a collector start, added to the grace of every agent that was
+    /// up until it reconnects: its reconnect backoff (agents' default
+    /// `reconnect.max` is 30 s). Raise it with the agents' `reconnect.max`.
+    #[serde(default = "default_restart_grace", with = "humantime_serde")]
+    pub restart_grace: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            interval: None,
+            grace: None,
+            restart_grace: default_restart_grace(),
+        }
+    }
+}
+
+fn default_restart_grace() -> Duration {
+    Duration::from_secs(45)
 }
 
 /// Who sees what.

@@ -344,7 +344,9 @@ impl Collector {
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let (liveness, liveness_task) = Liveness::spawn(store.clone(), known, shutdown.clone());
+        let restart_grace = config.heartbeat.restart_grace;
+        let (liveness, liveness_task) =
+            Liveness::spawn(store.clone(), known, restart_grace, shutdown.clone());
         tasks.spawn(async move {
             let _ = liveness_task.await;
         });

@@ -7,9 +7,14 @@
 //! event in one transaction, in the order they happen.
 //!
 //! Deadlines use tokio's clock, so tests drive them with a paused clock.
-//! After a collector restart every agent that was up gets a fresh full grace
-//! period (the collector cannot know what happened while it was down), and
-//! agents that were missing stay missing until they speak.
+//! After a collector restart every agent that was up gets its grace plus
+//! `heartbeat.restart-grace` (default 45 s) before it can be missing: its
+//! sessions broke when the collector stopped and it reconnects with its
+//! backoff (up to `reconnect.max`, 30 s by default), so a plain grace would
+//! page healthy agents on most restarts. An agent gone for good is declared
+//! missing at most grace + restart-grace after the start. Agents that were
+//! missing stay missing until they speak. (An agent moving to another
+//! collector of a cluster will be given the same allowance.)
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,14 +42,25 @@ enum Command {
 struct Entry {
     last_seen: Instant,
     grace: Duration,
+    /// Added to the grace until the agent's first sign of life after a
+    /// collector start (its reconnect backoff).
+    allowance: Duration,
     missing_since: Option<Instant>,
 }
 
+impl Entry {
+    fn deadline(&self) -> Instant {
+        self.last_seen + self.grace + self.allowance
+    }
+}
+
 impl Liveness {
-    /// Starts the task with the agents known to the store.
+    /// Starts the task with the agents known to the store; those that were
+    /// up get `restart_grace` on top of their grace to reconnect.
     pub fn spawn(
         store: Store,
         known: Vec<(AgentKey, AgentState, u64)>,
+        restart_grace: Duration,
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1024);
@@ -55,6 +71,7 @@ impl Liveness {
                 let entry = Entry {
                     last_seen: now,
                     grace: Duration::from_millis(grace_ms),
+                    allowance: restart_grace,
                     missing_since: (state == AgentState::Missing).then_some(now),
                 };
                 (key, entry)
@@ -92,7 +109,7 @@ async fn run(
         let next = agents
             .values()
             .filter(|e| e.missing_since.is_none())
-            .map(|e| e.last_seen + e.grace)
+            .map(Entry::deadline)
             .min();
         let wake = async {
             match next {
@@ -110,10 +127,12 @@ async fn run(
                     let entry = agents.entry(key.clone()).or_insert(Entry {
                         last_seen: now,
                         grace,
+                        allowance: Duration::ZERO,
                         missing_since: None,
                     });
                     entry.last_seen = now;
                     entry.grace = grace;
+                    entry.allowance = Duration::ZERO;
                     if let Some(since) = entry.missing_since.take() {
                         let detail = json!({ "missing_for_ms": millis(now - since) });
                         tracing::info!(agent = %key, missing_for = ?(now - since), "agent is back");
@@ -125,17 +144,21 @@ async fn run(
                 let now = Instant::now();
                 let expired: Vec<AgentKey> = agents
                     .iter()
-                    .filter(|(_, e)| e.missing_since.is_none() && e.last_seen + e.grace <= now)
+                    .filter(|(_, e)| e.missing_since.is_none() && e.deadline() <= now)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in expired {
                     let Some(entry) = agents.get_mut(&key) else { continue };
                     entry.missing_since = Some(now);
                     let silent = now - entry.last_seen;
-                    let detail = json!({
+                    let mut detail = json!({
                         "silent_for_ms": millis(silent),
                         "grace_ms": millis(entry.grace),
                     });
+                    if !entry.allowance.is_zero() {
+                        // Not heard from since the collector started.
+                        detail["restart_grace_ms"] = json!(millis(entry.allowance));
+                    }
                     tracing::warn!(agent = %key, silent_for = ?silent, grace = ?entry.grace, "agent is missing");
                     record(&store, key, AgentState::Missing, EventKind::AgentMissing, detail).await;
                 }
@@ -208,7 +231,7 @@ mod tests {
             .session_opened(&key("a"), &SessionInfo::default(), 1, 0)
             .unwrap();
         let stop = CancellationToken::new();
-        let (live, task) = Liveness::spawn(store.clone(), vec![], stop.clone());
+        let (live, task) = Liveness::spawn(store.clone(), vec![], Duration::ZERO, stop.clone());
         let grace = Duration::from_secs(3);
 
         live.seen(key("a"), grace).await;
@@ -260,7 +283,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn restart_gives_up_agents_a_fresh_grace_and_keeps_missing_ones() {
+    async fn restart_gives_up_agents_grace_plus_the_restart_allowance_and_keeps_missing_ones() {
         let store = Store::open(Path::new(":memory:")).unwrap();
         for n in ["up", "gone"] {
             store
@@ -281,8 +304,10 @@ mod tests {
             (key("gone"), AgentState::Missing, 5_000),
         ];
         let stop = CancellationToken::new();
-        let (live, _task) = Liveness::spawn(store.clone(), known, stop.clone());
-        tokio::time::sleep(Duration::from_millis(4_900)).await;
+        // With a restart allowance of 30 s on top of the 5 s grace.
+        let (live, _task) =
+            Liveness::spawn(store.clone(), known, Duration::from_secs(30), stop.clone());
+        tokio::time::sleep(Duration::from_millis(34_900)).await;
         assert!(live.ping(Duration::from_secs(1)).await);
         assert_eq!(
             kinds(&store),
@@ -310,7 +335,7 @@ mod tests {
     async fn ping_fails_when_the_task_is_gone() {
         let store = Store::open(Path::new(":memory:")).unwrap();
         let stop = CancellationToken::new();
-        let (live, task) = Liveness::spawn(store, vec![], stop.clone());
+        let (live, task) = Liveness::spawn(store, vec![], Duration::ZERO, stop.clone());
         stop.cancel();
         task.await.unwrap();
         assert!(!live.ping(Duration::from_secs(1)).await);

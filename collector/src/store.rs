@@ -373,6 +373,8 @@ const MIGRATIONS: &[&str] = &[
     crate::analysis::persist::MIGRATION_MEMBERS,
     // 9: series that no managed definition makes any more.
     crate::analysis::persist::MIGRATION_ORPHANS,
+    // 10: notifications' globally unique ids (mail Message-IDs).
+    crate::alert::state::MIGRATION_UIDS,
 ];
 
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`

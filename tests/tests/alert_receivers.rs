@@ -77,6 +77,7 @@ fn message() -> Message {
         link: "/api/v1/outages".into(),
         starts_ms: 1_800_000_000_000,
         ends_ms: None,
+        held_times: 0,
     };
     Message {
         route: "r".into(),
@@ -119,7 +120,7 @@ async fn twilio_gets_its_documented_form_post() {
         max_length: 70,
     };
     let t = Twilio::new(&config, "+15550101", Duration::from_secs(5)).unwrap();
-    t.send(1, &message()).await.unwrap();
+    t.send("u1", &message()).await.unwrap();
     let seen = g.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     let r = &seen[0];
@@ -154,11 +155,11 @@ async fn twilio_gets_its_documented_form_post() {
     // Throttled: retried later; refused content: not retried.
     g.answers.lock().unwrap().extend([429, 400]);
     assert!(matches!(
-        t.send(2, &message()).await,
+        t.send("u2", &message()).await,
         Err(SendError::Retry { .. })
     ));
     assert!(matches!(
-        t.send(3, &message()).await,
+        t.send("u3", &message()).await,
         Err(SendError::Rejected { .. })
     ));
     // The token never appears in what is reported.
@@ -183,7 +184,7 @@ async fn sms_webhook_fills_its_templates() {
         max_length: 160,
     };
     let w = Webhook::new(&config, "+33 6 00", Duration::from_secs(5)).unwrap();
-    w.send(1, &message()).await.unwrap();
+    w.send("u1", &message()).await.unwrap();
     let seen = g.seen.lock().unwrap().clone();
     let r = &seen[0];
     assert_eq!(r.method, "POST");

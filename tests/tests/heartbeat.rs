@@ -139,3 +139,75 @@ async fn agent_reconnects_after_collector_is_killed_and_restarted() {
         agent.log_text()
     );
 }
+
+/// The collector stopped for 30 s while two agents (2 s heartbeat, so a
+/// 6 s grace; reconnect backoff up to 30 s) keep trying. After its start
+/// neither healthy agent is declared missing, though each may take its
+/// whole backoff to come back; one killed while the collector was down is
+/// declared missing within grace + `restart-grace` of the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_restart_declares_no_healthy_agent_missing() {
+    const RESTART_GRACE_MS: i64 = 35_000;
+    const GRACE_MS: i64 = 6_000;
+    let world = World::new();
+    world.collector_config("[heartbeat]\nrestart-grace = \"35s\"\n");
+    let mut collector = world.start_collector(&[]).await;
+    let viewer = world.api(Some(&world.cert("acme", Role::Viewer, "v")));
+    let mut agents = Vec::new();
+    for name in ["steady", "doomed"] {
+        let cert = world.cert("acme", Role::Agent, name);
+        let config = world.agent_config(name, &cert, "[heartbeat]\ninterval = \"2s\"\n");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text.replace("max = \"1s\"", "max = \"30s\"");
+        assert!(text.contains("max = \"30s\""), "{text}");
+        std::fs::write(&config, text).unwrap();
+        agents.push(world.start_agent(name, &[]));
+    }
+    for name in ["steady", "doomed"] {
+        eventually(name, Duration::from_secs(20), || async {
+            viewer
+                .agent("acme", name)
+                .await
+                .filter(|a| a["connected"] == true)
+        })
+        .await;
+    }
+    collector.terminate();
+    agents[1].kill9();
+    // The outage itself: 30 s without a collector.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let started = now_ms();
+    let _collector = world.start_collector(&[]).await;
+    eventually("steady back", Duration::from_secs(40), || async {
+        viewer
+            .agent("acme", "steady")
+            .await
+            .filter(|a| a["connected"] == true)
+    })
+    .await;
+    let missing_at = eventually(
+        "doomed declared missing",
+        Duration::from_secs(50),
+        || async {
+            let events = viewer.events().await;
+            events
+                .iter()
+                .find(|e| e["kind"] == "agent-missing" && e["agent"] == "doomed")
+                .and_then(|e| e["at_ms"].as_i64())
+        },
+    )
+    .await;
+    let after = missing_at - started;
+    assert!(
+        (GRACE_MS + RESTART_GRACE_MS - 1_000..=GRACE_MS + RESTART_GRACE_MS + 2_000)
+            .contains(&after),
+        "doomed declared missing {after} ms after the start; want grace + restart-grace"
+    );
+    let events = viewer.events().await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"] == "agent-missing" && e["agent"] == "steady"),
+        "a healthy agent was declared missing: {events:?}"
+    );
+}

@@ -40,11 +40,31 @@ pub struct Member {
     /// Held back by the schedule at least once since last notified.
     #[serde(default)]
     pub deferred: bool,
+    /// Occurrences that fired while the group was held back, when the
+    /// first of them started, and the last one counted: the summary at the
+    /// schedule's opening says "fired N times from …".
+    #[serde(default)]
+    pub held_times: u32,
+    #[serde(default)]
+    pub held_first_ms: Option<i64>,
+    #[serde(default)]
+    pub held_occurrence: Option<u64>,
 }
 
 impl Member {
     fn was_notified(&self) -> bool {
         self.notified.is_some() || self.notified_flapping
+    }
+
+    /// Records that the schedule holds `a` back: deferred, and its
+    /// occurrence counted once.
+    pub fn hold(&mut self, a: &Alert) {
+        self.deferred = true;
+        if self.held_occurrence != Some(a.occurrence) {
+            self.held_times += 1;
+            self.held_first_ms.get_or_insert(a.starts_ms);
+            self.held_occurrence = Some(a.occurrence);
+        }
     }
 }
 
@@ -62,6 +82,19 @@ pub struct Group {
     #[serde(default)]
     pub deferred_since_ms: Option<i64>,
     pub members: BTreeMap<String, Member>,
+}
+
+impl Group {
+    /// Adds or updates `a` as a member. In a group the schedule holds
+    /// back, it is held at once, however it joined: a short outage that
+    /// starts and ends before the schedule opens is still summarised then.
+    pub fn join(&mut self, a: &Alert) {
+        let held = self.deferred_since_ms.is_some();
+        let member = self.members.entry(a.fingerprint.clone()).or_default();
+        if held {
+            member.hold(a);
+        }
+    }
 }
 
 /// Whether `route` takes `alert`.
@@ -205,8 +238,8 @@ impl Group {
         if !f.schedule.is_open(now) {
             if news {
                 for fp in new_firing.iter().chain(&flapping) {
-                    if let Some(m) = self.members.get_mut(fp) {
-                        m.deferred = true;
+                    if let (Some(m), Some(a)) = (self.members.get_mut(fp), f.alerts.get(fp)) {
+                        m.hold(a);
                     }
                 }
                 self.deferred_since_ms.get_or_insert(now);
@@ -232,6 +265,19 @@ impl Group {
                 .map(AlertView::from)
                 .collect()
         };
+        // What was held back and is over: how often, from when; in the
+        // order it happened.
+        let mut held: Vec<AlertView> = summarised
+            .iter()
+            .filter_map(|fp| {
+                let (a, m) = (f.alerts.get(fp)?, self.members.get(fp)?);
+                let mut v = AlertView::from(a);
+                v.held_times = m.held_times.max(1);
+                v.starts_ms = m.held_first_ms.unwrap_or(a.starts_ms);
+                Some(v)
+            })
+            .collect();
+        held.sort_by_key(|v| v.starts_ms);
         let message = Message {
             route: f.route_name.to_owned(),
             receiver: f.route.receiver.clone(),
@@ -240,7 +286,7 @@ impl Group {
             firing: view(&firing),
             flapping: view(&flapping),
             resolved: view(&resolved),
-            resolved_while_deferred: view(&summarised),
+            resolved_while_deferred: held,
             at_ms: now,
             deferred_since_ms: self.deferred_since_ms,
             external_url: f.external_url.map(str::to_owned),
@@ -249,15 +295,17 @@ impl Group {
             if let (Some(m), Some(a)) = (self.members.get_mut(fp), f.alerts.get(fp)) {
                 *m = Member {
                     notified: Some(a.occurrence),
-                    notified_flapping: false,
-                    deferred: false,
+                    ..Member::default()
                 };
             }
         }
         for fp in &flapping {
             if let Some(m) = self.members.get_mut(fp) {
-                m.notified_flapping = true;
-                m.deferred = false;
+                *m = Member {
+                    notified: m.notified,
+                    notified_flapping: true,
+                    ..Member::default()
+                };
             }
         }
         for fp in resolved.iter().chain(&summarised) {

@@ -174,7 +174,7 @@ impl Engine {
                 .groups
                 .entry(gk.clone())
                 .or_insert_with(|| Group::new(&name, key, labels, now_ms, ms(route.group_wait)));
-            group.members.entry(fp.to_owned()).or_default();
+            group.join(alert);
             self.changed_groups.insert(gk);
             if !route.continue_ {
                 break;
@@ -275,6 +275,19 @@ impl Engine {
                 || held.contains(fp)
                 || now_ms.saturating_sub(a.updated_ms) < keep
         });
+    }
+
+    /// Flushes at the next tick every group the schedule holds back, so
+    /// its next flush is computed again from the schedule in force: after a
+    /// reload (the schedule may have changed) and after a restart (the
+    /// stored time was computed from the schedule of then).
+    pub fn wake_deferred(&mut self, now_ms: i64) {
+        for (gk, g) in &mut self.groups {
+            if g.deferred_since_ms.is_some() && g.next_flush_ms > now_ms {
+                g.next_flush_ms = now_ms;
+                self.changed_groups.insert(gk.clone());
+            }
+        }
     }
 
     /// Flushes at the next tick every group with a firing alert (a

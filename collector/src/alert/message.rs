@@ -20,6 +20,16 @@ pub struct AlertView {
     pub link: String,
     pub starts_ms: i64,
     pub ends_ms: Option<i64>,
+    /// For what fired and resolved while held back by a schedule: how many
+    /// times it fired (then `starts_ms` is the first start, `ends_ms` the
+    /// last end). 0 elsewhere.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_times: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl From<&Alert> for AlertView {
@@ -36,6 +46,7 @@ impl From<&Alert> for AlertView {
             link: safe(&a.link),
             starts_ms: a.starts_ms,
             ends_ms: a.ends_ms,
+            held_times: 0,
         }
     }
 }
@@ -155,12 +166,26 @@ impl Message {
     }
 
     fn line(a: &AlertView) -> String {
-        let mut s = format!(
-            "[{}] {} (since {}",
-            a.severity.as_str(),
-            a.summary,
-            time(a.starts_ms)
-        );
+        let mut s = match a.held_times {
+            0 => format!(
+                "[{}] {} (since {}",
+                a.severity.as_str(),
+                a.summary,
+                time(a.starts_ms)
+            ),
+            1 => format!(
+                "[{}] {} (fired once, {}",
+                a.severity.as_str(),
+                a.summary,
+                time(a.starts_ms)
+            ),
+            n => format!(
+                "[{}] {} (fired {n} times, first {}",
+                a.severity.as_str(),
+                a.summary,
+                time(a.starts_ms)
+            ),
+        };
         if let Some(end) = a.ends_ms {
             let _ = write!(s, ", resolved {}", time(end));
         }

@@ -378,7 +378,7 @@ impl Runner {
 /// Runs the alert engine until shutdown.
 pub async fn run(
     store: Store,
-    settings: watch::Receiver<Arc<Config>>,
+    mut settings: watch::Receiver<Arc<Config>>,
     handle: Handle,
     shutdown: CancellationToken,
 ) {
@@ -394,6 +394,10 @@ pub async fn run(
             }
         }
     };
+    let mut engine = engine;
+    // A restart: deferred groups' stored next flush came from the schedule
+    // of then.
+    engine.wake_deferred(handle.clock.now_ms());
     let mut r = Runner {
         store,
         handle,
@@ -403,8 +407,14 @@ pub async fn run(
         silences: Vec::new(),
         pruned_ms: 0,
     };
+    let mut applied = settings.borrow_and_update().clone();
     loop {
-        let config = settings.borrow().clone();
+        let config = settings.borrow_and_update().clone();
+        if !Arc::ptr_eq(&config, &applied) {
+            // A reload: deferred groups follow the new schedules at once.
+            r.engine.wake_deferred(r.handle.clock.now_ms());
+            applied = config.clone();
+        }
         let wait = match r.step(&config).await {
             Ok(true) => Duration::ZERO,
             Ok(false) => r.sleep_for(&config),
@@ -423,6 +433,7 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
             () = r.handle.kick.notified() => {}
+            Ok(()) = settings.changed() => {}
         }
     }
 }

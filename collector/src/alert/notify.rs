@@ -249,7 +249,7 @@ async fn worker(w: Worker) {
             }
             continue;
         }
-        let attempt = w.integration.send(n.id, &n.message);
+        let attempt = w.integration.send(&n.uid, &n.message);
         let result = tokio::time::timeout(w.delivery.timeout, attempt)
             .await
             .unwrap_or_else(|_| {

@@ -15,6 +15,12 @@ use super::silence::Silence;
 use crate::store::{self, Store, StoreError};
 
 /// The schema (one migration of the store).
+/// Schema 10: every notification gets a globally unique id (the mail
+/// Message-ID was `sonde-notification-ROWID`, which a second collector or a
+/// wiped state directory reuses, and mail systems drop duplicates).
+pub const MIGRATION_UIDS: &str = "ALTER TABLE notifications ADD COLUMN uid TEXT;
+    UPDATE notifications SET uid = lower(hex(randomblob(16))) WHERE uid IS NULL";
+
 pub const MIGRATION: &str = "CREATE TABLE alerts (
         fingerprint TEXT PRIMARY KEY,
         tenant TEXT NOT NULL,
@@ -58,6 +64,9 @@ pub const MIGRATION: &str = "CREATE TABLE alerts (
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Outgoing {
     pub id: i64,
+    /// Globally unique (random), stable across retries: the mail
+    /// Message-ID.
+    pub uid: String,
     pub receiver: String,
     pub integration: String,
     pub tenant: Option<String>,
@@ -160,9 +169,11 @@ pub fn commit(
                 .map(super::receiver::names)
                 .unwrap_or_default();
             for integration in integrations {
+                // `uid`: 128 random bits, the mail Message-ID: unique across
+                // collectors and state wipes, the same for every retry.
                 tx.execute(
-                    "INSERT INTO notifications (receiver, integration, tenant, created_ms, state, next_ms, body)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?4, ?5)",
+                    "INSERT INTO notifications (receiver, integration, tenant, created_ms, state, next_ms, body, uid)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?4, ?5, lower(hex(randomblob(16))))",
                     params![m.receiver, integration, m.tenant, now_ms, body],
                 )?;
                 queued += 1;
@@ -177,6 +188,7 @@ pub fn commit(
 fn outgoing(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outgoing> {
     Ok(Outgoing {
         id: r.get(0)?,
+        uid: r.get(11)?,
         receiver: r.get(1)?,
         integration: r.get(2)?,
         tenant: r.get(3)?,
@@ -191,7 +203,7 @@ fn outgoing(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outgoing> {
 }
 
 const OUTGOING: &str = "SELECT id, receiver, integration, tenant, created_ms, state, attempts,
-    next_ms, sent_ms, last_error, body FROM notifications";
+    next_ms, sent_ms, last_error, body, uid FROM notifications";
 
 /// The oldest pending notification of one integration of a receiver
 /// (they are delivered in order).

@@ -751,3 +751,215 @@ fn change_rules_fire_one_offs_with_their_labels() {
     assert_eq!(got[1].0, "remote-ports");
     assert!(got[1].1.contains("ports [22] opened"), "{}", got[1].1);
 }
+
+/// A route held back by its schedule until 09:00 UTC; `T0` is 08:00 UTC.
+const HELD: &str = r#"
+[alerting]
+[[alerting.schedule]]
+name = "day"
+cron = "* 9-17 * * *"
+[[alerting.route]]
+tenant = "acme"
+receiver = "ops"
+schedule = "day"
+group-by = ["tenant"]
+group-wait = "30s"
+group-interval = "5m"
+[[alerting.receiver]]
+name = "ops"
+[alerting.receiver.discord]
+url = "http://127.0.0.1:9/hook"
+"#;
+
+#[test]
+fn what_joins_a_held_back_group_is_summarised_at_the_opening_with_its_times() {
+    let c = config(HELD);
+    let mut e = Engine::default();
+    let target = |id, at, kind, subject: &str| {
+        outage(
+            id,
+            at,
+            kind,
+            "target",
+            subject,
+            "edge-1",
+            Some("10.1.2.0/24"),
+        )
+    };
+    let (start, end) = (EventKind::OutageStart, EventKind::OutageEnd);
+    // A goes down and stays down: its group is held back at the flush.
+    assert!(step(&mut e, &c, &[target(1, T0, start, "10.1.2.1")], &[], T0).is_empty());
+    assert!(step(&mut e, &c, &[], &[], T0 + 30 * S).is_empty());
+    // B joins the held-back group, and is back before the opening.
+    let b = [target(2, T0 + 60 * S, start, "10.1.2.2")];
+    assert!(step(&mut e, &c, &b, &[], T0 + 60 * S).is_empty());
+    let b = [target(3, T0 + 120 * S, end, "10.1.2.2")];
+    assert!(step(&mut e, &c, &b, &[], T0 + 120 * S).is_empty());
+    // C twice.
+    for (i, (from, to)) in [(600, 660), (1200, 1500)].into_iter().enumerate() {
+        let id = 10 + 2 * i64::try_from(i).unwrap();
+        let ev = [target(id, T0 + from * S, start, "10.1.2.3")];
+        assert!(step(&mut e, &c, &ev, &[], T0 + from * S).is_empty());
+        let ev = [target(id + 1, T0 + to * S, end, "10.1.2.3")];
+        assert!(step(&mut e, &c, &ev, &[], T0 + to * S).is_empty());
+    }
+    // Nothing until 09:00, then exactly one message.
+    assert!(step(&mut e, &c, &[], &[], T0 + 3599 * S).is_empty());
+    let m = step(&mut e, &c, &[], &[], T0 + 3600 * S);
+    assert_eq!(m.len(), 1, "{m:#?}");
+    let m = &m[0];
+    assert_eq!(m.deferred_since_ms, Some(T0 + 30 * S));
+    let firing: Vec<&str> = m
+        .firing
+        .iter()
+        .map(|a| a.labels["target"].as_str())
+        .collect();
+    assert_eq!(firing, ["10.1.2.1"]);
+    let held: Vec<(&str, u32, i64, Option<i64>)> = m
+        .resolved_while_deferred
+        .iter()
+        .map(|a| {
+            (
+                a.labels["target"].as_str(),
+                a.held_times,
+                a.starts_ms,
+                a.ends_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("10.1.2.2", 1, T0 + 60 * S, Some(T0 + 120 * S)),
+            ("10.1.2.3", 2, T0 + 600 * S, Some(T0 + 1500 * S)),
+        ]
+    );
+    let text = m.text();
+    assert!(text.contains("fired 2 times, first "), "{text}");
+    assert!(text.contains("fired once, "), "{text}");
+    // Summarised once: the next flushes say nothing more about B and C.
+    assert!(step(&mut e, &c, &[], &[], T0 + 4000 * S).is_empty());
+    let members: Vec<&String> = e.groups.values().flat_map(|g| g.members.keys()).collect();
+    assert_eq!(members.len(), 1, "{members:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_or_a_restart_moves_a_held_back_group_to_the_new_schedule() {
+    use crate::store::Store;
+    let opens_0810 = HELD.replace("cron = \"* 9-17 * * *\"", "cron = \"10-59 8-17 * * *\"");
+    let key = AgentKey {
+        tenant: "acme".into(),
+        name: "edge-1".into(),
+    };
+    let until =
+        |clock: Clock, t: i64| Duration::from_millis(u64::try_from(t - clock.now_ms()).unwrap());
+    let queued = |store: &Store| state::recent_notifications(store, None, 100).unwrap();
+    for restart in [false, true] {
+        let store = Store::open(Path::new(":memory:")).unwrap();
+        let clock = Clock::at(T0 * 1_000_000);
+        let handle = Handle::new(clock);
+        let (tx, settings) = watch::channel(Arc::new(config(HELD)));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(store.clone(), settings, handle.clone(), stop.clone()));
+        let detail = json!({"scope": "target", "subject": "10.1.2.1", "series": 1});
+        store
+            .with(|c| {
+                crate::store::insert_event(
+                    c,
+                    clock.now_ms(),
+                    &key,
+                    EventKind::OutageStart,
+                    &detail,
+                    Some("10.1.2.0/24"),
+                )
+            })
+            .unwrap();
+        handle.kick.notify_one();
+        // Held back at the flush after group-wait (the schedule opens 09:00).
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(queued(&store).is_empty());
+        let groups = state::groups(&store).unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].next_flush_ms, T0 + 3600 * S, "{groups:?}");
+        // The schedule now opens at 08:10: by reload, or by restarting
+        // with the new config (the stored next flush still says 09:00).
+        let task = if restart {
+            stop.cancel();
+            task.await.unwrap();
+            let stop = CancellationToken::new();
+            let (tx, settings) = watch::channel(Arc::new(config(&opens_0810)));
+            let task = tokio::spawn(run(store.clone(), settings, handle.clone(), stop.clone()));
+            (task, stop, tx)
+        } else {
+            tx.send_replace(Arc::new(config(&opens_0810)));
+            (task, stop, tx)
+        };
+        tokio::time::sleep(until(clock, T0 + 600 * S - 1000)).await;
+        assert!(queued(&store).is_empty(), "restart {restart}");
+        tokio::time::sleep(until(clock, T0 + 600 * S + 1000)).await;
+        let sent = queued(&store);
+        assert_eq!(sent.len(), 1, "restart {restart}: {sent:#?}");
+        assert_eq!(sent[0].created_ms, T0 + 600 * S, "restart {restart}");
+        assert_eq!(sent[0].message.firing.len(), 1);
+        let (task, stop, _tx) = task;
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
+
+#[test]
+fn notification_uids_are_unique_across_collectors_and_wipes_and_stable_across_retries() {
+    use crate::store::Store;
+    let c = config(BASIC);
+    let mut e = Engine::default();
+    let start = outage(
+        1,
+        T0,
+        EventKind::OutageStart,
+        "target",
+        "10.1.2.1",
+        "edge-1",
+        Some("10.1.2.0/24"),
+    );
+    assert!(step(&mut e, &c, &[start], &[], T0).is_empty());
+    e.tick(&c.alerting, &[], T0 + 30 * S);
+    let changes = e.take_changes();
+    assert!(!changes.messages.is_empty());
+    // The same notification queued by two collectors, and by one whose
+    // state directory was wiped: three stores, three uids.
+    let uid = |store: &Store| {
+        state::commit(store, &c.alerting, &changes, 1, T0 + 30 * S).unwrap();
+        let first = state::next_pending(store, "ops", "discord")
+            .unwrap()
+            .unwrap();
+        // A retry reads the same notification, with the same uid.
+        state::attempt_failed(store, first.id, "timeout", T0 + 60 * S, false).unwrap();
+        let again = state::next_pending(store, "ops", "discord")
+            .unwrap()
+            .unwrap();
+        assert_eq!((again.id, &again.uid), (first.id, &first.uid));
+        assert_eq!(first.uid.len(), 32, "{}", first.uid);
+        first.uid
+    };
+    let uids: std::collections::BTreeSet<String> = (0..3)
+        .map(|_| uid(&Store::open(Path::new(":memory:")).unwrap()))
+        .collect();
+    assert_eq!(uids.len(), 3, "{uids:?}");
+    // The mail's Message-ID carries it.
+    let cfg = config(
+        "[alerting]\n[[alerting.receiver]]\nname = \"m\"\n[alerting.receiver.email]\n\
+         host = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"sonde <s@example.net>\"\nto = [\"o@example.net\"]\n",
+    );
+    let mailer = super::receiver::email::Email::new(
+        cfg.alerting.receiver[0].email.as_ref().unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let uid = uids.iter().next().unwrap();
+    let mail = mailer.mail(uid, &changes.messages[0]).unwrap();
+    let head = String::from_utf8_lossy(&mail.formatted()).into_owned();
+    assert!(
+        head.contains(&format!("Message-ID: <sonde.{uid}@example.net>")),
+        "{head}"
+    );
+}

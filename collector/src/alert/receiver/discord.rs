@@ -152,7 +152,7 @@ impl Discord {
 }
 
 impl Integration for Discord {
-    fn send<'a>(&'a self, _id: i64, message: &'a Message) -> SendFuture<'a> {
+    fn send<'a>(&'a self, _uid: &'a str, message: &'a Message) -> SendFuture<'a> {
         Box::pin(self.post(message))
     }
 

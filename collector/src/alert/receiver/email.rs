@@ -1,9 +1,11 @@
 //! Mail over SMTP with `lettre`: STARTTLS (required, never silently
 //! plain), implicit TLS, or plain for a local relay; optional AUTH; one
 //! mail per notification to every recipient, with a plain-text and an
-//! HTML part. The Message-ID is derived from the notification id, so a
-//! mail sent twice (collector killed between the server's acceptance and
-//! the outbox update) is recognisable as one.
+//! HTML part. The Message-ID carries the notification's random 128-bit
+//! uid: the same for every retry, so a mail sent twice (collector killed
+//! between the server's acceptance and the outbox update) is recognisable
+//! as one, and never the same for two notifications, whichever collector
+//! or state directory made them.
 //!
 //! SMTP replies are classified by lettre: permanent (5xx) refusals are
 //! not retried, everything else (4xx, connection and TLS failures,
@@ -117,13 +119,13 @@ impl Email {
         })
     }
 
-    /// The mail for notification `id`.
-    pub fn mail(&self, id: i64, m: &Message) -> Result<lettre::Message, SendError> {
+    /// The mail for the notification `uid`.
+    pub fn mail(&self, uid: &str, m: &Message) -> Result<lettre::Message, SendError> {
         let domain = self.from.email.domain().to_owned();
         let mut b = lettre::Message::builder()
             .from(self.from.clone())
             .subject(crate::alert::message::cut(&m.title(), 200))
-            .message_id(Some(format!("<sonde-notification-{id}@{domain}>")));
+            .message_id(Some(format!("<sonde.{uid}@{domain}>")));
         for t in &self.to {
             b = b.to(t.clone());
         }
@@ -133,8 +135,8 @@ impl Email {
             })
     }
 
-    async fn deliver(&self, id: i64, m: &Message) -> Result<(), SendError> {
-        let mail = self.mail(id, m)?;
+    async fn deliver(&self, uid: &str, m: &Message) -> Result<(), SendError> {
+        let mail = self.mail(uid, m)?;
         match self.transport.send(mail).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(SendError::Rejected {
@@ -149,8 +151,8 @@ impl Email {
 }
 
 impl Integration for Email {
-    fn send<'a>(&'a self, id: i64, message: &'a Message) -> SendFuture<'a> {
-        Box::pin(self.deliver(id, message))
+    fn send<'a>(&'a self, uid: &'a str, message: &'a Message) -> SendFuture<'a> {
+        Box::pin(self.deliver(uid, message))
     }
 
     fn describe(&self) -> String {

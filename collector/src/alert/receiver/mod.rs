@@ -41,9 +41,9 @@ pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SendError>> + S
 
 /// One way of delivering a notification.
 pub trait Integration: Send + Sync + 'static {
-    /// Delivers notification `id` (stable across retries: mail uses it
-    /// as the Message-ID).
-    fn send<'a>(&'a self, id: i64, message: &'a Message) -> SendFuture<'a>;
+    /// Delivers the notification whose globally unique id is `uid` (the
+    /// same for every retry: mail uses it in the Message-ID).
+    fn send<'a>(&'a self, uid: &'a str, message: &'a Message) -> SendFuture<'a>;
     /// What it is, for logs (no secrets).
     fn describe(&self) -> String;
 }

@@ -73,7 +73,7 @@ impl Twilio {
 }
 
 impl Integration for Twilio {
-    fn send<'a>(&'a self, _id: i64, message: &'a Message) -> SendFuture<'a> {
+    fn send<'a>(&'a self, _uid: &'a str, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
             let response = self
                 .client

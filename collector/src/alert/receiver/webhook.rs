@@ -85,7 +85,7 @@ impl Webhook {
 }
 
 impl Integration for Webhook {
-    fn send<'a>(&'a self, _id: i64, message: &'a Message) -> SendFuture<'a> {
+    fn send<'a>(&'a self, _uid: &'a str, message: &'a Message) -> SendFuture<'a> {
         Box::pin(async move {
             let text = message.short(self.max_length);
             let mut request = self.client.request(
