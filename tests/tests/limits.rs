@@ -538,11 +538,14 @@ async fn creating_and_deleting_a_slash_24_a_hundred_times_does_not_grow_the_coll
     assert_eq!(series().await, base);
     assert!(retired >= 100.0 * 200.0, "{retired}");
     // Kept, the ~24,000 series made would hold well over 100 MiB (about
-    // 5 KiB of rings each, more with their indexes). What remains is the
-    // store's page cache filling as its tables grow (about 1 MiB here).
+    // 5 KiB of rings each, more with their indexes). What may remain is the
+    // store's page caches filling as its tables grow: SQLite's default
+    // `cache_size` is 2,000 KiB per connection, and the store has two
+    // (writer and reader). Measured under 2 MiB to 2.1 MiB over runs; the
+    // bound is those two caches full, still 30 times less than a leak.
     let growth = end_kib.saturating_sub(after_first);
     assert!(
-        growth < 2048,
+        growth < 4000,
         "anonymous RSS grew from {after_first} to {end_kib} KiB"
     );
     println!("RSS: after round 1 {rss_first} KiB, after 100 rounds {rss_end} KiB");

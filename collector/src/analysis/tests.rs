@@ -747,6 +747,7 @@ fn an_outage_open_when_upgrading_from_schema_7_is_ended_once() {
                  DROP TABLE outage_members;
                  ALTER TABLE series DROP COLUMN orphaned_ms;
                  UPDATE outages SET tenant = '';
+                 ALTER TABLE notifications DROP COLUMN uid;
                  PRAGMA user_version = 7;",
             )
         })
