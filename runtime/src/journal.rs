@@ -78,10 +78,13 @@ impl Fields {
     }
 
     /// The human-readable line: message, reason, then the other fields.
+    /// Values can carry what a peer chose (a refused certificate's subject,
+    /// a host name), so their control characters are escaped as
+    /// [`crate::text::safe`] does: one event stays one plain line.
     fn line(&self) -> String {
-        let mut line = self.message.clone();
+        let mut line = crate::text::safe(&self.message).into_owned();
         for why in [&self.reason, &self.error].into_iter().flatten() {
-            let _ = write!(line, ": {why}");
+            let _ = write!(line, ": {}", crate::text::safe(why));
         }
         if !self.others.is_empty() {
             line.push_str(" (");
@@ -89,7 +92,7 @@ impl Fields {
                 if i > 0 {
                     line.push_str(", ");
                 }
-                let _ = write!(line, "{k}={v}");
+                let _ = write!(line, "{k}={}", crate::text::safe(v));
             }
             line.push(')');
         }
@@ -227,6 +230,19 @@ mod tests {
         assert_eq!(get("SYSLOG_IDENTIFIER"), "sonde-test");
         assert_eq!(get("CODE_FILE"), "runtime/src/journal.rs");
         assert!(!got.iter().any(|(n, _)| n == "F_MESSAGE_ID"), "{got:?}");
+    }
+
+    #[test]
+    fn a_peers_text_cannot_break_the_line() {
+        let fields = Fields {
+            message: "TLS handshake rejected".into(),
+            reason: Some("bad\nFAKE: line".into()),
+            others: vec![("certificate", "subject CN=x\u{1b}[31m".into())],
+            ..Fields::default()
+        };
+        let line = fields.line();
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        assert!(line.starts_with("TLS handshake rejected: bad"), "{line}");
     }
 
     #[test]
