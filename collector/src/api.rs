@@ -563,7 +563,7 @@ async fn add_silence(
     shared.alert.kick.notify_one();
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::to_value(&silence).unwrap_or_default()),
+        Json(crate::alert::view::silence(&silence, now)),
     ))
 }
 
@@ -606,7 +606,7 @@ async fn expire_silence(
         .ok_or_else(|| ApiError::NotFound(format!("silence {id}")))?;
     tracing::info!(id, by = %peer.identity, "silence expired");
     shared.alert.kick.notify_one();
-    Ok(Json(serde_json::to_value(&expired).unwrap_or_default()))
+    Ok(Json(crate::alert::view::silence(&expired, now)))
 }
 
 /// Validated access to query parameters.

@@ -300,7 +300,10 @@ async fn deadman_switch_and_no_data_alert() {
         discord.delivered().get(1).cloned()
     })
     .await;
-    assert!(title.starts_with("[RESOLVED:1]"), "{title}");
+    assert_eq!(
+        title, "[RESOLVED:1] the collector receives results again",
+        "{title}"
+    );
     let fails = pings
         .lock()
         .unwrap()

@@ -231,7 +231,7 @@ async fn incidents_reach_mail_and_discord_once() {
     assert!(title.starts_with("[FIRING:1] acme: "), "{title}");
     exactly(&s, 1).await;
     s.lab.nft(&s.tgt, "");
-    let (title, subject) = delivered(&s, 2, "target 10.82.0.7").await;
+    let (title, subject) = delivered(&s, 2, "target 10.82.0.7 is up again").await;
     assert!(
         title.starts_with("[RESOLVED:1]") && subject.starts_with("[RESOLVED:1]"),
         "{title} / {subject}"
@@ -336,7 +336,7 @@ async fn incidents_reach_mail_and_discord_once() {
     .await;
     exactly(&s, 3).await;
     s.lab.nft(&s.tgt, "");
-    let (title, subject) = delivered(&s, 4, "prefix 10.82.0.0/24").await;
+    let (title, subject) = delivered(&s, 4, "prefix 10.82.0.0/24 is up again").await;
     assert!(
         title.starts_with("[RESOLVED:1]") && subject.starts_with("[RESOLVED:1]"),
         "{title} / {subject}"

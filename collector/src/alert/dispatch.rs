@@ -104,12 +104,14 @@ pub fn matches(route: &Route, alert: &Alert) -> bool {
 }
 
 /// The group key of `alert` under `route`: label values in `group-by`
-/// order, and those labels.
+/// order, and those of the labels the alert has (a target's outage has
+/// no `agent`: its group does not show one).
 pub fn group_of(route: &Route, alert: &Alert) -> (String, Labels) {
     let labels: Labels = route
         .group_by
         .iter()
         .map(|l| (l.clone(), alert.label(l).to_owned()))
+        .filter(|(_, v)| !v.is_empty())
         .collect();
     let key = route
         .group_by

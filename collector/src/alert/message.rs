@@ -51,6 +51,30 @@ impl From<&Alert> for AlertView {
     }
 }
 
+impl AlertView {
+    /// What a resolution says of the alert ("target 10.1.2.3 is up
+    /// again", not its firing summary "… is down"), from its labels.
+    pub fn resolved_summary(&self) -> String {
+        let l = |k: &str| self.labels.get(k).map_or("", String::as_str);
+        match l("rule") {
+            "agent-missing" => format!("agent {}/{} is back", l("tenant"), l("agent")),
+            "outage" => match l("scope") {
+                "agent-network" => format!("agent {} has its network back", l("subject")),
+                scope => format!("{scope} {} is up again", l("subject")),
+            },
+            "open-port" => format!("{}: nothing listens on {} any more", l("agent"), l("port")),
+            "latency" => format!(
+                "{} latency from {} to {} is back under the threshold",
+                l("probe"),
+                l("agent"),
+                l("target")
+            ),
+            "no-data" => "the collector receives results again".to_owned(),
+            _ => format!("resolved: {}", self.summary),
+        }
+    }
+}
+
 /// One notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -138,7 +162,8 @@ impl Message {
         .collect()
     }
 
-    /// `[FIRING:2] acme: prefix 10.1.2.0/24 is down (+1 more)`.
+    /// `[FIRING:2] acme: prefix 10.1.2.0/24 is down (+1 more)`;
+    /// `[RESOLVED:1] acme: prefix 10.1.2.0/24 is up again`.
     pub fn title(&self) -> String {
         let (tag, list) = if !self.firing.is_empty() {
             (format!("FIRING:{}", self.firing.len()), &self.firing)
@@ -152,7 +177,11 @@ impl Message {
                 &self.resolved_while_deferred,
             )
         };
-        let first = list.first().map_or("", |a| a.summary.as_str());
+        let first = match list.first() {
+            None => String::new(),
+            Some(a) if self.is_firing() => a.summary.clone(),
+            Some(a) => a.resolved_summary(),
+        };
         let more = match list.len() {
             0 | 1 => String::new(),
             n => format!(" (+{} more)", n - 1),

@@ -99,6 +99,17 @@ fn outage_labels(ev: &EventRow) -> Vec<(&'static str, String)> {
     l
 }
 
+/// ` (seen by 2 of 3 agents probing it)`: who saw a target's outage
+/// open (nothing for events of versions that did not count them).
+fn seen_by(d: &Value) -> String {
+    match (d["failing_agents"].as_u64(), d["probing_agents"].as_u64()) {
+        (Some(1), Some(1)) => " (seen by the only agent probing it)".to_owned(),
+        (Some(f), Some(p)) if f == p => format!(" (seen by all {p} agents probing it)"),
+        (Some(f), Some(p)) => format!(" (seen by {f} of {p} agents probing it)"),
+        _ => String::new(),
+    }
+}
+
 fn outage(r: &Rules, ev: &EventRow) -> Option<Made> {
     let scope = text(&ev.detail, "scope");
     if !r.outage.enabled || !r.outage.scopes.contains(&scope) {
@@ -110,7 +121,7 @@ fn outage(r: &Rules, ev: &EventRow) -> Option<Made> {
     let summary = match scope.as_str() {
         "agent-network" => format!("agent {subject} lost its network (its targets are down)"),
         "prefix" => format!("prefix {subject} is down"),
-        "target" => format!("target {subject} is down (seen by every agent probing it)"),
+        "target" => format!("target {subject} is down{}", seen_by(&ev.detail)),
         _ => format!("path {subject} is down"),
     };
     let link = if scope == "prefix" {

@@ -159,7 +159,12 @@ fn a_dead_prefix_is_one_notification_per_tenant_then_one_resolution() {
         m.iter()
             .all(|m| m.resolved.len() == 200 && m.firing.is_empty())
     );
-    assert!(m[0].title().starts_with("[RESOLVED:200]"));
+    let title = m[0].title();
+    assert!(
+        title.starts_with("[RESOLVED:200] acme: target 10.1.2.")
+            && title.ends_with(" is up again (+199 more)"),
+        "{title}"
+    );
     // The groups are gone; nothing more.
     assert!(e.groups.is_empty());
     assert!(step(&mut e, &c, &[], &[], T0 + 2000 * S).is_empty());
@@ -962,4 +967,82 @@ fn notification_uids_are_unique_across_collectors_and_wipes_and_stable_across_re
         head.contains(&format!("Message-ID: <sonde.{uid}@example.net>")),
         "{head}"
     );
+}
+
+/// What `GET /api/v1/alerts` says of groups: an alert notified as flapping
+/// was notified (as flapping); a target's outage, which has no agent, is
+/// not shown grouped by an empty `agent`.
+#[test]
+fn the_api_shows_how_an_alert_was_notified_and_no_label_it_lacks() {
+    use crate::store::Store;
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let c = config(BASIC);
+    let mut e = Engine::default();
+    let mut cursor = 0;
+    let mut run = |e: &mut Engine, events: &[EventRow], at: i64| {
+        for ev in events {
+            for u in from_event(&c, &c.tenancy(), ev) {
+                e.apply(&c.alerting, u, at);
+            }
+        }
+        e.tick(&c.alerting, &[], at);
+        let changes = e.take_changes();
+        cursor += 1;
+        state::commit(&store, &c.alerting, &changes, cursor, at).unwrap();
+        changes.messages
+    };
+    let target = outage(
+        100,
+        T0,
+        EventKind::OutageStart,
+        "target",
+        "10.1.2.1",
+        "edge-1",
+        Some("10.1.2.0/24"),
+    );
+    let mut sent = run(&mut e, &[target], T0);
+    let mut t = T0;
+    for i in 0..10 {
+        let kind = if i % 2 == 0 {
+            EventKind::AgentMissing
+        } else {
+            EventKind::AgentBack
+        };
+        sent.extend(run(
+            &mut e,
+            &[event(i, t, "edge-1", kind, json!({}), None)],
+            t,
+        ));
+        t += 40 * S;
+        sent.extend(run(&mut e, &[], t));
+    }
+    let titles: Vec<String> = sent.iter().map(Message::title).collect();
+    assert!(
+        titles.iter().any(|t| t.starts_with("[FLAPPING:1]")),
+        "{titles:#?}"
+    );
+    let access = crate::access::Access::of_tenant(c.tenancy(), "acme");
+    let v = view::alerts(&store, &access, t, 3_600_000, None).unwrap();
+    let of = |rule: &str| {
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["rule"] == rule)
+            .unwrap_or_else(|| panic!("no {rule} alert in {v:#}"))
+            .clone()
+    };
+    let missing = of("agent-missing");
+    assert_eq!(missing["groups"][0]["notified"], true, "{missing:#}");
+    assert_eq!(
+        missing["groups"][0]["notified_as"], "flapping",
+        "{missing:#}"
+    );
+    let down = of("outage");
+    assert_eq!(
+        down["groups"][0]["labels"],
+        json!({"tenant": "acme", "prefix": "10.1.2.0/24"}),
+        "{down:#}"
+    );
+    assert_eq!(down["groups"][0]["notified_as"], "firing", "{down:#}");
 }

@@ -64,13 +64,26 @@ pub fn alerts(
             "updated_ms": a.updated_ms,
             "silenced_by": silenced_by,
             "suppressed_by": suppressed.get(&a.fingerprint),
-            "groups": in_groups.iter().map(|g| json!({
-                "route": g.route,
-                "labels": g.labels,
-                "notified": g.members[&a.fingerprint].notified == Some(a.occurrence),
-                "deferred": g.members[&a.fingerprint].deferred,
-                "next_flush_ms": g.next_flush_ms,
-            })).collect::<Vec<_>>(),
+            "groups": in_groups.iter().map(|g| {
+                let m = &g.members[&a.fingerprint];
+                let notified_as = if m.notified_flapping {
+                    Some("flapping")
+                } else if m.notified == Some(a.occurrence) {
+                    Some("firing")
+                } else {
+                    None
+                };
+                json!({
+                    "route": g.route,
+                    // A label the alert does not have (a target's outage
+                    // has no agent) is not part of how it is grouped.
+                    "labels": g.labels.iter().filter(|(_, v)| !v.is_empty()).collect::<BTreeMap<_, _>>(),
+                    "notified": notified_as.is_some(),
+                    "notified_as": notified_as,
+                    "deferred": m.deferred,
+                    "next_flush_ms": g.next_flush_ms,
+                })
+            }).collect::<Vec<_>>(),
             "detail": a.detail,
         }));
     }
@@ -110,14 +123,17 @@ pub fn silences(
     history_ms: i64,
 ) -> Result<Value, StoreError> {
     let rows: Vec<Value> = state::silences(store, tenant_filter(access), now_ms - history_ms)?
-        .into_iter()
-        .map(|s| {
-            let mut v = serde_json::to_value(&s).unwrap_or_default();
-            v["state"] = json!(s.state(now_ms));
-            v
-        })
+        .iter()
+        .map(|s| silence(s, now_ms))
         .collect();
     Ok(json!({ "silences": rows }))
+}
+
+/// One silence as listed, created or expired: with its state at `now_ms`.
+pub fn silence(s: &super::silence::Silence, now_ms: i64) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    v["state"] = json!(s.state(now_ms));
+    v
 }
 
 /// Parses a `status` filter.

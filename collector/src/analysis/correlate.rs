@@ -133,6 +133,13 @@ impl Cause {
     }
 }
 
+/// Who sees a target down when its outage opens: the agents whose series
+/// of it are down, and how many series of it are monitored.
+struct Witnesses {
+    failing: BTreeSet<String>,
+    probing: usize,
+}
+
 /// An outage being reported.
 #[derive(Debug, Clone)]
 struct Group {
@@ -141,7 +148,11 @@ struct Group {
     members: HashSet<i64>,
     /// Every series that was ever a member (for the end event).
     seen: BTreeSet<i64>,
+    /// Probes lost by the members that have left (recovered).
     lost: u64,
+    /// The count last written to the store: `lost` plus what the members
+    /// still down have lost so far.
+    reported: u64,
     end_ns: i64,
     /// The agent the events are filed under.
     agent: AgentKey,
@@ -265,10 +276,7 @@ impl Correlator {
         g.end_ns = g.end_ns.max(ended.end_ns.unwrap_or(ended.start_ns));
         out.changed.push(id);
         if !g.members.is_empty() {
-            out.rows.push(OutageRow::Progress {
-                id: g.id,
-                lost: g.lost,
-            });
+            g.report(book, out);
             return;
         }
         let g = self.groups.remove(key).expect("present");
@@ -384,7 +392,7 @@ impl Correlator {
                 let (hit, rest): (Vec<_>, Vec<_>) =
                     left.into_iter().partition(|s| agent_of(s) == a);
                 left = rest;
-                self.join(tenant, Cause::AgentNetwork(a), &hit, book, out);
+                self.join(tenant, Cause::AgentNetwork(a), &hit, None, book, out);
             }
         }
         let counted =
@@ -412,7 +420,7 @@ impl Correlator {
                     .into_iter()
                     .partition(|s| s.address.is_some_and(|a| p.contains(&a)));
                 left = rest;
-                self.join(tenant, Cause::Prefix(p), &hit, book, out);
+                self.join(tenant, Cause::Prefix(p), &hit, None, book, out);
             }
         }
 
@@ -422,21 +430,40 @@ impl Correlator {
         for s in left {
             let subj = subject(s);
             let same = |o: &&Series| counted(o) && o.key.probe == s.key.probe && subject(o) == subj;
-            let (probing, failing) = match s.address {
-                Some(a) => count_down(book.in_prefix(&prefix_of(a)).filter(same), down),
-                None => count_down(book.iter().filter(same), down),
+            let peers: Vec<&Series> = match s.address {
+                Some(a) => book.in_prefix(&prefix_of(a)).filter(same).collect(),
+                None => book.iter().filter(same).collect(),
             };
-            let cause = if failing >= t.target_agents || failing == probing {
-                Cause::Target(subj)
+            let failing: BTreeSet<String> = peers
+                .iter()
+                .filter(|o| down(o))
+                .map(|o| agent_of(o).to_string())
+                .collect();
+            let probing = peers.len();
+            if failing.len() >= t.target_agents || failing.len() == probing {
+                // Named by the agents that see it down now, not only by
+                // the series that settled first.
+                let seen_by = Witnesses { failing, probing };
+                self.join(tenant, Cause::Target(subj), &[s], Some(seen_by), book, out);
             } else {
-                Cause::Path(s.id)
-            };
-            self.join(tenant, cause, &[s], book, out);
+                self.join(tenant, Cause::Path(s.id), &[s], None, book, out);
+            }
         }
     }
 
+    /// Puts the series `hit` into the outage of `cause`, opening it when
+    /// new. `seen_by` (a target's outage) names every agent that sees the
+    /// target down at that moment, settled or not, and how many probe it.
     #[allow(clippy::needless_pass_by_value)]
-    fn join(&mut self, tenant: &str, cause: Cause, hit: &[&Series], book: &Book, out: &mut Output) {
+    fn join(
+        &mut self,
+        tenant: &str,
+        cause: Cause,
+        hit: &[&Series],
+        seen_by: Option<Witnesses>,
+        book: &Book,
+        out: &mut Output,
+    ) {
         if hit.is_empty() {
             return;
         }
@@ -462,8 +489,11 @@ impl Correlator {
             };
             let prefix = event_prefix(cause, book);
             let targets: BTreeSet<&str> = hit.iter().map(|s| s.key.target.as_str()).collect();
-            let agents: BTreeSet<String> = hit.iter().map(|s| agent_of(s).to_string()).collect();
-            let detail = json!({
+            let agents: BTreeSet<String> = match &seen_by {
+                Some(w) => w.failing.clone(),
+                None => hit.iter().map(|s| agent_of(s).to_string()).collect(),
+            };
+            let mut detail = json!({
                 "outage": id,
                 "scope": cause.scope(),
                 "subject": describe(cause, book),
@@ -473,6 +503,10 @@ impl Correlator {
                 "agents": agents.iter().take(20).collect::<Vec<_>>(),
                 "targets": targets.iter().take(20).collect::<Vec<_>>(),
             });
+            if let Some(w) = &seen_by {
+                detail["failing_agents"] = w.failing.len().into();
+                detail["probing_agents"] = w.probing.into();
+            }
             out.rows.push(OutageRow::Open {
                 id,
                 scope: cause.scope(),
@@ -499,6 +533,7 @@ impl Correlator {
                     members: HashSet::new(),
                     seen: BTreeSet::new(),
                     lost: 0,
+                    reported: 0,
                     end_ns: start,
                     agent,
                     prefix,
@@ -515,6 +550,22 @@ impl Correlator {
                 keys.push(key.clone());
             }
             out.changed.push(s.id);
+        }
+    }
+
+    /// Brings the lost count of the outages of the series `ids` (those
+    /// the checkpoint writes) up to date, so an open outage shows what it
+    /// has cost so far, not 0 until it ends.
+    pub fn progress(&mut self, book: &Book, ids: impl IntoIterator<Item = i64>, out: &mut Output) {
+        let keys: BTreeSet<&Key> = ids
+            .into_iter()
+            .filter_map(|id| self.member_of.get(&id))
+            .flatten()
+            .collect();
+        for key in keys {
+            if let Some(g) = self.groups.get_mut(key) {
+                g.report(book, out);
+            }
         }
     }
 
@@ -581,7 +632,10 @@ impl Correlator {
                 start_ns: o.start_ns,
                 members: HashSet::new(),
                 seen: BTreeSet::new(),
-                lost: o.lost,
+                // The row counts what the members still down had lost at
+                // the checkpoint their state was written in.
+                lost: o.lost.saturating_sub(open_lost(&members)),
+                reported: o.lost,
                 end_ns: o.start_ns,
                 agent: AgentKey {
                     tenant: tenant.clone(),
@@ -600,6 +654,31 @@ impl Correlator {
             self.groups.insert(key, g);
         }
     }
+}
+
+impl Group {
+    /// Writes the lost count when it changed.
+    fn report(&mut self, book: &Book, out: &mut Output) {
+        let members: Vec<&Series> = self
+            .members
+            .iter()
+            .filter_map(|id| book.by_id(*id))
+            .collect();
+        let lost = self.lost + open_lost(&members);
+        if lost != self.reported {
+            self.reported = lost;
+            out.rows.push(OutageRow::Progress { id: self.id, lost });
+        }
+    }
+}
+
+/// What the open outages of `series` have lost so far.
+fn open_lost(series: &[&Series]) -> u64 {
+    series
+        .iter()
+        .filter_map(|s| s.outage.open())
+        .map(|o| o.lost)
+        .sum()
 }
 
 /// How many of `series` there are, and how many are down.

@@ -810,6 +810,11 @@ impl Analyzer {
                 .book
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Open outages show what they have lost so far.
+            let mut out = correlate::Output::default();
+            let touched: Vec<i64> = self.deltas.touched.iter().copied().collect();
+            self.correlator.progress(&book, touched, &mut out);
+            self.rows.append(&mut out.rows);
             let ids: std::collections::BTreeSet<i64> = self
                 .deltas
                 .touched

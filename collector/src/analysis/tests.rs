@@ -296,6 +296,59 @@ fn a_target_down_for_three_agents_is_one_target_outage() {
     );
 }
 
+/// A target two of three agents cannot reach: its outage names both (not
+/// only the series that settled first) and says 2 of 3; while it is open
+/// the outage shows the probes lost so far, not 0 until it ends.
+#[test]
+fn a_target_outage_names_who_sees_it_and_counts_its_losses_while_open() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let targets = hosts("10.2.0", 1..6);
+    let plan = [
+        ("a1", targets.clone()),
+        ("a2", targets.clone()),
+        ("a3", targets),
+    ];
+    let down = |a: &str, t: &str, r: i64| t == "10.2.0.3" && a != "a3" && r >= 5;
+    let open_lost = |store: &Store| -> i64 {
+        store
+            .with(|c| {
+                c.query_row("SELECT lost FROM outages WHERE end_ns IS NULL", [], |r| {
+                    r.get(0)
+                })
+            })
+            .unwrap()
+    };
+    feed(&mut an, T0, 20, &plan, &down);
+    an.checkpoint().unwrap();
+    let start = events(&store)
+        .into_iter()
+        .find(|e| e.kind == EventKind::OutageStart)
+        .expect("an outage-start event");
+    assert_eq!(start.detail["scope"], "target");
+    assert_eq!(
+        start.detail["agents"],
+        serde_json::json!(["acme/a1", "acme/a2"])
+    );
+    assert_eq!(
+        (
+            &start.detail["failing_agents"],
+            &start.detail["probing_agents"]
+        ),
+        (&2.into(), &3.into())
+    );
+    // Rounds 5–19 lost by two agents.
+    assert_eq!(open_lost(&store), 2 * 15);
+    feed(&mut an, T0 + 20 * S, 5, &plan, &|a, t, r| {
+        down(a, t, r + 20)
+    });
+    an.checkpoint().unwrap();
+    assert_eq!(open_lost(&store), 2 * 20);
+    feed(&mut an, T0 + 25 * S, 5, &plan, &|_, _, _| false);
+    an.checkpoint().unwrap();
+    assert_eq!(end_event(&store).detail["lost"], 2 * 20);
+}
+
 #[test]
 fn most_of_a_slash_24_down_is_one_prefix_outage() {
     let store = Store::open(Path::new(":memory:")).unwrap();
