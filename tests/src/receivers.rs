@@ -225,6 +225,55 @@ pub struct Mail {
     pub envelope: Value,
 }
 
+impl Mail {
+    /// The `text/plain` part, its transfer encoding undone (quoted-printable
+    /// or none; lines end in CRLF). Panics, naming the mail, when there is
+    /// none or it is encoded otherwise.
+    pub fn text(&self) -> String {
+        let start = self
+            .raw
+            .find("Content-Type: text/plain")
+            .unwrap_or_else(|| panic!("no text/plain part:\n{}", self.raw));
+        let part = &self.raw[start..];
+        let (head, body) = part
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("text/plain part without a body:\n{}", self.raw));
+        let body = body.split("\r\n--").next().unwrap_or(body);
+        let encoding = header(&format!("{head}\r\n\r\n"), "Content-Transfer-Encoding")
+            .unwrap_or_else(|| "7bit".to_owned());
+        match encoding.to_ascii_lowercase().as_str() {
+            "7bit" | "8bit" => body.to_owned(),
+            "quoted-printable" => quoted_printable(body),
+            other => panic!("text/plain part in {other}:\n{}", self.raw),
+        }
+    }
+}
+
+/// Undoes quoted-printable (RFC 2045 6.7): soft line breaks and `=XX`.
+fn quoted_printable(s: &str) -> String {
+    let s = s.replace("=\r\n", "");
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Smtp {
     /// Starts `tests/smtp_sink.py` on `addr` with `cert`/`key`, requiring
     /// login `user`/`password`; mails go to `dir`.
