@@ -243,15 +243,15 @@ async fn what_fired_while_the_schedule_was_closed_is_one_mail_at_the_opening() {
 
     // A goes down and stays down: held back, not sent.
     s.cut(&[1]);
-    let a = s.held("10.92.0.1").await;
-    assert_eq!(a["groups"][0]["notified"], false, "{a:#}");
+    let held_a = s.held("10.92.0.1").await;
+    assert_eq!(held_a["groups"][0]["notified"], false, "{held_a:#}");
     // B joins the held-back group, and leaves it before the opening.
     s.cut(&[1, 2]);
-    let b = s.held("10.92.0.2").await;
+    let held_b = s.held("10.92.0.2").await;
     assert_eq!(
-        b["groups"][0]["labels"],
+        held_b["groups"][0]["labels"],
         serde_json::json!({"tenant": "acme", "prefix": "10.92.0.0/24"}),
-        "{b:#}"
+        "{held_b:#}"
     );
     s.cut(&[1]);
     let b_outage = s.outages("10.92.0.2", 1, 1).await;
@@ -268,7 +268,11 @@ async fn what_fired_while_the_schedule_was_closed_is_one_mail_at_the_opening() {
     assert!(
         s.smtp.mails().is_empty(),
         "a mail while the schedule was closed: {:?}",
-        s.smtp.mails().iter().map(|m| &m.subject).collect::<Vec<_>>()
+        s.smtp
+            .mails()
+            .iter()
+            .map(|m| &m.subject)
+            .collect::<Vec<_>>()
     );
     let v = s.ctl(&["alerts"]).unwrap();
     for subject in ["10.92.0.2", "10.92.0.3"] {
@@ -345,11 +349,11 @@ async fn what_fired_while_the_schedule_was_closed_is_one_mail_at_the_opening() {
         assert!(text.contains(&want), "mail lacks {want:?}:\n{text}");
     }
     // B before C: in the order it happened.
-    let (b, c) = (
+    let (b_at, c_at) = (
         text.find("target 10.92.0.2 is down").unwrap(),
         text.find("target 10.92.0.3 is down").unwrap(),
     );
-    assert!(b < c, "{text}");
+    assert!(b_at < c_at, "{text}");
     let id = sonde_tests::receivers::header(&mail.raw, "Message-ID").unwrap();
     assert!(
         id.starts_with("<sonde.") && id.ends_with("@example.net>") && id.len() == 52,

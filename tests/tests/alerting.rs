@@ -384,6 +384,7 @@ async fn incidents_reach_mail_and_discord_once() {
     );
     let silence: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(silence["author"], "sonde://acme/admin/ann");
+    assert_eq!(silence["state"], "active", "{silence:#}");
     let id = silence["id"].as_i64().unwrap().to_string();
     let outages_before = events_of(&s, "outage-start");
     s.procs[2].kill9();
@@ -411,6 +412,8 @@ async fn incidents_reach_mail_and_discord_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let expired: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(expired["state"], "expired", "{expired:#}");
     let (title, _) = delivered(&s, 5, "agent acme/a2 is missing").await;
     assert!(title.starts_with("[FIRING:1]"), "{title}");
     exactly(&s, 5).await;

@@ -1,11 +1,14 @@
 //! Heartbeats end to end: a stopped agent is marked missing within
 //! grace + one interval, back within one interval of restarting, the events
-//! survive a collector `kill -9`, and an agent reconnects by itself when the
-//! collector comes back.
+//! survive a collector `kill -9`, an agent reconnects by itself when the
+//! collector comes back, and a collector down for 30 s pages no healthy
+//! agent missing after its start, while one killed meanwhile is declared
+//! missing grace + `restart-grace` after it and paged once.
 
 use std::time::Duration;
 
 use sonde_proto::Role;
+use sonde_tests::receivers::Discord;
 use sonde_tests::{World, event_kinds, eventually, now_ms};
 
 const INTERVAL_MS: i64 = 1000;
@@ -150,7 +153,15 @@ async fn a_collector_restart_declares_no_healthy_agent_missing() {
     const RESTART_GRACE_MS: i64 = 35_000;
     const GRACE_MS: i64 = 6_000;
     let world = World::new();
-    world.collector_config("[heartbeat]\nrestart-grace = \"35s\"\n");
+    // A receiver, to see that nothing pages for the healthy agent.
+    let discord = Discord::start("127.0.0.1:0".parse().unwrap()).await;
+    world.collector_config(&format!(
+        "[heartbeat]\nrestart-grace = \"35s\"\n\
+         [[alerting.route]]\ntenant = \"acme\"\nreceiver = \"ops\"\n\
+         group-wait = \"1s\"\ngroup-interval = \"1s\"\n\
+         [[alerting.receiver]]\nname = \"ops\"\n[alerting.receiver.discord]\nurl = \"{}\"\n",
+        discord.url()
+    ));
     let mut collector = world.start_collector(&[]).await;
     let viewer = world.api(Some(&world.cert("acme", Role::Viewer, "v")));
     let mut agents = Vec::new();
@@ -210,4 +221,19 @@ async fn a_collector_restart_declares_no_healthy_agent_missing() {
             .any(|e| e["kind"] == "agent-missing" && e["agent"] == "steady"),
         "a healthy agent was declared missing: {events:?}"
     );
+    // Paged once, for the agent that is gone, and never for the other.
+    eventually("doomed paged", Duration::from_secs(20), || async {
+        discord
+            .delivered()
+            .iter()
+            .any(|t| t.contains("doomed"))
+            .then_some(())
+    })
+    .await;
+    // Longer than group-wait + group-interval and an alerting poll.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let titles = discord.delivered();
+    assert_eq!(titles.len(), 1, "{titles:?}");
+    assert!(titles[0].starts_with("[FIRING:1]"), "{titles:?}");
+    assert!(!titles[0].contains("steady"), "{titles:?}");
 }
