@@ -308,6 +308,32 @@ impl Smtp {
         s
     }
 
+    /// Starts the server on `ip` (a free port) with a certificate of the
+    /// world's CA for that address, requiring `user`/`password`; mails go
+    /// to `DIR/mail`, and the password is written to `DIR/smtp.password`
+    /// (0600) for the collector's `password-file`.
+    pub async fn start_in(world: &crate::World, ip: [u8; 4], user: &str, password: &str) -> Self {
+        let addr = SocketAddr::from((ip, crate::free_port()));
+        let cert = world.write_cert(
+            "smtp",
+            &world
+                .pki
+                .ca()
+                .issue_server(&[addr.ip().to_string()], 30)
+                .expect("SMTP server certificate"),
+        );
+        crate::write_secret(&world.dir().join("smtp.password"), password);
+        Self::start(
+            addr,
+            &cert.cert,
+            &cert.key,
+            user,
+            password,
+            &world.dir().join("mail"),
+        )
+        .await
+    }
+
     /// Stops the server (connections are refused until [`Self::resume`]).
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {

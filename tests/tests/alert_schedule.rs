@@ -18,14 +18,13 @@
 //! A (10.92.0.1) is cut and stays down; B (.2) is cut and restored; C (.3)
 //! is cut and restored twice.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sonde_proto::Role;
 use sonde_tests::netns::Lab;
 use sonde_tests::receivers::Smtp;
-use sonde_tests::{Proc, World, bin, eventually, free_port, star};
+use sonde_tests::{Proc, World, bin, eventually, star};
 
 const SMTP_USER: &str = "sonde";
 const SMTP_PASSWORD: &str = "sch3dule-pa55";
@@ -83,25 +82,8 @@ async fn setup() -> Setup {
         );
     }
     lab.link_root(&core, "198.18.88.2/30", "198.18.88.1/30");
-    let smtp_cert = world.write_cert(
-        "smtp",
-        &world
-            .pki
-            .ca()
-            .issue_server(&["198.18.88.1".into()], 30)
-            .unwrap(),
-    );
-    let smtp_port = free_port();
-    let smtp = Smtp::start(
-        SocketAddr::from(([198, 18, 88, 1], smtp_port)),
-        &smtp_cert.cert,
-        &smtp_cert.key,
-        SMTP_USER,
-        SMTP_PASSWORD,
-        &world.dir().join("mail"),
-    )
-    .await;
-    sonde_tests::write_secret(&world.dir().join("smtp.password"), SMTP_PASSWORD);
+    let smtp = Smtp::start_in(&world, [198, 18, 88, 1], SMTP_USER, SMTP_PASSWORD).await;
+    let smtp_port = smtp.addr.port();
     // Open one minute a day, twelve hours from now: closed for the test.
     let hour = (SystemTime::now()
         .duration_since(UNIX_EPOCH)

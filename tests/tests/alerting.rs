@@ -20,14 +20,13 @@
 //! the admin expires it, then one agent-missing alert and no outage
 //! alerts for its targets).
 
-use std::net::SocketAddr;
 use std::process::Output;
 use std::time::Duration;
 
 use sonde_proto::Role;
 use sonde_tests::netns::Lab;
 use sonde_tests::receivers::{Discord, Smtp};
-use sonde_tests::{Cert, Proc, World, eventually, free_port, star};
+use sonde_tests::{Cert, Proc, World, eventually, star};
 
 const SETTLE_S: u64 = 3;
 /// Longer than settle + group-wait + group-interval: what has not arrived
@@ -65,27 +64,10 @@ async fn setup() -> Setup {
     // The receivers, reached from `core` over the test's own veth.
     lab.link_root(&core, "198.18.85.2/30", "198.18.85.1/30");
     let discord = Discord::start("198.18.85.1:0".parse().unwrap()).await;
-    let smtp_cert = world.write_cert(
-        "smtp",
-        &world
-            .pki
-            .ca()
-            .issue_server(&["198.18.85.1".into()], 30)
-            .unwrap(),
-    );
-    let smtp_addr = SocketAddr::from(([198, 18, 85, 1], free_port()));
-    let smtp = Smtp::start(
-        smtp_addr,
-        &smtp_cert.cert,
-        &smtp_cert.key,
-        SMTP_USER,
-        SMTP_PASSWORD,
-        &world.dir().join("mail"),
-    )
-    .await;
+    let smtp = Smtp::start_in(&world, [198, 18, 85, 1], SMTP_USER, SMTP_PASSWORD).await;
+    let smtp_addr = smtp.addr;
     let dir = world.dir();
     sonde_tests::write_secret(&dir.join("discord.url"), discord.url());
-    sonde_tests::write_secret(&dir.join("smtp.password"), SMTP_PASSWORD);
 
     let collector_config = star::collector_config(
         &world,
