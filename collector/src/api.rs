@@ -441,7 +441,7 @@ async fn status(
         .store
         .run(move |s| {
             let export = export.map(|h| h.status(s)).transpose()?;
-            Ok((export, s.log_lag(position)?))
+            Ok((export, crate::log::SqliteLog::new(s.clone()).lag_now(position)?))
         })
         .await?;
     Ok(Json(json!({
@@ -695,14 +695,25 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let export = shared.export.clone();
     let position = shared.analysis.stats.position.load(Relaxed);
+    let registered = shared.consumers.snapshot();
     let figures = shared
         .store
         .run(move |s| {
             let export = export.map(|h| h.status(s)).transpose()?;
-            Ok((s.log_size()?, s.log_lag(position)?, export))
+            let log = crate::log::SqliteLog::new(s.clone());
+            let mut consumers = Vec::new();
+            for (name, durable, restarts) in registered {
+                let lag = log.lag_now(durable.max(0))?;
+                consumers.push(crate::metrics::ConsumerFigures {
+                    name,
+                    lag,
+                    restarts,
+                });
+            }
+            Ok((log.size_now()?, log.lag_now(position)?, export, consumers))
         })
         .await;
-    let Ok(((log_entries, log_bytes), analysis_lag, export)) = figures else {
+    let Ok(((log_entries, log_bytes), analysis_lag, export, consumers)) = figures else {
         return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
     };
     #[allow(clippy::cast_precision_loss)]
@@ -944,10 +955,28 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             help: "Dead-man's switch pings that failed.",
             value: f(n.deadman_failures.load(Relaxed)),
         },
+        Sample {
+            name: "sonde_collector_log_commits_total",
+            kind: "counter",
+            help: "Ingest-log transactions committed (group commit: many appends each).",
+            value: f(shared.writer.stats.commits.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_log_appends_total",
+            kind: "counter",
+            help: "Batches and heartbeats appended to the ingest log (replays included).",
+            value: f(shared.writer.stats.appends.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_log_disk_reads_total",
+            kind: "counter",
+            help: "Reads of ingest-log entries from disk (caught-up consumers read from memory).",
+            value: f(shared.log.disk_reads()),
+        },
     ]);
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(&samples, i),
+        crate::metrics::render(&samples, &consumers, i),
     )
         .into_response()
 }

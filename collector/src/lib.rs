@@ -17,6 +17,7 @@ pub mod grpc_query;
 pub mod listener;
 pub mod live;
 pub mod liveness;
+pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod observation;
@@ -51,6 +52,11 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct Shared {
     store: Store,
+    /// The ingest log, and its one writer (group commit).
+    log: log::SqliteLog,
+    writer: log::writer::Writer,
+    /// The log's consumers and their durable positions.
+    consumers: log::consumer::Registry,
     liveness: Liveness,
     settings: watch::Receiver<Arc<Config>>,
     sessions: Sessions,
@@ -136,27 +142,28 @@ async fn grpc_routes(shared: &Arc<Shared>) -> Result<axum::Router, StartError> {
 /// How often consumed ingest-log entries are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-/// Deletes ingest-log entries every consumer has passed once they are
-/// older than `keep`, in bounded steps so ingest is never held up long.
+/// Deletes ingest-log entries every registered consumer has passed once
+/// they are older than `keep`, in bounded steps so ingest is never held up
+/// long.
 async fn prune_log(
-    store: Store,
-    consumers: Vec<&'static str>,
+    log: log::SqliteLog,
+    consumers: log::consumer::Registry,
     keep: Duration,
     shutdown: CancellationToken,
 ) {
+    use log::IngestLog as _;
     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             () = tokio::time::sleep(PRUNE_EVERY) => {}
             () = shutdown.cancelled() => return,
         }
+        let Some(upto) = consumers.passed_by_all() else {
+            continue;
+        };
         loop {
-            let consumers = consumers.clone();
             let cutoff = store::now_ms().saturating_sub(keep_ms);
-            match store
-                .run(move |s| s.prune_log(&consumers, cutoff, 10_000))
-                .await
-            {
+            match log.prune(upto, cutoff, 10_000).await {
                 Ok(10_000) => tokio::task::yield_now().await,
                 Ok(_) => break,
                 Err(e) => {
@@ -168,11 +175,13 @@ async fn prune_log(
     }
 }
 
-/// Loads the analysis state and starts its task.
+/// Loads the analysis state and starts following the log with it; after a
+/// panic it is loaded again behind the same handle.
 async fn start_analysis(
     config: &watch::Receiver<Arc<Config>>,
     targets: &targets::Published,
     store: &Store,
+    consumers: &log::consumer::Registry,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<analysis::Handle, StartError> {
@@ -180,28 +189,63 @@ async fn start_analysis(
         let c = config.borrow();
         (c.analysis, c.retention.aggregates)
     };
-    let (s, rx, defs) = (store.clone(), config.clone(), targets.subscribe());
-    let analyzer = tokio::task::spawn_blocking(move || {
-        analysis::Analyzer::load(&s, settings, analysis::Clock::new())
-            .map(|a| a.with_retention(keep).with_config(rx).with_targets(defs))
-    })
-    .await
-    .map_err(|e| StoreError::Join(e.to_string()))??;
-    let handle = analyzer.handle();
-    tasks.spawn(analyzer.run(shutdown.clone()));
+    let load = {
+        let (store, config, targets) = (store.clone(), config.clone(), targets.subscribe());
+        move || {
+            let (s, rx, defs) = (store.clone(), config.clone(), targets.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    analysis::Analyzer::load(&s, settings, analysis::Clock::new())
+                        .map(|a| a.with_retention(keep).with_config(rx).with_targets(defs))
+                })
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))?
+            }
+        }
+    };
+    let first = load().await?;
+    let handle = first.handle();
+    let mut first = Some(first);
+    let behind = handle.clone();
+    let make = move || {
+        let next = first.take();
+        let load = load.clone();
+        let behind = behind.clone();
+        async move {
+            let a = match next {
+                Some(a) => a,
+                None => load().await?.behind(&behind),
+            };
+            Ok(analysis::Follower::new(a))
+        }
+    };
+    tasks.spawn(log::consumer::drive(
+        analysis::CURSOR,
+        log::SqliteLog::new(store.clone()),
+        consumers.register(analysis::CURSOR),
+        make,
+        shutdown.clone(),
+    ));
     Ok(handle)
 }
 
-/// Starts the ingest-log consumers (host facts, and the exporter when
-/// configured) and the log pruner that follows them.
+/// Starts the other ingest-log consumers (host facts, and the exporter
+/// when configured) and the log pruner that follows them all.
 fn spawn_consumers(
     config: &Config,
     store: &Store,
+    consumers: &log::consumer::Registry,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<Option<export::Handle>, StartError> {
-    let mut consumers = vec![analysis::CURSOR, facts::CURSOR];
-    tasks.spawn(facts::run(store.clone(), shutdown.clone()));
+    let facts_store = store.clone();
+    tasks.spawn(log::consumer::drive(
+        facts::CURSOR,
+        log::SqliteLog::new(store.clone()),
+        consumers.register(facts::CURSOR),
+        move || facts::Facts::open(facts_store.clone()),
+        shutdown.clone(),
+    ));
     let export = match &config.influxdb {
         Some(influx) => {
             let sink = export::influx::InfluxSink::new(influx)?;
@@ -212,15 +256,14 @@ fn spawn_consumers(
                 shutdown.clone(),
             );
             let handle = exporter.handle();
-            tasks.spawn(exporter.run());
-            consumers.push(export::CURSOR);
+            tasks.spawn(exporter.run_with(consumers.register(export::CURSOR)));
             Some(handle)
         }
         None => None,
     };
     tasks.spawn(prune_log(
-        store.clone(),
-        consumers,
+        log::SqliteLog::new(store.clone()),
+        consumers.clone(),
         config.retention.ingest_log,
         shutdown.clone(),
     ));
@@ -350,13 +393,26 @@ impl Collector {
         tasks.spawn(async move {
             let _ = liveness_task.await;
         });
-        let export = spawn_consumers(&config, &store, &shutdown, &mut tasks)?;
+        let consumers = log::consumer::Registry::default();
+        let export = spawn_consumers(&config, &store, &consumers, &shutdown, &mut tasks)?;
         let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
         let managed = watch::Sender::new(Arc::new(managed));
-        let analysis =
-            start_analysis(&settings_rx, &managed, &store, &shutdown, &mut tasks).await?;
+        let analysis = start_analysis(
+            &settings_rx,
+            &managed,
+            &store,
+            &consumers,
+            &shutdown,
+            &mut tasks,
+        )
+        .await?;
+        let log = log::SqliteLog::new(store.clone());
+        let (writer, _writer_task) = log::writer::Writer::spawn(log.clone());
         let shared = Arc::new(Shared {
             store,
+            log,
+            writer,
+            consumers,
             liveness,
             settings: settings_rx.clone(),
             sessions: Sessions::new(),

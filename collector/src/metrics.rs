@@ -1,8 +1,9 @@
 //! Prometheus metrics of the collector itself, served as text at
 //! `/metrics` on the plain health listener. They describe the collector
 //! (agents connected, ingest, acknowledgement latency, ingest-log size,
-//! export lag and errors, analysis) and never carry tenant data: no
-//! tenant, agent or target labels.
+//! export lag and errors, analysis, each ingest-log consumer's lag and
+//! restarts) and never carry tenant data: no tenant, agent or target
+//! labels (only `consumer`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,8 +88,15 @@ pub struct Sample<'a> {
     pub value: f64,
 }
 
-/// Renders counters and gauges, then the histograms.
-pub fn render(samples: &[Sample<'_>], ingest: &Ingest) -> String {
+/// One ingest-log consumer's figures (labelled by its name).
+pub struct ConsumerFigures {
+    pub name: &'static str,
+    pub lag: crate::log::LogLag,
+    pub restarts: u64,
+}
+
+/// Renders counters and gauges, the consumers', then the histograms.
+pub fn render(samples: &[Sample<'_>], consumers: &[ConsumerFigures], ingest: &Ingest) -> String {
     let mut out = String::new();
     for s in samples {
         let _ = writeln!(
@@ -99,6 +107,34 @@ pub fn render(samples: &[Sample<'_>], ingest: &Ingest) -> String {
             k = s.kind,
             v = s.value
         );
+    }
+    let now = crate::store::now_ms();
+    #[allow(clippy::cast_precision_loss)]
+    let per_consumer: [(&str, &str, &str, &dyn Fn(&ConsumerFigures) -> f64); 3] = [
+        (
+            "sonde_collector_consumer_lag_batches",
+            "gauge",
+            "Ingest-log entries (batches and heartbeats) a consumer has not made durable yet.",
+            &|c| c.lag.entries as f64,
+        ),
+        (
+            "sonde_collector_consumer_lag_seconds",
+            "gauge",
+            "Age of the oldest ingest-log entry a consumer has not made durable yet (0 when caught up).",
+            &|c| c.lag.oldest_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1e3),
+        ),
+        (
+            "sonde_collector_consumer_restarts_total",
+            "counter",
+            "Times a consumer was rebuilt from its durable cursor after a panic.",
+            &|c| c.restarts as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_consumer {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for c in consumers {
+            let _ = writeln!(out, "{name}{{consumer=\"{}\"}} {}", c.name, value(c));
+        }
     }
     ingest.ack_latency.render(
         "sonde_collector_ack_latency_seconds",

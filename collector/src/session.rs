@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message as _;
 use sonde_proto::Role;
 use sonde_proto::v1::agent_message::Kind as AgentKind;
 use sonde_proto::v1::agent_service_server::AgentService;
@@ -32,7 +31,8 @@ use crate::Shared;
 use crate::error::SessionError;
 use crate::pace::Pacer;
 use crate::peer::Peer;
-use crate::store::{AgentKey, Ingested, SessionInfo, now_ms};
+use crate::log::{Append, IngestLog as _, Ingested};
+use crate::store::{AgentKey, SessionInfo, now_ms};
 
 /// How long a new stream may take to send `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -200,8 +200,8 @@ impl AgentService for AgentSessions {
         shared.liveness.seen(key.clone(), grace).await;
         let (k, spool_id) = (key.clone(), hello.spool_id);
         let acked = shared
-            .store
-            .run(move |s| s.spool_hwm(&k, spool_id))
+            .log
+            .spool_mark(k, spool_id)
             .await
             .map_err(SessionError::from)?;
         tracing::info!(
@@ -350,8 +350,7 @@ impl Stream {
                 }
                 match msg {
                     Ok(Some(AgentMessage { kind: Some(AgentKind::Heartbeat(hb)) })) => {
-                        let (k, payload) = (self.key.clone(), hb.encode_to_vec());
-                        self.shared.store.run(move |s| s.heartbeat(&k, hb.seq, &payload, now_ms())).await?;
+                        self.shared.writer.append(Append::heartbeat(&self.key, hb)).await?;
                         self.shared.ingest.heartbeats.fetch_add(1, Ordering::Relaxed);
                         self.shared.alert.received();
                         self.shared.liveness.seen(self.key.clone(), self.grace).await;
@@ -429,14 +428,10 @@ impl Stream {
                 tracing::warn!(agent = %self.key, dropped = g.dropped, reason = %reason, "agent reports a gap");
             }
         }
-        let (k, spool_id, seq) = (self.key.clone(), self.spool_id, batch.batch_seq);
+        let seq = batch.batch_seq;
         let results = u32::try_from(results).unwrap_or(u32::MAX);
-        let payload = batch.encode_to_vec();
-        let outcome = self
-            .shared
-            .store
-            .run(move |s| s.ingest(&k, spool_id, seq, results, &payload, now_ms()))
-            .await?;
+        let append = Append::batch(&self.key, self.spool_id, batch, results);
+        let outcome = self.shared.writer.append(append).await?.ingested;
         let counters = &self.shared.ingest;
         match outcome {
             Ingested::Duplicate(hwm) => {

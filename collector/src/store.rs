@@ -34,14 +34,20 @@ pub enum StoreError {
     },
     #[error("state store task failed: {0}")]
     Join(String),
+    /// One failure shared by every operation of a group (a group commit).
+    #[error(transparent)]
+    Shared(Arc<StoreError>),
 }
 
 impl StoreError {
     /// Whether the disk (or the database's size limit) is full: nothing is
     /// wrong with the data, writes work again once there is room.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
-            if e.code == rusqlite::ErrorCode::DiskFull)
+        match self {
+            StoreError::Shared(e) => e.is_disk_full(),
+            _ => matches!(self, StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
+                if e.code == rusqlite::ErrorCode::DiskFull),
+        }
     }
 }
 
@@ -377,85 +383,6 @@ const MIGRATIONS: &[&str] = &[
     crate::alert::state::MIGRATION_UIDS,
 ];
 
-/// `SQLite` integers are signed; spool ids and sequence numbers are `u64`
-/// stored bit for bit.
-fn to_sql(v: u64) -> i64 {
-    i64::from_ne_bytes(v.to_ne_bytes())
-}
-
-fn from_sql(v: i64) -> u64 {
-    u64::from_ne_bytes(v.to_ne_bytes())
-}
-
-/// What [`Store::ingest`] did with a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ingested {
-    /// Stored now; acknowledge up to this `batch_seq`.
-    Stored(u64),
-    /// Already stored earlier (a replay); acknowledge up to the mark.
-    Duplicate(u64),
-}
-
-impl Ingested {
-    /// The cumulative acknowledgement to send.
-    pub fn ack(self) -> u64 {
-        match self {
-            Ingested::Stored(s) | Ingested::Duplicate(s) => s,
-        }
-    }
-}
-
-/// What an ingest-log entry's payload is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogKind {
-    /// An encoded `sonde.v1.ResultBatch`.
-    Batch,
-    /// An encoded `sonde.v1.Heartbeat` (`batch_seq` holds its `seq`).
-    Heartbeat,
-}
-
-impl LogKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            LogKind::Batch => "batch",
-            LogKind::Heartbeat => "heartbeat",
-        }
-    }
-
-    /// Entries of a kind this version does not know read as `None`.
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "batch" => Some(LogKind::Batch),
-            "heartbeat" => Some(LogKind::Heartbeat),
-            _ => None,
-        }
-    }
-}
-
-/// One entry of the ingest log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggedBatch {
-    pub id: i64,
-    pub kind: LogKind,
-    pub tenant: String,
-    pub agent: String,
-    pub spool_id: u64,
-    pub batch_seq: u64,
-    pub received_ms: i64,
-    pub results: u32,
-    pub payload: Vec<u8>,
-}
-
-/// How far a consumer is behind the head of the ingest log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct LogLag {
-    /// Log entries (batches and heartbeats) not yet consumed.
-    pub entries: u64,
-    /// Probe results in them.
-    pub results: u64,
-    /// Receive time (Unix ms) of the oldest of them.
-    pub oldest_ms: Option<i64>,
-}
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
@@ -467,6 +394,11 @@ pub struct Store {
     /// `:memory:` databases, which cannot be shared.
     read: Option<Arc<Mutex<Connection>>>,
     path: PathBuf,
+    /// The embedded ingest log's newest entries in memory, shared by every
+    /// handle on this database (`log/tail.rs`), and how often the log was
+    /// read from disk.
+    log_tail: crate::log::tail::Tail,
+    log_reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -519,10 +451,17 @@ impl Store {
                 .map_err(wrap)?;
             Some(Arc::new(Mutex::new(r)))
         };
+        let head: i64 = conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM ingest_log", [], |r| {
+                r.get(0)
+            })
+            .map_err(wrap)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             read,
             path: path.to_owned(),
+            log_tail: crate::log::tail::Tail::new(head),
+            log_reads: Arc::default(),
         })
     }
 
@@ -556,6 +495,14 @@ impl Store {
             path: self.path.clone(),
             source,
         })
+    }
+
+    pub(crate) fn log_tail(&self) -> &crate::log::tail::Tail {
+        &self.log_tail
+    }
+
+    pub(crate) fn log_reads(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.log_reads
     }
 
     /// Runs `f` on the blocking pool.
@@ -633,37 +580,6 @@ impl Store {
             }
             tx.commit()?;
             Ok(prev.as_deref().map(AgentState::parse))
-        })
-    }
-
-    /// Records a heartbeat: the agent's last sign of life, and the
-    /// heartbeat itself (`payload`, an encoded `Heartbeat`) in the ingest
-    /// log for the consumers that export or analyse it; one transaction.
-    pub fn heartbeat(
-        &self,
-        key: &AgentKey,
-        seq: u64,
-        payload: &[u8],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE agents SET last_heartbeat_ms = ?3, last_heartbeat_seq = ?4
-                 WHERE tenant = ?1 AND name = ?2",
-                params![
-                    key.tenant,
-                    key.name,
-                    now_ms,
-                    i64::try_from(seq).unwrap_or(i64::MAX)
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO ingest_log (tenant, agent, spool_id, batch_seq, received_ms, results, payload, kind)
-                 VALUES (?1, ?2, 0, ?3, ?4, 0, ?5, ?6)",
-                params![key.tenant, key.name, to_sql(seq), now_ms, payload, LogKind::Heartbeat.as_str()],
-            )?;
-            tx.commit()
         })
     }
 
@@ -830,92 +746,6 @@ impl Store {
         })
     }
 
-    /// The highest durable `batch_seq` of an agent's spool (0 = none).
-    pub fn spool_hwm(&self, key: &AgentKey, spool_id: u64) -> Result<u64, StoreError> {
-        self.with(|c| hwm(c, key, spool_id))
-    }
-
-    /// Appends a batch to the ingest log and moves the spool's high-water
-    /// mark, in one synchronous transaction: once this returns `Stored`, the
-    /// batch is on disk and may be acknowledged. A batch at or below the mark
-    /// is a replay: nothing is written and the mark is returned.
-    pub fn ingest(
-        &self,
-        key: &AgentKey,
-        spool_id: u64,
-        batch_seq: u64,
-        results: u32,
-        payload: &[u8],
-        now_ms: i64,
-    ) -> Result<Ingested, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let hwm = hwm(&tx, key, spool_id)?;
-            if batch_seq <= hwm {
-                return Ok(Ingested::Duplicate(hwm));
-            }
-            tx.execute(
-                "INSERT INTO ingest_log (tenant, agent, spool_id, batch_seq, received_ms, results, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![key.tenant, key.name, to_sql(spool_id), to_sql(batch_seq), now_ms, results, payload],
-            )?;
-            tx.execute(
-                "INSERT INTO spool_hwm (tenant, agent, spool_id, batch_seq, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (tenant, agent, spool_id) DO UPDATE SET batch_seq = ?4, updated_ms = ?5",
-                params![key.tenant, key.name, to_sql(spool_id), to_sql(batch_seq), now_ms],
-            )?;
-            tx.commit()?;
-            Ok(Ingested::Stored(batch_seq))
-        })
-    }
-
-    /// Up to `limit` result batches with `id > after`, oldest first.
-    pub fn ingest_after(&self, after: i64, limit: u32) -> Result<Vec<LoggedBatch>, StoreError> {
-        self.read_log(after, limit, Some(LogKind::Batch))
-    }
-
-    /// Up to `limit` ingest-log entries of every kind with `id > after`,
-    /// oldest first: what a cursor-driven consumer reads.
-    pub fn log_after(&self, after: i64, limit: u32) -> Result<Vec<LoggedBatch>, StoreError> {
-        self.read_log(after, limit, None)
-    }
-
-    fn read_log(
-        &self,
-        after: i64,
-        limit: u32,
-        only: Option<LogKind>,
-    ) -> Result<Vec<LoggedBatch>, StoreError> {
-        self.with_read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, tenant, agent, spool_id, batch_seq, received_ms, results, payload, kind
-                 FROM ingest_log WHERE id > ?1 AND (?3 IS NULL OR kind = ?3) ORDER BY id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![after, limit, only.map(LogKind::as_str)], |r| {
-                let Some(kind) = LogKind::parse(&r.get::<_, String>(8)?) else {
-                    return Ok(None);
-                };
-                Ok(Some(LoggedBatch {
-                    id: r.get(0)?,
-                    kind,
-                    tenant: r.get(1)?,
-                    agent: r.get(2)?,
-                    spool_id: from_sql(r.get(3)?),
-                    batch_seq: from_sql(r.get(4)?),
-                    received_ms: r.get(5)?,
-                    results: r.get(6)?,
-                    payload: r.get(7)?,
-                }))
-            })?;
-            // Entries of a kind a newer collector wrote are passed over.
-            Ok(rows
-                .collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .flatten()
-                .collect())
-        })
-    }
-
     /// A consumer's position in the ingest log (0 = from the start).
     pub fn cursor(&self, name: &str) -> Result<i64, StoreError> {
         self.with(|c| cursor(c, name))
@@ -926,77 +756,10 @@ impl Store {
         self.with(|c| set_cursor(c, name, position, now_ms))
     }
 
-    /// How far `position` is behind the head of the log: entries, probe
-    /// results, and the receive time of the oldest entry not yet consumed.
-    pub fn log_lag(&self, position: i64) -> Result<LogLag, StoreError> {
-        self.with_read(|c| {
-            c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(results), 0), MIN(received_ms)
-                 FROM ingest_log WHERE id > ?1",
-                params![position],
-                |r| {
-                    Ok(LogLag {
-                        entries: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
-                        results: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
-                        oldest_ms: r.get(2)?,
-                    })
-                },
-            )
-        })
-    }
-
-    /// Size of the ingest log: entries and payload bytes.
-    pub fn log_size(&self) -> Result<(u64, u64), StoreError> {
-        self.with_read(|c| {
-            c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM ingest_log",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?.try_into().unwrap_or(0),
-                        r.get::<_, i64>(1)?.try_into().unwrap_or(0),
-                    ))
-                },
-            )
-        })
-    }
-
-    /// Deletes up to `limit` entries that every consumer in `consumers`
-    /// has passed and that were received before `older_than_ms`; returns
-    /// how many went.
-    pub fn prune_log(
-        &self,
-        consumers: &[&str],
-        older_than_ms: i64,
-        limit: u32,
-    ) -> Result<usize, StoreError> {
-        self.with(|c| {
-            let mut upto = i64::MAX;
-            for name in consumers {
-                upto = upto.min(cursor(c, name)?);
-            }
-            c.execute(
-                "DELETE FROM ingest_log WHERE id IN (
-                    SELECT id FROM ingest_log WHERE id <= ?1 AND received_ms < ?2 ORDER BY id LIMIT ?3)",
-                params![upto, older_than_ms, limit],
-            )
-        })
-    }
-
     /// A trivial query, for health checks.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
     }
-}
-
-fn hwm(c: &Connection, key: &AgentKey, spool_id: u64) -> rusqlite::Result<u64> {
-    c.query_row(
-        "SELECT batch_seq FROM spool_hwm WHERE tenant = ?1 AND agent = ?2 AND spool_id = ?3",
-        params![key.tenant, key.name, to_sql(spool_id)],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()
-    .map(|v| v.map_or(0, from_sql))
 }
 
 /// A consumer's cursor, inside the caller's connection or transaction.
@@ -1090,7 +853,9 @@ mod tests {
             store.session_opened(&key("a", "x"), &info, 3, 12).unwrap(),
             Some(AgentState::Up)
         );
-        store.heartbeat(&key("a", "x"), 7, b"hb", 20).unwrap();
+        crate::log::SqliteLog::new(store.clone())
+            .heartbeat(&key("a", "x"), 7, b"hb", 20)
+            .unwrap();
         store
             .transition(
                 &key("a", "x"),
@@ -1142,111 +907,5 @@ mod tests {
         );
         store.all_disconnected().unwrap();
         assert!(!store.agents(&Scope::All).unwrap()[0].connected);
-    }
-
-    #[test]
-    fn ingest_is_idempotent_per_spool_and_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_dir(dir.path()).unwrap();
-        let a = key("t", "a");
-        let big_id = u64::MAX - 7; // ids use all 64 bits
-        assert_eq!(store.spool_hwm(&a, big_id).unwrap(), 0);
-        assert_eq!(
-            store.ingest(&a, big_id, 1, 3, b"one", 1).unwrap(),
-            Ingested::Stored(1)
-        );
-        assert_eq!(
-            store.ingest(&a, big_id, 2, 3, b"two", 2).unwrap(),
-            Ingested::Stored(2)
-        );
-        // Replays are recognised and not applied twice.
-        assert_eq!(
-            store.ingest(&a, big_id, 1, 3, b"one", 3).unwrap(),
-            Ingested::Duplicate(2)
-        );
-        assert_eq!(
-            store.ingest(&a, big_id, 2, 3, b"two", 3).unwrap(),
-            Ingested::Duplicate(2)
-        );
-        // A jump (spool dropped batches; its gap record says so) is fine.
-        assert_eq!(
-            store.ingest(&a, big_id, 9, 0, b"gap", 4).unwrap(),
-            Ingested::Stored(9)
-        );
-        // A new spool of the same agent starts its own sequence.
-        assert_eq!(
-            store.ingest(&a, 5, 1, 1, b"fresh", 5).unwrap(),
-            Ingested::Stored(1)
-        );
-        drop(store);
-        let store = Store::open_dir(dir.path()).unwrap();
-        assert_eq!(store.spool_hwm(&a, big_id).unwrap(), 9);
-        let log = store.ingest_after(0, 100).unwrap();
-        let seen: Vec<(u64, u64, &[u8])> = log
-            .iter()
-            .map(|b| (b.spool_id, b.batch_seq, b.payload.as_slice()))
-            .collect();
-        assert_eq!(
-            seen,
-            vec![
-                (big_id, 1, &b"one"[..]),
-                (big_id, 2, b"two"),
-                (big_id, 9, b"gap"),
-                (5, 1, b"fresh")
-            ]
-        );
-        assert_eq!(store.ingest_after(log[1].id, 1).unwrap()[0].batch_seq, 9);
-    }
-
-    #[test]
-    fn cursors_lag_and_pruning() {
-        let store = Store::open(Path::new(":memory:")).unwrap();
-        let a = key("t", "a");
-        store.ingest(&a, 1, 1, 10, b"b1", 1_000).unwrap();
-        store.heartbeat(&a, 1, b"h1", 2_000).unwrap();
-        store.ingest(&a, 1, 2, 5, b"b2", 3_000).unwrap();
-        // Heartbeats are in the log for consumers, not among the batches.
-        let all = store.log_after(0, 10).unwrap();
-        let kinds: Vec<_> = all.iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, [LogKind::Batch, LogKind::Heartbeat, LogKind::Batch]);
-        assert_eq!(store.ingest_after(0, 10).unwrap().len(), 2);
-
-        assert_eq!(store.cursor("export").unwrap(), 0);
-        let lag = store.log_lag(0).unwrap();
-        assert_eq!(
-            (lag.entries, lag.results, lag.oldest_ms),
-            (3, 15, Some(1_000))
-        );
-        store.set_cursor("export", all[1].id, 5).unwrap();
-        store.set_cursor("export", all[0].id, 6).unwrap(); // never backwards
-        assert_eq!(store.cursor("export").unwrap(), all[1].id);
-        let lag = store.log_lag(all[1].id).unwrap();
-        assert_eq!(
-            (lag.entries, lag.results, lag.oldest_ms),
-            (1, 5, Some(3_000))
-        );
-
-        // Only what every consumer passed, and only when old enough.
-        store.set_cursor("analysis", all[2].id, 7).unwrap();
-        assert_eq!(
-            store
-                .prune_log(&["export", "analysis"], 1_500, 100)
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .prune_log(&["export", "analysis"], 9_000, 100)
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .prune_log(&["export", "analysis", "new"], 9_000, 100)
-                .unwrap(),
-            0
-        );
-        assert_eq!(store.log_after(0, 10).unwrap().len(), 1);
-        assert_eq!(store.log_size().unwrap(), (1, 2));
     }
 }

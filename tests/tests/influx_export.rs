@@ -75,8 +75,8 @@ fn assert_each_point_once(all: &[Series], n: usize) {
 /// Results in the collector's ingest log (what it has acknowledged).
 fn logged_results(world: &World) -> u64 {
     let store = Store::open_dir(&world.dir().join("collector-state")).unwrap();
-    store
-        .ingest_after(0, 1_000_000)
+    sonde_collector::log::SqliteLog::new(store)
+        .batches_after(0, 1_000_000)
         .unwrap()
         .iter()
         .map(|b| u64::from(b.results))

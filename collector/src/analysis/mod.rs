@@ -21,16 +21,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use prost::Message as _;
 use serde::Deserialize;
 use serde_json::json;
-use sonde_proto::v1::ResultBatch;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::access::Tenancy;
 use crate::observation::{Observation, Probe, observe};
-use crate::store::{AgentKey, EventKind, LogKind, LoggedBatch, Store, StoreError, now_ms};
+use crate::log::LoggedBatch;
+use crate::store::{AgentKey, EventKind, Store, StoreError, now_ms};
 use correlate::{Correlator, Thresholds};
 use persist::{NewEvent, OutageRow};
 use retire::Retirement;
@@ -38,9 +36,6 @@ use series::{Deltas, Series, SeriesKey};
 
 /// The analysis' cursor name in the store.
 pub const CURSOR: &str = "analysis";
-
-/// Log entries read per store query.
-const READ_CHUNK: u32 = 500;
 
 /// `[analysis]` in the collector config.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -458,6 +453,29 @@ impl Analyzer {
         })
     }
 
+    /// Takes the place of an earlier analyzer behind `handle` (rebuilt after
+    /// a panic): the API keeps reading the same book and counters.
+    #[must_use]
+    pub fn behind(mut self, handle: &Handle) -> Self {
+        let book = std::mem::take(
+            &mut *self
+                .book
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        *handle
+            .book
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = book;
+        self.book = handle.book.clone();
+        handle.stats.position.store(
+            self.position,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.stats = handle.stats.clone();
+        self
+    }
+
     /// Keeps aggregates for `d` (default 7 days).
     #[must_use]
     pub fn with_retention(mut self, d: Duration) -> Self {
@@ -680,16 +698,19 @@ impl Analyzer {
         }
     }
 
-    /// Applies one ingest-log entry.
+    /// Applies one stored ingest-log entry (decoding it).
     pub fn apply(&mut self, entry: &LoggedBatch) {
-        self.position = entry.id;
-        if entry.kind != LogKind::Batch {
-            return;
-        }
-        let batch = match ResultBatch::decode(entry.payload.as_slice()) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(id = entry.id, error = %e, "ingest-log entry cannot be decoded; not analysed");
+        self.apply_entry(&crate::log::Entry::decode(entry.clone()));
+    }
+
+    /// Applies one ingest-log entry.
+    pub fn apply_entry(&mut self, entry: &crate::log::Entry) {
+        self.position = entry.id();
+        let batch = match &entry.body {
+            crate::log::Body::Batch(b) => b,
+            crate::log::Body::Heartbeat(_) => return,
+            crate::log::Body::Undecodable(e) => {
+                tracing::error!(id = entry.id(), error = %e, "ingest-log entry cannot be decoded; not analysed");
                 return;
             }
         };
@@ -698,10 +719,7 @@ impl Analyzer {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = correlate::Output::default();
-        let agent = AgentKey {
-            tenant: entry.tenant.clone(),
-            name: entry.agent.clone(),
-        };
+        let agent = entry.agent();
         let mut newest_here = self.newest.get(&agent).copied().unwrap_or(i64::MIN);
         let created_before = self.deltas.created.len();
         let now = self.watermark();
@@ -878,81 +896,129 @@ impl Analyzer {
             || !self.stale.is_empty()
             || self.retirement.has_due()
     }
+}
 
-    /// Runs until shutdown: read, apply, checkpoint.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let poll = Duration::from_millis(200);
-        let mut last_checkpoint = Instant::now();
-        let mut last_prune: Option<Instant> = None;
-        loop {
-            let position = self.position;
-            let store = self.store.clone();
-            let read =
-                tokio::task::spawn_blocking(move || store.log_after(position, READ_CHUNK)).await;
-            let entries = match read {
-                Ok(Ok(e)) => e,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "analysis cannot read the ingest log; retrying");
-                    Vec::new()
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "analysis read task failed");
-                    Vec::new()
-                }
-            };
-            let caught_up = entries.len() < READ_CHUNK as usize;
-            self.follow_config(false);
-            self.follow_targets(false);
-            // Applying is CPU work on in-memory state: done on the
-            // blocking pool so a large replay does not starve the runtime.
-            self = tokio::task::spawn_blocking(move || {
-                for e in &entries {
-                    self.apply(e);
-                }
-                self
-            })
-            .await
-            .expect("analysis apply panicked");
-            let due = last_checkpoint.elapsed() >= self.settings.checkpoint;
-            if self.dirty() && (due || shutdown.is_cancelled()) {
-                let (back, result) = tokio::task::spawn_blocking(move || {
-                    let r = self.checkpoint();
-                    (self, r)
-                })
-                .await
-                .expect("analysis checkpoint panicked");
-                self = back;
-                match result {
-                    Ok(()) => last_checkpoint = Instant::now(),
-                    Err(e) => {
-                        tracing::error!(error = %e, "analysis checkpoint failed; state is kept and written at the next one");
-                    }
-                }
+/// The analysis as a consumer of the ingest log (`log/consumer.rs`):
+/// entries are applied to the in-memory state on the blocking pool (CPU
+/// work; a large replay does not starve the runtime), and a checkpoint
+/// writes the state with the cursor every `checkpoint` while something
+/// changed. A panic inside is re-raised for the driver, which rebuilds the
+/// analysis from the store into the same [`Handle`].
+pub struct Follower {
+    analyzer: Option<Box<Analyzer>>,
+    durable: i64,
+    last_checkpoint: Instant,
+    last_prune: Option<Instant>,
+}
+
+impl Follower {
+    pub fn new(analyzer: Analyzer) -> Self {
+        Self {
+            durable: analyzer.position,
+            analyzer: Some(Box::new(analyzer)),
+            last_checkpoint: Instant::now(),
+            last_prune: None,
+        }
+    }
+
+    fn analyzer(&self) -> &Analyzer {
+        self.analyzer
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("the analyzer is only out while a call runs"))
+    }
+
+    /// Runs `f` on the analyzer on the blocking pool; a panic in it is
+    /// raised again here.
+    async fn on_pool<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Analyzer) -> T + Send + 'static,
+    ) -> T {
+        let mut a = self
+            .analyzer
+            .take()
+            .unwrap_or_else(|| unreachable!("the analyzer is only out while a call runs"));
+        match tokio::task::spawn_blocking(move || {
+            let r = f(&mut a);
+            (a, r)
+        })
+        .await
+        {
+            Ok((a, r)) => {
+                self.analyzer = Some(a);
+                r
             }
-            if shutdown.is_cancelled() {
-                return;
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("analysis task cancelled: {e}"),
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let result = self.on_pool(Analyzer::checkpoint).await;
+        self.last_checkpoint = Instant::now();
+        result?;
+        self.durable = self.analyzer().position;
+        Ok(())
+    }
+}
+
+impl crate::log::consumer::Consumer for Follower {
+    async fn apply(&mut self, entries: crate::log::Entries) -> Result<(), StoreError> {
+        self.on_pool(move |a| {
+            a.follow_config(false);
+            a.follow_targets(false);
+            for e in &entries {
+                a.apply_entry(e);
             }
-            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-                last_prune = Some(Instant::now());
-                let (back, result) = tokio::task::spawn_blocking(move || {
-                    let r = self.prune();
-                    (self, r)
-                })
-                .await
-                .expect("analysis prune panicked");
-                self = back;
-                match result {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "aggregates past the retention deleted"),
-                    Err(e) => tracing::error!(error = %e, "cannot delete old aggregates"),
-                }
+        })
+        .await;
+        Ok(())
+    }
+
+    fn position(&self) -> i64 {
+        self.analyzer().position
+    }
+
+    fn durable(&self) -> i64 {
+        self.durable
+    }
+
+    fn due(&self) -> Option<Instant> {
+        let a = self.analyzer();
+        let prune = self.last_prune.map_or_else(Instant::now, |t| t + PRUNE_EVERY);
+        let checkpoint = if a.dirty() {
+            Some(self.last_checkpoint + a.settings.checkpoint)
+        } else {
+            a.retirement.next_due()
+        };
+        Some(checkpoint.map_or(prune, |c| c.min(prune)))
+    }
+
+    async fn tick(&mut self) -> Result<(), StoreError> {
+        if self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            self.last_prune = Some(Instant::now());
+            match self.on_pool(Analyzer::prune).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "aggregates past the retention deleted"),
+                Err(e) => tracing::error!(error = %e, "cannot delete old aggregates"),
             }
-            if caught_up {
-                tokio::select! {
-                    () = tokio::time::sleep(poll) => {}
-                    () = shutdown.cancelled() => {}
-                }
-            }
+        }
+        self.on_pool(|a| {
+            a.follow_config(false);
+            a.follow_targets(false);
+        })
+        .await;
+        let a = self.analyzer();
+        if a.dirty() && self.last_checkpoint.elapsed() >= a.settings.checkpoint {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) {
+        if self.analyzer().dirty()
+            && let Err(e) = self.checkpoint().await
+        {
+            tracing::error!(error = %e, "analysis checkpoint at shutdown failed; the log is applied again at start");
         }
     }
 }

@@ -154,6 +154,12 @@ impl Retirement {
         }
     }
 
+    /// When the next orphan is due (its `retire-after` without results
+    /// is over), if there is one.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.orphans.values().map(|t| *t + self.after).min()
+    }
+
     /// Whether some orphan has been without results for `retire-after`
     /// (asked every loop: no allocation).
     pub fn has_due(&self) -> bool {

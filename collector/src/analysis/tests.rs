@@ -8,6 +8,7 @@ use prost::Message as _;
 use sonde_proto::v1::{PingResult, PingStatus, Record, ResultBatch, record};
 
 use super::*;
+use crate::log::LogKind;
 use crate::store::{EventQuery, EventRow, Scope};
 
 const S: i64 = 1_000_000_000;

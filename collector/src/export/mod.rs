@@ -40,13 +40,12 @@ use tokio_util::sync::CancellationToken;
 pub use sink::{Sink, WriteError};
 
 use crate::config::Influx;
-use crate::store::{LogLag, Store, StoreError, now_ms};
+use crate::log::consumer::Consumer;
+use crate::log::{Entries, Entry, LogLag, SqliteLog};
+use crate::store::{Store, StoreError, now_ms};
 
 /// The exporter's cursor name in the store.
 pub const CURSOR: &str = "export";
-
-/// Log entries read per store query.
-const READ_CHUNK: u32 = 500;
 
 /// How the exporter batches and retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +54,6 @@ pub struct Settings {
     pub batch_delay: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
-    /// How often the log is checked for new entries when caught up.
-    pub poll: Duration,
 }
 
 impl From<&Influx> for Settings {
@@ -66,7 +63,6 @@ impl From<&Influx> for Settings {
             batch_delay: c.batch_delay,
             retry_initial: c.retry_initial,
             retry_max: c.retry_max,
-            poll: Duration::from_millis(200),
         }
     }
 }
@@ -123,7 +119,7 @@ impl Handle {
     /// Counters plus the lag, read from the store.
     pub fn status(&self, store: &Store) -> Result<Status, StoreError> {
         let s = &self.stats;
-        let lag = store.log_lag(s.position.load(Ordering::Relaxed))?;
+        let lag = SqliteLog::new(store.clone()).lag_now(s.position.load(Ordering::Relaxed))?;
         let last = s.last_write_ms.load(Ordering::Relaxed);
         #[allow(clippy::cast_precision_loss)]
         let lag_seconds = lag
@@ -144,14 +140,19 @@ impl Handle {
     }
 }
 
-/// The export task: owns the sink and the cursor.
+/// The export consumer: owns the sink and the cursor.
 pub struct Exporter<S> {
     store: Store,
-    sink: S,
+    sink: Arc<S>,
     settings: Settings,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
     backoff: Backoff,
+    /// The sink answered ready since this exporter started.
+    ready: bool,
+    pending: Pending,
+    /// The last entry turned into pending lines (or written).
+    position: i64,
 }
 
 /// The exporter stopped because the collector is shutting down.
@@ -168,13 +169,32 @@ struct Pending {
 
 impl<S: Sink> Exporter<S> {
     pub fn new(store: Store, sink: S, settings: Settings, shutdown: CancellationToken) -> Self {
+        Self::with_parts(
+            store,
+            Arc::new(sink),
+            settings,
+            Arc::new(Stats::default()),
+            shutdown,
+        )
+    }
+
+    fn with_parts(
+        store: Store,
+        sink: Arc<S>,
+        settings: Settings,
+        stats: Arc<Stats>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             store,
             sink,
             backoff: Backoff::new(settings.retry_initial, settings.retry_max),
             settings,
-            stats: Arc::new(Stats::default()),
+            stats,
             shutdown,
+            ready: false,
+            pending: Pending::default(),
+            position: 0,
         }
     }
 
@@ -186,69 +206,31 @@ impl<S: Sink> Exporter<S> {
         }
     }
 
-    /// Runs until shutdown.
-    pub async fn run(mut self) {
-        let target = self.sink.describe();
-        if self.wait_ready().await.is_err() {
-            return;
-        }
-        let mut position = match self.store.run(|s| s.cursor(CURSOR)).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "export cannot read its cursor; export stopped");
-                return;
+    /// Runs until shutdown, on its own (tests): [`Self::run_with`] with a
+    /// registry of its own.
+    pub async fn run(self) {
+        let cursor = crate::log::consumer::Registry::default().register(CURSOR);
+        self.run_with(cursor).await;
+    }
+
+    /// Runs until shutdown under the one consumer driver, its durable
+    /// position in `cursor`; after a panic it starts again from its
+    /// stored cursor with the same counters.
+    pub async fn run_with(self, cursor: Arc<crate::log::consumer::Cursor>) {
+        let log = SqliteLog::new(self.store.clone());
+        let shutdown = self.shutdown.clone();
+        let parts = (self.store, self.sink, self.settings, self.stats, self.shutdown);
+        let make = move || {
+            let (store, sink, settings, stats, shutdown) = parts.clone();
+            async move {
+                let mut e = Self::with_parts(store, sink, settings, stats, shutdown);
+                e.position = e.store.run(|s| s.cursor(CURSOR)).await?;
+                e.stats.position.store(e.position, Ordering::Relaxed);
+                tracing::info!(to = %e.sink.describe(), cursor = e.position, "export started");
+                Ok(e)
             }
         };
-        self.stats.position.store(position, Ordering::Relaxed);
-        tracing::info!(to = %target, cursor = position, "export started");
-        let mut pending = Pending::default();
-        loop {
-            if self.shutdown.is_cancelled() {
-                return;
-            }
-            let entries = match self
-                .store
-                .run(move |s| s.log_after(position, READ_CHUNK))
-                .await
-            {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "export cannot read the ingest log; retrying");
-                    if self.pause(self.settings.retry_max).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let full_read = entries.len() == READ_CHUNK as usize;
-            for entry in &entries {
-                self.add(entry, &mut pending);
-                position = entry.id;
-                if pending.lines.len() >= self.settings.batch_points
-                    && self.flush(&mut pending).await.is_err()
-                {
-                    return;
-                }
-            }
-            if full_read {
-                continue;
-            }
-            // Caught up: write what waited long enough, else wait for more.
-            let due = pending.since.map(|t| t + self.settings.batch_delay);
-            if due.is_some_and(|d| d <= Instant::now()) {
-                if self.flush(&mut pending).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            let wake = due.map_or(self.settings.poll, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .min(self.settings.poll)
-            });
-            if self.pause(wake).await.is_err() {
-                return;
-            }
-        }
+        crate::log::consumer::drive(CURSOR, log, cursor, make, shutdown).await;
     }
 
     async fn wait_ready(&mut self) -> Result<(), Stopped> {
@@ -272,8 +254,9 @@ impl<S: Sink> Exporter<S> {
         }
     }
 
-    fn add(&self, entry: &crate::store::LoggedBatch, pending: &mut Pending) {
-        match points::points(entry) {
+    fn add(&mut self, entry: &Entry) {
+        let pending = &mut self.pending;
+        match points::of(entry) {
             Ok(points) => {
                 for p in points {
                     let mut line = String::new();
@@ -290,20 +273,20 @@ impl<S: Sink> Exporter<S> {
             }
             Err(e) => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(id = entry.id, agent = %format!("{}/{}", entry.tenant, entry.agent), error = %e, "ingest-log entry cannot be decoded; not exported");
+                tracing::error!(id = entry.id(), agent = %entry.agent(), error = %e, "ingest-log entry cannot be decoded; not exported");
             }
         }
-        pending.last_id = Some(entry.id);
+        pending.last_id = Some(entry.id());
         pending.since.get_or_insert_with(Instant::now);
     }
 
     /// Writes the pending lines (retrying, splitting out refused lines),
     /// then commits the cursor past them.
-    async fn flush(&mut self, pending: &mut Pending) -> Result<(), Stopped> {
-        let Some(last_id) = pending.last_id else {
+    async fn flush(&mut self) -> Result<(), Stopped> {
+        let Some(last_id) = self.pending.last_id else {
             return Ok(());
         };
-        let lines = std::mem::take(&mut pending.lines);
+        let lines = std::mem::take(&mut self.pending.lines);
         let mut ranges = vec![(0, lines.len())];
         while let Some((a, b)) = ranges.pop() {
             if a == b {
@@ -328,8 +311,8 @@ impl<S: Sink> Exporter<S> {
                 }
             }
         }
-        pending.last_id = None;
-        pending.since = None;
+        self.pending.last_id = None;
+        self.pending.since = None;
         let committed = self
             .store
             .run(move |s| s.set_cursor(CURSOR, last_id, now_ms()))
@@ -377,6 +360,45 @@ impl<S: Sink> Exporter<S> {
             () = self.shutdown.cancelled() => Err(Stopped),
         }
     }
+}
+
+impl<S: Sink> Consumer for Exporter<S> {
+    async fn apply(&mut self, entries: Entries) -> Result<(), StoreError> {
+        if !self.ready {
+            if self.wait_ready().await.is_err() {
+                return Ok(()); // shutting down
+            }
+            self.ready = true;
+        }
+        for entry in &entries {
+            self.add(entry);
+            self.position = entry.id();
+            if self.pending.lines.len() >= self.settings.batch_points && self.flush().await.is_err()
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn position(&self) -> i64 {
+        self.position
+    }
+
+    fn durable(&self) -> i64 {
+        self.stats.position.load(Ordering::Relaxed)
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.pending.since.map(|t| t + self.settings.batch_delay)
+    }
+
+    async fn tick(&mut self) -> Result<(), StoreError> {
+        let _ = self.flush().await;
+        Ok(())
+    }
+
+    async fn finish(&mut self) {}
 }
 
 #[cfg(test)]

@@ -26,25 +26,30 @@
 //! hashes) is a tag, so series cardinality stays that of the targets.
 //! Timestamps are the agent's send time in nanoseconds.
 
-use prost::Message as _;
-use sonde_proto::v1::{Heartbeat, ResultBatch, TraceMethod, record};
+use sonde_proto::v1::{TraceMethod, record};
 
 use super::line::{Field, Point};
 use crate::observation::{Observation, Probe, observe, prefix_of};
-use crate::store::{LogKind, LoggedBatch};
+use crate::log::{Body, Entry, LoggedBatch};
+
+/// The points of one stored ingest-log entry (decoded here; the exporter
+/// gets entries decoded once, see [`of`]).
+pub fn points(entry: &LoggedBatch) -> Result<Vec<Point>, String> {
+    of(&Entry::decode(entry.clone()))
+}
 
 /// The points of one ingest-log entry; `Err` names what could not be
 /// decoded (the entry is then skipped, logged and counted by the caller).
-pub fn points(entry: &LoggedBatch) -> Result<Vec<Point>, prost::DecodeError> {
+pub fn of(entry: &Entry) -> Result<Vec<Point>, String> {
+    let stored = &entry.stored;
     let base = |m: &'static str, t: i64| {
         Point::new(m, t)
-            .tag("tenant", entry.tenant.clone())
-            .tag("agent", entry.agent.clone())
+            .tag("tenant", stored.tenant.clone())
+            .tag("agent", stored.agent.clone())
     };
-    match entry.kind {
-        LogKind::Heartbeat => {
-            let hb = Heartbeat::decode(entry.payload.as_slice())?;
-            let received_ns = entry.received_ms.saturating_mul(1_000_000);
+    match &entry.body {
+        Body::Heartbeat(hb) => {
+            let received_ns = stored.received_ms.saturating_mul(1_000_000);
             let sent = if hb.sent_unix_nanos > 0 {
                 hb.sent_unix_nanos
             } else {
@@ -60,14 +65,14 @@ pub fn points(entry: &LoggedBatch) -> Result<Vec<Point>, prost::DecodeError> {
                 );
             Ok(vec![point])
         }
-        LogKind::Batch => {
-            let batch = ResultBatch::decode(entry.payload.as_slice())?;
+        Body::Batch(batch) => {
             let mut out = Vec::with_capacity(batch.records.len());
             for kind in batch.records.iter().filter_map(|r| r.kind.as_ref()) {
                 record_points(kind, &base, &mut out);
             }
             Ok(out)
         }
+        Body::Undecodable(e) => Err(e.clone()),
     }
 }
 
@@ -302,7 +307,11 @@ fn hop_point(p: Point, hop: &sonde_proto::v1::TraceHop) -> Point {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonde_proto::v1::{PingResult, PingStatus, Record, TraceHop, TraceResult};
+    use crate::log::LogKind;
+    use prost::Message as _;
+    use sonde_proto::v1::{
+        Heartbeat, PingResult, PingStatus, Record, ResultBatch, TraceHop, TraceResult,
+    };
 
     fn entry(kind: LogKind, payload: Vec<u8>) -> LoggedBatch {
         LoggedBatch {

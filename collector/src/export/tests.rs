@@ -77,7 +77,6 @@ fn settings() -> Settings {
         batch_delay: Duration::from_secs(1),
         retry_initial: Duration::from_secs(1),
         retry_max: Duration::from_secs(8),
-        poll: Duration::from_millis(200),
     }
 }
 
@@ -107,7 +106,7 @@ fn ingest(store: &Store, seq: u64, targets: &[&str]) {
         name: "edge-1".into(),
     };
     let n = u32::try_from(targets.len()).unwrap();
-    store
+    crate::log::SqliteLog::new(store.clone())
         .ingest(&key, 1, seq, n, &batch.encode_to_vec(), now_ms())
         .unwrap();
 }
@@ -169,7 +168,7 @@ async fn batches_by_points_and_by_time() {
         "{:?}",
         times[0] - started
     );
-    let last = store.log_after(0, 10).unwrap().last().unwrap().id;
+    let last = crate::log::SqliteLog::new(store.clone()).stored_after(0, 10).unwrap().last().unwrap().id;
     until(|| store.cursor(CURSOR).unwrap() == last).await;
     let status = handle.status(&store).unwrap();
     assert_eq!(
@@ -177,7 +176,7 @@ async fn batches_by_points_and_by_time() {
         (12, 0, false)
     );
 
-    // New entries after catching up are picked up by polling.
+    // New entries after catching up wake the exporter.
     ingest(&store, 4, &["10.0.0.13"]);
     until(|| sink.with(|s| lines_in(&s.accepted)) == 13).await;
     stop.cancel();
@@ -245,7 +244,7 @@ async fn refused_lines_are_isolated_logged_and_counted() {
     );
     let stop = CancellationToken::new();
     let (handle, task) = spawn(&store, &sink, &stop);
-    let last = store.log_after(0, 10).unwrap().last().unwrap().id;
+    let last = crate::log::SqliteLog::new(store.clone()).stored_after(0, 10).unwrap().last().unwrap().id;
     until(|| store.cursor(CURSOR).unwrap() == last).await;
     let accepted = sink.with(|s| s.accepted.concat());
     assert_eq!(accepted.lines().count(), 5);

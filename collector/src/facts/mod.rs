@@ -4,8 +4,9 @@
 //! what changed as events: `ip-changed`, `port-opened` / `port-closed`,
 //! `remote-port-opened` / `remote-port-closed`.
 //!
-//! Each chunk of the log is applied in one SQLite transaction together
-//! with the cursor, so a crash replays it exactly once. The latest fact of
+//! It is driven by the one follow loop (`log/consumer.rs`); each chunk of
+//! entries is applied in one SQLite transaction together with the cursor,
+//! so a crash replays it exactly once. The latest fact of
 //! each kind is stored as the record the agent sent (protobuf), so what the
 //! API shows is what was measured.
 //!
@@ -22,23 +23,20 @@ pub mod json;
 pub mod view;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use sonde_proto::v1::{
-    ListeningPort, ListeningPorts, PublicIpResult, PublicIpStatus, RemoteCheckResult, ResultBatch,
-    record,
+    ListeningPort, ListeningPorts, PublicIpResult, PublicIpStatus, RemoteCheckResult, record,
 };
-use tokio_util::sync::CancellationToken;
 
-use crate::store::{self, AgentKey, EventKind, LogKind, LoggedBatch, Store, StoreError};
+use crate::log::consumer::Consumer;
+use crate::log::{Body, Entries, Entry};
+use crate::store::{self, AgentKey, EventKind, Store, StoreError};
 
 /// This consumer's cursor in the ingest log.
 pub const CURSOR: &str = "facts";
-/// Entries read and applied per transaction.
-const CHUNK: u32 = 500;
 
 /// Fact kinds in `host_facts`.
 pub(crate) const PORTS: &str = "ports";
@@ -246,21 +244,16 @@ fn remote_check(c: &Connection, agent: &AgentKey, r: &RemoteCheckResult) -> rusq
 }
 
 /// Applies one ingest-log entry inside the caller's transaction.
-pub fn apply(c: &Connection, entry: &LoggedBatch) -> rusqlite::Result<()> {
-    if entry.kind != LogKind::Batch {
-        return Ok(());
-    }
-    let batch = match ResultBatch::decode(entry.payload.as_slice()) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(id = entry.id, error = %e, "ingest-log entry cannot be decoded; its host facts are skipped");
+pub fn apply(c: &Connection, entry: &Entry) -> rusqlite::Result<()> {
+    let batch = match &entry.body {
+        Body::Batch(b) => b,
+        Body::Heartbeat(_) => return Ok(()),
+        Body::Undecodable(e) => {
+            tracing::error!(id = entry.id(), error = %e, "ingest-log entry cannot be decoded; its host facts are skipped");
             return Ok(());
         }
     };
-    let agent = AgentKey {
-        tenant: entry.tenant.clone(),
-        name: entry.agent.clone(),
-    };
+    let agent = entry.agent();
     for kind in batch.records.iter().filter_map(|r| r.kind.as_ref()) {
         match kind {
             record::Kind::PublicIp(r) => public_ip(c, &agent, r)?,
@@ -275,51 +268,60 @@ pub fn apply(c: &Connection, entry: &LoggedBatch) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Applies the entries after the cursor, up to [`CHUNK`], in one
-/// transaction; returns how many there were.
-pub fn step(store: &Store) -> Result<usize, StoreError> {
-    let position = store.cursor(CURSOR)?;
-    let entries = store.log_after(position, CHUNK)?;
-    let Some(last) = entries.last().map(|e| e.id) else {
-        return Ok(0);
-    };
-    store.with(|c| {
-        let tx = c.transaction()?;
-        for e in &entries {
-            apply(&tx, e)?;
-        }
-        store::set_cursor(&tx, CURSOR, last, store::now_ms())?;
-        tx.commit()
-    })?;
-    Ok(entries.len())
+/// The host-facts consumer: each chunk of entries and the cursor in one
+/// transaction.
+#[derive(Debug)]
+pub struct Facts {
+    store: Store,
+    position: i64,
 }
 
-/// Runs until shutdown.
-pub async fn run(store: Store, shutdown: CancellationToken) {
-    let poll = Duration::from_millis(200);
-    loop {
-        let s = store.clone();
-        let applied = match tokio::task::spawn_blocking(move || step(&s)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "host facts cannot be applied; retrying");
-                0
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "host-facts task failed");
-                0
-            }
-        };
-        if shutdown.is_cancelled() {
-            return;
-        }
-        if applied < CHUNK as usize {
-            tokio::select! {
-                () = tokio::time::sleep(poll) => {}
-                () = shutdown.cancelled() => return,
-            }
-        }
+impl Facts {
+    /// From its durable cursor.
+    pub async fn open(store: Store) -> Result<Self, StoreError> {
+        let position = store.run(|s| s.cursor(CURSOR)).await?;
+        Ok(Self { store, position })
     }
+}
+
+impl Consumer for Facts {
+    async fn apply(&mut self, entries: Entries) -> Result<(), StoreError> {
+        let Some(last) = entries.last().map(|e| e.id()) else {
+            return Ok(());
+        };
+        self.store
+            .run(move |s| {
+                s.with(|c| {
+                    let tx = c.transaction()?;
+                    for e in &entries {
+                        apply(&tx, e)?;
+                    }
+                    store::set_cursor(&tx, CURSOR, last, store::now_ms())?;
+                    tx.commit()
+                })
+            })
+            .await?;
+        self.position = last;
+        Ok(())
+    }
+
+    fn position(&self) -> i64 {
+        self.position
+    }
+
+    fn durable(&self) -> i64 {
+        self.position
+    }
+
+    fn due(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+
+    async fn tick(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn finish(&mut self) {}
 }
 
 #[cfg(test)]

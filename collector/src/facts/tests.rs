@@ -5,6 +5,7 @@ use sonde_proto::v1::{
 };
 
 use super::*;
+use crate::log::{LogKind, LoggedBatch};
 use crate::store::{EventQuery, EventRow, Scope};
 
 struct Fixture {
@@ -42,6 +43,7 @@ impl Fixture {
             results: 1,
             payload: batch.encode_to_vec(),
         };
+        let entry = crate::log::Entry::decode(entry);
         self.store.with(|c| apply(c, &entry)).unwrap();
     }
 

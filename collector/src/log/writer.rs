@@ -1,0 +1,118 @@
+//! Group commit: the one writer of the ingest log. Sessions hand it their
+//! appends and wait; while a transaction is being made durable, new
+//! appends queue, and the next transaction takes all that queued (at most
+//! [`MAX_GROUP_ENTRIES`] entries and [`MAX_GROUP_BYTES`] of payload). Each
+//! append is answered as soon as its transaction is durable: one fsync
+//! serves many agents, and acknowledged still means durable.
+//!
+//! When a transaction fails (disk full, I/O error), every append in it
+//! gets the error and nothing of it is stored; sessions end and agents
+//! replay, as with any failed append. The log publishes what it committed
+//! (its tail), which wakes the consumers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Append, Appended, IngestLog};
+use crate::store::{StoreError, now_ms};
+
+/// At most this many appends in one transaction.
+pub const MAX_GROUP_ENTRIES: usize = 2_000;
+/// At most this many payload bytes in one transaction (a larger single
+/// append goes alone).
+pub const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// Appends waiting for the writer before senders wait to queue.
+const QUEUE: usize = 8_192;
+
+struct Request {
+    append: Append,
+    done: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// Counters of the writer, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Appends in them.
+    pub appends: AtomicU64,
+}
+
+/// Hands appends to the writer task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Request>,
+    pub stats: Arc<Stats>,
+}
+
+impl Writer {
+    /// Starts the writer task on `log`. The task ends when every `Writer`
+    /// is dropped, after answering what queued.
+    pub fn spawn<L: IngestLog>(log: L) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(run(log, rx, stats.clone()));
+        (Self { tx, stats }, task)
+    }
+
+    /// Appends and waits until it is durable (or recognised as a replay).
+    pub async fn append(&self, append: Append) -> Result<Appended, StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.tx
+            .send(Request { append, done })
+            .await
+            .map_err(|_| StoreError::Join("the ingest-log writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Join("the ingest-log writer has stopped".into()))?
+    }
+}
+
+async fn run<L: IngestLog>(
+    log: L,
+    mut rx: mpsc::Receiver<Request>,
+    stats: Arc<Stats>,
+) {
+    let mut carry: Option<Request> = None;
+    loop {
+        let first = match carry.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let mut bytes = first.append.len();
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_ENTRIES {
+            let Ok(next) = rx.try_recv() else { break };
+            if bytes + next.append.len() > MAX_GROUP_BYTES {
+                carry = Some(next);
+                break;
+            }
+            bytes += next.append.len();
+            group.push(next);
+        }
+        let (appends, waiting): (Vec<Append>, Vec<_>) =
+            group.into_iter().map(|r| (r.append, r.done)).unzip();
+        let n = appends.len() as u64;
+        match log.append(appends, now_ms()).await {
+            Ok(appended) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.appends.fetch_add(n, Ordering::Relaxed);
+                for (done, a) in waiting.into_iter().zip(appended) {
+                    let _ = done.send(Ok(a));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, appends = n, "ingest-log transaction failed; nothing of it is acknowledged");
+                let e = Arc::new(e);
+                for done in waiting {
+                    let _ = done.send(Err(StoreError::Shared(e.clone())));
+                }
+            }
+        }
+    }
+}
