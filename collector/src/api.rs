@@ -441,7 +441,10 @@ async fn status(
         .store
         .run(move |s| {
             let export = export.map(|h| h.status(s)).transpose()?;
-            Ok((export, crate::log::SqliteLog::new(s.clone()).lag_now(position)?))
+            Ok((
+                export,
+                crate::log::SqliteLog::new(s.clone()).lag_now(position)?,
+            ))
         })
         .await?;
     Ok(Json(json!({

@@ -354,6 +354,26 @@ fn spawn_listener(
     tasks.spawn(listener::serve(listener, app, cx));
 }
 
+/// Serves the plain health listener (`/healthz`, `/metrics`); its address.
+fn spawn_health(
+    health: TcpListener,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+) -> Option<SocketAddr> {
+    let addr = health.local_addr().ok();
+    let router = api::health_router(shared.clone());
+    let stop = shared.shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(health, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "health listener failed");
+        }
+    });
+    addr
+}
+
 /// A running collector.
 #[derive(Debug)]
 pub struct Collector {
@@ -407,7 +427,8 @@ impl Collector {
         )
         .await?;
         let log = log::SqliteLog::new(store.clone());
-        let (writer, _writer_task) = log::writer::Writer::spawn(log.clone());
+        // Ends when the last handle (in `shared`) goes.
+        let (writer, _) = log::writer::Writer::spawn(log.clone());
         let shared = Arc::new(Shared {
             store,
             log,
@@ -449,20 +470,7 @@ impl Collector {
             &mut tasks,
         );
 
-        let mut health_addr = None;
-        if let Some(health) = health {
-            health_addr = health.local_addr().ok();
-            let router = api::health_router(shared.clone());
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                let served = axum::serve(health, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "health listener failed");
-                }
-            });
-        }
+        let health_addr = health.and_then(|h| spawn_health(h, &shared, &mut tasks));
         tracing::info!(
             message_id = sonde_runtime::logging::ids::STARTED,
             version = env!("CARGO_PKG_VERSION"),

@@ -95,6 +95,54 @@ pub struct ConsumerFigures {
     pub restarts: u64,
 }
 
+/// Name, type, help and value of one per-consumer figure.
+type ConsumerFigure = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ConsumerFigures, i64) -> f64,
+);
+
+/// The consumers' lag and restarts, labelled `consumer`.
+#[allow(clippy::cast_precision_loss)]
+fn render_consumers(consumers: &[ConsumerFigures], now_ms: i64, out: &mut String) {
+    let figures: [ConsumerFigure; 3] = [
+        (
+            "sonde_collector_consumer_lag_batches",
+            "gauge",
+            "Ingest-log entries (batches and heartbeats) a consumer has not made durable yet.",
+            |c, _| c.lag.entries as f64,
+        ),
+        (
+            "sonde_collector_consumer_lag_seconds",
+            "gauge",
+            "Age of the oldest ingest-log entry a consumer has not made durable yet (0 when caught up).",
+            |c, now| {
+                c.lag
+                    .oldest_ms
+                    .map_or(0.0, |t| (now - t).max(0) as f64 / 1e3)
+            },
+        ),
+        (
+            "sonde_collector_consumer_restarts_total",
+            "counter",
+            "Times a consumer was rebuilt from its durable cursor after a panic.",
+            |c, _| c.restarts as f64,
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for c in consumers {
+            let _ = writeln!(
+                out,
+                "{name}{{consumer=\"{}\"}} {}",
+                c.name,
+                value(c, now_ms)
+            );
+        }
+    }
+}
+
 /// Renders counters and gauges, the consumers', then the histograms.
 pub fn render(samples: &[Sample<'_>], consumers: &[ConsumerFigures], ingest: &Ingest) -> String {
     let mut out = String::new();
@@ -108,34 +156,7 @@ pub fn render(samples: &[Sample<'_>], consumers: &[ConsumerFigures], ingest: &In
             v = s.value
         );
     }
-    let now = crate::store::now_ms();
-    #[allow(clippy::cast_precision_loss)]
-    let per_consumer: [(&str, &str, &str, &dyn Fn(&ConsumerFigures) -> f64); 3] = [
-        (
-            "sonde_collector_consumer_lag_batches",
-            "gauge",
-            "Ingest-log entries (batches and heartbeats) a consumer has not made durable yet.",
-            &|c| c.lag.entries as f64,
-        ),
-        (
-            "sonde_collector_consumer_lag_seconds",
-            "gauge",
-            "Age of the oldest ingest-log entry a consumer has not made durable yet (0 when caught up).",
-            &|c| c.lag.oldest_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1e3),
-        ),
-        (
-            "sonde_collector_consumer_restarts_total",
-            "counter",
-            "Times a consumer was rebuilt from its durable cursor after a panic.",
-            &|c| c.restarts as f64,
-        ),
-    ];
-    for (name, kind, help, value) in per_consumer {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for c in consumers {
-            let _ = writeln!(out, "{name}{{consumer=\"{}\"}} {}", c.name, value(c));
-        }
-    }
+    render_consumers(consumers, crate::store::now_ms(), &mut out);
     ingest.ack_latency.render(
         "sonde_collector_ack_latency_seconds",
         "Time from receiving a result batch to acknowledging it (durable).",

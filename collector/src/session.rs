@@ -29,9 +29,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::Shared;
 use crate::error::SessionError;
+use crate::log::{Append, IngestLog as _, Ingested};
 use crate::pace::Pacer;
 use crate::peer::Peer;
-use crate::log::{Append, IngestLog as _, Ingested};
 use crate::store::{AgentKey, SessionInfo, now_ms};
 
 /// How long a new stream may take to send `Hello`.

@@ -45,8 +45,10 @@ impl StoreError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             StoreError::Shared(e) => e.is_disk_full(),
-            _ => matches!(self, StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
-                if e.code == rusqlite::ErrorCode::DiskFull),
+            _ => {
+                matches!(self, StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
+                if e.code == rusqlite::ErrorCode::DiskFull)
+            }
         }
     }
 }
@@ -382,7 +384,6 @@ const MIGRATIONS: &[&str] = &[
     // 10: notifications' globally unique ids (mail Message-IDs).
     crate::alert::state::MIGRATION_UIDS,
 ];
-
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]

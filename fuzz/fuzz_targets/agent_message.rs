@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
-use sonde_collector::store::{LogKind, LoggedBatch};
+use sonde_collector::log::{LogKind, LoggedBatch};
 use sonde_proto::Role;
 use sonde_proto::v1::AgentMessage;
 use sonde_proto::v1::agent_message::Kind;

@@ -45,7 +45,10 @@ pub fn delivered(world: &World) -> Delivered {
         gap_dropped: 0,
         batches: Vec::new(),
     };
-    for b in sonde_collector::log::SqliteLog::new(store.clone()).batches_after(0, 1_000_000).expect("ingest log") {
+    for b in sonde_collector::log::SqliteLog::new(store.clone())
+        .batches_after(0, 1_000_000)
+        .expect("ingest log")
+    {
         d.batches.push((b.spool_id, b.batch_seq));
         for r in ResultBatch::decode(b.payload.as_slice())
             .expect("logged batch")
@@ -93,7 +96,10 @@ pub fn probe_times(world: &World) -> ProbeTimes {
     let store = Store::open_dir(&world.dir().join("collector-state")).expect("collector store");
     let mut t = ProbeTimes::default();
     let mut seen = HashSet::new();
-    for b in sonde_collector::log::SqliteLog::new(store.clone()).batches_after(0, 10_000_000).expect("ingest log") {
+    for b in sonde_collector::log::SqliteLog::new(store.clone())
+        .batches_after(0, 10_000_000)
+        .expect("ingest log")
+    {
         for r in ResultBatch::decode(b.payload.as_slice())
             .expect("logged batch")
             .records

@@ -26,8 +26,8 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::access::Tenancy;
-use crate::observation::{Observation, Probe, observe};
 use crate::log::LoggedBatch;
+use crate::observation::{Observation, Probe, observe};
 use crate::store::{AgentKey, EventKind, Store, StoreError, now_ms};
 use correlate::{Correlator, Thresholds};
 use persist::{NewEvent, OutageRow};
@@ -468,10 +468,10 @@ impl Analyzer {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = book;
         self.book = handle.book.clone();
-        handle.stats.position.store(
-            self.position,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        handle
+            .stats
+            .position
+            .store(self.position, std::sync::atomic::Ordering::Relaxed);
         self.stats = handle.stats.clone();
         self
     }
@@ -952,6 +952,14 @@ impl Follower {
         }
     }
 
+    /// Whether a checkpoint has something to write: changed state, or
+    /// only a cursor to move (entries without results, such as
+    /// heartbeats, still let the log be pruned behind them).
+    fn unwritten(&self) -> bool {
+        let a = self.analyzer();
+        a.dirty() || a.position > self.durable
+    }
+
     async fn checkpoint(&mut self) -> Result<(), StoreError> {
         let result = self.on_pool(Analyzer::checkpoint).await;
         self.last_checkpoint = Instant::now();
@@ -984,8 +992,10 @@ impl crate::log::consumer::Consumer for Follower {
 
     fn due(&self) -> Option<Instant> {
         let a = self.analyzer();
-        let prune = self.last_prune.map_or_else(Instant::now, |t| t + PRUNE_EVERY);
-        let checkpoint = if a.dirty() {
+        let prune = self
+            .last_prune
+            .map_or_else(Instant::now, |t| t + PRUNE_EVERY);
+        let checkpoint = if self.unwritten() {
             Some(self.last_checkpoint + a.settings.checkpoint)
         } else {
             a.retirement.next_due()
@@ -1007,15 +1017,15 @@ impl crate::log::consumer::Consumer for Follower {
             a.follow_targets(false);
         })
         .await;
-        let a = self.analyzer();
-        if a.dirty() && self.last_checkpoint.elapsed() >= a.settings.checkpoint {
+        if self.unwritten() && self.last_checkpoint.elapsed() >= self.analyzer().settings.checkpoint
+        {
             self.checkpoint().await?;
         }
         Ok(())
     }
 
     async fn finish(&mut self) {
-        if self.analyzer().dirty()
+        if self.unwritten()
             && let Err(e) = self.checkpoint().await
         {
             tracing::error!(error = %e, "analysis checkpoint at shutdown failed; the log is applied again at start");

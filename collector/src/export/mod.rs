@@ -219,7 +219,13 @@ impl<S: Sink> Exporter<S> {
     pub async fn run_with(self, cursor: Arc<crate::log::consumer::Cursor>) {
         let log = SqliteLog::new(self.store.clone());
         let shutdown = self.shutdown.clone();
-        let parts = (self.store, self.sink, self.settings, self.stats, self.shutdown);
+        let parts = (
+            self.store,
+            self.sink,
+            self.settings,
+            self.stats,
+            self.shutdown,
+        );
         let make = move || {
             let (store, sink, settings, stats, shutdown) = parts.clone();
             async move {

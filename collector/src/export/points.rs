@@ -29,8 +29,8 @@
 use sonde_proto::v1::{TraceMethod, record};
 
 use super::line::{Field, Point};
-use crate::observation::{Observation, Probe, observe, prefix_of};
 use crate::log::{Body, Entry, LoggedBatch};
+use crate::observation::{Observation, Probe, observe, prefix_of};
 
 /// The points of one stored ingest-log entry (decoded here; the exporter
 /// gets entries decoded once, see [`of`]).

@@ -168,7 +168,12 @@ async fn batches_by_points_and_by_time() {
         "{:?}",
         times[0] - started
     );
-    let last = crate::log::SqliteLog::new(store.clone()).stored_after(0, 10).unwrap().last().unwrap().id;
+    let last = crate::log::SqliteLog::new(store.clone())
+        .stored_after(0, 10)
+        .unwrap()
+        .last()
+        .unwrap()
+        .id;
     until(|| store.cursor(CURSOR).unwrap() == last).await;
     let status = handle.status(&store).unwrap();
     assert_eq!(
@@ -244,7 +249,12 @@ async fn refused_lines_are_isolated_logged_and_counted() {
     );
     let stop = CancellationToken::new();
     let (handle, task) = spawn(&store, &sink, &stop);
-    let last = crate::log::SqliteLog::new(store.clone()).stored_after(0, 10).unwrap().last().unwrap().id;
+    let last = crate::log::SqliteLog::new(store.clone())
+        .stored_after(0, 10)
+        .unwrap()
+        .last()
+        .unwrap()
+        .id;
     until(|| store.cursor(CURSOR).unwrap() == last).await;
     let accepted = sink.with(|s| s.accepted.concat());
     assert_eq!(accepted.lines().count(), 5);

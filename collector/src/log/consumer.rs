@@ -30,7 +30,7 @@ use super::{Entries, IngestLog};
 use crate::store::StoreError;
 
 /// Entries handed over per call.
-pub const CHUNK: usize = 500;
+pub const CHUNK: u32 = 500;
 
 /// A follower of the ingest log.
 pub trait Consumer: Send + 'static {
@@ -144,9 +144,7 @@ pub async fn drive<L, C, F, Fut>(
                 }
             }
         };
-        cursor
-            .durable
-            .store(consumer.durable(), Ordering::Relaxed);
+        cursor.durable.store(consumer.durable(), Ordering::Relaxed);
         let task = tokio::spawn(follow(
             name,
             log.clone(),
@@ -198,14 +196,12 @@ async fn follow<L: IngestLog, C: Consumer>(
     loop {
         if shutdown.is_cancelled() {
             consumer.finish().await;
-            cursor
-                .durable
-                .store(consumer.durable(), Ordering::Relaxed);
+            cursor.durable.store(consumer.durable(), Ordering::Relaxed);
             return;
         }
         // Seen before reading: an append during the read wakes us again.
         head.borrow_and_update();
-        let entries = match log.read_after(consumer.position(), CHUNK as u32).await {
+        let entries = match log.read_after(consumer.position(), CHUNK).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(consumer = name, error = %e, "cannot read the ingest log; retrying");
@@ -213,7 +209,7 @@ async fn follow<L: IngestLog, C: Consumer>(
                 continue;
             }
         };
-        let full = entries.len() == CHUNK;
+        let full = entries.len() == CHUNK as usize;
         if !entries.is_empty() {
             if let Err(e) = consumer.apply(entries).await {
                 tracing::error!(consumer = name, error = %e, "ingest-log entries not applied; retrying");
@@ -222,15 +218,13 @@ async fn follow<L: IngestLog, C: Consumer>(
             }
             backoff.reset();
         }
-        if consumer.due().is_some_and(|d| d <= Instant::now()) {
-            if let Err(e) = consumer.tick().await {
-                tracing::error!(consumer = name, error = %e, "ingest-log consumer failed; retrying");
-                let _ = pause(backoff.next_delay(), &shutdown).await;
-            }
+        if consumer.due().is_some_and(|d| d <= Instant::now())
+            && let Err(e) = consumer.tick().await
+        {
+            tracing::error!(consumer = name, error = %e, "ingest-log consumer failed; retrying");
+            let _ = pause(backoff.next_delay(), &shutdown).await;
         }
-        cursor
-            .durable
-            .store(consumer.durable(), Ordering::Relaxed);
+        cursor.durable.store(consumer.durable(), Ordering::Relaxed);
         if full {
             continue;
         }
@@ -245,5 +239,236 @@ async fn follow<L: IngestLog, C: Consumer>(
             } => {}
             () = shutdown.cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use sonde_proto::v1::{Heartbeat, ResultBatch};
+
+    use super::*;
+    use crate::log::writer::Writer;
+    use crate::log::{Append, SqliteLog};
+    use crate::store::{AgentKey, Store};
+
+    fn key() -> AgentKey {
+        AgentKey {
+            tenant: "t".into(),
+            name: "a".into(),
+        }
+    }
+
+    fn batch(seq: u64) -> Append {
+        let b = ResultBatch {
+            batch_seq: seq,
+            sealed_unix_nanos: 0,
+            records: Vec::new(),
+        };
+        Append::batch(&key(), 1, b, 0)
+    }
+
+    /// What a consumer's own store would hold: effects and cursor,
+    /// committed together.
+    #[derive(Default)]
+    struct Committed {
+        effects: Mutex<Vec<i64>>,
+        cursor: AtomicI64,
+    }
+
+    /// Applies entries and commits them with its cursor; panics on
+    /// `batch_seq` 3 while `broken` is set, before committing.
+    struct Flaky {
+        committed: Arc<Committed>,
+        broken: Arc<AtomicBool>,
+        position: i64,
+    }
+
+    impl Consumer for Flaky {
+        async fn apply(&mut self, entries: Entries) -> Result<(), StoreError> {
+            let mut pending = Vec::new();
+            for e in &entries {
+                assert!(
+                    !(self.broken.load(Ordering::Relaxed) && e.stored.batch_seq == 3),
+                    "flaky consumer: batch 3"
+                );
+                pending.push(e.id());
+            }
+            let last = *pending.last().unwrap();
+            self.committed.effects.lock().unwrap().extend(pending);
+            self.committed.cursor.store(last, Ordering::Relaxed);
+            self.position = last;
+            Ok(())
+        }
+        fn position(&self) -> i64 {
+            self.position
+        }
+        fn durable(&self) -> i64 {
+            self.position
+        }
+        fn due(&self) -> Option<Instant> {
+            None
+        }
+        async fn tick(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn finish(&mut self) {}
+    }
+
+    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        for _ in 0..600 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what}: not within 60 s of paused time");
+    }
+
+    /// A consumer that panics on one batch is rebuilt from its durable
+    /// cursor, again and again (each counted); meanwhile appends and the
+    /// other consumer carry on and pruning stays behind it. Once it can
+    /// pass, every entry's effect is there exactly once.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_consumer_restarts_from_its_cursor_and_holds_pruning_back() {
+        let store = Store::open(std::path::Path::new(":memory:")).unwrap();
+        let log = SqliteLog::new(store.clone());
+        let (writer, _task) = Writer::spawn(log.clone());
+        let registry = Registry::default();
+        let stop = CancellationToken::new();
+        let facts_store = store.clone();
+        let facts = registry.register(crate::facts::CURSOR);
+        tokio::spawn(drive(
+            crate::facts::CURSOR,
+            log.clone(),
+            facts.clone(),
+            move || crate::facts::Facts::open(facts_store.clone()),
+            stop.clone(),
+        ));
+        let (committed, broken) = (
+            Arc::new(Committed::default()),
+            Arc::new(AtomicBool::new(true)),
+        );
+        let flaky = registry.register("flaky");
+        let (c, b) = (committed.clone(), broken.clone());
+        tokio::spawn(drive(
+            "flaky",
+            log.clone(),
+            flaky.clone(),
+            move || {
+                let (committed, broken) = (c.clone(), b.clone());
+                async move {
+                    let position = committed.cursor.load(Ordering::Relaxed);
+                    Ok(Flaky {
+                        committed,
+                        broken,
+                        position,
+                    })
+                }
+            },
+            stop.clone(),
+        ));
+        for seq in 1..=2 {
+            writer.append(batch(seq)).await.unwrap();
+        }
+        let two = log.head_now().unwrap();
+        eventually("flaky at batch 2", || {
+            flaky.durable.load(Ordering::Relaxed) == two
+        })
+        .await;
+        for seq in 3..=5 {
+            writer.append(batch(seq)).await.unwrap();
+        }
+        let head = log.head_now().unwrap();
+        eventually("facts at the head", || {
+            facts.durable.load(Ordering::Relaxed) == head
+        })
+        .await;
+        eventually("restarted twice", || {
+            flaky.restarts.load(Ordering::Relaxed) >= 2
+        })
+        .await;
+        assert_eq!(flaky.durable.load(Ordering::Relaxed), two);
+        assert_eq!(registry.passed_by_all(), Some(two), "pruning waits");
+        assert_eq!(store.cursor(crate::facts::CURSOR).unwrap(), head);
+        // Fixed: it carries on from its cursor.
+        broken.store(false, Ordering::Relaxed);
+        eventually("flaky at the head", || {
+            flaky.durable.load(Ordering::Relaxed) == head
+        })
+        .await;
+        assert_eq!(registry.passed_by_all(), Some(head));
+        let ids: Vec<i64> = log
+            .stored_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            *committed.effects.lock().unwrap(),
+            ids,
+            "each once, in order"
+        );
+        let snapshot = registry.snapshot();
+        assert!(
+            snapshot.contains(&(crate::facts::CURSOR, head, 0)),
+            "{snapshot:?}"
+        );
+        stop.cancel();
+    }
+
+    /// An idle collector reads nothing from disk: ten minutes of
+    /// heartbeats (every 10 s) reach every consumer from memory.
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_reach_the_consumers_without_reading_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        let log = SqliteLog::new(store.clone());
+        let (writer, _task) = Writer::spawn(log.clone());
+        let registry = Registry::default();
+        let stop = CancellationToken::new();
+        let facts_store = store.clone();
+        tokio::spawn(drive(
+            crate::facts::CURSOR,
+            log.clone(),
+            registry.register(crate::facts::CURSOR),
+            move || crate::facts::Facts::open(facts_store.clone()),
+            stop.clone(),
+        ));
+        let analysis_store = store.clone();
+        tokio::spawn(drive(
+            crate::analysis::CURSOR,
+            log.clone(),
+            registry.register(crate::analysis::CURSOR),
+            move || {
+                let s = analysis_store.clone();
+                async move {
+                    let a = crate::analysis::Analyzer::load(
+                        &s,
+                        crate::analysis::Settings::default(),
+                        crate::analysis::Clock::new(),
+                    )?;
+                    Ok(crate::analysis::Follower::new(a))
+                }
+            },
+            stop.clone(),
+        ));
+        for seq in 1..=60 {
+            let hb = Heartbeat {
+                seq,
+                ..Heartbeat::default()
+            };
+            writer.append(Append::heartbeat(&key(), hb)).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        let head = log.head_now().unwrap();
+        eventually("both consumers at the head", || {
+            registry.passed_by_all() == Some(head)
+        })
+        .await;
+        assert_eq!(log.disk_reads(), 0, "the log was read from disk");
+        assert_eq!(store.cursor(crate::analysis::CURSOR).unwrap(), head);
+        stop.cancel();
     }
 }

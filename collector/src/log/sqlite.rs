@@ -37,6 +37,11 @@ impl SqliteLog {
         Self { store }
     }
 
+    /// The store it lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// How many times entries were read from the database (not from
     /// memory): for `/metrics` and the test that an idle collector reads
     /// nothing.
@@ -245,7 +250,12 @@ impl SqliteLog {
 
     /// Deletes up to `limit` entries at or before `upto` that were received
     /// before `older_than_ms`; returns how many went.
-    pub fn prune_now(&self, upto: i64, older_than_ms: i64, limit: u32) -> Result<usize, StoreError> {
+    pub fn prune_now(
+        &self,
+        upto: i64,
+        older_than_ms: i64,
+        limit: u32,
+    ) -> Result<usize, StoreError> {
         self.store.with(|c| {
             c.execute(
                 "DELETE FROM ingest_log WHERE id IN (
@@ -428,7 +438,10 @@ mod tests {
         };
         // a's 1 and 2, b's 1, and a's 2 again within the same group.
         let out = log
-            .append_now(vec![batch(&a, 1), batch(&a, 2), batch(&b, 1), batch(&a, 2)], 7)
+            .append_now(
+                vec![batch(&a, 1), batch(&a, 2), batch(&b, 1), batch(&a, 2)],
+                7,
+            )
             .unwrap();
         let got: Vec<(Ingested, Option<i64>)> = out
             .iter()

@@ -48,7 +48,9 @@ fn stored(world: &World, agent: &str) -> Stored {
     let mut batches = Vec::new();
     let mut after = 0;
     loop {
-        let page = sonde_collector::log::SqliteLog::new(store.clone()).batches_after(after, 1000).expect("ingest log");
+        let page = sonde_collector::log::SqliteLog::new(store.clone())
+            .batches_after(after, 1000)
+            .expect("ingest log");
         let Some(last) = page.last() else { break };
         after = last.id;
         for b in page.into_iter().filter(|b| b.agent == agent) {
