@@ -342,7 +342,13 @@ impl World {
 
     /// Starts the collector with `collector.toml` and waits for `/healthz`.
     pub async fn start_collector(&self, env: &[(&str, &str)]) -> Proc {
-        let proc = self.daemon("sonde-collector", "collector", env);
+        self.start_collector_at(&bin("sonde-collector"), env).await
+    }
+
+    /// As [`Self::start_collector`], with the collector binary at
+    /// `program` (a benchmark comparing two builds).
+    pub async fn start_collector_at(&self, program: &Path, env: &[(&str, &str)]) -> Proc {
+        let proc = self.daemon_at(program, "collector", env);
         let url = format!("http://127.0.0.1:{}/healthz", self.health_port);
         let client = reqwest::Client::new();
         eventually("collector /healthz", Duration::from_secs(20), || async {
@@ -385,15 +391,14 @@ impl World {
     /// Runs `program --config DIR/STEM.toml --log stderr`, logging to a
     /// fresh `DIR/STEM-N.log`.
     fn daemon(&self, program: &str, stem: &str, env: &[(&str, &str)]) -> Proc {
+        self.daemon_at(&bin(program), stem, env)
+    }
+
+    fn daemon_at(&self, program: &Path, stem: &str, env: &[(&str, &str)]) -> Proc {
         let config = self.dir().join(format!("{stem}.toml"));
         let log = self.dir().join(format!("{stem}-{}.log", unique()));
         let config = config.to_str().expect("utf-8 path");
-        Proc::spawn(
-            &bin(program),
-            &["--config", config, "--log", "stderr"],
-            env,
-            log,
-        )
+        Proc::spawn(program, &["--config", config, "--log", "stderr"], env, log)
     }
 
     /// The collector's `/metrics` text (health listener).

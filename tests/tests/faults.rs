@@ -1,6 +1,7 @@
 //! Faults, each with an exact count of what was delivered: a disk that
 //! fills up under the agent's spool and under the collector's store,
-//! a collector killed again and again during ingest, the export's server
+//! a collector killed again and again during ingest (also while shared
+//! transactions of sixteen agents are in flight), the export's server
 //! killed during export, an agent cut off from the network, and an agent
 //! whose clock jumps.
 
@@ -27,10 +28,21 @@ const FAST: &str =
 /// Feeds `agent` 50 numbered results every 250 ms until `stop`; returns
 /// how many it fed.
 fn feed(agent: Arc<Agent>, stop: CancellationToken) -> tokio::task::JoinHandle<usize> {
+    feed_from(agent, 0, stop)
+}
+
+/// As [`feed`], numbering from `base`.
+fn feed_from(
+    agent: Arc<Agent>,
+    base: usize,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
         let mut n = 0;
         while !stop.is_cancelled() {
-            agent.send((n..n + 50).map(|i| ping(i, 0))).await;
+            agent
+                .send((base + n..base + n + 50).map(|i| ping(i, 0)))
+                .await;
             n += 50;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -159,6 +171,66 @@ async fn collector_killed_every_10s_ten_times_during_ingest() {
         stored.windows(2).all(|w| w[1] > w[0]),
         "ingest stalled between kills: {stored:?}"
     );
+    let d = delivered(&world);
+    assert_exactly_once(&d, n);
+    assert_eq!(d.gap_dropped, 0);
+}
+
+/// Sixteen agents at once, so the collector commits their batches in
+/// shared transactions (group commit), and the collector is killed five
+/// times while such commits are in flight: every batch is either
+/// acknowledged and stored once, or not acknowledged and replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_killed_during_group_commits_of_many_agents() {
+    const AGENTS: usize = 16;
+    let world = World::new();
+    world.collector_config("");
+    let mut collector = world.start_collector(&[]).await;
+    let stop = CancellationToken::new();
+    let mut fleet = Vec::new();
+    for a in 0..AGENTS {
+        let agent = Arc::new(Agent::start(&world, &format!("g{a}"), FAST));
+        let feeder = feed_from(agent.clone(), a * 10_000_000, stop.clone());
+        fleet.push((agent, feeder));
+    }
+    for round in 0..5 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if round == 0 {
+            // Shared transactions are happening: fewer commits than
+            // appends.
+            let text = world.collector_metrics().await;
+            let metric = |n: &str| sonde_tests::prom_value(&text, n).unwrap();
+            let (appends, commits) = (
+                metric("sonde_collector_log_appends_total"),
+                metric("sonde_collector_log_commits_total"),
+            );
+            eprintln!("before the first kill: {appends} appends in {commits} commits");
+            assert!(commits > 0.0 && commits < appends, "{text}");
+        }
+        collector.kill9();
+        collector = world.start_collector(&[]).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let mut n = 0;
+    let mut agents = Vec::new();
+    for (agent, feeder) in fleet {
+        n += feeder.await.unwrap();
+        agents.push(agent);
+    }
+    eventually(
+        &format!("all {n} results stored"),
+        Duration::from_secs(90),
+        || async { (delivered(&world).per_target.len() >= n).then_some(()) },
+    )
+    .await;
+    for agent in agents {
+        Arc::try_unwrap(agent)
+            .ok()
+            .expect("feeder done")
+            .stop()
+            .await;
+    }
     let d = delivered(&world);
     assert_exactly_once(&d, n);
     assert_eq!(d.gap_dropped, 0);

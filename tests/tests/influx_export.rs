@@ -173,6 +173,18 @@ async fn export_schema_and_exactly_once_across_a_30s_outage() {
         "{text}"
     );
     assert!((metric("sonde_collector_export_failing") - 1.0).abs() < f64::EPSILON);
+    // The one driver's view of the same: export behind, nothing panicked.
+    assert!(
+        metric(r#"sonde_collector_consumer_lag_batches{consumer="export"}"#) >= 1.0,
+        "{text}"
+    );
+    assert!(metric(r#"sonde_collector_consumer_lag_seconds{consumer="export"}"#) > 0.0);
+    for consumer in ["analysis", "facts", "export"] {
+        let restarts = metric(&format!(
+            "sonde_collector_consumer_restarts_total{{consumer=\"{consumer}\"}}"
+        ));
+        assert!(restarts.abs() < f64::EPSILON, "{consumer}: {text}");
+    }
     assert!(
         !text.contains("acme") && !text.contains("edge-1"),
         "tenant data in /metrics"

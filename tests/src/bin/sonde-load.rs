@@ -47,6 +47,10 @@ struct Args {
     /// Steps `AGENTSxTARGETS,...` (overrides `--agents` and `--targets`).
     #[arg(long, value_delimiter = ',')]
     steps: Vec<String>,
+    /// The collector binary to load (default: the one built next to this
+    /// program); `scripts/bench-load.sh --compare` passes another build's.
+    #[arg(long)]
+    collector: Option<std::path::PathBuf>,
 }
 
 struct Step {
@@ -185,6 +189,17 @@ async fn step(
     let clean =
         errors == 0 && unacked == 0 && acked == sent && stored as u64 == sent && dups == 0.0;
     let kept_up = clean && held == 0 && rate >= 0.95 * offered && p99 < 2.0;
+    // One line for scripts (bench-load.sh --compare): name=value pairs.
+    println!(
+        "  RESULT step={index} agents={} targets={} offered_per_s={offered:.0} acked_per_s={rate:.0} \
+         ack_p50_ms={:.1} ack_p99_ms={:.1} collector_cores={:.3} rss_max_mib={rss_max:.0} \
+         clean={clean} kept_up={kept_up}",
+        s.agents,
+        s.targets,
+        p50 * 1e3,
+        p99 * 1e3,
+        cpu / elapsed,
+    );
     println!(
         "  {}",
         match (clean, kept_up) {
@@ -224,7 +239,10 @@ async fn main() {
          [heartbeat]\ninterval = \"{}\"\n",
         humantime::format_duration(args.heartbeat)
     ));
-    let collector = world.start_collector(&[]).await;
+    let collector = match &args.collector {
+        Some(path) => world.start_collector_at(path, &[]).await,
+        None => world.start_collector(&[]).await,
+    };
     println!(
         "sonde-load: collector pid {} (embedded store), up to {most} agents, on loopback",
         collector.pid()
@@ -238,5 +256,8 @@ async fn main() {
             break;
         }
     }
+    // `exit` runs no destructors: stop the collector first, or it (and its
+    // memory) would outlive this program.
+    drop(collector);
     std::process::exit(i32::from(!clean));
 }
