@@ -21,8 +21,8 @@ use crate::outbox::Outbox;
 
 /// A batch is sealed once its records encode to this many bytes: a
 /// quarter of the gRPC message limit both sides enforce
-/// ([`crate::session::MAX_MESSAGE_BYTES`]).
-pub const MAX_BATCH_BYTES: usize = crate::session::MAX_MESSAGE_BYTES / 4;
+/// ([`sonde_proto::MAX_MESSAGE_BYTES`]).
+pub const MAX_BATCH_BYTES: usize = sonde_proto::MAX_MESSAGE_BYTES / 4;
 
 /// When a batch is sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +128,7 @@ mod tests {
         while let Some((s, batch)) = outbox.read_after(seq).await.unwrap() {
             let bytes = prost::Message::encoded_len(&batch);
             assert!(
-                bytes < crate::session::MAX_MESSAGE_BYTES / 2,
+                bytes < sonde_proto::MAX_MESSAGE_BYTES / 2,
                 "batch {s}: {bytes} bytes"
             );
             for r in &batch.records {

@@ -30,8 +30,6 @@ use crate::config::Loaded;
 use crate::outbox::Outbox;
 use crate::status::AgentStatus;
 
-/// Largest message the agent decodes from the collector.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Outbound queue depth; a full queue means the collector stopped reading.
 const OUTBOUND_QUEUE: usize = 64;
 /// Batches sent but not yet acknowledged, at most (fits the queue).
@@ -180,7 +178,7 @@ async fn open(
     let _ = tx.try_send(hello(loaded, process, outbox));
     let asked = tokio::time::Instant::now();
     let mut client = AgentServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(sonde_proto::MAX_MESSAGE_BYTES)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let mut inbound = client

@@ -45,9 +45,6 @@ use liveness::Liveness;
 use session::{AgentSessions, Sessions};
 use store::{Store, StoreError};
 
-/// Largest gRPC message the collector decodes.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-
 /// State shared by the gRPC service, the API and the daemon loop.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -122,7 +119,7 @@ async fn grpc_routes(shared: &Arc<Shared>) -> Result<axum::Router, StartError> {
         .build_v1()
         .map_err(|e| TlsError::Config(format!("reflection: {e}")))?;
     let agent_service = AgentServiceServer::new(AgentSessions::new(shared.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(sonde_proto::MAX_MESSAGE_BYTES)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let query_service = sonde_proto::v1::query_service_server::QueryServiceServer::new(

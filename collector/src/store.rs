@@ -121,80 +121,72 @@ pub struct AgentRow {
     pub grace_ms: i64,
 }
 
-/// Kinds of events the collector records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventKind {
-    /// First session ever of this agent.
-    AgentRegistered,
-    /// No heartbeat within the grace period.
-    AgentMissing,
-    /// A missing agent sent a heartbeat again.
-    AgentBack,
-    /// An outage began (its scope in the detail: series, target, prefix or
-    /// agent network).
-    OutageStart,
-    /// That outage ended.
-    OutageEnd,
-    /// A traced path changed and the change persisted.
-    RouteChange,
-    /// The agent's public address of a family changed.
-    IpChanged,
-    /// A listening port appeared on the agent's host.
-    PortOpened,
-    /// A listening port went away.
-    PortClosed,
-    /// A remote check found ports open that were closed.
-    RemotePortOpened,
-    /// A remote check found ports closed that were open.
-    RemotePortClosed,
-    /// An alert receiver keeps failing (or gave a notification up).
-    ReceiverFailing,
-    /// A failing receiver delivered again.
-    ReceiverRecovered,
-    /// A certificate in use (the collector's, its CA, or a client's)
-    /// expires within `[tls] expiry-warning`.
-    CertificateExpiring,
+/// Declares [`EventKind`] with each kind's name written once: the name
+/// stored, shown by the API and matched by alert rules.
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// Kinds of events the collector records.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum EventKind {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl EventKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &[EventKind] = &[$(EventKind::$variant,)*];
+
+            pub(crate) fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$variant => $name,)*
+                }
+            }
+
+            fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($name => Some(EventKind::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl EventKind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            EventKind::AgentRegistered => "agent-registered",
-            EventKind::AgentMissing => "agent-missing",
-            EventKind::AgentBack => "agent-back",
-            EventKind::OutageStart => "outage-start",
-            EventKind::OutageEnd => "outage-end",
-            EventKind::RouteChange => "route-change",
-            EventKind::IpChanged => "ip-changed",
-            EventKind::PortOpened => "port-opened",
-            EventKind::PortClosed => "port-closed",
-            EventKind::RemotePortOpened => "remote-port-opened",
-            EventKind::RemotePortClosed => "remote-port-closed",
-            EventKind::ReceiverFailing => "receiver-failing",
-            EventKind::ReceiverRecovered => "receiver-recovered",
-            EventKind::CertificateExpiring => "certificate-expiring",
-        }
-    }
+event_kinds! {
+    /// First session ever of this agent.
+    AgentRegistered = "agent-registered",
+    /// No heartbeat within the grace period.
+    AgentMissing = "agent-missing",
+    /// A missing agent sent a heartbeat again.
+    AgentBack = "agent-back",
+    /// An outage began (its scope in the detail: series, target, prefix or
+    /// agent network).
+    OutageStart = "outage-start",
+    /// That outage ended.
+    OutageEnd = "outage-end",
+    /// A traced path changed and the change persisted.
+    RouteChange = "route-change",
+    /// The agent's public address of a family changed.
+    IpChanged = "ip-changed",
+    /// A listening port appeared on the agent's host.
+    PortOpened = "port-opened",
+    /// A listening port went away.
+    PortClosed = "port-closed",
+    /// A remote check found ports open that were closed.
+    RemotePortOpened = "remote-port-opened",
+    /// A remote check found ports closed that were open.
+    RemotePortClosed = "remote-port-closed",
+    /// An alert receiver keeps failing (or gave a notification up).
+    ReceiverFailing = "receiver-failing",
+    /// A failing receiver delivered again.
+    ReceiverRecovered = "receiver-recovered",
+    /// A certificate in use (the collector's, its CA, or a client's)
+    /// expires within `[tls] expiry-warning`.
+    CertificateExpiring = "certificate-expiring",
+}
 
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "agent-registered" => EventKind::AgentRegistered,
-            "agent-missing" => EventKind::AgentMissing,
-            "agent-back" => EventKind::AgentBack,
-            "outage-start" => EventKind::OutageStart,
-            "outage-end" => EventKind::OutageEnd,
-            "route-change" => EventKind::RouteChange,
-            "ip-changed" => EventKind::IpChanged,
-            "port-opened" => EventKind::PortOpened,
-            "port-closed" => EventKind::PortClosed,
-            "remote-port-opened" => EventKind::RemotePortOpened,
-            "remote-port-closed" => EventKind::RemotePortClosed,
-            "receiver-failing" => EventKind::ReceiverFailing,
-            "receiver-recovered" => EventKind::ReceiverRecovered,
-            "certificate-expiring" => EventKind::CertificateExpiring,
-            _ => return None,
-        })
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -830,6 +822,18 @@ mod tests {
             tenant: t.into(),
             name: n.into(),
         }
+    }
+
+    #[test]
+    fn event_kind_names_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(*k));
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::json!(k.as_str())
+            );
+        }
+        assert_eq!(EventKind::parse("agent_missing"), None);
     }
 
     #[test]

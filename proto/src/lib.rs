@@ -18,3 +18,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sonde_v1_descriptor.bin"));
 
 pub use identity::{Identity, IdentityError, Role};
+
+/// Largest gRPC message either side decodes (agent and collector alike):
+/// a batch, an update or a query answer must fit.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

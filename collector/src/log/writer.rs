@@ -103,7 +103,8 @@ async fn run<L: IngestLog>(log: L, mut rx: mpsc::Receiver<Request>, stats: Arc<S
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, appends = n, "ingest-log transaction failed; nothing of it is acknowledged");
+                // Each waiting session gets the error and logs it.
+                tracing::debug!(error = %e, appends = n, "ingest-log transaction failed; nothing of it is acknowledged");
                 let e = Arc::new(e);
                 for done in waiting {
                     let _ = done.send(Err(StoreError::Shared(e.clone())));
