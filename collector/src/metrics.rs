@@ -6,8 +6,15 @@
 //! labels (only `consumer`).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{self, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::Shared;
 
 /// Upper bounds (seconds) of the acknowledgement-latency buckets.
 const ACK_BUCKETS: [f64; 12] = [
@@ -163,6 +170,299 @@ pub fn render(samples: &[Sample<'_>], consumers: &[ConsumerFigures], ingest: &In
         &mut out,
     );
     out
+}
+
+/// `/metrics`: the collector's own figures, no tenant data.
+// A flat table of figures; splitting it would only scatter it.
+#[allow(clippy::too_many_lines)]
+pub(crate) async fn handler(State(shared): State<Arc<Shared>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let export = shared.export.clone();
+    let position = shared.analysis.stats.position.load(Relaxed);
+    let registered = shared.consumers.snapshot();
+    let figures = shared
+        .store
+        .run(move |s| {
+            let export = export.map(|h| h.status(s)).transpose()?;
+            let log = crate::log::SqliteLog::new(s.clone());
+            let mut consumers = Vec::new();
+            for (name, durable, restarts) in registered {
+                let lag = log.lag_now(durable.max(0))?;
+                consumers.push(ConsumerFigures {
+                    name,
+                    lag,
+                    restarts,
+                });
+            }
+            Ok((log.size_now()?, log.lag_now(position)?, export, consumers))
+        })
+        .await;
+    let Ok(((log_entries, log_bytes), analysis_lag, export, consumers)) = figures else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response();
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let f = |v: u64| v as f64;
+    let i = &shared.ingest;
+    let a = &shared.analysis.stats;
+    let series_in_memory = u64::try_from(shared.analysis.read().len()).unwrap_or(u64::MAX);
+    let refused = &shared.refusals;
+    let certs = &shared.certificates;
+    #[allow(clippy::cast_precision_loss)]
+    let secs = |v: &std::sync::atomic::AtomicI64| v.load(Relaxed) as f64;
+    let mut samples = vec![
+        Sample {
+            name: "sonde_collector_tls_handshakes_failed_total",
+            kind: "counter",
+            help: "TLS handshakes refused or timed out ([limits] handshake-timeout).",
+            value: f(refused.handshakes.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_connections_refused_total",
+            kind: "counter",
+            help: "Connections answered 429 over [limits] connections-per-certificate.",
+            value: f(refused.connection_limit.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_connections_closed_certificate_total",
+            kind: "counter",
+            help: "Open connections closed because their certificate was revoked, became untrusted on reload, or expired.",
+            value: f(refused.closed_certificate.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_messages_paced_total",
+            kind: "counter",
+            help: "Agent messages read late because the session exceeded [limits] messages-per-second.",
+            value: f(refused.paced_messages.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_server_certificate_expiry_seconds",
+            kind: "gauge",
+            help: "Seconds until the collector's own certificate expires (negative: expired).",
+            value: secs(&certs.server_seconds_left),
+        },
+        Sample {
+            name: "sonde_collector_ca_certificate_expiry_seconds",
+            kind: "gauge",
+            help: "Seconds until the first CA certificate in [tls] ca expires.",
+            value: secs(&certs.ca_seconds_left),
+        },
+        Sample {
+            name: "sonde_collector_client_certificates_expiring",
+            kind: "gauge",
+            help: "Client certificates seen connecting that expire within [tls] expiry-warning.",
+            value: f(certs.clients_expiring.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_connected_agents",
+            kind: "gauge",
+            help: "Agents with an open session.",
+            value: f(shared.sessions.connected() as u64),
+        },
+        Sample {
+            name: "sonde_collector_ingest_batches_total",
+            kind: "counter",
+            help: "Result batches made durable.",
+            value: f(i.batches.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_ingest_results_total",
+            kind: "counter",
+            help: "Probe results made durable.",
+            value: f(i.results.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_ingest_duplicate_batches_total",
+            kind: "counter",
+            help: "Replayed batches acknowledged again without a second copy.",
+            value: f(i.duplicates.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_heartbeats_total",
+            kind: "counter",
+            help: "Heartbeats received.",
+            value: f(i.heartbeats.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_ingest_log_entries",
+            kind: "gauge",
+            help: "Entries in the ingest log.",
+            value: f(log_entries),
+        },
+        Sample {
+            name: "sonde_collector_ingest_log_bytes",
+            kind: "gauge",
+            help: "Payload bytes in the ingest log.",
+            value: f(log_bytes),
+        },
+        Sample {
+            name: "sonde_collector_analysis_lag_entries",
+            kind: "gauge",
+            help: "Ingest-log entries not yet analysed.",
+            value: f(analysis_lag.entries),
+        },
+        Sample {
+            name: "sonde_collector_analysis_results_total",
+            kind: "counter",
+            help: "Results analysed.",
+            value: f(a.results.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_outages_detected_total",
+            kind: "counter",
+            help: "Per-series outages detected.",
+            value: f(a.outages_started.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_route_changes_total",
+            kind: "counter",
+            help: "Route changes detected.",
+            value: f(a.route_changes.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_series",
+            kind: "gauge",
+            help: "Series held in memory by the analysis.",
+            value: f(series_in_memory),
+        },
+        Sample {
+            name: "sonde_collector_series_retired_total",
+            kind: "counter",
+            help: "Series that left memory (no definition makes them, no results).",
+            value: f(a.retired.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_results_unanalysed_total",
+            kind: "counter",
+            help: "Results not analysed because their tenant is at its max-series.",
+            value: f(a.refused.load(Relaxed)),
+        },
+    ];
+    if let Some(e) = export {
+        samples.extend([
+            Sample {
+                name: "sonde_collector_export_lag_entries",
+                kind: "gauge",
+                help: "Ingest-log entries not yet exported to InfluxDB.",
+                value: f(e.lag.entries),
+            },
+            Sample {
+                name: "sonde_collector_export_lag_results",
+                kind: "gauge",
+                help: "Probe results not yet exported to InfluxDB.",
+                value: f(e.lag.results),
+            },
+            Sample {
+                name: "sonde_collector_export_lag_seconds",
+                kind: "gauge",
+                help: "Age of the oldest entry not yet exported.",
+                value: e.lag_seconds,
+            },
+            Sample {
+                name: "sonde_collector_export_points_total",
+                kind: "counter",
+                help: "Points InfluxDB accepted.",
+                value: f(e.points_written),
+            },
+            Sample {
+                name: "sonde_collector_export_rejected_points_total",
+                kind: "counter",
+                help: "Points InfluxDB refused for their content (logged, skipped).",
+                value: f(e.points_rejected),
+            },
+            Sample {
+                name: "sonde_collector_export_write_failures_total",
+                kind: "counter",
+                help: "Write attempts that failed and were retried.",
+                value: f(e.write_failures),
+            },
+            Sample {
+                name: "sonde_collector_export_failing",
+                kind: "gauge",
+                help: "1 while the last write attempt failed.",
+                value: f(u64::from(e.failing)),
+            },
+            Sample {
+                name: "sonde_collector_export_dropped_fields_total",
+                kind: "counter",
+                help: "Non-finite float fields left out of exported points.",
+                value: f(e.fields_dropped),
+            },
+            Sample {
+                name: "sonde_collector_export_undecodable_entries_total",
+                kind: "counter",
+                help: "Ingest-log entries that could not be decoded (not exported).",
+                value: f(e.undecodable),
+            },
+        ]);
+    }
+    let n = &shared.alert.stats;
+    samples.extend([
+        Sample {
+            name: "sonde_collector_alerts_firing",
+            kind: "gauge",
+            help: "Alerts firing now (all tenants).",
+            value: f(n.firing.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_notifications_sent_total",
+            kind: "counter",
+            help: "Notifications a receiver accepted.",
+            value: f(n.sent.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_notification_failures_total",
+            kind: "counter",
+            help: "Delivery attempts that failed (retried or given up).",
+            value: f(n.failed_attempts.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_notifications_given_up_total",
+            kind: "counter",
+            help: "Notifications given up (refused, or undelivered past give-up-after).",
+            value: f(n.given_up.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_receivers_failing",
+            kind: "gauge",
+            help: "Receiver integrations failing now (receiver-failing raised).",
+            value: f(n.failing.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_deadman_pings_total",
+            kind: "counter",
+            help: "Dead-man's switch pings answered.",
+            value: f(n.deadman_pings.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_deadman_failures_total",
+            kind: "counter",
+            help: "Dead-man's switch pings that failed.",
+            value: f(n.deadman_failures.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_log_commits_total",
+            kind: "counter",
+            help: "Ingest-log transactions committed (group commit: many appends each).",
+            value: f(shared.writer.stats.commits.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_log_appends_total",
+            kind: "counter",
+            help: "Batches and heartbeats appended to the ingest log (replays included).",
+            value: f(shared.writer.stats.appends.load(Relaxed)),
+        },
+        Sample {
+            name: "sonde_collector_log_disk_reads_total",
+            kind: "counter",
+            help: "Reads of ingest-log entries from disk (caught-up consumers read from memory).",
+            value: f(shared.log.disk_reads()),
+        },
+    ]);
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&samples, &consumers, i),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
