@@ -4,7 +4,10 @@
 //! the head moving and reads nothing from disk. One that is further behind
 //! than the tail reaches reads the log itself.
 //!
-//! The tail is bounded by entries and payload bytes; the oldest go first.
+//! The tail is bounded by entries and by an estimate of their memory (the
+//! payload and its decoded form, [`cost`]); the oldest go first. It only
+//! has to cover how far a caught-up consumer trails the writer (a chunk or
+//! two); one further behind reads the log.
 //! It covers every entry after [`Tail::covers_after`], without gaps: the
 //! writer is the only appender and adds each committed entry in order.
 
@@ -16,9 +19,16 @@ use tokio::sync::watch;
 use super::{Entries, Entry};
 
 /// At most this many entries are kept.
-pub const MAX_ENTRIES: usize = 20_000;
-/// At most this many payload bytes are kept.
+pub const MAX_ENTRIES: usize = 8_192;
+/// At most this much memory (estimated by [`cost`]) is kept.
 pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Estimated memory of an entry: its payload, and its decoded form at
+/// about four times the payload (strings and vectors of the protobuf
+/// messages; measured on result batches of pings).
+pub fn cost(e: &Entry) -> usize {
+    e.stored.payload.len() * 5
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -68,7 +78,7 @@ impl Tail {
             let mut t = self.lock();
             for e in committed {
                 head = Some(e.id());
-                t.bytes += e.stored.payload.len();
+                t.bytes += cost(&e);
                 t.entries.push_back(e);
             }
             let (max_entries, max_bytes) = self.limits;
@@ -76,7 +86,7 @@ impl Tail {
                 let Some(old) = t.entries.pop_front() else {
                     break;
                 };
-                t.bytes -= old.stored.payload.len();
+                t.bytes -= cost(&old);
                 t.after = old.id();
             }
         }
@@ -155,8 +165,8 @@ mod tests {
         assert_eq!(tail.covers_after(), 11);
         assert_eq!(tail.after(10, 100), None);
         assert_eq!(tail.after(11, 100).map(|e| ids(&e)), Some(vec![13, 14, 15]));
-        // Over the bytes: down to the newest.
-        tail.push([entry(16, 2000)]);
+        // Over the memory: down to the newest.
+        tail.push([entry(16, 300)]);
         assert_eq!(tail.covers_after(), 15);
         assert_eq!(tail.after(15, 100).map(|e| ids(&e)), Some(vec![16]));
         assert_eq!(tail.head(), 16);

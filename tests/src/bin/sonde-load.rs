@@ -234,9 +234,22 @@ async fn main() {
     };
     let world = Arc::new(World::new());
     let most = steps.iter().map(|s| s.agents).max().unwrap_or(1);
+    // Each step's tenant may have every series it sends analysed (the
+    // default quota, 20,000 series a tenant, would leave most of a large
+    // step unanalysed and measure less than the collector's real work).
+    let tenants: String = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "[[tenant]]\nname = \"load{i}\"\nmax-series = {}\n",
+                (s.agents * s.targets).max(1) * 2
+            )
+        })
+        .collect();
     world.collector_config(&format!(
         "[limits]\nconnections-per-certificate = 4\n\
-         [heartbeat]\ninterval = \"{}\"\n",
+         [heartbeat]\ninterval = \"{}\"\n{tenants}",
         humantime::format_duration(args.heartbeat)
     ));
     let collector = match &args.collector {
