@@ -17,6 +17,7 @@
 //! Run `scripts/bench-load.sh` (release build). Figures only: nothing here
 //! asserts a timing.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -237,16 +238,14 @@ async fn main() {
     // Each step's tenant may have every series it sends analysed (the
     // default quota, 20,000 series a tenant, would leave most of a large
     // step unanalysed and measure less than the collector's real work).
-    let tenants: String = steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            format!(
-                "[[tenant]]\nname = \"load{i}\"\nmax-series = {}\n",
-                (s.agents * s.targets).max(1) * 2
-            )
-        })
-        .collect();
+    let mut tenants = String::new();
+    for (i, s) in steps.iter().enumerate() {
+        let _ = writeln!(
+            tenants,
+            "[[tenant]]\nname = \"load{i}\"\nmax-series = {}",
+            (s.agents * s.targets).max(1) * 2
+        );
+    }
     world.collector_config(&format!(
         "[limits]\nconnections-per-certificate = 4\n\
          [heartbeat]\ninterval = \"{}\"\n{tenants}",
