@@ -563,7 +563,7 @@ async fn add_silence(
         .run(move |s| crate::alert::state::add_silence(s, silence))
         .await?;
     tracing::info!(id = silence.id, author = %silence.author, matchers = ?silence.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(), "silence created");
-    shared.alert.kick.notify_one();
+    shared.alert.silences_changed();
     Ok((
         StatusCode::CREATED,
         Json(crate::alert::view::silence(&silence, now)),
@@ -608,7 +608,7 @@ async fn expire_silence(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("silence {id}")))?;
     tracing::info!(id, by = %peer.identity, "silence expired");
-    shared.alert.kick.notify_one();
+    shared.alert.silences_changed();
     Ok(Json(crate::alert::view::silence(&expired, now)))
 }
 

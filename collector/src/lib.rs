@@ -529,6 +529,8 @@ impl Collector {
         }
         self.tls.send_replace(tls);
         self.settings.send_replace(Arc::new(config));
+        // Alerting applies a changed schedule to held-back groups at once.
+        self.shared.alert.kick.notify_one();
         tracing::info!(
             message_id = sonde_runtime::logging::ids::RELOADED,
             "configuration reloaded"

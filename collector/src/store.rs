@@ -392,6 +392,11 @@ pub struct Store {
     /// read from disk.
     log_tail: crate::log::tail::Tail,
     log_reads: Arc<std::sync::atomic::AtomicU64>,
+    /// Set by the writer connection's update hook when a row goes into
+    /// `events`; [`Store::with`] then bumps `events_changed`, which wakes
+    /// the event log's followers (alerting) after the write.
+    events_inserted: Arc<std::sync::atomic::AtomicBool>,
+    events_changed: tokio::sync::watch::Sender<i64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -449,12 +454,23 @@ impl Store {
                 r.get(0)
             })
             .map_err(wrap)?;
+        let events_inserted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = events_inserted.clone();
+        conn.update_hook(Some(
+            move |action: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
+                if table == "events" && action == rusqlite::hooks::Action::SQLITE_INSERT {
+                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        ));
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             read,
             path: path.to_owned(),
             log_tail: crate::log::tail::Tail::new(head),
             log_reads: Arc::default(),
+            events_inserted,
+            events_changed: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -484,7 +500,16 @@ impl Store {
             .conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut conn).map_err(|source| StoreError::Sqlite {
+        let result = f(&mut conn);
+        // Written (or rolled back: a spurious wake-up is harmless), still
+        // holding the connection: followers read what is committed.
+        if self
+            .events_inserted
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.events_changed.send_modify(|n| *n += 1);
+        }
+        result.map_err(|source| StoreError::Sqlite {
             path: self.path.clone(),
             source,
         })
@@ -808,6 +833,31 @@ pub(crate) fn insert_event(
         ],
     )
     .map(drop)
+}
+
+/// The event log as a followed [`Source`](crate::log::consumer::Source):
+/// alerting reads it through the one consumer driver, woken when a write
+/// adds events.
+#[derive(Debug, Clone)]
+pub struct EventLog(pub Store);
+
+impl crate::log::consumer::Source for EventLog {
+    type Item = EventRow;
+
+    async fn read_after(&self, after: i64, limit: u32) -> Result<Vec<Arc<EventRow>>, StoreError> {
+        let q = EventQuery {
+            after_id: after,
+            limit,
+            ..EventQuery::default()
+        };
+        let rows = self.0.run(move |s| s.events(&Scope::All, &q)).await?;
+        Ok(rows.into_iter().map(Arc::new).collect())
+    }
+
+    /// A count of writes that added events (only its changes matter).
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.0.events_changed.subscribe()
+    }
 }
 
 /// Wall-clock now in Unix milliseconds.

@@ -17,8 +17,11 @@
 //!                              receiver/{discord,email,twilio,webhook}.rs
 //! ```
 //!
-//! The engine task reads the event log through a durable cursor and
-//! commits, in one `SQLite` transaction, the alerts it changed, the groups
+//! The engine follows the event log through the one consumer driver
+//! (`log/consumer.rs`: woken when a write adds events, by its timers, and
+//! by a kick for silences and reloads; it keeps the silences and reads
+//! them again only when they change, so an idle collector's alerting reads
+//! nothing) with a durable cursor, and commits, in one `SQLite` transaction, the alerts it changed, the groups
 //! it flushed, the notifications those produced and the cursor: a restart
 //! neither repeats a notification nor misses a resolution. Notifications
 //! sit in an outbox until their receiver accepted them; a collector killed
@@ -55,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::analysis::Clock;
 use crate::config::Config;
-use crate::store::{EventQuery, Scope, Store, StoreError};
+use crate::store::{Store, StoreError};
 use rules::Update;
 
 pub use config::{Alerting, Severity};
@@ -146,8 +149,12 @@ pub struct Handle {
     pub stats: Arc<notify::Stats>,
     /// Wakes the delivery workers (new notifications queued).
     pub deliver: Arc<Notify>,
-    /// Wakes the engine (a silence was added or expired).
+    /// Wakes the engine (a silence was added or expired, the config was
+    /// reloaded).
     pub kick: Arc<Notify>,
+    /// Bumped when a silence was added or expired: the engine reads the
+    /// silences again (it keeps them otherwise).
+    pub silences_changed: Arc<std::sync::atomic::AtomicU64>,
     /// When anything last arrived from any agent (Unix ms by `clock`).
     pub last_received_ms: Arc<AtomicI64>,
     pub clock: Clock,
@@ -159,9 +166,16 @@ impl Handle {
             stats: Arc::default(),
             deliver: Arc::default(),
             kick: Arc::default(),
+            silences_changed: Arc::default(),
             last_received_ms: Arc::new(AtomicI64::new(clock.now_ms())),
             clock,
         }
+    }
+
+    /// A silence was added or expired: read them again, now.
+    pub fn silences_changed(&self) {
+        self.silences_changed.fetch_add(1, Ordering::Relaxed);
+        self.kick.notify_one();
     }
 
     /// Something arrived from an agent.
@@ -179,8 +193,6 @@ impl Handle {
     }
 }
 
-/// Events read per step.
-const EVENTS_PER_STEP: u32 = 1000;
 /// Resolved alerts and delivered notifications are kept this long.
 const HISTORY_MS: i64 = 7 * 86_400_000;
 const PRUNE_EVERY_MS: i64 = 3_600_000;
@@ -192,7 +204,13 @@ struct Runner {
     engine: engine::Engine,
     cursor: i64,
     latency_unit: i64,
+    /// Ids of the silences active at the last step.
     silences: Vec<i64>,
+    /// The silences not yet over, as last read, and when to read them
+    /// again (a change through the API, or one of them starting or
+    /// ending).
+    known_silences: Vec<silence::Silence>,
+    silences_read: Option<(u64, i64)>,
     pruned_ms: i64,
 }
 
@@ -203,29 +221,11 @@ impl Runner {
         Ok((engine::Engine::new(alerts, groups), cursor))
     }
 
-    /// One step: new events, measured rules, time; then commit.
-    async fn step(&mut self, config: &Config) -> Result<bool, StoreError> {
+    /// Turns new events into alert updates.
+    fn take_events(&mut self, config: &Config, events: &[Arc<crate::store::EventRow>], now: i64) {
         let cfg = &config.alerting;
-        let now = self.handle.clock.now_ms();
-        let after = self.cursor;
-        let events = self
-            .store
-            .run(move |s| {
-                s.events(
-                    &Scope::All,
-                    &EventQuery {
-                        after_id: after,
-                        before_id: None,
-                        agent: None,
-                        limit: EVENTS_PER_STEP,
-                        with_prefixes: false,
-                    },
-                )
-            })
-            .await?;
-        let more = events.len() == EVENTS_PER_STEP as usize;
         let tenancy = config.tenancy();
-        for ev in &events {
+        for ev in events {
             for u in rules::from_event(config, &tenancy, ev) {
                 // A one-off change older than its hold (history replayed
                 // on first start) is over already.
@@ -240,13 +240,43 @@ impl Runner {
             }
             self.cursor = ev.id;
         }
-        self.measured(config, now).await?;
+    }
 
-        let all = self
-            .store
-            .run(move |s| state::silences(s, None, now))
-            .await?;
-        let active: Vec<silence::Silence> = all.into_iter().filter(|s| s.active(now)).collect();
+    /// The silences in force at `now`, read again only when they changed
+    /// through the API or one of them starts or ends.
+    async fn active_silences(&mut self, now: i64) -> Result<Vec<silence::Silence>, StoreError> {
+        let version = self.handle.silences_changed.load(Ordering::Relaxed);
+        let fresh = self
+            .silences_read
+            .is_some_and(|(v, until)| v == version && now < until);
+        if !fresh {
+            self.known_silences = self
+                .store
+                .run(move |s| state::silences(s, None, now))
+                .await?;
+            let next = self
+                .known_silences
+                .iter()
+                .flat_map(|s| [s.starts_ms, s.ends_ms])
+                .filter(|t| *t > now)
+                .min()
+                .unwrap_or(i64::MAX);
+            self.silences_read = Some((version, next));
+        }
+        Ok(self
+            .known_silences
+            .iter()
+            .filter(|s| s.active(now))
+            .cloned()
+            .collect())
+    }
+
+    /// Measured rules, silences, time; then commit what changed together
+    /// with the cursor.
+    async fn settle(&mut self, config: &Config, now: i64, moved: bool) -> Result<(), StoreError> {
+        let cfg = &config.alerting;
+        self.measured(config, now).await?;
+        let active = self.active_silences(now).await?;
         let ids: Vec<i64> = active.iter().map(|s| s.id).collect();
         if ids != self.silences {
             self.engine.wake_groups(now);
@@ -260,7 +290,7 @@ impl Runner {
             .store(u64::try_from(firing).unwrap_or(0), Ordering::Relaxed);
 
         let changes = self.engine.take_changes();
-        if !changes.is_empty() || !events.is_empty() {
+        if !changes.is_empty() || moved {
             let (cfg2, cursor) = (cfg.clone(), self.cursor);
             let queued = self
                 .store
@@ -277,7 +307,7 @@ impl Runner {
                 .run(move |s| state::prune(s, now - HISTORY_MS))
                 .await?;
         }
-        Ok(more)
+        Ok(())
     }
 
     /// The latency rule (once a minute) and the no-data alert.
@@ -375,65 +405,133 @@ impl Runner {
     }
 }
 
-/// Runs the alert engine until shutdown.
-pub async fn run(
-    store: Store,
-    mut settings: watch::Receiver<Arc<Config>>,
-    handle: Handle,
-    shutdown: CancellationToken,
-) {
-    let (engine, cursor) = loop {
-        match Runner::load(&store, &handle).await {
-            Ok(loaded) => break loaded,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load alert state; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
+/// The alert engine as a follower of the event log (`log/consumer.rs`):
+/// woken when events are written, when its own timers are due (group
+/// flushes, the latency minute, no data; at most `alerting.poll` apart),
+/// and by the handle's kick (silences, reloads).
+pub struct Follower {
+    r: Runner,
+    settings: watch::Receiver<Arc<Config>>,
+    applied: Arc<Config>,
+    /// The cursor of the last commit.
+    committed: i64,
+    /// When its timers are next due (set after each step).
+    next: tokio::time::Instant,
+}
+
+impl Follower {
+    /// Loads the engine's state from the store. A restart: held-back
+    /// groups' stored next flush came from the schedule of then, so they
+    /// are woken to follow the one in force.
+    pub async fn load(
+        store: Store,
+        mut settings: watch::Receiver<Arc<Config>>,
+        handle: Handle,
+    ) -> Result<Self, StoreError> {
+        let (mut engine, cursor) = Runner::load(&store, &handle).await?;
+        engine.wake_deferred(handle.clock.now_ms());
+        let applied = settings.borrow_and_update().clone();
+        Ok(Self {
+            r: Runner {
+                store,
+                handle,
+                engine,
+                cursor,
+                latency_unit: 0,
+                silences: Vec::new(),
+                known_silences: Vec::new(),
+                silences_read: None,
+                pruned_ms: 0,
+            },
+            settings,
+            applied,
+            committed: cursor,
+            next: tokio::time::Instant::now(),
+        })
+    }
+
+    /// The config in force; a reload wakes held-back groups so they follow
+    /// the new schedules at once.
+    fn config(&mut self) -> Arc<Config> {
+        let config = self.settings.borrow_and_update().clone();
+        if !Arc::ptr_eq(&config, &self.applied) {
+            self.r.engine.wake_deferred(self.r.handle.clock.now_ms());
+            self.applied = config.clone();
+        }
+        config
+    }
+
+    async fn settle(&mut self, config: &Config, now: i64) -> Result<(), StoreError> {
+        let moved = self.r.cursor != self.committed;
+        let result = self.r.settle(config, now, moved).await;
+        self.next = tokio::time::Instant::now() + self.r.sleep_for(config);
+        match result {
+            Ok(()) => {
+                self.committed = self.r.cursor;
+                Ok(())
             }
-        }
-    };
-    let mut engine = engine;
-    // A restart: deferred groups' stored next flush came from the schedule
-    // of then.
-    engine.wake_deferred(handle.clock.now_ms());
-    let mut r = Runner {
-        store,
-        handle,
-        engine,
-        cursor,
-        latency_unit: 0,
-        silences: Vec::new(),
-        pruned_ms: 0,
-    };
-    let mut applied = settings.borrow_and_update().clone();
-    loop {
-        let config = settings.borrow_and_update().clone();
-        if !Arc::ptr_eq(&config, &applied) {
-            // A reload: deferred groups follow the new schedules at once.
-            r.engine.wake_deferred(r.handle.clock.now_ms());
-            applied = config.clone();
-        }
-        let wait = match r.step(&config).await {
-            Ok(true) => Duration::ZERO,
-            Ok(false) => r.sleep_for(&config),
             Err(e) => {
                 // What this step changed was not committed: start again
                 // from the store (the events are read again).
-                tracing::error!(error = %e, "alert step failed; reloading alert state");
-                if let Ok((engine, cursor)) = Runner::load(&r.store, &r.handle).await {
-                    r.engine = engine;
-                    r.cursor = cursor;
+                if let Ok((engine, cursor)) = Runner::load(&self.r.store, &self.r.handle).await {
+                    self.r.engine = engine;
+                    self.r.cursor = cursor;
+                    self.committed = cursor;
                 }
-                Duration::from_secs(1)
+                Err(e)
             }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-            () = r.handle.kick.notified() => {}
-            Ok(()) = settings.changed() => {}
         }
     }
+}
+
+impl crate::log::consumer::Consumer for Follower {
+    type Item = crate::store::EventRow;
+
+    async fn apply(&mut self, events: Vec<Arc<crate::store::EventRow>>) -> Result<(), StoreError> {
+        let config = self.config();
+        let now = self.r.handle.clock.now_ms();
+        self.r.take_events(&config, &events, now);
+        self.settle(&config, now).await
+    }
+
+    fn wake(&self) -> Option<Arc<Notify>> {
+        Some(self.r.handle.kick.clone())
+    }
+
+    fn position(&self) -> i64 {
+        self.r.cursor
+    }
+
+    fn durable(&self) -> i64 {
+        self.committed
+    }
+
+    fn due(&self) -> Option<tokio::time::Instant> {
+        Some(self.next)
+    }
+
+    async fn tick(&mut self) -> Result<(), StoreError> {
+        let config = self.config();
+        let now = self.r.handle.clock.now_ms();
+        self.settle(&config, now).await
+    }
+
+    async fn finish(&mut self) {}
+}
+
+/// Cursor name under which the alert engine is registered with the
+/// consumer driver.
+pub const FOLLOWER: &str = "alerting";
+
+/// Runs the alert engine until shutdown, on the one consumer driver.
+pub async fn run(
+    store: Store,
+    settings: watch::Receiver<Arc<Config>>,
+    handle: Handle,
+    shutdown: CancellationToken,
+) {
+    let cursor = crate::log::consumer::Registry::default().register(FOLLOWER);
+    let source = crate::store::EventLog(store.clone());
+    let make = move || Follower::load(store.clone(), settings.clone(), handle.clone());
+    crate::log::consumer::drive(FOLLOWER, source, cursor, make, shutdown).await;
 }

@@ -970,6 +970,8 @@ impl Follower {
 }
 
 impl crate::log::consumer::Consumer for Follower {
+    type Item = crate::log::Entry;
+
     async fn apply(&mut self, entries: crate::log::Entries) -> Result<(), StoreError> {
         self.on_pool(move |a| {
             a.follow_config(false);

@@ -369,6 +369,8 @@ impl<S: Sink> Exporter<S> {
 }
 
 impl<S: Sink> Consumer for Exporter<S> {
+    type Item = Entry;
+
     async fn apply(&mut self, entries: Entries) -> Result<(), StoreError> {
         if !self.ready {
             if self.wait_ready().await.is_err() {

@@ -285,6 +285,8 @@ impl Facts {
 }
 
 impl Consumer for Facts {
+    type Item = crate::log::Entry;
+
     async fn apply(&mut self, entries: Entries) -> Result<(), StoreError> {
         let Some(last) = entries.last().map(|e| e.id()) else {
             return Ok(());

@@ -1,5 +1,6 @@
-//! The one follow loop of the ingest log's consumers (analysis, host
-//! facts, export): read after the consumer's position (the log serves the
+//! The one follow loop of the logs' consumers (analysis, host facts and
+//! export on the ingest log; alerting on the event log, a [`Source`] of
+//! its own): read after the consumer's position (the log serves the
 //! newest entries from memory), hand the decoded entries
 //! over, and when caught up wait for the head to move or for the time the
 //! consumer asked to be called at. No fixed-interval polling: an idle
@@ -26,17 +27,61 @@ use sonde_runtime::backoff::Backoff;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Entries, IngestLog};
+use super::{Entry, IngestLog};
 use crate::store::StoreError;
 
 /// Entries handed over per call.
 pub const CHUNK: u32 = 500;
 
-/// A follower of the ingest log.
+/// An append-only log a consumer follows: the ingest log, or the event
+/// log (alerting).
+pub trait Source: Clone + Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+
+    /// Up to `limit` items after `after`, oldest first.
+    fn read_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Arc<Self::Item>>, StoreError>> + Send;
+
+    /// The newest position, published after every commit.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<i64>;
+}
+
+impl<L: IngestLog> Source for L {
+    type Item = Entry;
+
+    fn read_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Arc<Entry>>, StoreError>> + Send {
+        IngestLog::read_after(self, after, limit)
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        IngestLog::subscribe(self)
+    }
+}
+
+/// A follower of a log.
 pub trait Consumer: Send + 'static {
+    /// What it reads.
+    type Item: Send + Sync + 'static;
+
     /// Applies `entries`, the next ones after [`Self::position`], in
     /// order. On error nothing of them counts as applied: they come again.
-    fn apply(&mut self, entries: Entries) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn apply(
+        &mut self,
+        entries: Vec<Arc<Self::Item>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Notified when it should [`Self::tick`] at once (outside news:
+    /// a reload, a silence created); `None`: never.
+    fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 
     /// The position of the last entry applied.
     fn position(&self) -> i64;
@@ -126,8 +171,8 @@ pub async fn drive<L, C, F, Fut>(
     mut make: F,
     shutdown: CancellationToken,
 ) where
-    L: IngestLog,
-    C: Consumer,
+    L: Source,
+    C: Consumer<Item = L::Item>,
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<C, StoreError>> + Send,
 {
@@ -184,7 +229,7 @@ async fn pause(d: Duration, shutdown: &CancellationToken) -> Result<(), ()> {
     }
 }
 
-async fn follow<L: IngestLog, C: Consumer>(
+async fn follow<L: Source, C: Consumer<Item = L::Item>>(
     name: &'static str,
     log: L,
     cursor: Arc<Cursor>,
@@ -192,6 +237,8 @@ async fn follow<L: IngestLog, C: Consumer>(
     shutdown: CancellationToken,
 ) {
     let mut head = log.subscribe();
+    let wake = consumer.wake();
+    let mut kicked = false;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         if shutdown.is_cancelled() {
@@ -204,7 +251,7 @@ async fn follow<L: IngestLog, C: Consumer>(
         let entries = match log.read_after(consumer.position(), CHUNK).await {
             Ok(e) => e,
             Err(e) => {
-                tracing::error!(consumer = name, error = %e, "cannot read the ingest log; retrying");
+                tracing::error!(consumer = name, error = %e, "cannot read its log; retrying");
                 let _ = pause(backoff.next_delay(), &shutdown).await;
                 continue;
             }
@@ -212,16 +259,16 @@ async fn follow<L: IngestLog, C: Consumer>(
         let full = entries.len() == CHUNK as usize;
         if !entries.is_empty() {
             if let Err(e) = consumer.apply(entries).await {
-                tracing::error!(consumer = name, error = %e, "ingest-log entries not applied; retrying");
+                tracing::error!(consumer = name, error = %e, "log entries not applied; retrying");
                 let _ = pause(backoff.next_delay(), &shutdown).await;
                 continue;
             }
             backoff.reset();
         }
-        if consumer.due().is_some_and(|d| d <= Instant::now())
+        if (std::mem::take(&mut kicked) || consumer.due().is_some_and(|d| d <= Instant::now()))
             && let Err(e) = consumer.tick().await
         {
-            tracing::error!(consumer = name, error = %e, "ingest-log consumer failed; retrying");
+            tracing::error!(consumer = name, error = %e, "log consumer failed; retrying");
             let _ = pause(backoff.next_delay(), &shutdown).await;
         }
         cursor.durable.store(consumer.durable(), Ordering::Relaxed);
@@ -237,6 +284,12 @@ async fn follow<L: IngestLog, C: Consumer>(
                     None => std::future::pending().await,
                 }
             } => {}
+            () = async {
+                match &wake {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => kicked = true,
             () = shutdown.cancelled() => {}
         }
     }
@@ -286,7 +339,9 @@ mod tests {
     }
 
     impl Consumer for Flaky {
-        async fn apply(&mut self, entries: Entries) -> Result<(), StoreError> {
+        type Item = Entry;
+
+        async fn apply(&mut self, entries: Vec<Arc<Entry>>) -> Result<(), StoreError> {
             let mut pending = Vec::new();
             for e in &entries {
                 assert!(
