@@ -4,8 +4,9 @@
 //! the head moving and reads nothing from disk. One that is further behind
 //! than the tail reaches reads the log itself.
 //!
-//! The tail is bounded by entries and by an estimate of their memory (the
-//! payload and its decoded form, [`cost`]); the oldest go first. It only
+//! The tail is bounded by entries, by an estimate of their memory (the
+//! payload and its decoded form, [`cost`]) and by age ([`MAX_AGE_MS`]
+//! before the newest); the oldest go first. It only
 //! has to cover how far a caught-up consumer trails the writer (a chunk or
 //! two); one further behind reads the log.
 //! It covers every entry after [`Tail::covers_after`], without gaps: the
@@ -22,6 +23,9 @@ use super::{Entries, Entry};
 pub const MAX_ENTRIES: usize = 8_192;
 /// At most this much memory (estimated by [`cost`]) is kept.
 pub const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Entries received this long before the newest go: a caught-up consumer
+/// reads within milliseconds, and an idle collector keeps next to nothing.
+pub const MAX_AGE_MS: i64 = 5_000;
 
 /// Estimated memory of an entry: its payload, and its decoded form at
 /// about four times the payload (strings and vectors of the protobuf
@@ -82,7 +86,13 @@ impl Tail {
                 t.entries.push_back(e);
             }
             let (max_entries, max_bytes) = self.limits;
-            while t.entries.len() > max_entries || (t.bytes > max_bytes && t.entries.len() > 1) {
+            let newest = t.entries.back().map_or(i64::MIN, |e| e.stored.received_ms);
+            while t.entries.len() > max_entries
+                || (t.bytes > max_bytes && t.entries.len() > 1)
+                || t.entries
+                    .front()
+                    .is_some_and(|e| e.stored.received_ms < newest.saturating_sub(MAX_AGE_MS))
+            {
                 let Some(old) = t.entries.pop_front() else {
                     break;
                 };
@@ -170,5 +180,20 @@ mod tests {
         assert_eq!(tail.covers_after(), 15);
         assert_eq!(tail.after(15, 100).map(|e| ids(&e)), Some(vec![16]));
         assert_eq!(tail.head(), 16);
+    }
+
+    #[test]
+    fn entries_older_than_the_age_bound_go() {
+        let tail = Tail::with_limits(0, 100, 1_000_000);
+        let at = |id: i64, ms: i64| {
+            let mut e = (*entry(id, 1)).clone();
+            e.stored.received_ms = ms;
+            Arc::new(e)
+        };
+        tail.push([at(1, 1_000), at(2, 3_000)]);
+        assert_eq!(tail.after(0, 10).map(|e| ids(&e)), Some(vec![1, 2]));
+        tail.push([at(3, 1_000 + MAX_AGE_MS + 1)]);
+        assert_eq!(tail.covers_after(), 1);
+        assert_eq!(tail.after(1, 10).map(|e| ids(&e)), Some(vec![2, 3]));
     }
 }
