@@ -178,7 +178,7 @@ async fn start_analysis(
     config: &watch::Receiver<Arc<Config>>,
     targets: &targets::Published,
     store: &Store,
-    consumers: &log::consumer::Registry,
+    cursor: Arc<log::consumer::Cursor>,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<analysis::Handle, StartError> {
@@ -219,7 +219,7 @@ async fn start_analysis(
     tasks.spawn(log::consumer::drive(
         analysis::CURSOR,
         log::SqliteLog::new(store.clone()),
-        consumers.register(analysis::CURSOR),
+        cursor,
         make,
         shutdown.clone(),
     ));
@@ -410,7 +410,11 @@ impl Collector {
         tasks.spawn(async move {
             let _ = liveness_task.await;
         });
+        // Every consumer is registered before the pruner starts: one not
+        // started yet holds pruning back (the analysis may take a while to
+        // load).
         let consumers = log::consumer::Registry::default();
+        let analysis_cursor = consumers.register(analysis::CURSOR);
         let export = spawn_consumers(&config, &store, &consumers, &shutdown, &mut tasks)?;
         let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
         let managed = watch::Sender::new(Arc::new(managed));
@@ -418,7 +422,7 @@ impl Collector {
             &settings_rx,
             &managed,
             &store,
-            &consumers,
+            analysis_cursor,
             &shutdown,
             &mut tasks,
         )

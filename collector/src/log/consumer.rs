@@ -371,6 +371,18 @@ mod tests {
         async fn finish(&mut self) {}
     }
 
+    /// A consumer registered but not started (the analysis loading its
+    /// state) holds pruning back; then the slowest one sets the bound.
+    #[test]
+    fn pruning_waits_for_every_registered_consumer() {
+        let registry = Registry::default();
+        let (a, b) = (registry.register("a"), registry.register("b"));
+        a.durable.store(5, Ordering::Relaxed);
+        assert_eq!(registry.passed_by_all(), None);
+        b.durable.store(3, Ordering::Relaxed);
+        assert_eq!(registry.passed_by_all(), Some(3));
+    }
+
     async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         for _ in 0..600 {
             if cond() {
