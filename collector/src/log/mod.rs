@@ -218,12 +218,8 @@ impl Append {
     }
 
     /// Payload bytes, for the group's bound.
-    pub fn len(&self) -> usize {
+    pub fn payload_len(&self) -> usize {
         self.row.payload.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.row.payload.is_empty()
     }
 }
 
@@ -271,9 +267,6 @@ pub trait IngestLog: Clone + Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> impl Future<Output = Result<Entries, StoreError>> + Send;
-
-    /// The position of the newest entry (0 when empty).
-    fn head(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
     /// The head position, published after every commit: what wakes
     /// consumers.

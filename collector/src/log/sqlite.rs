@@ -328,11 +328,6 @@ impl IngestLog for SqliteLog {
         .await
     }
 
-    async fn head(&self) -> Result<i64, StoreError> {
-        let log = self.clone();
-        blocking(move || log.head_now()).await
-    }
-
     fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
         self.store.log_tail().subscribe()
     }

@@ -80,15 +80,15 @@ async fn run<L: IngestLog>(log: L, mut rx: mpsc::Receiver<Request>, stats: Arc<S
                 None => return,
             },
         };
-        let mut bytes = first.append.len();
+        let mut bytes = first.append.payload_len();
         let mut group = vec![first];
         while group.len() < MAX_GROUP_ENTRIES {
             let Ok(next) = rx.try_recv() else { break };
-            if bytes + next.append.len() > MAX_GROUP_BYTES {
+            if bytes + next.append.payload_len() > MAX_GROUP_BYTES {
                 carry = Some(next);
                 break;
             }
-            bytes += next.append.len();
+            bytes += next.append.payload_len();
             group.push(next);
         }
         let (appends, waiting): (Vec<Append>, Vec<_>) =
