@@ -90,10 +90,10 @@ pub struct TargetView {
 pub fn target_view(s: &Series, now_ns: i64) -> TargetView {
     TargetView {
         id: s.id,
-        tenant: s.key.tenant.clone(),
-        agent: s.key.agent.clone(),
+        tenant: s.key.tenant.to_string(),
+        agent: s.key.agent.to_string(),
         probe: s.key.probe,
-        target: s.key.target.clone(),
+        target: s.key.target.to_string(),
         address: s.address.map(|a| a.to_string()),
         prefix: s.address.map(|a| prefix_of(a).to_string()),
         state: state(s, now_ns),
@@ -124,7 +124,7 @@ pub fn targets(
     let mut more = false;
     for s in book.after(f.after) {
         if !access.sees_series(s)
-            || f.agent.as_ref().is_some_and(|a| *a != s.key.agent)
+            || f.agent.as_ref().is_some_and(|a| **a != *s.key.agent)
             || f.probe.is_some_and(|p| p != s.key.probe)
             || f.prefix
                 .is_some_and(|p| !s.address.is_some_and(|a| p.contains(&a)))
@@ -153,9 +153,9 @@ pub fn find_series(
 ) -> Result<Series, QueryError> {
     let what = format!("agent {agent:?} of {tenant:?} to {target:?}");
     let mut matching = book.iter().filter(|s| {
-        s.key.tenant == tenant
-            && s.key.agent == agent
-            && s.key.target == target
+        *s.key.tenant == *tenant
+            && *s.key.agent == *agent
+            && *s.key.target == *target
             && probe.is_none_or(|p| p == s.key.probe)
             && access.sees_series(s)
     });

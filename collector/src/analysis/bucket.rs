@@ -84,61 +84,167 @@ impl Bucket {
     }
 }
 
-/// The last `len` units of a series: slot `i` holds unit index `i` (time
-/// divided by the unit) modulo `len`. A result for a unit older than the
-/// ring covers is not kept here (the persisted buckets still get it).
-#[derive(Debug, Clone)]
-pub struct Ring {
-    unit_ns: i64,
-    slots: Vec<(i64, Bucket)>,
+/// One unit of a ring: 24 bytes where a [`Bucket`] takes 40. A ring needs
+/// neither min nor max (no live view shows them; the stored buckets keep
+/// them), and its counts fit 16 bits but for a series probed more than
+/// 65,534 times in one unit, whose counts go to the ring's `wide` side
+/// table. The sums stay `f64` and are added in the same order as a
+/// `Bucket`'s, so every figure is the same to the last bit.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// The unit held, plus one; 0 when the slot never held one.
+    held: u32,
+    /// `WIDE` when the counts are in the ring's side table.
+    probes: u16,
+    lost: u16,
+    sum_ms: f64,
+    sum_sq_ms: f64,
 }
 
-impl Ring {
-    pub fn new(unit_ns: i64, len: usize) -> Self {
+/// Marks a slot whose counts are in the side table.
+const WIDE: u16 = u16::MAX;
+
+/// The last `LEN` units of `UNIT_NS` nanoseconds of a series: slot `i`
+/// holds unit index `i` (time divided by the unit) modulo `LEN`. A result
+/// for a unit older than the ring covers is not kept here (the persisted
+/// buckets still get it), nor one before 1970 or past the year 10,000
+/// (unit indexes that do not fit 32 bits).
+#[derive(Debug, Clone)]
+pub struct Ring<const UNIT_NS: i64, const LEN: usize> {
+    slots: Box<[Slot; LEN]>,
+    /// Counts of slots past 16 bits, by slot index (rarely any).
+    #[allow(clippy::box_collection)] // 8 bytes in every ring, not 24
+    wide: Option<Box<std::collections::BTreeMap<usize, (u32, u32)>>>,
+}
+
+impl<const UNIT_NS: i64, const LEN: usize> Default for Ring<UNIT_NS, LEN> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const UNIT_NS: i64, const LEN: usize> Ring<UNIT_NS, LEN> {
+    pub fn new() -> Self {
+        let slots: Box<[Slot]> = vec![Slot::default(); LEN].into_boxed_slice();
         Self {
-            unit_ns,
-            slots: vec![(i64::MIN, Bucket::default()); len],
+            slots: slots.try_into().expect("LEN slots"),
+            wide: None,
         }
     }
 
     /// The unit index of a time.
     pub fn unit(&self, time_ns: i64) -> i64 {
-        time_ns.div_euclid(self.unit_ns)
+        time_ns.div_euclid(UNIT_NS)
     }
 
-    fn slot(&self, unit: i64) -> usize {
-        let len = i64::try_from(self.slots.len()).unwrap_or(i64::MAX);
+    fn slot(unit: i64) -> usize {
+        let len = i64::try_from(LEN).unwrap_or(i64::MAX);
         usize::try_from(unit.rem_euclid(len)).unwrap_or(0)
     }
 
+    /// The tag a slot holding `unit` carries.
+    fn tag(unit: i64) -> Option<u32> {
+        u32::try_from(unit.checked_add(1)?).ok().filter(|t| *t > 0)
+    }
+
+    /// The counts of slot `i` (probes, lost).
+    fn counts(&self, i: usize) -> (u32, u32) {
+        let s = &self.slots[i];
+        if s.probes == WIDE {
+            self.wide
+                .as_ref()
+                .and_then(|w| w.get(&i).copied())
+                .unwrap_or_default()
+        } else {
+            (u32::from(s.probes), u32::from(s.lost))
+        }
+    }
+
+    fn set_counts(&mut self, i: usize, probes: u32, lost: u32) {
+        let slot = &mut self.slots[i];
+        if let (Ok(p), Ok(l)) = (u16::try_from(probes), u16::try_from(lost))
+            && p != WIDE
+        {
+            slot.probes = p;
+            slot.lost = l;
+            if let Some(w) = self.wide.as_mut() {
+                w.remove(&i);
+                if w.is_empty() {
+                    self.wide = None;
+                }
+            }
+        } else {
+            slot.probes = WIDE;
+            self.wide.get_or_insert_default().insert(i, (probes, lost));
+        }
+    }
+
     /// Adds a bucket's worth to unit `unit`; returns false when the unit
-    /// is older than what the ring holds.
-    pub fn merge(&mut self, unit: i64, b: &Bucket) -> bool {
-        let i = self.slot(unit);
-        let (held, bucket) = &mut self.slots[i];
-        match (*held).cmp(&unit) {
-            std::cmp::Ordering::Equal => bucket.merge(b),
+    /// is older than what the ring holds (or outside what it can).
+    pub fn merge(&mut self, unit: i64, add: &Bucket) -> bool {
+        let Some(tag) = Self::tag(unit) else {
+            return false;
+        };
+        let i = Self::slot(unit);
+        let held = self.slots[i].held;
+        let (probes, lost) = match held.cmp(&tag) {
+            std::cmp::Ordering::Equal => {
+                let (p, l) = self.counts(i);
+                let s = &mut self.slots[i];
+                s.sum_ms += add.sum_ms;
+                s.sum_sq_ms += add.sum_sq_ms;
+                (p.saturating_add(add.probes), l.saturating_add(add.lost))
+            }
             std::cmp::Ordering::Less => {
-                *held = unit;
-                *bucket = *b;
+                let s = &mut self.slots[i];
+                s.held = tag;
+                s.sum_ms = add.sum_ms;
+                s.sum_sq_ms = add.sum_sq_ms;
+                (add.probes, add.lost)
             }
             std::cmp::Ordering::Greater => return false,
-        }
+        };
+        self.set_counts(i, probes, lost);
         true
     }
 
-    /// The bucket of unit `unit` (empty when not held).
-    pub fn get(&self, unit: i64) -> Bucket {
-        let (held, b) = self.slots[self.slot(unit)];
-        if held == unit { b } else { Bucket::default() }
+    /// Slot `i` as a bucket (no min or max: a ring keeps none).
+    fn bucket(&self, i: usize) -> Bucket {
+        let (probes, lost) = self.counts(i);
+        let s = &self.slots[i];
+        Bucket {
+            probes,
+            lost,
+            sum_ms: s.sum_ms,
+            sum_sq_ms: s.sum_sq_ms,
+            min_ms: 0.0,
+            max_ms: 0.0,
+        }
     }
 
-    /// The union of units `from..=to`.
+    /// The bucket of unit `unit` (empty when not held). It carries no
+    /// min or max.
+    pub fn get(&self, unit: i64) -> Bucket {
+        let i = Self::slot(unit);
+        if Self::tag(unit).is_some_and(|t| t == self.slots[i].held) {
+            self.bucket(i)
+        } else {
+            Bucket::default()
+        }
+    }
+
+    /// The union of units `from..=to` (no min or max).
     pub fn sum(&self, from: i64, to: i64) -> Bucket {
         let mut total = Bucket::default();
-        for (held, b) in &self.slots {
-            if (from..=to).contains(held) {
-                total.merge(b);
+        let (Some(from), Some(to)) = (
+            Self::tag(from.max(0)),
+            Self::tag(to.min(i64::from(u32::MAX) - 1)),
+        ) else {
+            return total;
+        };
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.held != 0 && (from..=to).contains(&s.held) {
+                total.merge(&self.bucket(i));
             }
         }
         total
@@ -177,7 +283,7 @@ mod tests {
 
     #[test]
     fn ring_keeps_the_last_units_only() {
-        let mut r = Ring::new(60, 3);
+        let mut r = Ring::<60, 3>::new();
         let one = |rtt| {
             let mut b = Bucket::default();
             b.add(Some(rtt));
@@ -194,5 +300,135 @@ mod tests {
         assert_eq!(r.get(0).probes, 0);
         assert_eq!(r.sum(1, 3).mean_ms(), Some(3.5));
         assert_eq!(r.sum(2, 2).mean_ms(), Some(4.0));
+    }
+
+    /// The ring before it was made compact (issue 23): 48 bytes a slot.
+    /// The property test below holds the compact one to its figures.
+    struct Reference {
+        slots: Vec<(i64, Bucket)>,
+    }
+
+    impl Reference {
+        fn new(len: usize) -> Self {
+            Self {
+                slots: vec![(i64::MIN, Bucket::default()); len],
+            }
+        }
+
+        fn slot(&self, unit: i64) -> usize {
+            let len = i64::try_from(self.slots.len()).unwrap();
+            usize::try_from(unit.rem_euclid(len)).unwrap()
+        }
+
+        fn merge(&mut self, unit: i64, b: &Bucket) -> bool {
+            let i = self.slot(unit);
+            let (held, bucket) = &mut self.slots[i];
+            match (*held).cmp(&unit) {
+                std::cmp::Ordering::Equal => bucket.merge(b),
+                std::cmp::Ordering::Less => {
+                    *held = unit;
+                    *bucket = *b;
+                }
+                std::cmp::Ordering::Greater => return false,
+            }
+            true
+        }
+
+        fn get(&self, unit: i64) -> Bucket {
+            let (held, b) = self.slots[self.slot(unit)];
+            if held == unit { b } else { Bucket::default() }
+        }
+
+        fn sum(&self, from: i64, to: i64) -> Bucket {
+            let mut total = Bucket::default();
+            for (held, b) in &self.slots {
+                if (from..=to).contains(held) {
+                    total.merge(b);
+                }
+            }
+            total
+        }
+    }
+
+    /// The figures a ring gives (a ring keeps no min or max), bit for bit.
+    fn figures(b: &Bucket) -> (u32, u32, u64, u64, Option<u64>, Option<u64>) {
+        (
+            b.probes,
+            b.lost,
+            b.sum_ms.to_bits(),
+            b.sum_sq_ms.to_bits(),
+            b.mean_ms().map(f64::to_bits),
+            b.stddev_ms().map(f64::to_bits),
+        )
+    }
+
+    fn compare<const UNIT: i64, const LEN: usize>(seed: u64, start: i64) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut compact = Ring::<UNIT, LEN>::new();
+        let mut reference = Reference::new(LEN);
+        // A unit index moving forward with results out of order, now and
+        // then a late one, one from the future, or a bucket of many
+        // probes (counts past 16 bits).
+        let mut now = start;
+        let len = i64::try_from(LEN).unwrap();
+        for step in 0..3_000 {
+            if rng.random_bool(0.3) {
+                now += 1;
+            }
+            let unit = match rng.random_range(0..100) {
+                0..=79 => now - rng.random_range(0..3),
+                80..=89 => now - rng.random_range(0..2 * len),
+                90..=94 => now + rng.random_range(1..2 * len),
+                _ => rng.random_range(0..now),
+            };
+            let mut b = Bucket::default();
+            if rng.random_range(0..50) == 0 {
+                // Many probes at once: what a merge of stored buckets
+                // at start does.
+                b.probes = rng.random_range(30_000..70_000);
+                b.lost = rng.random_range(0..=b.probes);
+                let answered = f64::from(b.answered());
+                b.sum_ms = answered * rng.random_range(0.1..500.0);
+                b.sum_sq_ms = b.sum_ms * rng.random_range(0.1..500.0);
+            } else {
+                for _ in 0..rng.random_range(0..4) {
+                    b.add(
+                        rng.random_bool(0.8)
+                            .then(|| rng.random_range(0.01..3_000.0)),
+                    );
+                }
+            }
+            assert_eq!(
+                compact.merge(unit, &b),
+                reference.merge(unit, &b),
+                "seed {seed} step {step}: merge of unit {unit}"
+            );
+            let at = now - rng.random_range(0..3);
+            assert_eq!(
+                figures(&compact.get(at)),
+                figures(&reference.get(at)),
+                "seed {seed} step {step}: unit {at}"
+            );
+            let from = at - rng.random_range(0..=len);
+            assert_eq!(
+                figures(&compact.sum(from, at)),
+                figures(&reference.sum(from, at)),
+                "seed {seed} step {step}: units {from}..={at}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_compact_ring_gives_the_figures_of_the_ring_it_replaced() {
+        use crate::analysis::series::{HOUR_NS, HOURS_KEPT, MINUTE_NS, MINUTES_KEPT};
+        // 2027-01-15T08:00:00Z.
+        let t0 = 1_799_971_200_000_000_000i64;
+        for seed in 0..40 {
+            compare::<MINUTE_NS, MINUTES_KEPT>(seed, t0 / MINUTE_NS);
+            compare::<HOUR_NS, HOURS_KEPT>(seed, t0 / HOUR_NS);
+            compare::<60, 3>(seed, 1_000);
+        }
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
     }
 }

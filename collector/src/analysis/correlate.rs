@@ -191,8 +191,8 @@ fn ms(ns: i64) -> i64 {
 
 fn agent_of(s: &Series) -> AgentKey {
     AgentKey {
-        tenant: s.key.tenant.clone(),
-        name: s.key.agent.clone(),
+        tenant: s.key.tenant.to_string(),
+        name: s.key.agent.to_string(),
     }
 }
 
@@ -200,7 +200,7 @@ fn agent_of(s: &Series) -> AgentKey {
 /// when it has one, else its target string.
 fn subject(s: &Series) -> String {
     s.address
-        .map_or_else(|| s.key.target.clone(), |a: IpAddr| a.to_string())
+        .map_or_else(|| s.key.target.to_string(), |a: IpAddr| a.to_string())
 }
 
 impl Correlator {
@@ -481,14 +481,14 @@ impl Correlator {
             // in the outage, else the first (trusted) agent.
             let by = hit
                 .iter()
-                .find(|s| s.key.tenant == tenant)
+                .find(|s| *s.key.tenant == *tenant)
                 .unwrap_or(&hit[0]);
             let agent = AgentKey {
                 tenant: tenant.to_owned(),
-                name: by.key.agent.clone(),
+                name: by.key.agent.to_string(),
             };
             let prefix = event_prefix(cause, book);
-            let targets: BTreeSet<&str> = hit.iter().map(|s| s.key.target.as_str()).collect();
+            let targets: BTreeSet<&str> = hit.iter().map(|s| &*s.key.target).collect();
             let agents: BTreeSet<String> = match &seen_by {
                 Some(w) => w.failing.clone(),
                 None => hit.iter().map(|s| agent_of(s).to_string()).collect(),
@@ -619,13 +619,13 @@ impl Correlator {
                 continue;
             };
             let tenant = if o.tenant.is_empty() {
-                first.key.tenant.clone()
+                first.key.tenant.to_string()
             } else {
                 o.tenant.clone()
             };
             let by = members
                 .iter()
-                .find(|s| s.key.tenant == tenant)
+                .find(|s| *s.key.tenant == *tenant)
                 .unwrap_or(first);
             let mut g = Group {
                 id: o.id,
@@ -639,7 +639,7 @@ impl Correlator {
                 end_ns: o.start_ns,
                 agent: AgentKey {
                     tenant: tenant.clone(),
-                    name: by.key.agent.clone(),
+                    name: by.key.agent.to_string(),
                 },
                 prefix: event_prefix(&cause, book),
             };

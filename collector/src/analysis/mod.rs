@@ -85,16 +85,21 @@ impl Default for Settings {
 /// the store and their id; they come back with both when results arrive.
 #[derive(Debug, Default)]
 pub struct Book {
-    series: BTreeMap<i64, Series>,
+    /// Boxed: the map's nodes move entries when they split and are half
+    /// empty after ascending inserts; a box costs 8 bytes there.
+    series: BTreeMap<i64, Box<Series>>,
     /// Ids by agent, probe kind and target: the agent is looked up once
     /// per batch, a result's series with its target alone.
-    by_agent: HashMap<AgentKey, HashMap<Probe, HashMap<String, i64>>>,
+    by_agent: HashMap<AgentKey, HashMap<Probe, HashMap<Arc<str>, i64>>>,
     /// Series ids by the prefix of their address (a series whose address
     /// moved is listed under each prefix it had; readers check).
     by_prefix: HashMap<ipnet::IpNet, Vec<i64>>,
     per_tenant: HashMap<String, usize>,
     /// The id the next new series gets.
     next_id: i64,
+    /// Every tenant, agent and target name of a series in memory, once:
+    /// the series' keys share them.
+    names: std::collections::HashSet<Arc<str>>,
 }
 
 impl Book {
@@ -111,36 +116,58 @@ impl Book {
 
     /// Adds `s` and its indexes; `revived` says it may be listed under
     /// its prefix already (it was in memory before).
-    fn insert(&mut self, s: Series, revived: bool) {
+    fn insert(&mut self, mut s: Series, revived: bool) {
         let id = s.id;
+        s.key.tenant = self.intern(&s.key.tenant);
+        s.key.agent = self.intern(&s.key.agent);
+        s.key.target = self.intern(&s.key.target);
         self.next_id = self.next_id.max(id + 1);
         self.by_agent
             .entry(AgentKey {
-                tenant: s.key.tenant.clone(),
-                name: s.key.agent.clone(),
+                tenant: s.key.tenant.to_string(),
+                name: s.key.agent.to_string(),
             })
             .or_default()
             .entry(s.key.probe)
             .or_default()
             .insert(s.key.target.clone(), id);
-        *self.per_tenant.entry(s.key.tenant.clone()).or_default() += 1;
+        *self.per_tenant.entry(s.key.tenant.to_string()).or_default() += 1;
         let address = s.address;
-        self.series.insert(id, s);
+        self.series.insert(id, Box::new(s));
         if let Some(a) = address {
             self.index_prefix(id, a, revived);
         }
     }
 
+    /// The shared copy of `name`.
+    fn intern(&mut self, name: &Arc<str>) -> Arc<str> {
+        if let Some(held) = self.names.get(name) {
+            return held.clone();
+        }
+        self.names.insert(name.clone());
+        name.clone()
+    }
+
+    /// Forgets the names only `key` (on its way out) still used.
+    fn release(&mut self, key: &SeriesKey) {
+        for name in [&key.tenant, &key.agent, &key.target] {
+            // Held by `key` and the set alone.
+            if Arc::strong_count(name) <= 2 {
+                self.names.remove(name);
+            }
+        }
+    }
+
     /// Takes series `id` and its index entries out of memory.
     fn remove(&mut self, id: i64) -> Option<Series> {
-        let s = self.series.remove(&id)?;
+        let s = *self.series.remove(&id)?;
         let agent = AgentKey {
-            tenant: s.key.tenant.clone(),
-            name: s.key.agent.clone(),
+            tenant: s.key.tenant.to_string(),
+            name: s.key.agent.to_string(),
         };
         if let Some(probes) = self.by_agent.get_mut(&agent) {
             if let Some(targets) = probes.get_mut(&s.key.probe) {
-                targets.remove(&s.key.target);
+                targets.remove(&*s.key.target);
                 if targets.is_empty() {
                     probes.remove(&s.key.probe);
                 }
@@ -149,10 +176,10 @@ impl Book {
                 self.by_agent.remove(&agent);
             }
         }
-        if let Some(n) = self.per_tenant.get_mut(&s.key.tenant) {
+        if let Some(n) = self.per_tenant.get_mut(&*s.key.tenant) {
             *n -= 1;
             if *n == 0 {
-                self.per_tenant.remove(&s.key.tenant);
+                self.per_tenant.remove(&*s.key.tenant);
             }
         }
         if let Some(a) = s.address {
@@ -164,6 +191,7 @@ impl Book {
                 }
             }
         }
+        self.release(&s.key);
         Some(s)
     }
 
@@ -181,12 +209,12 @@ impl Book {
 
     /// Every series in memory, by id.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Series> + Clone {
-        self.series.values()
+        self.series.values().map(|s| &**s)
     }
 
     /// The series with an id above `id`, by id.
     pub fn after(&self, id: i64) -> impl Iterator<Item = &Series> {
-        self.series.range(id.saturating_add(1)..).map(|(_, s)| s)
+        self.series.range(id.saturating_add(1)..).map(|(_, s)| &**s)
     }
 
     /// How many series are in memory.
@@ -224,7 +252,7 @@ impl Book {
             .get(&crate::observation::prefix_of(p.addr()))
             .into_iter()
             .flatten()
-            .filter_map(|id| self.series.get(id))
+            .filter_map(|id| self.series.get(id).map(|s| &**s))
     }
 
     /// Every series of one agent.
@@ -234,16 +262,16 @@ impl Book {
             .into_iter()
             .flat_map(HashMap::values)
             .flat_map(HashMap::values)
-            .filter_map(|id| self.series.get(id))
+            .filter_map(|id| self.series.get(id).map(|s| &**s))
     }
 
     /// The series with id `id`.
     pub fn by_id(&self, id: i64) -> Option<&Series> {
-        self.series.get(&id)
+        self.series.get(&id).map(|s| &**s)
     }
 
     fn by_id_mut(&mut self, id: i64) -> Option<&mut Series> {
-        self.series.get_mut(&id)
+        self.series.get_mut(&id).map(|s| &mut **s)
     }
 
     fn id_of(&self, agent: &AgentKey, probe: Probe, target: &str) -> Option<i64> {
@@ -252,11 +280,11 @@ impl Book {
 
     pub fn get(&self, key: &SeriesKey) -> Option<&Series> {
         let agent = AgentKey {
-            tenant: key.tenant.clone(),
-            name: key.agent.clone(),
+            tenant: key.tenant.to_string(),
+            name: key.agent.to_string(),
         };
         self.id_of(&agent, key.probe, &key.target)
-            .and_then(|id| self.series.get(&id))
+            .and_then(|id| self.series.get(&id).map(|s| &**s))
     }
 
     /// The series of a result of `agent` already in memory; `o`'s address
@@ -276,10 +304,10 @@ impl Book {
     fn create(&mut self, agent: &AgentKey, o: &Observation<'_>, deltas: &mut Deltas) -> i64 {
         let id = self.next_id.max(1);
         let key = SeriesKey {
-            tenant: agent.tenant.clone(),
-            agent: agent.name.clone(),
+            tenant: agent.tenant.as_str().into(),
+            agent: agent.name.as_str().into(),
             probe: o.probe,
-            target: o.target.clone(),
+            target: o.target.as_str().into(),
         };
         self.insert(Series::new(id, key, o.address), false);
         deltas.created.push(id);
@@ -418,8 +446,8 @@ impl Analyzer {
         for s in book.iter() {
             if let Some(l) = &s.latest {
                 let agent = AgentKey {
-                    tenant: s.key.tenant.clone(),
-                    name: s.key.agent.clone(),
+                    tenant: s.key.tenant.to_string(),
+                    name: s.key.agent.to_string(),
                 };
                 let t = newest.entry(agent).or_insert(l.time_ns);
                 *t = (*t).max(l.time_ns);
@@ -586,10 +614,10 @@ impl Analyzer {
             return None;
         }
         let key = SeriesKey {
-            tenant: agent.tenant.clone(),
-            agent: agent.name.clone(),
+            tenant: agent.tenant.as_str().into(),
+            agent: agent.name.as_str().into(),
             probe: o.probe,
-            target: o.target.clone(),
+            target: o.target.as_str().into(),
         };
         let now_ns = self.clock.now_ns();
         let stored = self.store.with_read(|c| persist::load_key(c, &key, now_ns));
@@ -659,7 +687,7 @@ impl Analyzer {
     fn log_untrusted<'a>(&mut self, series: impl Iterator<Item = &'a Series>) {
         let pairs = crate::access::untrusted_pairs(
             &self.tenancy,
-            series.filter_map(|s| Some((s.key.tenant.as_str(), s.address?))),
+            series.filter_map(|s| Some((&*s.key.tenant, s.address?))),
         );
         let new: BTreeSet<_> = pairs.difference(&self.logged).cloned().collect();
         crate::access::log_untrusted(&new);
@@ -801,8 +829,8 @@ impl Analyzer {
             self.events.push(NewEvent {
                 at_ms: change.new.since_ns.div_euclid(1_000_000),
                 agent: AgentKey {
-                    tenant: s.key.tenant.clone(),
-                    name: s.key.agent.clone(),
+                    tenant: s.key.tenant.to_string(),
+                    name: s.key.agent.to_string(),
                 },
                 kind: EventKind::RouteChange,
                 detail: json!({

@@ -99,7 +99,8 @@ impl Retirement {
             .retain(|(_, at)| at.elapsed() < TOMBSTONE_FOR);
         for d in &gone {
             for s in book.iter().filter(|s| {
-                s.key.tenant == d.tenant && d.spec.covers(&s.key.agent, s.key.probe, &s.key.target)
+                *s.key.tenant == *d.tenant
+                    && d.spec.covers(&s.key.agent, s.key.probe, &s.key.target)
             }) {
                 if !self.made_by_now(&s.key) && !self.orphans.contains_key(&s.id) {
                     self.orphans.insert(s.id, now);
@@ -129,7 +130,7 @@ impl Retirement {
         let made = self.made_by_now(key);
         let removed = || {
             self.tombstones.iter().any(|(d, _)| {
-                d.tenant == key.tenant && d.spec.covers(&key.agent, key.probe, &key.target)
+                *d.tenant == *key.tenant && d.spec.covers(&key.agent, key.probe, &key.target)
             })
         };
         if made {

@@ -51,9 +51,13 @@ pub struct RouteChange {
     pub new: Path,
 }
 
-/// Detector state for one traced series.
+/// Detector state for one series: boxed, as only traced series (a few)
+/// have one, and every series carries the field (8 bytes, not 88).
 #[derive(Debug, Clone, Default)]
-pub struct Detector {
+pub struct Detector(Option<Box<State>>);
+
+#[derive(Debug, Clone, Default)]
+struct State {
     path: Option<Path>,
     candidate: Option<(Path, u32)>,
 }
@@ -61,19 +65,27 @@ pub struct Detector {
 impl Detector {
     /// Continues from a path known before a restart.
     pub fn resume(path: Option<Path>) -> Self {
-        Self {
-            path,
-            candidate: None,
-        }
+        Self(path.map(|path| {
+            Box::new(State {
+                path: Some(path),
+                candidate: None,
+            })
+        }))
     }
 
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_ref()
+        self.0.as_ref()?.path.as_ref()
     }
 
     /// Feeds one trace; `confirm` traces must agree on a new path.
     pub fn observe(&mut self, confirm: u32, trace: &TraceResult) -> Option<RouteChange> {
         let seen = Path::of(trace)?;
+        self.0.get_or_insert_default().observe(confirm, seen)
+    }
+}
+
+impl State {
+    fn observe(&mut self, confirm: u32, seen: Path) -> Option<RouteChange> {
         let Some(current) = &self.path else {
             self.path = Some(seen);
             return None;

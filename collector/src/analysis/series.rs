@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -38,13 +39,20 @@ pub const MINUTES_KEPT: usize = 61;
 /// Hours held in memory: the 24 h window's whole hours and the current.
 pub const HOURS_KEPT: usize = 25;
 
-/// Which series a result belongs to.
+/// The minutes a series keeps in memory.
+pub type MinuteRing = Ring<MINUTE_NS, MINUTES_KEPT>;
+/// The hours a series keeps in memory.
+pub type HourRing = Ring<HOUR_NS, HOURS_KEPT>;
+
+/// Which series a result belongs to. The names are shared (`Arc<str>`):
+/// a tenant's and an agent's with each of their series, a target's with
+/// every agent probing it (the book interns them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct SeriesKey {
-    pub tenant: String,
-    pub agent: String,
+    pub tenant: Arc<str>,
+    pub agent: Arc<str>,
     pub probe: Probe,
-    pub target: String,
+    pub target: Arc<str>,
 }
 
 /// The most recent probe of a series.
@@ -62,8 +70,8 @@ pub struct Series {
     pub key: SeriesKey,
     pub address: Option<IpAddr>,
     pub latest: Option<Latest>,
-    pub minutes: Ring,
-    pub hours: Ring,
+    pub minutes: MinuteRing,
+    pub hours: HourRing,
     pub outage: outage::Detector,
     pub route: route::Detector,
 }
@@ -134,8 +142,8 @@ impl Series {
             key,
             address,
             latest: None,
-            minutes: Ring::new(MINUTE_NS, MINUTES_KEPT),
-            hours: Ring::new(HOUR_NS, HOURS_KEPT),
+            minutes: MinuteRing::new(),
+            hours: HourRing::new(),
             outage: outage::Detector::default(),
             route: route::Detector::default(),
         }

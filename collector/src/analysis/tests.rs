@@ -817,4 +817,5 @@ fn an_outage_open_when_upgrading_from_schema_7_is_ended_once() {
     assert_eq!(end.detail["series"], 2);
 }
 
+mod memory;
 mod retire;

@@ -81,7 +81,7 @@ fn targets_in_memory(an: &Analyzer) -> Vec<String> {
     an.handle()
         .read()
         .iter()
-        .map(|s| s.key.target.clone())
+        .map(|s| s.key.target.to_string())
         .collect()
 }
 
