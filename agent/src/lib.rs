@@ -1,6 +1,8 @@
-//! sonde-agent as a library: [`run`] keeps a session with the collector
-//! alive (reconnecting with jittered, capped backoff) until shutdown; the
-//! binary wraps it in [`daemon::run`] (signals, systemd).
+//! sonde-agent as a library: [`Agent::start`] starts its parts (spool,
+//! batcher, probes, host facts and the session); [`run`] keeps the session
+//! with the collector alive (reconnecting with jittered, capped backoff)
+//! until shutdown; the binary wraps the agent in [`daemon::run`] (signals,
+//! systemd).
 
 pub mod assignment;
 pub mod batcher;
@@ -12,6 +14,7 @@ pub mod facts;
 pub mod host;
 pub mod outbox;
 pub mod probe;
+pub mod running;
 pub mod session;
 pub mod spool;
 pub mod status;
@@ -23,6 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use config::Loaded;
+pub use running::{Agent, Feed};
 use session::{Process, SessionEnd};
 use sonde_runtime::backoff::Backoff;
 pub use status::AgentStatus;

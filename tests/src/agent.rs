@@ -1,31 +1,23 @@
 //! A sonde agent running inside the test process: the real session,
-//! spool and batcher, fed records directly by the test instead of by the
-//! probe engines (which feed the same channel).
+//! spool and batcher (`sonde_agent::Agent`), fed records directly by the
+//! test instead of by the probe engines (which feed the same channel).
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use sonde_agent::Feed;
 use sonde_agent::config::Loaded;
-use sonde_agent::outbox::Outbox;
-use sonde_agent::spool::Spool;
-use sonde_agent::{AgentStatus, batcher};
 use sonde_proto::Role;
 use sonde_proto::v1::Record;
-use sonde_runtime::probes::Probes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::World;
 
 /// An agent running in this process.
 pub struct Agent {
-    records: Option<mpsc::Sender<Record>>,
-    shutdown: CancellationToken,
-    session: JoinHandle<()>,
-    batcher: JoinHandle<()>,
-    _config: watch::Sender<Arc<Loaded>>,
-    _assigned: watch::Receiver<Arc<Probes>>,
+    records: mpsc::Sender<Record>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: JoinHandle<()>,
 }
 
 impl Agent {
@@ -40,41 +32,30 @@ impl Agent {
         let cert = world.cert(tenant, Role::Agent, name);
         let path = world.agent_config(name, &cert, tables);
         let loaded = Loaded::load(&path).unwrap();
-        let (spool, _) = Spool::open(
-            &loaded.config.state_dir.join("spool"),
-            loaded.spool_limits(),
-        )
-        .unwrap();
-        let outbox = Outbox::new(spool);
-        let (tx, rx) = mpsc::channel(100_000);
-        let batcher = tokio::spawn(batcher::run(rx, outbox.clone(), loaded.batch_limits()));
-        let (config_tx, config_rx) = watch::channel(Arc::new(loaded));
-        let (status_tx, _) = watch::channel(AgentStatus::Starting);
-        let shutdown = CancellationToken::new();
-        let (assigned_tx, assigned_rx) = watch::channel(Arc::new(Probes::default()));
-        let session = tokio::spawn(sonde_agent::run(
-            config_rx,
-            outbox,
-            status_tx,
-            assigned_tx,
-            shutdown.clone(),
-        ));
+        let mut agent = sonde_agent::Agent::start_with(loaded, Feed::External).unwrap();
+        let records = agent.records();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        // The agent's work runs in a task of its own here (the daemon
+        // polls it in its watchdog loop instead).
+        let running = tokio::spawn(async move {
+            tokio::select! {
+                () = agent.work() => {}
+                _ = stopped => {}
+            }
+            agent.shutdown().await;
+        });
         Self {
-            records: Some(tx),
-            shutdown,
-            session,
-            batcher,
-            _config: config_tx,
-            _assigned: assigned_rx,
+            records,
+            stop,
+            running,
         }
     }
 
     /// Sends records as if probes had produced them, pausing briefly every
     /// 50 so batches form as they would live.
     pub async fn send(&self, records: impl IntoIterator<Item = Record>) {
-        let tx = self.records.as_ref().expect("agent stopped");
         for (i, r) in records.into_iter().enumerate() {
-            tx.send(r).await.expect("batcher gone");
+            self.records.send(r).await.expect("batcher gone");
             if i % 50 == 49 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -82,10 +63,14 @@ impl Agent {
     }
 
     /// Stops the session, then flushes the batcher into the spool.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        self.session.await.unwrap();
-        self.records.take();
-        self.batcher.await.unwrap();
+    pub async fn stop(self) {
+        let Self {
+            records,
+            stop,
+            running,
+        } = self;
+        drop(records);
+        let _ = stop.send(());
+        running.await.unwrap();
     }
 }
