@@ -57,10 +57,10 @@ pub struct Config {
     pub retention: Retention,
     /// Outage, route-change and correlation thresholds.
     #[serde(default)]
-    pub analysis: crate::analysis::Settings,
+    pub analysis: crate::consumers::analysis::Settings,
     /// Rules, routes, receivers, schedules.
     #[serde(default)]
-    pub alerting: crate::alert::Alerting,
+    pub alerting: crate::consumers::alert::Alerting,
     /// What one client may use of the listener.
     #[serde(default)]
     pub limits: Limits,
@@ -72,7 +72,7 @@ pub struct Config {
 /// [`Config::tenancy`], made once per loaded config (a config is not
 /// changed after loading; a reload is a new one). Not part of equality.
 #[derive(Clone, Default)]
-struct TenancyCache(std::sync::OnceLock<std::sync::Arc<crate::access::Tenancy>>);
+struct TenancyCache(std::sync::OnceLock<std::sync::Arc<crate::read::access::Tenancy>>);
 
 impl PartialEq for TenancyCache {
     fn eq(&self, _: &Self) -> bool {
@@ -704,7 +704,7 @@ impl Config {
 
     fn validate_analysis(&self, source: &Source) -> Result<(), ConfigError> {
         let a = &self.analysis;
-        let max = crate::analysis::outage::MAX_WINDOW;
+        let max = crate::consumers::analysis::outage::MAX_WINDOW;
         if !(1..=max).contains(&a.outage.of) {
             return Err(source.error("analysis.outage.of", format!("must be between 1 and {max}")));
         }
@@ -776,10 +776,10 @@ impl Config {
     }
 
     /// Who sees what under this config (`access.rs`).
-    pub fn tenancy(&self) -> std::sync::Arc<crate::access::Tenancy> {
+    pub fn tenancy(&self) -> std::sync::Arc<crate::read::access::Tenancy> {
         self.tenancy
             .0
-            .get_or_init(|| std::sync::Arc::new(crate::access::Tenancy::of(self)))
+            .get_or_init(|| std::sync::Arc::new(crate::read::access::Tenancy::of(self)))
             .clone()
     }
 

@@ -2,32 +2,20 @@
 //! and a config and runs until [`Collector::shutdown`]; tests call it
 //! directly, the binary wraps it in [`daemon::run`] (signals, systemd).
 
-pub mod access;
-pub mod alert;
-pub mod analysis;
-pub mod api;
 pub mod cli;
 pub mod config;
+pub mod consumers;
 pub mod daemon;
 pub mod error;
 pub mod expiry;
-pub mod export;
-pub mod facts;
-pub mod grpc_query;
-pub mod listener;
-pub mod live;
-pub mod liveness;
+pub mod ingest;
 pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod observation;
-pub mod pace;
-pub mod peer;
-pub mod query;
-pub mod session;
+pub mod read;
 pub mod store;
 pub mod targets;
-pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +29,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+use consumers::{alert, analysis, export, facts};
+use ingest::{listener, liveness, session};
 use liveness::Liveness;
+use read::{api, grpc_query, ui};
 use session::{AgentSessions, Sessions};
 use store::{Store, StoreError};
 

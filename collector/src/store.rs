@@ -366,15 +366,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant, agent, kind, key)
     ) WITHOUT ROWID;",
     // 6: alerting: alerts, groups, the notification outbox, silences.
-    crate::alert::state::MIGRATION,
+    crate::consumers::alert::state::MIGRATION,
     // 7: probe targets managed through the API.
     crate::targets::MIGRATION,
     // 8: outage membership per tenant.
-    crate::analysis::persist::MIGRATION_MEMBERS,
+    crate::consumers::analysis::persist::MIGRATION_MEMBERS,
     // 9: series that no managed definition makes any more.
-    crate::analysis::persist::MIGRATION_ORPHANS,
+    crate::consumers::analysis::persist::MIGRATION_ORPHANS,
     // 10: notifications' globally unique ids (mail Message-IDs).
-    crate::alert::state::MIGRATION_UIDS,
+    crate::consumers::alert::state::MIGRATION_UIDS,
 ];
 
 /// Handle to the store; cheap to clone.

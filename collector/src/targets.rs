@@ -31,9 +31,9 @@ use sonde_runtime::probes::{ProbeError, Probes};
 use sonde_runtime::target::Target;
 use tokio::sync::watch;
 
-use crate::access::Access;
-use crate::analysis::series::{HOUR_NS, MINUTE_NS};
+use crate::consumers::analysis::series::{HOUR_NS, MINUTE_NS};
 use crate::observation::Probe;
+use crate::read::access::Access;
 use crate::store::{Store, StoreError};
 
 /// Migration 7.

@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
                 results: 0,
                 payload: batch.encode_to_vec(),
             };
-            let points = sonde_collector::export::points::points(&entry)
+            let points = sonde_collector::consumers::export::points::points(&entry)
                 .expect("a decoded batch converts to points");
             // Whatever an agent puts in its strings, each point is one
             // line of line protocol: no injected lines.

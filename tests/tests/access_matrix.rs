@@ -479,7 +479,7 @@ async fn seen_series(api: &Api, agent: &str, tenant: &str, address: &str, listed
     }
 }
 
-/// The measurer dimension of the tenancy policy (`collector/src/access.rs`):
+/// The measurer dimension of the tenancy policy (`collector/src/read/access.rs`):
 /// which agent measures (the viewer's own, a trusted tenant's, an operator
 /// tenant's, an untrusted tenant's) × where (the viewer's granted prefix,
 /// another tenant's prefix, nobody's). acme trusts initech; nobody trusts

@@ -10,11 +10,13 @@ use std::time::Duration;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use sonde_collector::alert::Severity;
-use sonde_collector::alert::config::{SmsWebhook, Twilio as TwilioConfig};
-use sonde_collector::alert::message::{AlertView, Message};
-use sonde_collector::alert::receiver::{Integration, SendError, twilio::Twilio, webhook::Webhook};
 use sonde_collector::config::Secret;
+use sonde_collector::consumers::alert::Severity;
+use sonde_collector::consumers::alert::config::{SmsWebhook, Twilio as TwilioConfig};
+use sonde_collector::consumers::alert::message::{AlertView, Message};
+use sonde_collector::consumers::alert::receiver::{
+    Integration, SendError, twilio::Twilio, webhook::Webhook,
+};
 use sonde_proto::Role;
 use sonde_tests::receivers::Discord;
 use sonde_tests::{World, eventually};

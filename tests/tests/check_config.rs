@@ -103,7 +103,7 @@ fn sample_configs_parse() {
     assert!(alerting.receiver[0].email.is_some() && alerting.receiver[0].twilio.is_some());
     assert!(alerting.receiver[1].discord.is_some() && alerting.receiver[1].sms_webhook.is_some());
     for s in &alerting.schedule {
-        sonde_collector::alert::schedule::Schedule::from_config(s).unwrap();
+        sonde_collector::consumers::alert::schedule::Schedule::from_config(s).unwrap();
     }
     assert!(alerting.rules_for("acme").latency.enabled);
     assert_eq!(

@@ -110,7 +110,7 @@ async fn viewers_see_only_their_tenant_and_operators_see_all() {
 }
 
 /// The tenancy policy end to end, in network namespaces with real agents
-/// and notifications (`collector/src/access.rs`):
+/// and notifications (`collector/src/read/access.rs`):
 ///
 /// ```text
 ///   a1 (acme) ─┐                          ┌ 10.82.0.5 (acme's /24)

@@ -405,12 +405,12 @@ mod tests {
         let registry = Registry::default();
         let stop = CancellationToken::new();
         let facts_store = store.clone();
-        let facts = registry.register(crate::facts::CURSOR);
+        let facts = registry.register(crate::consumers::facts::CURSOR);
         tokio::spawn(drive(
-            crate::facts::CURSOR,
+            crate::consumers::facts::CURSOR,
             log.clone(),
             facts.clone(),
-            move || crate::facts::Facts::open(facts_store.clone()),
+            move || crate::consumers::facts::Facts::open(facts_store.clone()),
             stop.clone(),
         ));
         let (committed, broken) = (
@@ -458,7 +458,7 @@ mod tests {
         .await;
         assert_eq!(flaky.durable.load(Ordering::Relaxed), two);
         assert_eq!(registry.passed_by_all(), Some(two), "pruning waits");
-        assert_eq!(store.cursor(crate::facts::CURSOR).unwrap(), head);
+        assert_eq!(store.cursor(crate::consumers::facts::CURSOR).unwrap(), head);
         // Fixed: it carries on from its cursor.
         broken.store(false, Ordering::Relaxed);
         eventually("flaky at the head", || {
@@ -479,7 +479,7 @@ mod tests {
         );
         let snapshot = registry.snapshot();
         assert!(
-            snapshot.contains(&(crate::facts::CURSOR, head, 0)),
+            snapshot.contains(&(crate::consumers::facts::CURSOR, head, 0)),
             "{snapshot:?}"
         );
         stop.cancel();
@@ -497,26 +497,26 @@ mod tests {
         let stop = CancellationToken::new();
         let facts_store = store.clone();
         tokio::spawn(drive(
-            crate::facts::CURSOR,
+            crate::consumers::facts::CURSOR,
             log.clone(),
-            registry.register(crate::facts::CURSOR),
-            move || crate::facts::Facts::open(facts_store.clone()),
+            registry.register(crate::consumers::facts::CURSOR),
+            move || crate::consumers::facts::Facts::open(facts_store.clone()),
             stop.clone(),
         ));
         let analysis_store = store.clone();
         tokio::spawn(drive(
-            crate::analysis::CURSOR,
+            crate::consumers::analysis::CURSOR,
             log.clone(),
-            registry.register(crate::analysis::CURSOR),
+            registry.register(crate::consumers::analysis::CURSOR),
             move || {
                 let s = analysis_store.clone();
                 async move {
-                    let a = crate::analysis::Analyzer::load(
+                    let a = crate::consumers::analysis::Analyzer::load(
                         &s,
-                        crate::analysis::Settings::default(),
-                        crate::analysis::Clock::new(),
+                        crate::consumers::analysis::Settings::default(),
+                        crate::consumers::analysis::Clock::new(),
                     )?;
-                    Ok(crate::analysis::Follower::new(a))
+                    Ok(crate::consumers::analysis::Follower::new(a))
                 }
             },
             stop.clone(),
@@ -535,7 +535,10 @@ mod tests {
         })
         .await;
         assert_eq!(log.disk_reads(), 0, "the log was read from disk");
-        assert_eq!(store.cursor(crate::analysis::CURSOR).unwrap(), head);
+        assert_eq!(
+            store.cursor(crate::consumers::analysis::CURSOR).unwrap(),
+            head
+        );
         stop.cancel();
     }
 }

@@ -3,7 +3,7 @@ use std::path::Path;
 use super::*;
 
 fn acme() -> Access {
-    let tenancy = crate::access::Tenancy::default().grant("acme", &["10.82.0.0/24"]);
+    let tenancy = crate::read::access::Tenancy::default().grant("acme", &["10.82.0.0/24"]);
     Access::of_tenant(std::sync::Arc::new(tenancy), "acme")
 }
 
@@ -180,7 +180,7 @@ fn tenants_stay_in_their_lane() {
         "{err}"
     );
     let op = Access::of_tenant(
-        std::sync::Arc::new(crate::access::Tenancy::default().operator("ops")),
+        std::sync::Arc::new(crate::read::access::Tenancy::default().operator("ops")),
         "ops",
     );
     assert_eq!(req.tenant_for(&op).unwrap(), "globex");
