@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use prost::Message as _;
 use sonde_certs::Pki;
 use sonde_collector::Collector;
-use sonde_collector::peer::Peer;
+use sonde_collector::ingest::peer::Peer;
 use sonde_proto::v1::agent_message::Kind;
 use sonde_proto::v1::{AgentMessage, Hello, PingResult, PingStatus, Record, ResultBatch, record};
 use sonde_proto::{Identity, Role};
