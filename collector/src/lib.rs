@@ -14,6 +14,7 @@ pub mod memory;
 pub mod metrics;
 pub mod observation;
 pub mod read;
+pub mod schema;
 pub mod store;
 pub mod targets;
 

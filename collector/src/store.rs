@@ -4,7 +4,9 @@
 //! configured: the agents the collector knows and their liveness state, and
 //! the event log (registered, missing, back). `SQLite` runs in WAL mode with
 //! `synchronous=FULL`, so a committed transaction is on disk before the call
-//! returns. Schema changes are numbered migrations keyed on `user_version`.
+//! returns. Each subsystem owns its tables and their numbered migrations
+//! ([`Schema`]; the list is `crate::schema::ALL`); the store applies them
+//! and records each one's version.
 //!
 //! The API is synchronous; async callers go through [`Store::run`], which
 //! moves the work onto tokio's blocking pool.
@@ -236,9 +238,13 @@ pub struct EventQuery {
     pub with_prefixes: bool,
 }
 
-const MIGRATIONS: &[&str] = &[
-    // 1: agents and events.
-    "CREATE TABLE agents (
+/// The store's own part of the schema: agents and events (see
+/// [`Schema`]; the other subsystems own theirs).
+pub const SCHEMA: Schema = Schema {
+    subsystem: "store",
+    migrations: &[
+        // 1: agents and events.
+        "CREATE TABLE agents (
         tenant TEXT NOT NULL,
         name TEXT NOT NULL,
         state TEXT NOT NULL,
@@ -264,118 +270,72 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX events_by_tenant ON events (tenant, id);",
-    // 2: the durable ingest log and each agent spool's high-water mark.
-    "CREATE TABLE spool_hwm (
-        tenant TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        spool_id INTEGER NOT NULL,
-        batch_seq INTEGER NOT NULL,
-        updated_ms INTEGER NOT NULL,
-        PRIMARY KEY (tenant, agent, spool_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE ingest_log (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        tenant TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        spool_id INTEGER NOT NULL,
-        batch_seq INTEGER NOT NULL,
-        received_ms INTEGER NOT NULL,
-        results INTEGER NOT NULL,
-        payload BLOB NOT NULL
-    );",
-    // 3: heartbeats join the ingest log (one ordered log for every
-    // consumer), and consumers keep durable cursors into it.
-    "ALTER TABLE ingest_log ADD COLUMN kind TEXT NOT NULL DEFAULT 'batch';
-    CREATE TABLE cursors (
-        name TEXT PRIMARY KEY,
-        position INTEGER NOT NULL,
-        updated_ms INTEGER NOT NULL
-    ) WITHOUT ROWID;",
-    // 4: analysis: series, their minute and hour aggregates, outages.
-    "CREATE TABLE series (
-        id INTEGER PRIMARY KEY,
-        tenant TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        probe TEXT NOT NULL,
-        target TEXT NOT NULL,
-        address TEXT,
-        first_ns INTEGER NOT NULL,
-        last_ns INTEGER,
-        last_rtt_ms REAL,
-        last_status TEXT,
-        outage TEXT,
-        outage_group INTEGER,
-        route TEXT,
-        UNIQUE (tenant, agent, probe, target)
-    );
-    CREATE TABLE minute_buckets (
-        series_id INTEGER NOT NULL,
-        unit INTEGER NOT NULL,
-        probes INTEGER NOT NULL,
-        lost INTEGER NOT NULL,
-        sum_ms REAL NOT NULL,
-        sum_sq_ms REAL NOT NULL,
-        min_ms REAL,
-        max_ms REAL,
-        PRIMARY KEY (series_id, unit)
-    ) WITHOUT ROWID;
-    CREATE INDEX minute_buckets_by_unit ON minute_buckets (unit);
-    CREATE TABLE hour_buckets (
-        series_id INTEGER NOT NULL,
-        unit INTEGER NOT NULL,
-        probes INTEGER NOT NULL,
-        lost INTEGER NOT NULL,
-        sum_ms REAL NOT NULL,
-        sum_sq_ms REAL NOT NULL,
-        min_ms REAL,
-        max_ms REAL,
-        PRIMARY KEY (series_id, unit)
-    ) WITHOUT ROWID;
-    CREATE INDEX hour_buckets_by_unit ON hour_buckets (unit);
-    CREATE TABLE outages (
-        id INTEGER PRIMARY KEY,
-        scope TEXT NOT NULL,
-        tenant TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        start_ns INTEGER NOT NULL,
-        end_ns INTEGER,
-        lost INTEGER NOT NULL,
-        detail TEXT NOT NULL
-    );
-    CREATE INDEX outages_open ON outages (end_ns);
-    ALTER TABLE events ADD COLUMN prefix TEXT;",
-    // 5: host facts: public-IP history, and the latest of each fact (the
-    // record as the agent sent it, protobuf).
-    "CREATE TABLE public_ips (
-        id INTEGER PRIMARY KEY,
-        tenant TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        family TEXT NOT NULL,
-        address TEXT NOT NULL,
-        first_ns INTEGER NOT NULL,
-        last_ns INTEGER NOT NULL
-    );
-    CREATE INDEX public_ips_by_agent ON public_ips (tenant, agent, family, id);
-    CREATE TABLE host_facts (
-        tenant TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        key TEXT NOT NULL,
-        at_ns INTEGER NOT NULL,
-        body BLOB NOT NULL,
-        PRIMARY KEY (tenant, agent, kind, key)
-    ) WITHOUT ROWID;",
-    // 6: alerting: alerts, groups, the notification outbox, silences.
-    crate::consumers::alert::state::MIGRATION,
-    // 7: probe targets managed through the API.
-    crate::targets::MIGRATION,
-    // 8: outage membership per tenant.
-    crate::consumers::analysis::persist::MIGRATION_MEMBERS,
-    // 9: series that no managed definition makes any more.
-    crate::consumers::analysis::persist::MIGRATION_ORPHANS,
-    // 10: notifications' globally unique ids (mail Message-IDs).
-    crate::consumers::alert::state::MIGRATION_UIDS,
-];
+        // 2: the /24 (/64) an event is about, for tenant-scoped views.
+        "ALTER TABLE events ADD COLUMN prefix TEXT",
+    ],
+};
+
+/// A subsystem's part of the schema: the tables it owns, created and
+/// changed by its own numbered migrations, each applied once in its own
+/// transaction. The store records every subsystem's version in
+/// `schema_versions`; the list of subsystems is `crate::schema::ALL`.
+#[derive(Debug)]
+pub struct Schema {
+    pub subsystem: &'static str,
+    pub migrations: &'static [&'static str],
+}
+
+/// `user_version` once the versions are kept per subsystem. Databases
+/// below it numbered one sequence of migrations for everything
+/// (1 to 10); `crate::schema::legacy` says what each of those had done.
+pub const PER_SUBSYSTEM: i64 = 11;
+
+/// Brings every subsystem's tables to its newest migration.
+fn migrate(c: &mut Connection, schemas: &[&Schema]) -> rusqlite::Result<()> {
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_versions (
+            subsystem TEXT PRIMARY KEY,
+            version INTEGER NOT NULL
+        ) WITHOUT ROWID",
+    )?;
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < PER_SUBSYSTEM {
+        let tx = c.transaction()?;
+        for (subsystem, done) in crate::schema::legacy(version) {
+            tx.execute(
+                "INSERT OR REPLACE INTO schema_versions (subsystem, version) VALUES (?1, ?2)",
+                params![subsystem, done],
+            )?;
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {PER_SUBSYSTEM}"))?;
+        tx.commit()?;
+    }
+    for schema in schemas {
+        let done: i64 = c
+            .query_row(
+                "SELECT version FROM schema_versions WHERE subsystem = ?1",
+                [schema.subsystem],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        for (i, sql) in schema
+            .migrations
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(done).unwrap_or(usize::MAX))
+        {
+            let tx = c.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO schema_versions (subsystem, version) VALUES (?1, ?2)",
+                params![schema.subsystem, i + 1],
+            )?;
+            tx.commit()?;
+        }
+    }
+    Ok(())
+}
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
@@ -423,7 +383,7 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        let conn = Connection::open(path).map_err(wrap)?;
+        let mut conn = Connection::open(path).map_err(wrap)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
@@ -431,16 +391,7 @@ impl Store {
              PRAGMA busy_timeout = 5000;",
         )
         .map_err(wrap)?;
-        let version: usize = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(wrap)?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            conn.execute_batch(&format!(
-                "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))
-            .map_err(wrap)?;
-        }
+        migrate(&mut conn, crate::schema::ALL).map_err(wrap)?;
         let read = if path == Path::new(":memory:") {
             None
         } else {
@@ -764,51 +715,10 @@ impl Store {
         })
     }
 
-    /// A consumer's position in the ingest log (0 = from the start).
-    pub fn cursor(&self, name: &str) -> Result<i64, StoreError> {
-        self.with(|c| cursor(c, name))
-    }
-
-    /// Moves a consumer's cursor (never backwards).
-    pub fn set_cursor(&self, name: &str, position: i64, now_ms: i64) -> Result<(), StoreError> {
-        self.with(|c| set_cursor(c, name, position, now_ms))
-    }
-
     /// A trivial query, for health checks.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
     }
-}
-
-/// A consumer's cursor, inside the caller's connection or transaction.
-pub(crate) fn cursor_in(c: &Connection, name: &str) -> rusqlite::Result<i64> {
-    cursor(c, name)
-}
-
-fn cursor(c: &Connection, name: &str) -> rusqlite::Result<i64> {
-    c.query_row(
-        "SELECT position FROM cursors WHERE name = ?1",
-        params![name],
-        |r| r.get(0),
-    )
-    .optional()
-    .map(Option::unwrap_or_default)
-}
-
-/// Moves a cursor forward inside the caller's transaction (consumers that
-/// write derived state commit it together with their position).
-pub(crate) fn set_cursor(
-    c: &Connection,
-    name: &str,
-    position: i64,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
-    c.execute(
-        "INSERT INTO cursors (name, position, updated_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT (name) DO UPDATE SET position = MAX(position, ?2), updated_ms = ?3",
-        params![name, position, now_ms],
-    )
-    .map(drop)
 }
 
 /// Records an event of `key`'s tenant; `prefix` (a /24 or /64) makes it

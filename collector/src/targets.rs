@@ -36,8 +36,14 @@ use crate::observation::Probe;
 use crate::read::access::Access;
 use crate::store::{Store, StoreError};
 
+/// The managed targets' table.
+pub const SCHEMA: crate::store::Schema = crate::store::Schema {
+    subsystem: "targets",
+    migrations: &[MIGRATION],
+};
+
 /// Migration 7.
-pub const MIGRATION: &str = "CREATE TABLE managed_targets (
+const MIGRATION: &str = "CREATE TABLE managed_targets (
         id INTEGER PRIMARY KEY,
         tenant TEXT NOT NULL,
         name TEXT NOT NULL,

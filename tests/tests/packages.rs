@@ -397,7 +397,10 @@ fn check_journal_reload_caps_and_watchdog(m: &Machine) {
     assert_eq!(opened["F_AGENT"], "acme/edge-1", "{opened}");
     assert_eq!(opened["F_VERSION"], VERSION, "{opened}");
     assert!(opened["F_REMOTE"].is_string(), "{opened}");
-    assert_eq!(opened["CODE_FILE"], "collector/src/ingest/session.rs", "{opened}");
+    assert_eq!(
+        opened["CODE_FILE"], "collector/src/ingest/session.rs",
+        "{opened}"
+    );
 
     // Reload: same process, same invocation, and the agent says it reloaded.
     let pid = m.show("sonde-agent", "MainPID");

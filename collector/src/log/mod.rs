@@ -44,6 +44,7 @@
 //! appends, reads, lag and pruning.
 
 pub mod consumer;
+pub mod cursor;
 pub mod sqlite;
 pub mod tail;
 pub mod writer;

@@ -14,6 +14,41 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Append, Appended, Entries, Entry, IngestLog, Ingested, LogKind, LogLag, LoggedBatch};
 use crate::store::{AgentKey, Store, StoreError};
 
+/// The embedded log's tables: the log itself, each agent spool's
+/// high-water mark, and the consumers' cursors.
+pub const SCHEMA: crate::store::Schema = crate::store::Schema {
+    subsystem: "log",
+    migrations: &[
+        // 1: the durable ingest log and each agent spool's high-water mark.
+        "CREATE TABLE spool_hwm (
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        spool_id INTEGER NOT NULL,
+        batch_seq INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, agent, spool_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE ingest_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        spool_id INTEGER NOT NULL,
+        batch_seq INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        results INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    );",
+        // 2: heartbeats join the ingest log (one ordered log for every
+        // consumer), and consumers keep durable cursors into it.
+        "ALTER TABLE ingest_log ADD COLUMN kind TEXT NOT NULL DEFAULT 'batch';
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;",
+    ],
+};
+
 /// `SQLite` integers are signed; spool ids and sequence numbers are `u64`
 /// stored bit for bit.
 fn to_sql(v: u64) -> i64 {

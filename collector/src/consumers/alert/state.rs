@@ -12,16 +12,21 @@ use super::dispatch::Group;
 use super::engine::Changes;
 use super::message::Message;
 use super::silence::Silence;
-use crate::store::{self, Store, StoreError};
+use crate::store::{Store, StoreError};
 
-/// The schema (one migration of the store).
-/// Schema 10: every notification gets a globally unique id (the mail
+/// Alerting's tables: alerts, groups, the notification outbox, silences.
+pub const SCHEMA: crate::store::Schema = crate::store::Schema {
+    subsystem: "alert",
+    migrations: &[MIGRATION, MIGRATION_UIDS],
+};
+
+/// Migration 2: every notification gets a globally unique id (the mail
 /// Message-ID was `sonde-notification-ROWID`, which a second collector or a
 /// wiped state directory reuses, and mail systems drop duplicates).
-pub const MIGRATION_UIDS: &str = "ALTER TABLE notifications ADD COLUMN uid TEXT;
+const MIGRATION_UIDS: &str = "ALTER TABLE notifications ADD COLUMN uid TEXT;
     UPDATE notifications SET uid = lower(hex(randomblob(16))) WHERE uid IS NULL";
 
-pub const MIGRATION: &str = "CREATE TABLE alerts (
+const MIGRATION: &str = "CREATE TABLE alerts (
         fingerprint TEXT PRIMARY KEY,
         tenant TEXT NOT NULL,
         rule TEXT NOT NULL,
@@ -112,7 +117,7 @@ pub fn load(store: &Store, since_ms: i64) -> Result<(Vec<Alert>, Vec<Group>, i64
                 alerts.push(from_json::<Alert>(&r.get::<_, String>(3)?)?);
             }
         }
-        let cursor = store::cursor_in(c, super::CURSOR)?;
+        let cursor = crate::log::cursor::read(c, super::CURSOR)?;
         Ok((alerts, groups, cursor))
     })
 }
@@ -179,7 +184,7 @@ pub fn commit(
                 queued += 1;
             }
         }
-        store::set_cursor(&tx, super::CURSOR, cursor, now_ms)?;
+        crate::log::cursor::advance(&tx, super::CURSOR, cursor, now_ms)?;
         tx.commit()?;
         Ok(queued)
     })

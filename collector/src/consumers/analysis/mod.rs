@@ -425,7 +425,7 @@ impl Analyzer {
         let (series, position, next_outage, open, next_series) = store.with(|c| {
             Ok((
                 persist::load(c, now)?,
-                crate::store::cursor_in(c, CURSOR)?,
+                crate::log::cursor::read(c, CURSOR)?,
                 persist::next_outage_id(c)?,
                 persist::open_outages(c)?,
                 persist::next_series_id(c)?,

@@ -14,8 +14,73 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::bucket::Bucket;
 use super::series::{Deltas, HOUR_NS, Latest, MINUTE_NS, Series, SeriesKey};
 use super::{outage, route};
+use crate::log::cursor::advance;
 use crate::observation::Probe;
-use crate::store::{AgentKey, EventKind, insert_event, set_cursor};
+use crate::store::{AgentKey, EventKind, insert_event};
+
+/// The analysis' tables: series, their minute and hour aggregates,
+/// outages and who is in them.
+pub const SCHEMA: crate::store::Schema = crate::store::Schema {
+    subsystem: "analysis",
+    migrations: &[
+        // 1: series, their minute and hour aggregates, outages.
+        "CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        probe TEXT NOT NULL,
+        target TEXT NOT NULL,
+        address TEXT,
+        first_ns INTEGER NOT NULL,
+        last_ns INTEGER,
+        last_rtt_ms REAL,
+        last_status TEXT,
+        outage TEXT,
+        outage_group INTEGER,
+        route TEXT,
+        UNIQUE (tenant, agent, probe, target)
+    );
+    CREATE TABLE minute_buckets (
+        series_id INTEGER NOT NULL,
+        unit INTEGER NOT NULL,
+        probes INTEGER NOT NULL,
+        lost INTEGER NOT NULL,
+        sum_ms REAL NOT NULL,
+        sum_sq_ms REAL NOT NULL,
+        min_ms REAL,
+        max_ms REAL,
+        PRIMARY KEY (series_id, unit)
+    ) WITHOUT ROWID;
+    CREATE INDEX minute_buckets_by_unit ON minute_buckets (unit);
+    CREATE TABLE hour_buckets (
+        series_id INTEGER NOT NULL,
+        unit INTEGER NOT NULL,
+        probes INTEGER NOT NULL,
+        lost INTEGER NOT NULL,
+        sum_ms REAL NOT NULL,
+        sum_sq_ms REAL NOT NULL,
+        min_ms REAL,
+        max_ms REAL,
+        PRIMARY KEY (series_id, unit)
+    ) WITHOUT ROWID;
+    CREATE INDEX hour_buckets_by_unit ON hour_buckets (unit);
+    CREATE TABLE outages (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER,
+        lost INTEGER NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX outages_open ON outages (end_ns);",
+        // 2: outage membership per tenant.
+        MIGRATION_MEMBERS,
+        // 3: series that no managed definition makes any more.
+        MIGRATION_ORPHANS,
+    ],
+};
 
 /// An event the analysis produced, waiting for the checkpoint.
 #[derive(Debug, Clone)]
@@ -431,13 +496,13 @@ pub fn checkpoint(
             }
         }
     }
-    set_cursor(&tx, cursor.0, cursor.1, now_ms)?;
+    advance(&tx, cursor.0, cursor.1, now_ms)?;
     tx.commit()
 }
 
 /// Schema 8: a series may be counted in several outages, one per tenant
 /// that sees it (`correlate.rs`); `series.outage_group` is no longer used.
-pub const MIGRATION_MEMBERS: &str = "CREATE TABLE outage_members (
+const MIGRATION_MEMBERS: &str = "CREATE TABLE outage_members (
         outage_id INTEGER NOT NULL,
         series_id INTEGER NOT NULL,
         PRIMARY KEY (outage_id, series_id)
@@ -448,7 +513,7 @@ pub const MIGRATION_MEMBERS: &str = "CREATE TABLE outage_members (
 
 /// Schema 9: when no managed definition made the series any more
 /// (`retire.rs`).
-pub const MIGRATION_ORPHANS: &str = "ALTER TABLE series ADD COLUMN orphaned_ms INTEGER";
+const MIGRATION_ORPHANS: &str = "ALTER TABLE series ADD COLUMN orphaned_ms INTEGER";
 
 /// The next free outage id.
 pub fn next_outage_id(c: &Connection) -> rusqlite::Result<i64> {

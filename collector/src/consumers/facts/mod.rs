@@ -35,6 +35,31 @@ use crate::log::consumer::Consumer;
 use crate::log::{Body, Entries, Entry};
 use crate::store::{self, AgentKey, EventKind, Store, StoreError};
 
+/// The host facts' tables: public-IP history, and the latest of each
+/// fact (the record as the agent sent it, protobuf).
+pub const SCHEMA: crate::store::Schema = crate::store::Schema {
+    subsystem: "facts",
+    migrations: &["CREATE TABLE public_ips (
+        id INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        family TEXT NOT NULL,
+        address TEXT NOT NULL,
+        first_ns INTEGER NOT NULL,
+        last_ns INTEGER NOT NULL
+    );
+    CREATE INDEX public_ips_by_agent ON public_ips (tenant, agent, family, id);
+    CREATE TABLE host_facts (
+        tenant TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        at_ns INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (tenant, agent, kind, key)
+    ) WITHOUT ROWID;"],
+};
+
 /// This consumer's cursor in the ingest log.
 pub const CURSOR: &str = "facts";
 
@@ -298,7 +323,7 @@ impl Consumer for Facts {
                     for e in &entries {
                         apply(&tx, e)?;
                     }
-                    store::set_cursor(&tx, CURSOR, last, store::now_ms())?;
+                    crate::log::cursor::advance(&tx, CURSOR, last, store::now_ms())?;
                     tx.commit()
                 })
             })

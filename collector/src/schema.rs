@@ -1,0 +1,161 @@
+//! Which subsystems own tables in the store, in the order their
+//! migrations run (`store::Schema`), and what the single sequence of
+//! migrations that came before (`user_version` 1 to 10) had done for each.
+
+use crate::store::Schema;
+
+/// Every subsystem's schema. A fresh store applies them in this order.
+pub const ALL: &[&Schema] = &[
+    &crate::store::SCHEMA,
+    &crate::log::sqlite::SCHEMA,
+    &crate::consumers::analysis::persist::SCHEMA,
+    &crate::consumers::facts::SCHEMA,
+    &crate::consumers::alert::state::SCHEMA,
+    &crate::targets::SCHEMA,
+];
+
+/// The single sequence of migrations that came before: what each of its
+/// steps (1 to 10) did, as (subsystem, the subsystem's migration count
+/// after it). Step 4 made the analysis' tables and the events' `prefix`.
+pub const LEGACY: &[&[(&str, i64)]] = &[
+    &[("store", 1)],
+    &[("log", 1)],
+    &[("log", 2)],
+    &[("analysis", 1), ("store", 2)],
+    &[("facts", 1)],
+    &[("alert", 1)],
+    &[("targets", 1)],
+    &[("analysis", 2)],
+    &[("analysis", 3)],
+    &[("alert", 2)],
+];
+
+/// The migrations a store at single-sequence `version` had applied, per
+/// subsystem (every subsystem listed, 0 when none).
+pub fn legacy(version: i64) -> Vec<(&'static str, i64)> {
+    let mut done: Vec<(&'static str, i64)> = ALL.iter().map(|s| (s.subsystem, 0)).collect();
+    let steps = usize::try_from(version).unwrap_or(0).min(LEGACY.len());
+    for step in &LEGACY[..steps] {
+        for (subsystem, count) in *step {
+            if let Some(d) = done.iter_mut().find(|(s, _)| s == subsystem) {
+                d.1 = *count;
+            }
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::store::{PER_SUBSYSTEM, Store};
+
+    /// Every table, index and column, as `SQLite` keeps them.
+    fn layout(path: &std::path::Path) -> Vec<(String, String, Option<String>)> {
+        let c = Connection::open(path).unwrap();
+        let mut stmt = c
+            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn versions(path: &std::path::Path) -> (i64, Vec<(String, i64)>) {
+        let c = Connection::open(path).unwrap();
+        let user: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        let mut stmt = c
+            .prepare("SELECT subsystem, version FROM schema_versions ORDER BY subsystem")
+            .unwrap();
+        let per = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (user, per)
+    }
+
+    /// A store left by a collector of the single sequence at `version`:
+    /// its steps run in their order, one transaction each.
+    fn legacy_store(path: &std::path::Path, version: usize) {
+        let c = Connection::open(path).unwrap();
+        for (n, step) in LEGACY.iter().enumerate().take(version) {
+            let mut sql = String::from("BEGIN;");
+            for (subsystem, count) in *step {
+                let schema = ALL.iter().find(|s| s.subsystem == *subsystem).unwrap();
+                sql.push_str(schema.migrations[usize::try_from(*count).unwrap() - 1]);
+                sql.push(';');
+            }
+            write!(sql, "PRAGMA user_version = {}; COMMIT;", n + 1).unwrap();
+            c.execute_batch(&sql).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_store_of_every_earlier_version_migrates_to_the_fresh_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.sqlite3");
+        drop(Store::open(&fresh).unwrap());
+        let (user, per) = versions(&fresh);
+        assert_eq!(user, PER_SUBSYSTEM);
+        let newest: Vec<(String, i64)> = {
+            let mut v: Vec<_> = ALL
+                .iter()
+                .map(|s| {
+                    (
+                        s.subsystem.to_owned(),
+                        i64::try_from(s.migrations.len()).unwrap(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(per, newest);
+        for version in 0..=LEGACY.len() {
+            let old = dir.path().join(format!("v{version}.sqlite3"));
+            legacy_store(&old, version);
+            drop(Store::open(&old).unwrap());
+            assert_eq!(layout(&old), layout(&fresh), "from version {version}");
+            assert_eq!(
+                versions(&old),
+                (PER_SUBSYSTEM, newest.clone()),
+                "from version {version}"
+            );
+            // Opened again: nothing to do, nothing changes.
+            drop(Store::open(&old).unwrap());
+            assert_eq!(
+                layout(&old),
+                layout(&fresh),
+                "from version {version}, again"
+            );
+        }
+    }
+
+    #[test]
+    fn a_subsystem_migration_runs_once_where_its_version_is_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite3");
+        drop(Store::open(&path).unwrap());
+        // Targets one behind: its one migration runs again (and would fail
+        // on the table it made, had the version not been kept).
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "DROP TABLE managed_targets;
+             UPDATE schema_versions SET version = 0 WHERE subsystem = 'targets';",
+        )
+        .unwrap();
+        drop(c);
+        drop(Store::open(&path).unwrap());
+        let fresh = dir.path().join("fresh.sqlite3");
+        drop(Store::open(&fresh).unwrap());
+        assert_eq!(layout(&path), layout(&fresh));
+    }
+}
