@@ -259,6 +259,29 @@ async fn main() {
         "sonde-load: collector pid {} (embedded store), up to {most} agents, on loopback",
         collector.pid()
     );
+    // Interrupted (Ctrl-C, SIGTERM): the collector goes too, and the test
+    // directory with it (destructors do not run on a signal's default
+    // action, so the exit is ours).
+    let pid = collector.pid();
+    let dir = world.dir().to_owned();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("sonde-load: interrupted; stopping the collector (pid {pid})");
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::process::exit(130);
+    });
     let mut clean = true;
     for (i, s) in steps.iter().enumerate() {
         let o = step(&world, &collector, &args, s, i).await;
