@@ -158,6 +158,12 @@ impl Book {
         }
     }
 
+    /// Forgets every name no series uses any more (one a reader still
+    /// held when its last series left).
+    fn sweep_names(&mut self) {
+        self.names.retain(|n| Arc::strong_count(n) > 1);
+    }
+
     /// Takes series `id` and its index entries out of memory.
     fn remove(&mut self, id: i64) -> Option<Series> {
         let s = *self.series.remove(&id)?;
@@ -239,6 +245,12 @@ impl Book {
             self.by_prefix.values().map(Vec::len).sum(),
             self.per_tenant.len(),
         )
+    }
+
+    /// Names interned (tests: none once no series is in memory).
+    #[cfg(test)]
+    fn names_held(&self) -> usize {
+        self.names.len()
     }
 
     /// How many series of `tenant` are in memory.
@@ -896,6 +908,7 @@ impl Analyzer {
             for id in &retiring {
                 book.remove(*id);
             }
+            book.sweep_names();
             self.retirement.retired(&retiring);
             self.stats.retired.fetch_add(
                 u64::try_from(retiring.len()).unwrap_or(u64::MAX),

@@ -189,6 +189,7 @@ async fn create_and_delete_a_hundred_times_leaves_nothing_behind() {
     }
     assert_eq!(max_id(&store), 254, "ids are reused, not renewed");
     assert_eq!(an.handle().read().index_entries(), (0, 0, 0));
+    assert_eq!(an.handle().read().names_held(), 0, "interned names left");
     assert!(an.correlator.is_idle());
     assert_eq!(an.retirement.orphans(), 0);
 }
