@@ -14,8 +14,16 @@
 //! and the other consumers carry on meanwhile.
 //!
 //! **Registry.** Every consumer's durable position is in the
-//! [`Registry`]: the pruner deletes only what all of them have passed, and
-//! `/metrics` shows each one's lag.
+//! [`Registry`]: the pruner deletes only what all of them have passed.
+//! Its applied position is there too: `/metrics` shows each one's lag
+//! behind the head by it.
+//!
+//! **Entries without effects.** A consumer that applied entries which
+//! changed nothing of its state (heartbeats, for most) need not commit its
+//! cursor for them at once: applying them again after a crash changes
+//! nothing either. It moves its durable cursor over them at most every
+//! [`CURSOR_ONLY_EVERY`], so an idle collector does not commit (and
+//! fsync) once per consumer for every heartbeat.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,6 +40,10 @@ use crate::store::StoreError;
 
 /// Entries handed over per call.
 pub const CHUNK: u32 = 500;
+
+/// At most this long a consumer leaves its durable cursor behind entries
+/// it applied without effects (pruning waits that much longer for them).
+pub const CURSOR_ONLY_EVERY: Duration = Duration::from_secs(10);
 
 /// An append-only log a consumer follows: the ingest log, or the event
 /// log (alerting).
@@ -86,7 +98,9 @@ pub trait Consumer: Send + 'static {
     /// The position of the last entry applied.
     fn position(&self) -> i64;
 
-    /// The position up to which its effects are durable.
+    /// The position up to which its effects are durable (behind
+    /// [`Self::position`] while effects wait for a checkpoint, or for at
+    /// most [`CURSOR_ONLY_EVERY`] over entries without effects).
     fn durable(&self) -> i64;
 
     /// When it wants [`Self::tick`] called without new entries
@@ -105,8 +119,17 @@ pub trait Consumer: Send + 'static {
 pub struct Cursor {
     /// Durable position; -1 until the consumer has started.
     pub durable: AtomicI64,
+    /// Position of the last entry applied; -1 until started.
+    pub applied: AtomicI64,
     /// Times it was rebuilt after a panic.
     pub restarts: AtomicU64,
+}
+
+impl Cursor {
+    fn publish<C: Consumer>(&self, consumer: &C) {
+        self.durable.store(consumer.durable(), Ordering::Relaxed);
+        self.applied.store(consumer.position(), Ordering::Relaxed);
+    }
 }
 
 /// The consumers' durable positions, for pruning and `/metrics`.
@@ -121,6 +144,7 @@ impl Registry {
     pub fn register(&self, name: &'static str) -> Arc<Cursor> {
         let cursor = Arc::new(Cursor {
             durable: AtomicI64::new(-1),
+            applied: AtomicI64::new(-1),
             restarts: AtomicU64::new(0),
         });
         self.cursors
@@ -133,22 +157,26 @@ impl Registry {
     /// Each consumer with its durable position (-1: not started) and
     /// restarts.
     pub fn snapshot(&self) -> Vec<(&'static str, i64, u64)> {
+        self.each(|c| c.durable.load(Ordering::Relaxed))
+    }
+
+    /// Each consumer with its applied position (-1: not started) and
+    /// restarts: what `/metrics` measures lag by.
+    pub fn applied(&self) -> Vec<(&'static str, i64, u64)> {
+        self.each(|c| c.applied.load(Ordering::Relaxed))
+    }
+
+    fn each(&self, position: impl Fn(&Cursor) -> i64) -> Vec<(&'static str, i64, u64)> {
         self.cursors
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|(n, c)| {
-                (
-                    *n,
-                    c.durable.load(Ordering::Relaxed),
-                    c.restarts.load(Ordering::Relaxed),
-                )
-            })
+            .map(|(n, c)| (*n, position(c), c.restarts.load(Ordering::Relaxed)))
             .collect()
     }
 
-    /// The position every consumer has passed (`None` while one has not
-    /// started).
+    /// The position every consumer has made durable (`None` while one has
+    /// not started).
     pub fn passed_by_all(&self) -> Option<i64> {
         let snap = self.snapshot();
         let mut min = i64::MAX;
@@ -189,7 +217,7 @@ pub async fn drive<L, C, F, Fut>(
                 }
             }
         };
-        cursor.durable.store(consumer.durable(), Ordering::Relaxed);
+        cursor.publish(&consumer);
         let task = tokio::spawn(follow(
             name,
             log.clone(),
@@ -243,7 +271,7 @@ async fn follow<L: Source, C: Consumer<Item = L::Item>>(
     loop {
         if shutdown.is_cancelled() {
             consumer.finish().await;
-            cursor.durable.store(consumer.durable(), Ordering::Relaxed);
+            cursor.publish(&consumer);
             return;
         }
         // Seen before reading: an append during the read wakes us again.
@@ -271,7 +299,7 @@ async fn follow<L: Source, C: Consumer<Item = L::Item>>(
             tracing::error!(consumer = name, error = %e, "log consumer failed; retrying");
             let _ = pause(backoff.next_delay(), &shutdown).await;
         }
-        cursor.durable.store(consumer.durable(), Ordering::Relaxed);
+        cursor.publish(&consumer);
         if full {
             continue;
         }
@@ -486,11 +514,25 @@ mod tests {
     }
 
     /// An idle collector reads nothing from disk: ten minutes of
-    /// heartbeats (every 10 s) reach every consumer from memory.
+    /// heartbeats (ten agents, each every 10 s) reach every consumer from
+    /// memory; and the consumers, which have nothing to write for them,
+    /// commit their cursors at most every [`CURSOR_ONLY_EVERY`], not once
+    /// per heartbeat.
     #[tokio::test(start_paused = true)]
     async fn heartbeats_reach_the_consumers_without_reading_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_dir(dir.path()).unwrap();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
+        store
+            .with(|c| {
+                c.commit_hook(Some(move || {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    false
+                }));
+                Ok(())
+            })
+            .unwrap();
         let log = SqliteLog::new(store.clone());
         let (writer, _task) = Writer::spawn(log.clone());
         let registry = Registry::default();
@@ -521,13 +563,20 @@ mod tests {
             },
             stop.clone(),
         ));
+        let start = Instant::now();
         for seq in 1..=60 {
-            let hb = Heartbeat {
-                seq,
-                ..Heartbeat::default()
-            };
-            writer.append(Append::heartbeat(&key(), hb)).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(10)).await;
+            for n in 0..10 {
+                let hb = Heartbeat {
+                    seq,
+                    ..Heartbeat::default()
+                };
+                let agent = AgentKey {
+                    tenant: "t".into(),
+                    name: format!("a{n}"),
+                };
+                writer.append(Append::heartbeat(&agent, hb)).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
         let head = log.head_now().unwrap();
         eventually("both consumers at the head", || {
@@ -535,6 +584,14 @@ mod tests {
         })
         .await;
         assert_eq!(log.disk_reads(), 0, "the log was read from disk");
+        let appends = writer.stats.commits.load(Ordering::Relaxed);
+        let cursor_writes = commits.load(Ordering::Relaxed) - appends;
+        // Each consumer: one write per period, and one at its start.
+        let most = 2 * (start.elapsed().as_secs() / CURSOR_ONLY_EVERY.as_secs() + 2);
+        assert!(
+            cursor_writes <= most,
+            "{cursor_writes} cursor commits for {appends} heartbeats (at most {most})"
+        );
         assert_eq!(
             store.cursor(crate::consumers::analysis::CURSOR).unwrap(),
             head

@@ -28,11 +28,11 @@ pub(crate) fn advance(
     position: i64,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO cursors (name, position, updated_ms) VALUES (?1, ?2, ?3)
          ON CONFLICT (name) DO UPDATE SET position = MAX(position, ?2), updated_ms = ?3",
-        params![name, position, now_ms],
-    )
+    )?
+    .execute(params![name, position, now_ms])
     .map(drop)
 }
 

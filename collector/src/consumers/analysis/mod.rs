@@ -26,6 +26,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::log::LoggedBatch;
+use crate::log::consumer::CURSOR_ONLY_EVERY;
 use crate::observation::{Observation, Probe, observe};
 use crate::read::access::Tenancy;
 use crate::store::{AgentKey, EventKind, Store, StoreError, now_ms};
@@ -370,6 +371,7 @@ pub struct Stats {
     pub results: std::sync::atomic::AtomicU64,
     pub outages_started: std::sync::atomic::AtomicU64,
     pub route_changes: std::sync::atomic::AtomicU64,
+    /// The last ingest-log entry analysed.
     pub position: std::sync::atomic::AtomicI64,
     /// Results not analysed because their series would exceed its
     /// tenant's `max-series` (or its stored state could not be read).
@@ -1001,6 +1003,18 @@ impl Follower {
         a.dirty() || a.position > self.durable
     }
 
+    /// How long after the last checkpoint the next one is due: the
+    /// checkpoint interval for changed state, [`CURSOR_ONLY_EVERY`] for a
+    /// cursor alone.
+    fn checkpoint_every(&self) -> Duration {
+        let a = self.analyzer();
+        if a.dirty() {
+            a.settings.checkpoint
+        } else {
+            CURSOR_ONLY_EVERY.max(a.settings.checkpoint)
+        }
+    }
+
     async fn checkpoint(&mut self) -> Result<(), StoreError> {
         let result = self.on_pool(Analyzer::checkpoint).await;
         self.last_checkpoint = Instant::now();
@@ -1014,14 +1028,33 @@ impl crate::log::consumer::Consumer for Follower {
     type Item = crate::log::Entry;
 
     async fn apply(&mut self, entries: crate::log::Entries) -> Result<(), StoreError> {
-        self.on_pool(move |a| {
-            a.follow_config(false);
-            a.follow_targets(false);
+        let results = entries
+            .iter()
+            .any(|e| matches!(e.body, crate::log::Body::Batch(_)));
+        if results {
+            self.on_pool(move |a| {
+                a.follow_config(false);
+                a.follow_targets(false);
+                for e in &entries {
+                    a.apply_entry(e);
+                }
+            })
+            .await;
+        } else {
+            // Heartbeats only move the position: not worth a trip to the
+            // blocking pool.
+            let a = self
+                .analyzer
+                .as_deref_mut()
+                .unwrap_or_else(|| unreachable!("the analyzer is only out while a call runs"));
             for e in &entries {
                 a.apply_entry(e);
             }
-        })
-        .await;
+        }
+        let a = self.analyzer();
+        a.stats
+            .position
+            .store(a.position, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -1039,7 +1072,7 @@ impl crate::log::consumer::Consumer for Follower {
             .last_prune
             .map_or_else(Instant::now, |t| t + PRUNE_EVERY);
         let checkpoint = if self.unwritten() {
-            Some(self.last_checkpoint + a.settings.checkpoint)
+            Some(self.last_checkpoint + self.checkpoint_every())
         } else {
             a.retirement.next_due()
         };
@@ -1060,8 +1093,7 @@ impl crate::log::consumer::Consumer for Follower {
             a.follow_targets(false);
         })
         .await;
-        if self.unwritten() && self.last_checkpoint.elapsed() >= self.analyzer().settings.checkpoint
-        {
+        if self.unwritten() && self.last_checkpoint.elapsed() >= self.checkpoint_every() {
             self.checkpoint().await?;
         }
         Ok(())

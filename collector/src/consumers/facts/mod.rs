@@ -31,7 +31,7 @@ use sonde_proto::v1::{
     ListeningPort, ListeningPorts, PublicIpResult, PublicIpStatus, RemoteCheckResult, record,
 };
 
-use crate::log::consumer::Consumer;
+use crate::log::consumer::{CURSOR_ONLY_EVERY, Consumer};
 use crate::log::{Body, Entries, Entry};
 use crate::store::{self, AgentKey, EventKind, Store, StoreError};
 
@@ -268,6 +268,26 @@ fn remote_check(c: &Connection, agent: &AgentKey, r: &RemoteCheckResult) -> rusq
     Ok(())
 }
 
+/// Whether [`apply`] would do anything with `entry`: most batches carry
+/// only probe results, and heartbeats nothing for host facts.
+fn has_facts(entry: &Entry) -> bool {
+    match &entry.body {
+        Body::Batch(b) => b.records.iter().any(|r| {
+            matches!(
+                r.kind,
+                Some(
+                    record::Kind::PublicIp(_)
+                        | record::Kind::Ports(_)
+                        | record::Kind::RemoteCheck(_)
+                        | record::Kind::Metrics(_)
+                )
+            )
+        }),
+        Body::Heartbeat(_) => false,
+        Body::Undecodable(_) => true,
+    }
+}
+
 /// Applies one ingest-log entry inside the caller's transaction.
 pub fn apply(c: &Connection, entry: &Entry) -> rusqlite::Result<()> {
     let batch = match &entry.body {
@@ -293,19 +313,37 @@ pub fn apply(c: &Connection, entry: &Entry) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The host-facts consumer: each chunk of entries and the cursor in one
-/// transaction.
+/// The host-facts consumer: each chunk of entries with facts and the
+/// cursor in one transaction; over entries without facts the cursor moves
+/// at most every [`CURSOR_ONLY_EVERY`].
 #[derive(Debug)]
 pub struct Facts {
     store: Store,
     position: i64,
+    durable: i64,
+    written: tokio::time::Instant,
 }
 
 impl Facts {
     /// From its durable cursor.
     pub async fn open(store: Store) -> Result<Self, StoreError> {
         let position = store.run(|s| s.cursor(CURSOR)).await?;
-        Ok(Self { store, position })
+        Ok(Self {
+            store,
+            position,
+            durable: position,
+            written: tokio::time::Instant::now(),
+        })
+    }
+
+    async fn write_cursor(&mut self) -> Result<(), StoreError> {
+        let position = self.position;
+        self.store
+            .run(move |s| s.set_cursor(CURSOR, position, store::now_ms()))
+            .await?;
+        self.durable = position;
+        self.written = tokio::time::Instant::now();
+        Ok(())
     }
 }
 
@@ -316,6 +354,10 @@ impl Consumer for Facts {
         let Some(last) = entries.last().map(|e| e.id()) else {
             return Ok(());
         };
+        if !entries.iter().any(|e| has_facts(e)) {
+            self.position = last;
+            return Ok(());
+        }
         self.store
             .run(move |s| {
                 s.with(|c| {
@@ -329,6 +371,8 @@ impl Consumer for Facts {
             })
             .await?;
         self.position = last;
+        self.durable = last;
+        self.written = tokio::time::Instant::now();
         Ok(())
     }
 
@@ -337,18 +381,25 @@ impl Consumer for Facts {
     }
 
     fn durable(&self) -> i64 {
-        self.position
+        self.durable
     }
 
     fn due(&self) -> Option<tokio::time::Instant> {
-        None
+        (self.position > self.durable).then(|| self.written + CURSOR_ONLY_EVERY)
     }
 
     async fn tick(&mut self) -> Result<(), StoreError> {
+        if self.position > self.durable {
+            self.write_cursor().await?;
+        }
         Ok(())
     }
 
-    async fn finish(&mut self) {}
+    async fn finish(&mut self) {
+        if let Err(e) = self.tick().await {
+            tracing::error!(error = %e, "host facts cannot store their cursor at shutdown; entries without facts are read again at start");
+        }
+    }
 }
 
 #[cfg(test)]
