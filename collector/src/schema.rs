@@ -129,6 +129,11 @@ mod tests {
                 (PER_SUBSYSTEM, newest.clone()),
                 "from version {version}"
             );
+            assert_eq!(
+                layout(&Store::log_path_of(&old)),
+                layout(&Store::log_path_of(&fresh)),
+                "the log file, from version {version}"
+            );
             // Opened again: nothing to do, nothing changes.
             drop(Store::open(&old).unwrap());
             assert_eq!(
@@ -137,6 +142,113 @@ mod tests {
                 "from version {version}, again"
             );
         }
+    }
+
+    /// A store from before the log had a file of its own keeps every
+    /// entry (with its position), spool mark and last heartbeat: they
+    /// move to the log file, the state store keeps the cursors, replays
+    /// are still recognised and positions go on from where they were. A
+    /// crash between the copy and the drop copies nothing twice.
+    #[test]
+    fn the_log_moves_to_its_own_file_with_everything_it_held() {
+        use crate::log::{Ingested, SqliteLog};
+        use crate::store::{AgentKey, Scope};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite3");
+        legacy_store(&path, LEGACY.len());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO agents (tenant, name, state, first_seen_ms, last_heartbeat_ms,
+                     last_heartbeat_seq, heartbeat_interval_ms, grace_ms)
+                     VALUES ('t', 'a', 'up', 1, 5000, 42, 10000, 30000);
+                 INSERT INTO ingest_log (id, tenant, agent, spool_id, batch_seq, received_ms,
+                     results, payload, kind)
+                     VALUES (7, 't', 'a', 9, 1, 100, 0, x'', 'batch'),
+                            (8, 't', 'a', 0, 42, 5000, 0, x'', 'heartbeat');
+                 INSERT INTO spool_hwm VALUES ('t', 'a', 9, 1, 100);
+                 INSERT INTO cursors VALUES ('facts', 7, 100);",
+            )
+            .unwrap();
+        // The copy already made once, then a crash before the drop.
+        let log_path = Store::log_path_of(&path);
+        let c = Connection::open(&log_path).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA user_version = {PER_SUBSYSTEM};
+             CREATE TABLE schema_versions (subsystem TEXT PRIMARY KEY, version INTEGER NOT NULL)
+                 WITHOUT ROWID;
+             INSERT INTO schema_versions VALUES ('ingest-log', 1);
+             {}",
+            crate::log::sqlite::FILE_SCHEMA.migrations[0]
+        ))
+        .unwrap();
+        crate::log::sqlite::move_to_file(&c, &path).unwrap();
+        drop(c);
+
+        let store = Store::open(&path).unwrap();
+        let log = SqliteLog::new(store.clone());
+        let kept: Vec<(i64, u64)> = log
+            .stored_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| (e.id, e.batch_seq))
+            .collect();
+        assert_eq!(kept, [(7, 1), (8, 42)], "each entry once, same positions");
+        let a = AgentKey {
+            tenant: "t".into(),
+            name: "a".into(),
+        };
+        assert_eq!(log.spool_mark_now(&a, 9).unwrap(), 1);
+        assert_eq!(
+            log.ingest(&a, 9, 1, 0, b"", 6000).unwrap(),
+            Ingested::Duplicate(1)
+        );
+        assert_eq!(
+            log.ingest(&a, 9, 2, 0, b"", 6000).unwrap(),
+            Ingested::Stored(2)
+        );
+        assert_eq!(log.head_now().unwrap(), 9);
+        let agents = store.agents(&Scope::All).unwrap();
+        assert_eq!(
+            (agents[0].last_heartbeat_ms, agents[0].last_heartbeat_seq),
+            (Some(5000), Some(42))
+        );
+        assert_eq!(store.cursor("facts").unwrap(), 7);
+        let left: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('ingest_log', 'spool_hwm')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "the state store no longer holds the log");
+    }
+
+    /// A log file lost or replaced (restored state beside a new log) hands
+    /// out no position a consumer has already passed.
+    #[test]
+    fn a_new_log_file_continues_after_the_stored_cursors() {
+        use crate::log::SqliteLog;
+        use crate::store::AgentKey;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite3");
+        let store = Store::open(&path).unwrap();
+        store.set_cursor("facts", 500, 1).unwrap();
+        drop(store);
+        for end in ["", "-wal", "-shm"] {
+            let f = format!("{}{end}", Store::log_path_of(&path).display());
+            let _ = std::fs::remove_file(f);
+        }
+        let log = SqliteLog::new(Store::open(&path).unwrap());
+        let a = AgentKey {
+            tenant: "t".into(),
+            name: "a".into(),
+        };
+        log.ingest(&a, 1, 1, 0, b"", 1).unwrap();
+        assert_eq!(log.head_now().unwrap(), 501);
     }
 
     #[test]

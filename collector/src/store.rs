@@ -292,6 +292,16 @@ pub const PER_SUBSYSTEM: i64 = 11;
 
 /// Brings every subsystem's tables to its newest migration.
 fn migrate(c: &mut Connection, schemas: &[&Schema]) -> rusqlite::Result<()> {
+    migrate_with(c, schemas, &mut |_, _| Ok(()))
+}
+
+/// [`migrate`], calling `before(subsystem, n)` before migration `n` (from
+/// 1) of a subsystem runs: work a migration's SQL cannot do itself.
+fn migrate_with(
+    c: &mut Connection,
+    schemas: &[&Schema],
+    before: &mut dyn FnMut(&str, usize) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_versions (
             subsystem TEXT PRIMARY KEY,
@@ -325,6 +335,7 @@ fn migrate(c: &mut Connection, schemas: &[&Schema]) -> rusqlite::Result<()> {
             .enumerate()
             .skip(usize::try_from(done).unwrap_or(usize::MAX))
         {
+            before(schema.subsystem, i + 1)?;
             let tx = c.transaction()?;
             tx.execute_batch(sql)?;
             tx.execute(
@@ -347,6 +358,11 @@ pub struct Store {
     /// `:memory:` databases, which cannot be shared.
     read: Option<Arc<Mutex<Connection>>>,
     path: PathBuf,
+    /// The embedded ingest log's own database (`log/sqlite.rs`): writer,
+    /// reader (absent for `:memory:`) and path.
+    log: Arc<Mutex<Connection>>,
+    log_read: Option<Arc<Mutex<Connection>>>,
+    log_path: PathBuf,
     /// The embedded ingest log's newest entries in memory, shared by every
     /// handle on this database (`log/tail.rs`), and how often the log was
     /// read from disk.
@@ -377,12 +393,43 @@ impl Store {
         Self::open(&dir.join("state.sqlite3"))
     }
 
-    /// Opens the database file at `path` (`:memory:` for tests).
+    /// The ingest log's file beside the store at `path`:
+    /// `DIR/state.sqlite3` → `DIR/state.log.sqlite3`.
+    pub fn log_path_of(path: &Path) -> PathBuf {
+        if path == Path::new(":memory:") {
+            return path.to_owned();
+        }
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "state".into(), |s| s.to_string_lossy().into_owned());
+        path.with_file_name(format!("{stem}.log.sqlite3"))
+    }
+
+    /// Opens the database file at `path` (`:memory:` for tests), and the
+    /// ingest log's beside it ([`Self::log_path_of`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let wrap = |source| StoreError::Sqlite {
             path: path.to_owned(),
             source,
         };
+        let memory = path == Path::new(":memory:");
+        let log_path = Self::log_path_of(path);
+        let wrap_log = |source| StoreError::Sqlite {
+            path: log_path.clone(),
+            source,
+        };
+        let mut log = Connection::open(&log_path).map_err(wrap_log)?;
+        log.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -16384;",
+        )
+        .map_err(wrap_log)?;
+        // A log file never numbered the single sequence of migrations.
+        log.execute_batch(&format!("PRAGMA user_version = {PER_SUBSYSTEM}"))
+            .map_err(wrap_log)?;
+        migrate(&mut log, &[&crate::log::sqlite::FILE_SCHEMA]).map_err(wrap_log)?;
         let mut conn = Connection::open(path).map_err(wrap)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -392,20 +439,37 @@ impl Store {
              PRAGMA cache_size = -65536;",
         )
         .map_err(wrap)?;
-        migrate(&mut conn, crate::schema::ALL).map_err(wrap)?;
-        let read = if path == Path::new(":memory:") {
-            None
-        } else {
-            let r = Connection::open(path).map_err(wrap)?;
-            r.execute_batch("PRAGMA query_only = 1; PRAGMA busy_timeout = 5000;")
-                .map_err(wrap)?;
-            Some(Arc::new(Mutex::new(r)))
-        };
-        let head: i64 = conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM ingest_log", [], |r| {
+        migrate_with(&mut conn, crate::schema::ALL, &mut |subsystem, n| {
+            if subsystem == "log" && n == 3 && !memory {
+                crate::log::sqlite::move_to_file(&log, path)?;
+            }
+            Ok(())
+        })
+        .map_err(wrap)?;
+        let furthest: i64 = conn
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM cursors", [], |r| {
                 r.get(0)
             })
             .map_err(wrap)?;
+        crate::log::sqlite::positions_past(&log, furthest).map_err(wrap_log)?;
+        let reader = |p: &Path| -> rusqlite::Result<Arc<Mutex<Connection>>> {
+            let r = Connection::open(p)?;
+            r.execute_batch("PRAGMA query_only = 1; PRAGMA busy_timeout = 5000;")?;
+            Ok(Arc::new(Mutex::new(r)))
+        };
+        let (read, log_read) = if memory {
+            (None, None)
+        } else {
+            (
+                Some(reader(path).map_err(wrap)?),
+                Some(reader(&log_path).map_err(wrap_log)?),
+            )
+        };
+        let head: i64 = log
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM ingest_log", [], |r| {
+                r.get(0)
+            })
+            .map_err(wrap_log)?;
         let events_inserted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = events_inserted.clone();
         conn.update_hook(Some(
@@ -419,6 +483,9 @@ impl Store {
             conn: Arc::new(Mutex::new(conn)),
             read,
             path: path.to_owned(),
+            log: Arc::new(Mutex::new(log)),
+            log_read,
+            log_path,
             log_tail: crate::log::tail::Tail::new(head),
             log_reads: Arc::default(),
             events_inserted,
@@ -440,6 +507,39 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&conn).map_err(|source| StoreError::Sqlite {
             path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Runs `f` on the ingest log's writer connection.
+    pub(crate) fn with_log<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn).map_err(|source| StoreError::Sqlite {
+            path: self.log_path.clone(),
+            source,
+        })
+    }
+
+    /// Runs a read-only `f` on the ingest log's reader connection (its
+    /// writer's when there is none).
+    pub(crate) fn with_log_read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let Some(read) = &self.log_read else {
+            return self.with_log(|c| f(c));
+        };
+        let conn = read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&conn).map_err(|source| StoreError::Sqlite {
+            path: self.log_path.clone(),
             source,
         })
     }
@@ -635,8 +735,30 @@ impl Store {
         })
     }
 
-    /// Agents visible in `scope`, ordered by tenant and name.
+    /// Agents visible in `scope`, ordered by tenant and name, with their
+    /// last heartbeat as the ingest log recorded it.
     pub fn agents(&self, scope: &Scope) -> Result<Vec<AgentRow>, StoreError> {
+        let heartbeats: std::collections::HashMap<(String, String), (i64, i64)> = self
+            .with_log_read(|c| {
+                let mut stmt = c.prepare_cached(
+                "SELECT tenant, agent, at_ms, seq FROM heartbeats WHERE ?1 IS NULL OR tenant = ?1",
+            )?;
+                let rows = stmt.query_map(params![scope.tenant()], |r| {
+                    Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?)))
+                })?;
+                rows.collect()
+            })?;
+        let mut agents = self.agents_registered(scope)?;
+        for a in &mut agents {
+            if let Some((at, seq)) = heartbeats.get(&(a.tenant.clone(), a.name.clone())) {
+                a.last_heartbeat_ms = Some(*at);
+                a.last_heartbeat_seq = Some(*seq);
+            }
+        }
+        Ok(agents)
+    }
+
+    fn agents_registered(&self, scope: &Scope) -> Result<Vec<AgentRow>, StoreError> {
         self.with_read(|c| {
             let mut stmt = c.prepare(
                 "SELECT tenant, name, state, connected, last_heartbeat_ms, last_heartbeat_seq,

@@ -189,7 +189,7 @@ mod tests {
         let (writer, _task) = Writer::spawn(log.clone());
         writer.append(batch(0, 1)).await.unwrap();
         store
-            .with(|c| c.execute_batch("ALTER TABLE spool_hwm RENAME TO gone"))
+            .with_log(|c| c.execute_batch("ALTER TABLE spool_hwm RENAME TO gone"))
             .unwrap();
         let mut head = store.log_tail().subscribe();
         head.borrow_and_update();
@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(log.batches_after(0, 10).unwrap().len(), 1);
         assert!(!head.has_changed().unwrap(), "nothing published");
         store
-            .with(|c| c.execute_batch("ALTER TABLE gone RENAME TO spool_hwm"))
+            .with_log(|c| c.execute_batch("ALTER TABLE gone RENAME TO spool_hwm"))
             .unwrap();
         let again = writer.append(batch(1, 1)).await.unwrap();
         assert_eq!(again.ingested, Ingested::Stored(1));

@@ -52,6 +52,11 @@ struct Args {
     /// program); `scripts/bench-load.sh --compare` passes another build's.
     #[arg(long)]
     collector: Option<std::path::PathBuf>,
+    /// More collector configuration (TOML appended to what this program
+    /// writes), e.g. `--collector-config '[analysis]
+    /// checkpoint = "5s"'` to measure a setting.
+    #[arg(long, default_value = "")]
+    collector_config: String,
 }
 
 struct Step {
@@ -248,8 +253,9 @@ async fn main() {
     }
     world.collector_config(&format!(
         "[limits]\nconnections-per-certificate = 4\n\
-         [heartbeat]\ninterval = \"{}\"\n{tenants}",
-        humantime::format_duration(args.heartbeat)
+         [heartbeat]\ninterval = \"{}\"\n{tenants}\n{}",
+        humantime::format_duration(args.heartbeat),
+        args.collector_config
     ));
     let collector = match &args.collector {
         Some(path) => world.start_collector_at(path, &[]).await,
