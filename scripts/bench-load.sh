@@ -54,14 +54,15 @@ def steps(path):
     return rows
 
 ref, new = steps(sys.argv[1]), steps(sys.argv[2])
-keys = ["acked_per_s", "ack_p50_ms", "ack_p99_ms", "collector_cores", "rss_max_mib"]
+keys = ["acked_per_s", "ack_p50_ms", "ack_p99_ms", "collector_cores", "rss_max_mib", "analysis_lag_s"]
 print(f"{'step':>4} {'agents x targets':>16} {'figure':>16} {'REF':>12} {'tree':>12} {'ratio':>8}")
 for step in sorted(set(ref) | set(new), key=int):
     r, n = ref.get(step), new.get(step)
     shape = (n or r)["agents"] + "x" + (n or r)["targets"]
     for k in keys:
-        rv = float(r[k]) if r else None
-        nv = float(n[k]) if n else None
+        # Absent or -1: the figure does not exist in that build.
+        val = lambda row: float(row[k]) if row and k in row and float(row[k]) >= 0 else None
+        rv, nv = val(r), val(n)
         ratio = f"{nv / rv:.2f}" if rv and nv is not None else "-"
         fmt = lambda v: "-" if v is None else f"{v:.1f}"
         print(f"{step:>4} {shape:>16} {k:>16} {fmt(rv):>12} {fmt(nv):>12} {ratio:>8}")

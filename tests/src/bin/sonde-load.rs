@@ -147,6 +147,14 @@ async fn step(
         .collector_metric("sonde_collector_ingest_duplicate_batches_total")
         .await
         - before_dups;
+    // How far behind the analysis is when the step ends (absent from
+    // collectors older than the consumer registry: -1).
+    let metrics = world.collector_metrics().await;
+    let analysis_lag = sonde_tests::prom_value(
+        &metrics,
+        r#"sonde_collector_consumer_lag_seconds{consumer="analysis"}"#,
+    )
+    .unwrap_or(-1.0);
     let t = &tally;
     let sent = t.batches_sent.load(Relaxed);
     let acked = t.batches_acked.load(Relaxed);
@@ -187,7 +195,7 @@ async fn step(
     );
     println!(
         "  collector CPU {:.2} cores; RSS max sampled {rss_max:.0} MiB, now {rss_now:.0} MiB, peak {rss_peak:.0} MiB; \
-         load generator CPU {:.2} cores",
+         load generator CPU {:.2} cores; analysis {analysis_lag:.1} s behind at the end",
         cpu / elapsed,
         own / elapsed
     );
@@ -199,7 +207,7 @@ async fn step(
     println!(
         "  RESULT step={index} agents={} targets={} offered_per_s={offered:.0} acked_per_s={rate:.0} \
          ack_p50_ms={:.1} ack_p99_ms={:.1} collector_cores={:.3} rss_max_mib={rss_max:.0} \
-         clean={clean} kept_up={kept_up}",
+         analysis_lag_s={analysis_lag:.1} clean={clean} kept_up={kept_up}",
         s.agents,
         s.targets,
         p50 * 1e3,
