@@ -117,13 +117,13 @@ fn render_consumers(consumers: &[ConsumerFigures], now_ms: i64, out: &mut String
         (
             "sonde_collector_consumer_lag_batches",
             "gauge",
-            "Ingest-log entries (batches and heartbeats) a consumer has not applied yet.",
+            "Ingest-log entries (batches and heartbeats) a consumer has not processed yet (applied; for the export, written).",
             |c, _| c.lag.entries as f64,
         ),
         (
             "sonde_collector_consumer_lag_seconds",
             "gauge",
-            "Age of the oldest ingest-log entry a consumer has not applied yet (0 when caught up).",
+            "Age of the oldest ingest-log entry a consumer has not processed yet (0 when caught up).",
             |c, now| {
                 c.lag
                     .oldest_ms
@@ -179,15 +179,15 @@ pub(crate) async fn handler(State(shared): State<Arc<Shared>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let export = shared.export.clone();
     let position = shared.analysis.stats.position.load(Relaxed);
-    let registered = shared.consumers.applied();
+    let registered = shared.consumers.processed();
     let figures = shared
         .store
         .run(move |s| {
             let export = export.map(|h| h.status(s)).transpose()?;
             let log = crate::log::SqliteLog::new(s.clone());
             let mut consumers = Vec::new();
-            for (name, applied, restarts) in registered {
-                let lag = log.lag_now(applied.max(0))?;
+            for (name, processed, restarts) in registered {
+                let lag = log.lag_now(processed.max(0))?;
                 consumers.push(ConsumerFigures {
                     name,
                     lag,

@@ -427,8 +427,15 @@ impl Store {
         )
         .map_err(wrap_log)?;
         // A log file never numbered the single sequence of migrations.
-        log.execute_batch(&format!("PRAGMA user_version = {PER_SUBSYSTEM}"))
+        // Written only when new: opening an existing store writes nothing
+        // (a reader on a full disk, a tool beside a running collector).
+        let fresh: i64 = log
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(wrap_log)?;
+        if fresh == 0 {
+            log.execute_batch(&format!("PRAGMA user_version = {PER_SUBSYSTEM}"))
+                .map_err(wrap_log)?;
+        }
         migrate(&mut log, &[&crate::log::sqlite::FILE_SCHEMA]).map_err(wrap_log)?;
         let mut conn = Connection::open(path).map_err(wrap)?;
         conn.execute_batch(

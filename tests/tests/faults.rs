@@ -185,7 +185,11 @@ async fn collector_killed_during_group_commits_of_many_agents() {
     const AGENTS: usize = 16;
     let world = World::new();
     world.collector_config("");
-    let mut collector = world.start_collector(&[]).await;
+    // Each ingest-log transaction held open 20 ms (a slow disk; a
+    // debug-build fault hook): the agents' batches queue behind it and
+    // share the next one, which the kills below cut short.
+    let slow = [("SONDE_COLLECTOR_TEST_SLOW_COMMIT_MS", "20")];
+    let mut collector = world.start_collector(&slow).await;
     let stop = CancellationToken::new();
     let mut fleet = Vec::new();
     for a in 0..AGENTS {
@@ -208,7 +212,7 @@ async fn collector_killed_during_group_commits_of_many_agents() {
             assert!(commits > 0.0 && commits < appends, "{text}");
         }
         collector.kill9();
-        collector = world.start_collector(&[]).await;
+        collector = world.start_collector(&slow).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();

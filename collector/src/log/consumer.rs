@@ -15,7 +15,7 @@
 //!
 //! **Registry.** Every consumer's durable position is in the
 //! [`Registry`]: the pruner deletes only what all of them have passed.
-//! Its applied position is there too: `/metrics` shows each one's lag
+//! How far its work has got is there too: `/metrics` shows each one's lag
 //! behind the head by it.
 //!
 //! **Entries without effects.** A consumer that applied entries which
@@ -98,6 +98,14 @@ pub trait Consumer: Send + 'static {
     /// The position of the last entry applied.
     fn position(&self) -> i64;
 
+    /// The position up to which its work is done, which `/metrics` lag is
+    /// measured from: by default what it has applied (state kept live in
+    /// memory counts); a consumer that buffers its effects for somewhere
+    /// else (the export) says what it has written.
+    fn processed(&self) -> i64 {
+        self.position()
+    }
+
     /// The position up to which its effects are durable (behind
     /// [`Self::position`] while effects wait for a checkpoint, or for at
     /// most [`CURSOR_ONLY_EVERY`] over entries without effects).
@@ -119,8 +127,9 @@ pub trait Consumer: Send + 'static {
 pub struct Cursor {
     /// Durable position; -1 until the consumer has started.
     pub durable: AtomicI64,
-    /// Position of the last entry applied; -1 until started.
-    pub applied: AtomicI64,
+    /// Position up to which its work is done ([`Consumer::processed`]);
+    /// -1 until started.
+    pub processed: AtomicI64,
     /// Times it was rebuilt after a panic.
     pub restarts: AtomicU64,
 }
@@ -128,7 +137,8 @@ pub struct Cursor {
 impl Cursor {
     fn publish<C: Consumer>(&self, consumer: &C) {
         self.durable.store(consumer.durable(), Ordering::Relaxed);
-        self.applied.store(consumer.position(), Ordering::Relaxed);
+        self.processed
+            .store(consumer.processed(), Ordering::Relaxed);
     }
 }
 
@@ -144,7 +154,7 @@ impl Registry {
     pub fn register(&self, name: &'static str) -> Arc<Cursor> {
         let cursor = Arc::new(Cursor {
             durable: AtomicI64::new(-1),
-            applied: AtomicI64::new(-1),
+            processed: AtomicI64::new(-1),
             restarts: AtomicU64::new(0),
         });
         self.cursors
@@ -160,10 +170,10 @@ impl Registry {
         self.each(|c| c.durable.load(Ordering::Relaxed))
     }
 
-    /// Each consumer with its applied position (-1: not started) and
+    /// Each consumer with the position its work has reached (-1: not started) and
     /// restarts: what `/metrics` measures lag by.
-    pub fn applied(&self) -> Vec<(&'static str, i64, u64)> {
-        self.each(|c| c.applied.load(Ordering::Relaxed))
+    pub fn processed(&self) -> Vec<(&'static str, i64, u64)> {
+        self.each(|c| c.processed.load(Ordering::Relaxed))
     }
 
     fn each(&self, position: impl Fn(&Cursor) -> i64) -> Vec<(&'static str, i64, u64)> {

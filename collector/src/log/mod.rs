@@ -10,6 +10,11 @@
 //!   `synchronous=FULL`: fsynced). Only then does the session acknowledge
 //!   the batch. A failed transaction fails every append in it; nothing of
 //!   it is acknowledged, and agents replay.
+//! - **Its own file.** The embedded log is a database of its own
+//!   (`sqlite.rs`), so an append never waits behind a consumer's
+//!   transaction in the state store (an analysis checkpoint writes every
+//!   series it touched). A consumer's cursor lives with its effects in the
+//!   store that holds them: the two files never need one transaction.
 //! - **Group commit.** Appends that arrive while a commit is in flight are
 //!   committed together in the next transaction (at most
 //!   [`writer::MAX_GROUP_ENTRIES`] entries and [`writer::MAX_GROUP_BYTES`]
@@ -26,7 +31,10 @@
 //!   its effects and its cursor in one transaction of the store that holds
 //!   that state; after a crash it resumes after its durable cursor, and
 //!   what it had applied without committing is applied again to state that
-//!   never saw it. A consumer writing outside (InfluxDB) is at-least-once:
+//!   never saw it. Over entries that change nothing of its state
+//!   (heartbeats, for most) it moves its cursor at most every
+//!   [`consumer::CURSOR_ONLY_EVERY`]: applying them again changes nothing
+//!   either. A consumer writing outside (InfluxDB) is at-least-once:
 //!   it moves its cursor after the write, and a write repeated after a
 //!   crash overwrites the same points.
 //! - **Pruning.** An entry is deleted once every registered consumer's

@@ -277,6 +277,8 @@ impl SqliteLog {
                     entry: Some(Arc::new(Entry { stored: row, body })),
                 });
             }
+            #[cfg(debug_assertions)]
+            slow_commit();
             tx.commit()?;
             // Published in commit order: still holding the writer
             // connection.
@@ -506,6 +508,24 @@ impl IngestLog for SqliteLog {
     async fn prune(&self, upto: i64, older_than_ms: i64, limit: u32) -> Result<usize, StoreError> {
         let log = self.clone();
         blocking(move || log.prune_now(upto, older_than_ms, limit)).await
+    }
+}
+
+/// Test fault hook, in debug builds only: `SONDE_COLLECTOR_TEST_SLOW_COMMIT_MS`
+/// holds each ingest-log transaction open that long before its commit, as
+/// a slow disk would, so that appends queue behind it and share the next
+/// one (`tests/tests/faults.rs` kills the collector meanwhile).
+#[cfg(debug_assertions)]
+fn slow_commit() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("SONDE_COLLECTOR_TEST_SLOW_COMMIT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(d) = delay {
+        std::thread::sleep(*d);
     }
 }
 

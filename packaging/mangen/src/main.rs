@@ -152,6 +152,12 @@ fn collector_page() -> Page {
                              Back it up with the backup subcommand.",
                     ),
                     (
+                        "/var/lib/sonde-collector/state.log.sqlite3",
+                        "The ingest log (WAL mode): acknowledged batches until every consumer \
+                             has passed them, replay marks, last heartbeats. Not part of a \
+                             backup; keep it when restoring one.",
+                    ),
+                    (
                         "/var/lib/sonde-collector/reload-status",
                         "The outcome of the last reload, read by the reload subcommand.",
                     ),

@@ -397,6 +397,11 @@ impl<S: Sink> Consumer for Exporter<S> {
         self.stats.position.load(Ordering::Relaxed)
     }
 
+    /// What InfluxDB has taken, not what waits in the batch.
+    fn processed(&self) -> i64 {
+        self.durable()
+    }
+
     fn due(&self) -> Option<Instant> {
         self.pending.since.map(|t| t + self.settings.batch_delay)
     }
