@@ -201,9 +201,12 @@ async fn start_analysis(
         let load = load.clone();
         let behind = behind.clone();
         async move {
-            let a = match next {
-                Some(a) => a,
-                None => load().await?.behind(&behind),
+            let a = if let Some(a) = next {
+                a
+            } else {
+                // After a checkpoint the panicked one left writing.
+                let _written = behind.writing.lock().await;
+                load().await?.behind(&behind)
             };
             Ok(analysis::Follower::new(a))
         }

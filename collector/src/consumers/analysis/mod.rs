@@ -380,6 +380,55 @@ pub struct Stats {
     pub retired: std::sync::atomic::AtomicU64,
 }
 
+/// One checkpoint taken out of the analyzer ([`Analyzer::take_checkpoint`]):
+/// everything it applied up to `position`, owned, so that the write (one
+/// transaction with the cursor) runs while it applies the next entries.
+/// Checkpoints are written one at a time and in order; one that fails goes
+/// back ([`Analyzer::put_back`]).
+#[derive(Debug)]
+pub struct Pending {
+    store: Store,
+    position: i64,
+    series: Vec<persist::SeriesRow>,
+    membership: Vec<(i64, Vec<i64>)>,
+    regrouped: BTreeSet<i64>,
+    orphaned: BTreeMap<i64, Option<i64>>,
+    deltas: Deltas,
+    events: Vec<persist::NewEvent>,
+    rows: Vec<OutageRow>,
+    retiring: Vec<i64>,
+}
+
+impl Pending {
+    /// Writes it, with the cursor, in one transaction.
+    pub fn write(&self) -> Result<(), StoreError> {
+        self.store.with(|c| {
+            persist::checkpoint(
+                c,
+                &self.series,
+                &self.membership,
+                &self.orphaned,
+                &self.deltas,
+                &self.events,
+                &self.rows,
+                (CURSOR, self.position),
+                now_ms(),
+            )
+        })
+    }
+
+    /// Whether series retire with it (they must leave memory before more
+    /// entries are applied).
+    pub fn retires(&self) -> bool {
+        !self.retiring.is_empty()
+    }
+
+    /// What [`Analyzer::checkpointed`] needs once it is written.
+    pub fn done(&mut self) -> (i64, Vec<i64>) {
+        (self.position, std::mem::take(&mut self.retiring))
+    }
+}
+
 /// What the API reads: the book, behind a lock the analyzer holds only
 /// while applying one log entry.
 #[derive(Debug, Clone)]
@@ -387,6 +436,9 @@ pub struct Handle {
     pub book: Arc<RwLock<Book>>,
     pub clock: Clock,
     pub stats: Arc<Stats>,
+    /// Held while a checkpoint is written: an analyzer rebuilt after a
+    /// panic loads its state after that write, never before it.
+    pub writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Handle {
@@ -404,6 +456,8 @@ pub struct Analyzer {
     book: Arc<RwLock<Book>>,
     clock: Clock,
     stats: Arc<Stats>,
+    /// See [`Handle::writing`].
+    writing: Arc<tokio::sync::Mutex<()>>,
     correlator: Correlator,
     deltas: Deltas,
     events: Vec<NewEvent>,
@@ -477,6 +531,7 @@ impl Analyzer {
             book: Arc::new(RwLock::new(book)),
             clock,
             stats,
+            writing: Arc::default(),
             correlator,
             deltas: Deltas::default(),
             events: restored.events,
@@ -515,6 +570,7 @@ impl Analyzer {
             .position
             .store(self.position, std::sync::atomic::Ordering::Relaxed);
         self.stats = handle.stats.clone();
+        self.writing = handle.writing.clone();
         self
     }
 
@@ -737,6 +793,7 @@ impl Analyzer {
             book: self.book.clone(),
             clock: self.clock,
             stats: self.stats.clone(),
+            writing: self.writing.clone(),
         }
     }
 
@@ -863,55 +920,82 @@ impl Analyzer {
     /// Makes everything applied so far durable, with the cursor. On
     /// failure nothing is lost: the pending changes stay for the next try.
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let mut pending = self.take_checkpoint();
+        match pending.write() {
+            Ok(()) => {
+                let (position, retiring) = pending.done();
+                // Its rows share the names the book would let go of.
+                drop(pending);
+                self.checkpointed(position, &retiring);
+                Ok(())
+            }
+            Err(e) => {
+                self.put_back(pending);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes everything applied since the last checkpoint out of the
+    /// analyzer, to be written while it applies further entries. The
+    /// series that retire with it stay in memory until it is written.
+    pub fn take_checkpoint(&mut self) -> Pending {
         let position = self.position;
         let retiring = self.retiring();
-        {
-            let book = self
-                .book
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Open outages show what they have lost so far.
-            let mut out = correlate::Output::default();
-            let touched: Vec<i64> = self.deltas.touched.iter().copied().collect();
-            self.correlator.progress(&book, touched, &mut out);
-            self.rows.append(&mut out.rows);
-            let ids: std::collections::BTreeSet<i64> = self
-                .deltas
-                .touched
-                .iter()
-                .chain(&self.deltas.created)
-                .copied()
-                .collect();
-            let touched: Vec<&Series> = ids.into_iter().filter_map(|id| book.by_id(id)).collect();
-            let (deltas, events, rows) = (&self.deltas, &self.events, &self.rows);
-            let correlator = &self.correlator;
-            let groups_of = |id| correlator.groups_of(id);
-            let membership = (&self.regrouped, &groups_of as &dyn Fn(i64) -> Vec<i64>);
-            let orphaned = &self.retirement.flags;
-            self.store.with(|c| {
-                persist::checkpoint(
-                    c,
-                    &touched,
-                    membership,
-                    orphaned,
-                    deltas,
-                    events,
-                    rows,
-                    (CURSOR, position),
-                    now_ms(),
-                )
-            })?;
+        let book = self
+            .book
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Open outages show what they have lost so far.
+        let mut out = correlate::Output::default();
+        let touched: Vec<i64> = self.deltas.touched.iter().copied().collect();
+        self.correlator.progress(&book, touched, &mut out);
+        self.rows.append(&mut out.rows);
+        let ids: BTreeSet<i64> = self
+            .deltas
+            .touched
+            .iter()
+            .chain(&self.deltas.created)
+            .copied()
+            .collect();
+        let series = ids
+            .into_iter()
+            .filter_map(|id| book.by_id(id))
+            .map(persist::SeriesRow::of)
+            .collect();
+        drop(book);
+        let regrouped = std::mem::take(&mut self.regrouped);
+        let membership = regrouped
+            .iter()
+            .map(|id| (*id, self.correlator.groups_of(*id)))
+            .collect();
+        Pending {
+            store: self.store.clone(),
+            position,
+            series,
+            membership,
+            regrouped,
+            orphaned: std::mem::take(&mut self.retirement.flags),
+            deltas: std::mem::take(&mut self.deltas),
+            events: std::mem::take(&mut self.events),
+            rows: std::mem::take(&mut self.rows),
+            retiring,
         }
+    }
+
+    /// A checkpoint up to `position` is written: the series it retired
+    /// leave memory.
+    pub fn checkpointed(&mut self, position: i64, retiring: &[i64]) {
         if !retiring.is_empty() {
             let mut book = self
                 .book
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for id in &retiring {
+            for id in retiring {
                 book.remove(*id);
             }
             book.sweep_names();
-            self.retirement.retired(&retiring);
+            self.retirement.retired(retiring);
             self.stats.retired.fetch_add(
                 u64::try_from(retiring.len()).unwrap_or(u64::MAX),
                 std::sync::atomic::Ordering::Relaxed,
@@ -920,15 +1004,47 @@ impl Analyzer {
             crate::memory::trim();
             tracing::debug!(series = retiring.len(), "series left memory");
         }
-        self.retirement.flags.clear();
-        self.deltas = Deltas::default();
-        self.regrouped.clear();
-        self.events.clear();
-        self.rows.clear();
         self.stats
             .position
             .store(position, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+    }
+
+    /// A checkpoint could not be written: what it held goes back in front
+    /// of what was applied since, for the next one. Bucket deltas add up;
+    /// events and outage rows keep their order; the series rows are taken
+    /// again from the book, which has the newer state.
+    pub fn put_back(&mut self, p: Pending) {
+        let Pending {
+            orphaned,
+            deltas,
+            mut events,
+            mut rows,
+            regrouped,
+            ..
+        } = p;
+        for (from, into) in [
+            (deltas.minutes, &mut self.deltas.minutes),
+            (deltas.hours, &mut self.deltas.hours),
+        ] {
+            for (k, earlier) in from {
+                let b = into.entry(k).or_default();
+                let mut sum = earlier;
+                sum.merge(b);
+                *b = sum;
+            }
+        }
+        let mut created = deltas.created;
+        created.append(&mut self.deltas.created);
+        self.deltas.created = created;
+        self.deltas.touched.extend(deltas.touched);
+        events.append(&mut self.events);
+        self.events = events;
+        rows.append(&mut self.rows);
+        self.rows = rows;
+        for (id, flag) in orphaned {
+            self.retirement.flags.entry(id).or_insert(flag);
+        }
+        self.regrouped.extend(regrouped);
     }
 
     fn dirty(&self) -> bool {
@@ -943,15 +1059,32 @@ impl Analyzer {
 
 /// The analysis as a consumer of the ingest log (`log/consumer.rs`):
 /// entries are applied to the in-memory state on the blocking pool (CPU
-/// work; a large replay does not starve the runtime), and a checkpoint
-/// writes the state with the cursor every `checkpoint` while something
-/// changed. A panic inside is re-raised for the driver, which rebuilds the
-/// analysis from the store into the same [`Handle`].
+/// work; a large replay does not starve the runtime). Every `checkpoint`
+/// while something changed, what was applied is taken out of the analyzer
+/// and written with the cursor on another blocking thread *while the next
+/// entries are applied*: at high load a checkpoint of many series takes
+/// seconds, and applying and writing then share the cores instead of
+/// taking turns. One write is in flight at a time; the next checkpoint is
+/// taken when it is done, so each covers everything applied meanwhile.
+/// A panic inside is re-raised for the driver, which rebuilds the analysis
+/// from the store into the same [`Handle`] (after any write still in
+/// flight: [`Handle::writing`]).
 pub struct Follower {
     analyzer: Option<Box<Analyzer>>,
     durable: i64,
     last_checkpoint: Instant,
     last_prune: Option<Instant>,
+    /// The checkpoint being written.
+    writing: Option<tokio::task::JoinHandle<Written>>,
+    /// Notified when it is written (the driver then ticks).
+    written: Arc<tokio::sync::Notify>,
+}
+
+/// How a checkpoint write ended: its position and the series it retired,
+/// or the checkpoint back with the error.
+enum Written {
+    Done(i64, Vec<i64>),
+    Failed(Box<Pending>, StoreError),
 }
 
 impl Follower {
@@ -961,6 +1094,8 @@ impl Follower {
             analyzer: Some(Box::new(analyzer)),
             last_checkpoint: Instant::now(),
             last_prune: None,
+            writing: None,
+            written: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -990,8 +1125,7 @@ impl Follower {
                 self.analyzer = Some(a);
                 r
             }
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("analysis task cancelled: {e}"),
+            Err(e) => resume(e),
         }
     }
 
@@ -1015,13 +1149,74 @@ impl Follower {
         }
     }
 
+    /// Takes a checkpoint and starts writing it; waits for the write
+    /// when series retire with it (they leave memory before anything else
+    /// is applied). The write in flight, if any, is awaited first.
     async fn checkpoint(&mut self) -> Result<(), StoreError> {
-        let result = self.on_pool(Analyzer::checkpoint).await;
+        self.settle().await?;
+        let pending = self.on_pool(Analyzer::take_checkpoint).await;
         self.last_checkpoint = Instant::now();
-        result?;
-        self.durable = self.analyzer().position;
+        let retires = pending.retires();
+        // Held until the write ends: a rebuilt analyzer loads after it.
+        let gate = self.analyzer().writing.clone().lock_owned().await;
+        let written = self.written.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let mut pending = pending;
+            let outcome = match pending.write() {
+                Ok(()) => {
+                    let (position, retiring) = pending.done();
+                    drop(pending);
+                    Written::Done(position, retiring)
+                }
+                Err(e) => Written::Failed(Box::new(pending), e),
+            };
+            drop(gate);
+            written.notify_one();
+            outcome
+        }));
+        if retires {
+            self.settle().await?;
+        }
         Ok(())
     }
+
+    /// Waits for the checkpoint write in flight, if any, and settles it:
+    /// written, the durable position moves; failed, what it held goes
+    /// back into the analyzer and the error is returned.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let Some(writing) = self.writing.take() else {
+            return Ok(());
+        };
+        match writing.await.unwrap_or_else(|e| resume(e)) {
+            Written::Done(position, retiring) => {
+                if retiring.is_empty() {
+                    self.analyzer
+                        .as_deref_mut()
+                        .unwrap_or_else(|| {
+                            unreachable!("the analyzer is only out while a call runs")
+                        })
+                        .checkpointed(position, &retiring);
+                } else {
+                    self.on_pool(move |a| a.checkpointed(position, &retiring))
+                        .await;
+                }
+                self.durable = position;
+                Ok(())
+            }
+            Written::Failed(pending, e) => {
+                self.on_pool(move |a| a.put_back(*pending)).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Raises a blocking task's panic again here.
+fn resume(e: tokio::task::JoinError) -> ! {
+    if e.is_panic() {
+        std::panic::resume_unwind(e.into_panic())
+    }
+    panic!("analysis task cancelled: {e}")
 }
 
 impl crate::log::consumer::Consumer for Follower {
@@ -1058,6 +1253,10 @@ impl crate::log::consumer::Consumer for Follower {
         Ok(())
     }
 
+    fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.written.clone())
+    }
+
     fn position(&self) -> i64 {
         self.analyzer().position
     }
@@ -1071,7 +1270,10 @@ impl crate::log::consumer::Consumer for Follower {
         let prune = self
             .last_prune
             .map_or_else(Instant::now, |t| t + PRUNE_EVERY);
-        let checkpoint = if self.unwritten() {
+        let checkpoint = if self.writing.is_some() {
+            // The write's end wakes the driver.
+            None
+        } else if self.unwritten() {
             Some(self.last_checkpoint + self.checkpoint_every())
         } else {
             a.retirement.next_due()
@@ -1080,6 +1282,13 @@ impl crate::log::consumer::Consumer for Follower {
     }
 
     async fn tick(&mut self) -> Result<(), StoreError> {
+        if self
+            .writing
+            .as_ref()
+            .is_some_and(tokio::task::JoinHandle::is_finished)
+        {
+            self.settle().await?;
+        }
         if self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             self.last_prune = Some(Instant::now());
             match self.on_pool(Analyzer::prune).await {
@@ -1093,16 +1302,24 @@ impl crate::log::consumer::Consumer for Follower {
             a.follow_targets(false);
         })
         .await;
-        if self.unwritten() && self.last_checkpoint.elapsed() >= self.checkpoint_every() {
+        if self.writing.is_none()
+            && self.unwritten()
+            && self.last_checkpoint.elapsed() >= self.checkpoint_every()
+        {
             self.checkpoint().await?;
         }
         Ok(())
     }
 
     async fn finish(&mut self) {
-        if self.unwritten()
-            && let Err(e) = self.checkpoint().await
-        {
+        let mut result = self.settle().await;
+        if result.is_ok() && self.unwritten() {
+            result = match self.checkpoint().await {
+                Ok(()) => self.settle().await,
+                Err(e) => Err(e),
+            };
+        }
+        if let Err(e) = result {
             tracing::error!(error = %e, "analysis checkpoint at shutdown failed; the log is applied again at start");
         }
     }

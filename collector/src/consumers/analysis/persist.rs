@@ -7,8 +7,6 @@
 //! crash the analysis resumes from the last checkpoint, so every result is
 //! counted exactly once.
 
-use std::collections::BTreeSet;
-
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::bucket::Bucket;
@@ -373,29 +371,68 @@ fn merge_bucket(
 
 /// Outage membership of the series whose membership changed (not of
 /// every series with new results).
-fn write_membership(
-    tx: &Connection,
-    (changed, groups_of): (&BTreeSet<i64>, &dyn Fn(i64) -> Vec<i64>),
-) -> rusqlite::Result<()> {
+fn write_membership(tx: &Connection, changed: &[(i64, Vec<i64>)]) -> rusqlite::Result<()> {
     let mut forget = tx.prepare_cached("DELETE FROM outage_members WHERE series_id = ?1")?;
     let mut member = tx.prepare_cached(
         "INSERT OR IGNORE INTO outage_members (outage_id, series_id) VALUES (?1, ?2)",
     )?;
-    for id in changed {
+    for (id, groups) in changed {
         forget.execute([id])?;
-        for g in groups_of(*id) {
+        for g in groups {
             member.execute(params![g, id])?;
         }
     }
     Ok(())
 }
 
-/// Writes one checkpoint (see the module docs).
+/// A series' row as a checkpoint writes it: taken from the book when the
+/// checkpoint is, so the write needs no lock on it while the analysis
+/// goes on.
+#[derive(Debug, Clone)]
+pub struct SeriesRow {
+    id: i64,
+    tenant: std::sync::Arc<str>,
+    agent: std::sync::Arc<str>,
+    probe: Probe,
+    target: std::sync::Arc<str>,
+    address: Option<std::net::IpAddr>,
+    latest: Option<Latest>,
+    /// The open outage and the route, as JSON (boxed: most series have
+    /// neither, and a checkpoint may hold a row for every series).
+    state: Option<Box<(Option<String>, Option<String>)>>,
+}
+
+impl SeriesRow {
+    pub fn of(s: &Series) -> Self {
+        Self {
+            id: s.id,
+            tenant: s.key.tenant.clone(),
+            agent: s.key.agent.clone(),
+            probe: s.key.probe,
+            target: s.key.target.clone(),
+            address: s.address,
+            latest: s.latest.clone(),
+            state: (s.outage.open().is_some() || s.route.path().is_some()).then(|| {
+                Box::new((
+                    s.outage
+                        .open()
+                        .map(|o| serde_json::to_string(o).unwrap_or_default()),
+                    s.route
+                        .path()
+                        .map(|p| serde_json::to_string(p).unwrap_or_default()),
+                ))
+            }),
+        }
+    }
+}
+
+/// Writes one checkpoint (see the module docs). `membership` is each
+/// series whose outage membership changed, with the outages it is in now.
 #[allow(clippy::too_many_arguments)]
 pub fn checkpoint(
     c: &mut Connection,
-    series: &[&Series],
-    membership: (&BTreeSet<i64>, &dyn Fn(i64) -> Vec<i64>),
+    series: &[SeriesRow],
+    membership: &[(i64, Vec<i64>)],
     orphaned: &std::collections::BTreeMap<i64, Option<i64>>,
     deltas: &Deltas,
     events: &[NewEvent],
@@ -414,22 +451,22 @@ pub fn checkpoint(
         )?;
         for s in series {
             let latest = s.latest.as_ref();
+            let (outage, route) = s
+                .state
+                .as_deref()
+                .map_or((None, None), |(o, r)| (o.as_deref(), r.as_deref()));
             upsert.execute(params![
                 s.id,
-                s.key.tenant,
-                s.key.agent,
-                s.key.probe.as_str(),
-                s.key.target,
+                s.tenant,
+                s.agent,
+                s.probe.as_str(),
+                s.target,
                 s.address.map(|a| a.to_string()),
                 latest.map(|l| l.time_ns),
                 latest.and_then(|l| l.rtt_ms),
                 latest.map(|l| l.status),
-                s.outage
-                    .open()
-                    .map(|o| serde_json::to_string(o).unwrap_or_default()),
-                s.route
-                    .path()
-                    .map(|p| serde_json::to_string(p).unwrap_or_default()),
+                outage,
+                route,
             ])?;
         }
     }

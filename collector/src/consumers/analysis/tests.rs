@@ -819,3 +819,130 @@ fn an_outage_open_when_upgrading_from_schema_7_is_ended_once() {
 
 mod memory;
 mod retire;
+
+/// Probes in all minute buckets stored.
+fn stored_probes(store: &Store) -> i64 {
+    store
+        .with(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(probes), 0) FROM minute_buckets",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_loses_nothing_and_counts_nothing_twice() {
+    let store = Store::open(Path::new(":memory:")).unwrap();
+    let mut an = analyzer(&store, Settings::default());
+    let plan = [
+        ("edge-1", hosts("10.6.2", 1..6)),
+        ("edge-2", hosts("10.6.2", 1..6)),
+    ];
+    let down = |a: &str, _: &str, r: i64| a == "edge-1" && (5..20).contains(&r);
+    feed(&mut an, T0, 10, &plan, &down);
+    // The store refuses writes: the outage start, the buckets and the
+    // series rows go back into the analyzer.
+    store
+        .with(|c| c.execute_batch("PRAGMA query_only = 1"))
+        .unwrap();
+    assert!(an.checkpoint().is_err());
+    feed(&mut an, T0 + 10 * S, 10, &plan, &|a, t, r| {
+        down(a, t, r + 10)
+    });
+    assert!(an.checkpoint().is_err());
+    feed(&mut an, T0 + 20 * S, 10, &plan, &|a, t, r| {
+        down(a, t, r + 20)
+    });
+    store
+        .with(|c| c.execute_batch("PRAGMA query_only = 0"))
+        .unwrap();
+    an.checkpoint().unwrap();
+    // 2 agents × 5 targets × 30 rounds, each once.
+    assert_eq!(stored_probes(&store), 300);
+    assert_eq!(
+        outage_events(&store),
+        start_and_end("agent-network", "acme/edge-1")
+    );
+    assert_eq!(end_event(&store).detail["lost"], 5 * 15);
+    // Nothing left over for the next one.
+    an.checkpoint().unwrap();
+    assert_eq!(stored_probes(&store), 300);
+    assert_eq!(outage_events(&store).len(), 2);
+}
+
+/// `entry` as the log hands it over, at position `id`.
+fn logged(id: i64, agent: &str, records: Vec<Record>) -> crate::log::Entries {
+    let mut e = entry(agent, records);
+    e.id = id;
+    vec![Arc::new(crate::log::Entry::decode(e))]
+}
+
+#[tokio::test]
+async fn the_next_entries_are_applied_while_a_checkpoint_is_written() {
+    use crate::log::consumer::Consumer as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_dir(dir.path()).unwrap();
+    let an = analyzer(&store, Settings::default());
+    let handle = an.handle();
+    let mut f = Follower::new(an);
+    f.last_prune = Some(Instant::now());
+    let t = "10.6.3.1";
+    f.apply(logged(1, "edge-1", vec![ping(t, T0, Some(1.0))]))
+        .await
+        .unwrap();
+    // Something else holds the store's writer connection: the
+    // checkpoint's write waits for it.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store
+                .with(|_| {
+                    held_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(())
+                })
+                .unwrap();
+        })
+    };
+    held_rx.recv().unwrap();
+    f.checkpoint().await.unwrap();
+    assert!(
+        f.writing.is_some(),
+        "the checkpoint is written in the background"
+    );
+    assert!(
+        handle.writing.try_lock().is_err(),
+        "a rebuilt analyzer would wait for the write"
+    );
+    // Applied while the write waits.
+    f.apply(logged(2, "edge-1", vec![ping(t, T0 + S, Some(3.0))]))
+        .await
+        .unwrap();
+    assert_eq!((f.position(), f.durable()), (2, 0));
+    // No checkpoint is due while one is written: its end wakes the driver.
+    assert!(
+        f.due()
+            .is_some_and(|d| d > Instant::now() + Duration::from_secs(60))
+    );
+    assert!(f.wake().is_some());
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    f.settle().await.unwrap();
+    assert_eq!(f.durable(), 1);
+    assert_eq!(stored_probes(&store), 1);
+    f.finish().await;
+    assert_eq!(f.durable(), 2);
+    assert_eq!(stored_probes(&store), 2);
+    // What a restart finds: both results, once.
+    let again = analyzer(&store, Settings::default());
+    assert_eq!(again.position, 2);
+    let s = again.handle();
+    let book = s.read();
+    let series = book.get(&key("edge-1", t)).unwrap();
+    assert_eq!(series.averages(T0 + S).m1.probes, 2);
+}
