@@ -26,17 +26,44 @@ pub struct Webhook {
     max_length: usize,
 }
 
-/// Fills a template.
+/// The placeholders a template may hold.
+pub const PLACEHOLDERS: [&str; 6] = [
+    "{message_json}",
+    "{message_url}",
+    "{message}",
+    "{to_json}",
+    "{to_url}",
+    "{to}",
+];
+
+/// Fills a template in one pass from left to right: each placeholder is
+/// replaced by its value, and a value is never read again, so a message
+/// that contains `{to}` or `{message_json}` is sent as written. Braces
+/// that open no placeholder are copied as they are.
 pub fn fill(template: &str, to: &str, message: &str) -> String {
     let json = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
-    // Longest names first so `{message}` does not eat `{message_json}`.
-    template
-        .replace("{message_json}", &json(message))
-        .replace("{message_url}", &crate::consumers::alert::segment(message))
-        .replace("{to_json}", &json(to))
-        .replace("{to_url}", &crate::consumers::alert::segment(to))
-        .replace("{message}", message)
-        .replace("{to}", to)
+    let mut out = String::with_capacity(template.len() + message.len());
+    let mut rest = template;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(name) = PLACEHOLDERS.iter().find(|p| rest.starts_with(**p)) else {
+            out.push('{');
+            rest = &rest[1..];
+            continue;
+        };
+        match *name {
+            "{message_json}" => out.push_str(&json(message)),
+            "{message_url}" => out.push_str(&crate::consumers::alert::segment(message)),
+            "{message}" => out.push_str(message),
+            "{to_json}" => out.push_str(&json(to)),
+            "{to_url}" => out.push_str(&crate::consumers::alert::segment(to)),
+            _ => out.push_str(to),
+        }
+        rest = &rest[name.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Webhook {
@@ -136,6 +163,35 @@ mod tests {
                 "a&b=c"
             ),
             "https://gw/send?to=%2B33%206&m=a%26b%3Dc"
+        );
+    }
+
+    #[test]
+    fn a_value_is_never_read_as_a_template() {
+        // A message naming every placeholder (a target called `{to}`, say),
+        // and a recipient that looks like one.
+        let message = format!("down: {} {{ }} {{unknown}}", PLACEHOLDERS.join(" "));
+        let to = "{message}";
+        let template = format!("{}|{{not-one}}|{{", PLACEHOLDERS.join("|"));
+        let filled = fill(&template, to, &message);
+        let json = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+        let expected = [
+            json(&message),
+            crate::consumers::alert::segment(&message),
+            message.clone(),
+            json(to),
+            crate::consumers::alert::segment(to),
+            to.to_owned(),
+        ]
+        .join("|")
+            + "|{not-one}|{";
+        assert_eq!(filled, expected);
+        // Still valid JSON with the message intact.
+        let body = fill(r#"{"to": {to_json}, "text": {message_json}}"#, to, &message);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (v["to"].as_str(), v["text"].as_str()),
+            (Some(to), Some(message.as_str()))
         );
     }
 }
