@@ -5,7 +5,9 @@
 //! events and outage rows produced since the last checkpoint, and the
 //! analysis cursor moved past the log entries that produced them. After a
 //! crash the analysis resumes from the last checkpoint, so every result is
-//! counted exactly once.
+//! counted exactly once. A checkpoint is written from what was taken out
+//! of the analyzer ([`SeriesRow`]s, not the live series), so the analysis
+//! goes on applying entries while it is written (`Follower` in `mod.rs`).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
