@@ -1004,9 +1004,10 @@ impl Analyzer {
             crate::memory::trim();
             tracing::debug!(series = retiring.len(), "series left memory");
         }
+        // Entries applied while it was written are further on already.
         self.stats
             .position
-            .store(position, std::sync::atomic::Ordering::Relaxed);
+            .fetch_max(position, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A checkpoint could not be written: what it held goes back in front
@@ -1075,9 +1076,17 @@ pub struct Follower {
     last_checkpoint: Instant,
     last_prune: Option<Instant>,
     /// The checkpoint being written.
-    writing: Option<tokio::task::JoinHandle<Written>>,
+    writing: Option<Writing>,
     /// Notified when it is written (the driver then ticks).
     written: Arc<tokio::sync::Notify>,
+}
+
+/// A checkpoint write in flight. Its outcome is sent before the driver is
+/// woken, so a tick after the wake-up finds it.
+struct Writing {
+    done: tokio::sync::oneshot::Receiver<Written>,
+    /// Ends without an outcome only by a panic, raised again from here.
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// How a checkpoint write ended: its position and the series it retired,
@@ -1160,7 +1169,8 @@ impl Follower {
         // Held until the write ends: a rebuilt analyzer loads after it.
         let gate = self.analyzer().writing.clone().lock_owned().await;
         let written = self.written.clone();
-        self.writing = Some(tokio::task::spawn_blocking(move || {
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let task = tokio::task::spawn_blocking(move || {
             let mut pending = pending;
             let outcome = match pending.write() {
                 Ok(()) => {
@@ -1171,9 +1181,11 @@ impl Follower {
                 Err(e) => Written::Failed(Box::new(pending), e),
             };
             drop(gate);
+            // The follower is gone only when the consumer is.
+            let _ = tx.send(outcome);
             written.notify_one();
-            outcome
-        }));
+        });
+        self.writing = Some(Writing { done, task });
         if retires {
             self.settle().await?;
         }
@@ -1184,10 +1196,38 @@ impl Follower {
     /// written, the durable position moves; failed, what it held goes
     /// back into the analyzer and the error is returned.
     async fn settle(&mut self) -> Result<(), StoreError> {
-        let Some(writing) = self.writing.take() else {
+        let Some(Writing { done, task }) = self.writing.take() else {
             return Ok(());
         };
-        match writing.await.unwrap_or_else(|e| resume(e)) {
+        let Ok(outcome) = done.await else {
+            panicked(task).await
+        };
+        self.settled(outcome).await
+    }
+
+    /// Settles the write in flight if it has ended, without waiting.
+    async fn settle_if_written(&mut self) -> Result<(), StoreError> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let Some(writing) = self.writing.as_mut() else {
+            return Ok(());
+        };
+        match writing.done.try_recv() {
+            Err(TryRecvError::Empty) => Ok(()),
+            Ok(outcome) => {
+                self.writing = None;
+                self.settled(outcome).await
+            }
+            Err(TryRecvError::Closed) => {
+                let Some(Writing { task, .. }) = self.writing.take() else {
+                    unreachable!("matched above")
+                };
+                panicked(task).await
+            }
+        }
+    }
+
+    async fn settled(&mut self, outcome: Written) -> Result<(), StoreError> {
+        match outcome {
             Written::Done(position, retiring) => {
                 if retiring.is_empty() {
                     self.analyzer
@@ -1208,6 +1248,14 @@ impl Follower {
                 Err(e)
             }
         }
+    }
+}
+
+/// A checkpoint write that ended without its outcome: its panic, again.
+async fn panicked(task: tokio::task::JoinHandle<()>) -> ! {
+    match task.await {
+        Err(e) => resume(e),
+        Ok(()) => unreachable!("a checkpoint write ends with its outcome"),
     }
 }
 
@@ -1282,13 +1330,7 @@ impl crate::log::consumer::Consumer for Follower {
     }
 
     async fn tick(&mut self) -> Result<(), StoreError> {
-        if self
-            .writing
-            .as_ref()
-            .is_some_and(tokio::task::JoinHandle::is_finished)
-        {
-            self.settle().await?;
-        }
+        self.settle_if_written().await?;
         if self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             self.last_prune = Some(Instant::now());
             match self.on_pool(Analyzer::prune).await {

@@ -930,9 +930,13 @@ async fn the_next_entries_are_applied_while_a_checkpoint_is_written() {
             .is_some_and(|d| d > Instant::now() + Duration::from_secs(60))
     );
     assert!(f.wake().is_some());
+    let wake = f.wake().unwrap();
     release_tx.send(()).unwrap();
     holder.join().unwrap();
-    f.settle().await.unwrap();
+    // The write's end wakes the driver, whose tick then finds it written.
+    wake.notified().await;
+    f.tick().await.unwrap();
+    assert!(f.writing.is_none());
     assert_eq!(f.durable(), 1);
     assert_eq!(stored_probes(&store), 1);
     f.finish().await;
