@@ -2,6 +2,7 @@
 //! and a config and runs until [`Collector::shutdown`]; tests call it
 //! directly, the binary wraps it in [`daemon::run`] (signals, systemd).
 
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod consumers;

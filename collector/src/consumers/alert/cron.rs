@@ -20,6 +20,10 @@ pub struct Cron {
     /// Whether day-of-month / day-of-week were given (not `*`).
     days_restricted: bool,
     weekdays_restricted: bool,
+    /// Whether the minute or the hour field starts with `*` (`*`, `*/5`):
+    /// what Debian's cron calls a wildcard job, run by the clock through a
+    /// daylight-saving change (`checks/timing.rs`).
+    wildcard: bool,
 }
 
 const MONTHS: [&str; 12] = [
@@ -48,6 +52,7 @@ impl Cron {
             weekdays,
             days_restricted: day != "*",
             weekdays_restricted: weekday != "*",
+            wildcard: minute.starts_with('*') || hour.starts_with('*'),
         })
     }
 
@@ -71,16 +76,25 @@ impl Cron {
     /// Whether the minute containing `t` (local time) matches.
     pub fn matches<T: Datelike + Timelike>(&self, t: &T) -> bool {
         let bit = |set: u64, v: u32| set & (1 << v) != 0;
+        bit(self.minutes, t.minute()) && bit(self.hours, t.hour()) && self.day_matches(t)
+    }
+
+    /// Whether some minute of the day of `t` (local date) may match.
+    pub fn day_matches<T: Datelike>(&self, t: &T) -> bool {
+        let bit = |set: u64, v: u32| set & (1 << v) != 0;
         let dom = bit(self.days, t.day());
         let dow = bit(self.weekdays, t.weekday().num_days_from_sunday());
         let day = match (self.days_restricted, self.weekdays_restricted) {
             (true, true) => dom || dow,
             _ => dom && dow,
         };
-        bit(self.minutes, t.minute())
-            && bit(self.hours, t.hour())
-            && bit(self.months, t.month())
-            && day
+        bit(self.months, t.month()) && day
+    }
+
+    /// A fixed-time expression (neither the minute nor the hour field
+    /// starts with `*`): run once per matching wall time.
+    pub fn fixed_time(&self) -> bool {
+        !self.wildcard
     }
 }
 

@@ -170,6 +170,30 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// Since when the schedule has been open without a break until
+    /// `now_ms`, but not before `from_ms`: `from_ms` when it was open
+    /// then and ever since, else its last opening. Meant for a moment it
+    /// is open; looks back at most 8 days.
+    pub fn open_since(&self, from_ms: i64, now_ms: i64) -> i64 {
+        if *self == Schedule::Always || from_ms >= now_ms {
+            return from_ms;
+        }
+        let mut t = from_ms.max(now_ms - HORIZON_MIN * MINUTE_MS);
+        let mut open = self.is_open(t);
+        let mut opened = if open { t } else { now_ms };
+        while let Some(change) = self.next_change(t).filter(|c| *c <= now_ms) {
+            let now_open = self.is_open(change);
+            if now_open && !open {
+                opened = change;
+            }
+            open = now_open;
+            t = change;
+        }
+        opened
+    }
+}
+
 /// `HH:MM` → minutes after midnight (`24:00` is the end of the day).
 fn clock_time(s: &str) -> Result<u32, String> {
     let bad = || format!("{s:?} is not a time of day HH:MM (00:00 to 24:00)");
