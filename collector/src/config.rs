@@ -36,6 +36,15 @@ pub struct Config {
     /// Omit to disable.
     #[serde(default)]
     pub health_listen: Option<SocketAddr>,
+    /// Listener for heartbeat checks' pings (`/ping/…`, Healthchecks'
+    /// URLs): HTTPS with the server certificate, no client certificate
+    /// asked. Omit to disable.
+    #[serde(default)]
+    pub ping_listen: Option<SocketAddr>,
+    /// `false`: the ping listener speaks plain HTTP (behind a proxy that
+    /// terminates TLS, or on a trusted network).
+    #[serde(default = "yes")]
+    pub ping_tls: bool,
     /// Directory of the embedded state store.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -64,6 +73,9 @@ pub struct Config {
     /// What one client may use of the listener.
     #[serde(default)]
     pub limits: Limits,
+    /// Heartbeat checks: ping log retention and rate limits.
+    #[serde(default)]
+    pub checks: crate::checks::Settings,
     /// The tenancy policy of this config, made on first use.
     #[serde(skip)]
     tenancy: TenancyCache,
@@ -252,6 +264,10 @@ fn default_aggregates() -> Duration {
 }
 fn default_ingest_log() -> Duration {
     Duration::from_secs(300)
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_listen() -> SocketAddr {
@@ -673,6 +689,26 @@ impl Config {
         }
         self.validate_analysis(source)?;
         self.alerting.validate(source)?;
+        if let Some((key, message)) = self.checks.invalid() {
+            return Err(source.error(key, message));
+        }
+        if let Some(p) = self.ping_listen {
+            for (key, other) in [
+                ("listen", Some(self.listen)),
+                ("health-listen", self.health_listen),
+            ] {
+                if let Some(o) = other
+                    && o.port() == p.port()
+                    && p.port() != 0
+                    && (o.ip() == p.ip() || o.ip().is_unspecified() || p.ip().is_unspecified())
+                {
+                    return Err(source.error(
+                        "ping-listen",
+                        format!("{p} takes the port of `{key}` {o}: give the pings their own port"),
+                    ));
+                }
+            }
+        }
         if self.retention.aggregates < Duration::from_secs(86_400) {
             return Err(source.error(
                 "retention.aggregates",

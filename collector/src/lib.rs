@@ -67,6 +67,10 @@ pub(crate) struct Shared {
     refusals: Arc<metrics::Refusals>,
     /// Time left on the collector's certificates, for `/metrics`.
     certificates: Arc<expiry::Stats>,
+    /// The heartbeat checks' monitor.
+    checks: checks::monitor::Monitor,
+    /// What the ping listener refused before looking a check up.
+    ping_refused: Arc<checks::ping::Refused>,
 }
 
 impl Shared {
@@ -367,6 +371,71 @@ fn spawn_health(
     addr
 }
 
+/// Starts the heartbeat checks' monitor.
+async fn spawn_checks(
+    store: &Store,
+    settings: &watch::Receiver<Arc<Config>>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<checks::monitor::Monitor, StartError> {
+    let (monitor, task) = checks::monitor::Monitor::spawn(
+        store.clone(),
+        settings.clone(),
+        analysis::Clock::new(),
+        shutdown.clone(),
+    )
+    .await?;
+    tasks.spawn(async move {
+        let _ = task.await;
+    });
+    Ok(monitor)
+}
+
+/// Binds and serves the ping listener when `ping-listen` is set; its
+/// address and TLS configuration channel (for reloads).
+async fn spawn_ping(
+    shared: &Arc<Shared>,
+    settings: &watch::Receiver<Arc<Config>>,
+    tasks: &mut JoinSet<()>,
+) -> Result<
+    (
+        Option<SocketAddr>,
+        Option<watch::Sender<Arc<rustls::ServerConfig>>>,
+    ),
+    StartError,
+> {
+    let (addr, with_tls, files) = {
+        let c = settings.borrow();
+        (c.ping_listen, c.ping_tls, c.tls_files())
+    };
+    let Some(addr) = addr else {
+        return Ok((None, None));
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let tls = if with_tls {
+        Some(watch::Sender::new(
+            sonde_runtime::tls::public_server_config(&files)?,
+        ))
+    } else {
+        tracing::warn!(listen = %local, "ping listener speaks plain HTTP (ping-tls = false)");
+        None
+    };
+    let cx = checks::ping::Context {
+        monitor: shared.checks.clone(),
+        tls: tls.as_ref().map(watch::Sender::subscribe),
+        settings: settings.clone(),
+        refused: shared.ping_refused.clone(),
+        shutdown: shared.shutdown.clone(),
+    };
+    tasks.spawn(checks::ping::serve(listener, cx));
+    Ok((Some(local), tls))
+}
+
 /// A running collector.
 #[derive(Debug)]
 pub struct Collector {
@@ -376,6 +445,10 @@ pub struct Collector {
     tasks: JoinSet<()>,
     local_addr: SocketAddr,
     health_addr: Option<SocketAddr>,
+    ping_addr: Option<SocketAddr>,
+    /// The ping listener's TLS configuration (`None`: plain HTTP or no
+    /// ping listener).
+    ping_tls: Option<watch::Sender<Arc<rustls::ServerConfig>>>,
     app: axum::Router,
 }
 
@@ -423,6 +496,7 @@ impl Collector {
             &mut tasks,
         )
         .await?;
+        let checks = spawn_checks(&store, &settings_rx, &shutdown, &mut tasks).await?;
         let log = log::SqliteLog::new(store.clone());
         // Ends when the last handle (in `shared`) goes.
         let (writer, _) = log::writer::Writer::spawn(log.clone());
@@ -443,6 +517,8 @@ impl Collector {
             live_slots: Arc::default(),
             refusals: Arc::default(),
             certificates: Arc::default(),
+            checks,
+            ping_refused: Arc::default(),
         });
         spawn_alerting(&shared, &settings_rx, &mut tasks);
         tasks.spawn(targets::run_retention(shared.clone()));
@@ -468,11 +544,13 @@ impl Collector {
         );
 
         let health_addr = health.and_then(|h| spawn_health(h, &shared, &mut tasks));
+        let (ping_addr, ping_tls) = spawn_ping(&shared, &settings_rx, &mut tasks).await?;
         tracing::info!(
             message_id = sonde_runtime::logging::ids::STARTED,
             version = env!("CARGO_PKG_VERSION"),
             listen = %local_addr,
             health = ?health_addr,
+            ping = ?ping_addr,
             "collector started"
         );
         Ok(Self {
@@ -482,6 +560,8 @@ impl Collector {
             tasks,
             local_addr,
             health_addr,
+            ping_addr,
+            ping_tls,
             app,
         })
     }
@@ -505,6 +585,11 @@ impl Collector {
         self.health_addr
     }
 
+    /// The ping listener's address, if enabled.
+    pub fn ping_addr(&self) -> Option<SocketAddr> {
+        self.ping_addr
+    }
+
     /// Agents connected now.
     pub fn connected_agents(&self) -> usize {
         self.shared.sessions.connected()
@@ -515,19 +600,30 @@ impl Collector {
     /// directory need a restart. On error nothing changes.
     pub fn reload(&self, config: Config) -> Result<(), TlsError> {
         let tls = sonde_runtime::tls::server_config(&config.tls_files(), &config.tls.crl)?;
+        let ping_tls = match &self.ping_tls {
+            Some(_) => Some(sonde_runtime::tls::public_server_config(
+                &config.tls_files(),
+            )?),
+            None => None,
+        };
         let current = self.shared.settings.borrow().clone();
         if config.listen != current.listen
             || config.health_listen != current.health_listen
+            || config.ping_listen != current.ping_listen
+            || config.ping_tls != current.ping_tls
             || config.state_dir != current.state_dir
             || config.influxdb != current.influxdb
             || config.retention != current.retention
             || config.analysis != current.analysis
         {
             tracing::warn!(
-                "listen addresses, state-dir, [influxdb], [retention] and [analysis] changes take effect only after a restart"
+                "listen addresses, ping-tls, state-dir, [influxdb], [retention] and [analysis] changes take effect only after a restart"
             );
         }
         self.tls.send_replace(tls);
+        if let (Some(tx), Some(c)) = (&self.ping_tls, ping_tls) {
+            tx.send_replace(c);
+        }
         self.settings.send_replace(Arc::new(config));
         // Alerting applies a changed schedule to held-back groups at once.
         self.shared.alert.kick.notify_one();

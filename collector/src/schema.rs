@@ -12,6 +12,7 @@ pub const ALL: &[&Schema] = &[
     &crate::consumers::facts::SCHEMA,
     &crate::consumers::alert::state::SCHEMA,
     &crate::targets::SCHEMA,
+    &crate::checks::store::SCHEMA,
 ];
 
 /// The single sequence of migrations that came before: what each of its

@@ -184,6 +184,15 @@ event_kinds! {
     /// A certificate in use (the collector's, its CA, or a client's)
     /// expires within `[tls] expiry-warning`.
     CertificateExpiring = "certificate-expiring",
+    /// A heartbeat check that was down received a success.
+    CheckUp = "check-up",
+    /// A heartbeat check missed its period and grace (or a started run
+    /// did not end within the grace).
+    CheckDown = "check-down",
+    /// A heartbeat check reported a failure (`/fail`, an exit status).
+    CheckFailed = "check-failed",
+    /// A heartbeat check's run started (`/start`).
+    CheckStarted = "check-started",
 }
 
 impl Serialize for EventKind {

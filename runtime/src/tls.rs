@@ -334,6 +334,22 @@ pub fn server_config(files: &TlsFiles, crl_files: &[PathBuf]) -> Result<ServerTl
     })
 }
 
+/// Server configuration for a listener that asks no client certificate
+/// (the collector's ping URLs, used by `curl` in cron jobs and by
+/// appliances): the same certificate and key as the mTLS listener, TLS
+/// 1.2 or 1.3 as the client offers, ALPN `h2` and `http/1.1`.
+pub fn public_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let (chain, key) = identity_material(files)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(key_mismatch(files))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The sonde identity in a DER certificate's URI SANs.
 pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, IdentityError> {
     let Ok((_, x509)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {

@@ -32,7 +32,8 @@ pub struct Expectation {
 
 /// The state a check keeps between pings (stored); `late` and
 /// `off-hours` are computed from it and the time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Stored {
     New,
     Up,

@@ -41,6 +41,24 @@ impl Pacer {
         self.due = due + self.per_token;
         due.saturating_duration_since(now + self.tolerance)
     }
+
+    /// Takes a token for a request arriving at `now` if one is free
+    /// (refusing rather than pacing: the ping listener's 429); a refused
+    /// request takes nothing.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let due = self.due.max(now);
+        if due > now + self.tolerance {
+            return false;
+        }
+        self.due = due + self.per_token;
+        true
+    }
+
+    /// Whether the bucket is full again at `now` (forgetting it changes
+    /// nothing).
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.due <= now
+    }
 }
 
 #[cfg(test)]
