@@ -79,7 +79,7 @@ impl Shared {
         let store_ok = tokio::time::timeout(timeout, self.store.run(Store::ping))
             .await
             .is_ok_and(|r| r.is_ok());
-        store_ok && self.liveness.ping(timeout).await
+        store_ok && self.liveness.ping(timeout).await && self.checks.sync(timeout).await
     }
 }
 

@@ -254,18 +254,7 @@ impl TargetRequest {
     /// The tenant the definition belongs to: the caller's, or for an
     /// operator the one named.
     pub fn tenant_for(&self, access: &Access) -> Result<String, String> {
-        match &self.tenant {
-            Some(t) if access.all => {
-                sonde_proto::identity::validate_component("tenant", t)
-                    .map_err(|e| format!("tenant: {e}"))?;
-                Ok(t.clone())
-            }
-            Some(t) if *t != access.tenant => Err(format!(
-                "tenant: you may only manage targets of your own tenant ({}), not {t:?}",
-                access.tenant
-            )),
-            _ => Ok(access.tenant.clone()),
-        }
+        access.owner(self.tenant.as_deref(), "targets")
     }
 
     /// Checks everything and gives the definition's name and spec; the

@@ -29,6 +29,9 @@ pub mod store;
 pub mod timing;
 pub mod token;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use serde::Deserialize;

@@ -113,6 +113,8 @@ enum Command {
     ReloadKeys(oneshot::Sender<()>),
     Pause(i64, oneshot::Sender<Result<bool, StoreError>>),
     Resume(i64, oneshot::Sender<Result<bool, StoreError>>),
+    /// Settle every deadline due by now, then answer.
+    Sync(oneshot::Sender<()>),
 }
 
 /// Handle to the monitor task.
@@ -171,6 +173,18 @@ impl Monitor {
             .await
             .map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
+    }
+
+    /// Resolves once every deadline due by now has been recorded and
+    /// everything sent before has been handled (tests, the watchdog);
+    /// fails if the task is gone or stuck past `timeout`.
+    pub async fn sync(&self, timeout: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let round_trip =
+            async { self.tx.send(Command::Sync(tx)).await.is_ok() && rx.await.is_ok() };
+        tokio::time::timeout(timeout, round_trip)
+            .await
+            .unwrap_or(false)
     }
 
     /// Pauses (`true`) or resumes check `id`; `Ok(false)`: no such check.
@@ -552,6 +566,10 @@ impl Monitored {
             }
             Command::Resume(id, reply) => {
                 let _ = reply.send(self.set_paused(id, false).await);
+            }
+            Command::Sync(reply) => {
+                self.settle().await;
+                let _ = reply.send(());
             }
         }
     }

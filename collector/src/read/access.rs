@@ -276,6 +276,24 @@ impl Access {
         self.all || tenant == self.tenant
     }
 
+    /// The tenant a new definition (a target, a check) belongs to: the
+    /// caller's, or for an operator the one `requested`; the error names
+    /// the `tenant` field.
+    pub fn owner(&self, requested: Option<&str>, what: &str) -> Result<String, String> {
+        match requested {
+            Some(t) if self.all => {
+                sonde_proto::identity::validate_component("tenant", t)
+                    .map_err(|e| format!("tenant: {e}"))?;
+                Ok(t.to_owned())
+            }
+            Some(t) if t != self.tenant => Err(format!(
+                "tenant: you may only manage {what} of your own tenant ({}), not {t:?}",
+                self.tenant
+            )),
+            _ => Ok(self.tenant.clone()),
+        }
+    }
+
     /// Whether `a` lies in the caller's grants (what its admins may have
     /// probed; operators: anything).
     pub fn granted(&self, a: IpAddr) -> bool {

@@ -6,6 +6,7 @@
 //! Errors are JSON `{"error": "..."}` with a status that says what kind of
 //! mistake it was; query parameters are validated and unknown ones refused.
 
+mod checks;
 pub(crate) mod json_errors;
 pub(crate) mod live;
 mod targets;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::json;
 
@@ -118,6 +119,27 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                     targets::MAX_TARGET_BODY,
                 )),
         )
+        .route(
+            "/api/v1/checks",
+            get(checks::list)
+                .post(checks::create)
+                .layer(axum::extract::DefaultBodyLimit::max(checks::MAX_CHECK_BODY)),
+        )
+        .route(
+            "/api/v1/checks/ping-key",
+            get(checks::ping_key).post(checks::new_ping_key),
+        )
+        .route(
+            "/api/v1/checks/{id}",
+            get(checks::one)
+                .put(checks::replace)
+                .delete(checks::remove)
+                .layer(axum::extract::DefaultBodyLimit::max(checks::MAX_CHECK_BODY)),
+        )
+        .route("/api/v1/checks/{id}/pause", post(checks::pause))
+        .route("/api/v1/checks/{id}/resume", post(checks::resume))
+        .route("/api/v1/checks/{id}/rotate", post(checks::rotate))
+        .route("/api/v1/checks/{id}/pings", get(checks::pings))
         .route("/api/v1/prefixes", get(prefixes))
         .route("/api/v1/prefixes/{prefix}", get(grid))
         .route("/api/v1/prefixes/{addr}/{len}", get(grid_split))

@@ -271,6 +271,12 @@ pub struct Rules {
     pub open_port: PortRule,
     #[serde(default = "default_remote_ports")]
     pub remote_ports: ChangeRule,
+    /// A heartbeat check missed its period and grace.
+    #[serde(default = "default_check")]
+    pub check_down: Rule,
+    /// A heartbeat check reported a failure.
+    #[serde(default = "default_check")]
+    pub check_failed: Rule,
 }
 
 fn default_agent_missing() -> Rule {
@@ -299,6 +305,9 @@ fn default_open_port() -> PortRule {
 fn default_remote_ports() -> ChangeRule {
     ChangeRule::on(Severity::Warning)
 }
+fn default_check() -> Rule {
+    Rule::on(Severity::Critical)
+}
 
 impl Default for Rules {
     fn default() -> Self {
@@ -310,6 +319,8 @@ impl Default for Rules {
             public_ip_change: default_ip_change(),
             open_port: default_open_port(),
             remote_ports: default_remote_ports(),
+            check_down: default_check(),
+            check_failed: default_check(),
         }
     }
 }
@@ -334,6 +345,10 @@ pub struct TenantRules {
     pub open_port: Option<PortRule>,
     #[serde(default)]
     pub remote_ports: Option<ChangeRule>,
+    #[serde(default)]
+    pub check_down: Option<Rule>,
+    #[serde(default)]
+    pub check_failed: Option<Rule>,
 }
 
 /// `[[alerting.route]]`: which alerts go to which receiver, how grouped,
@@ -679,6 +694,8 @@ impl Alerting {
             r.public_ip_change = t.public_ip_change.unwrap_or(r.public_ip_change);
             r.open_port = t.open_port.unwrap_or(r.open_port);
             r.remote_ports = t.remote_ports.unwrap_or(r.remote_ports);
+            r.check_down = t.check_down.unwrap_or(r.check_down);
+            r.check_failed = t.check_failed.unwrap_or(r.check_failed);
         }
         r
     }

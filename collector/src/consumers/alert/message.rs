@@ -70,6 +70,9 @@ impl AlertView {
                 l("target")
             ),
             "no-data" => "the collector receives results again".to_owned(),
+            "check-down" | "check-failed" => {
+                format!("check {}/{} is up again", l("tenant"), l("check"))
+            }
             _ => format!("resolved: {}", self.summary),
         }
     }

@@ -13,6 +13,8 @@
 //! | ip-changed | `public-ip-change` | one-off |
 //! | port-opened / port-closed | `open-port` (risk ≥ `min-risk`) | fires / resolves |
 //! | remote-port-opened / -closed | `remote-ports` | one-off |
+//! | check-down / check-up | `check-down` | fires / resolves |
+//! | check-failed / check-up | `check-failed` | fires / resolves |
 //!
 //! Latency (`latency.rs`) and no-data (`engine.rs`) are measured, not
 //! events.
@@ -255,6 +257,45 @@ fn fire(r: &Rules, ev: &EventRow, tenant: &str) -> Option<Made> {
     })
 }
 
+/// A heartbeat check's alert: labelled by the check's name (unique in its
+/// tenant), linked to the check.
+fn check(r: &Rules, ev: &EventRow, tenant: &str) -> Option<Made> {
+    let d = &ev.detail;
+    let name = text(d, "check");
+    let (rule, on, summary) = if ev.kind == EventKind::CheckDown {
+        let why = match text(d, "reason") {
+            r if r.is_empty() => String::new(),
+            r => format!(": {r}"),
+        };
+        (
+            "check-down",
+            r.check_down,
+            format!("check {tenant}/{name} is down{why}"),
+        )
+    } else {
+        let status = match d["exit_status"].as_i64() {
+            Some(s) => format!(" (exit status {s})"),
+            None => String::new(),
+        };
+        (
+            "check-failed",
+            r.check_failed,
+            format!("check {tenant}/{name} reported a failure{status}"),
+        )
+    };
+    if !on.enabled {
+        return None;
+    }
+    Some(Made {
+        rule,
+        severity: on.severity.unwrap_or(Severity::Critical),
+        labels: vec![("check", name)],
+        summary,
+        link: format!("/api/v1/checks/{}", text(d, "id")),
+        hold: None,
+    })
+}
+
 /// The labels of the alerts an event resolves (without the tenant).
 fn resolves(ev: &EventRow) -> Option<Vec<(&'static str, String)>> {
     Some(match ev.kind {
@@ -267,6 +308,9 @@ fn resolves(ev: &EventRow) -> Option<Vec<(&'static str, String)>> {
             l.push(("rule", "outage".into()));
             l
         }
+        // A success resolves both its check-down and its check-failed
+        // alert: only those carry a `check` label.
+        EventKind::CheckUp => vec![("check", text(&ev.detail, "check"))],
         EventKind::PortClosed => vec![
             ("rule", "open-port".into()),
             ("agent", ev.agent.clone()),
@@ -323,7 +367,11 @@ pub fn from_event(config: &Config, tenancy: &Tenancy, ev: &EventRow) -> Vec<Upda
             continue;
         }
         let rules = config.alerting.rules_for(&tenant);
-        let Some(m) = fire(&rules, ev, &tenant) else {
+        let made = match ev.kind {
+            EventKind::CheckDown | EventKind::CheckFailed => check(&rules, ev, &tenant),
+            _ => fire(&rules, ev, &tenant),
+        };
+        let Some(m) = made else {
             continue;
         };
         let mut a = alert(
