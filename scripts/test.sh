@@ -22,6 +22,7 @@ apt_packages=(
   socat      # listeners whose program the port inventory must name
   faketime   # libfaketime: the agent clock-jump test steps its system clock
   chromium   # the headless browser the web UI tests drive
+  curl       # pings heartbeat checks as cron jobs do
 )
 apt_updated=0
 for pkg in "${apt_packages[@]}"; do

@@ -34,7 +34,7 @@ fn config(extra: &str) -> Config {
 }
 
 struct Rig {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     store: Store,
     config: Config,
     clock: Clock,
@@ -58,7 +58,7 @@ impl Rig {
             .await
             .unwrap();
         Self {
-            _dir: dir,
+            dir,
             store,
             config,
             clock,
@@ -76,7 +76,7 @@ impl Rig {
         let now = self.clock.now_ms() + i64::try_from(after.as_millis()).unwrap();
         tokio::time::advance(after).await;
         let store = self.store.clone();
-        Self::on(self._dir, store, self.config, now).await
+        Self::on(self.dir, store, self.config, now).await
     }
 
     /// Adds a check; gives it and its token.
@@ -154,6 +154,7 @@ fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> i64 {
 }
 
 const S: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_check_is_late_then_down_once_and_a_ping_brings_it_up() {
@@ -166,14 +167,14 @@ async fn a_silent_check_is_late_then_down_once_and_a_ping_brings_it_up() {
         Outcome::Recorded
     );
     assert_eq!(rig.state(c.id), State::Up);
-    rig.wait(10 * S - Duration::from_millis(1)).await;
+    rig.wait((10 * S).saturating_sub(MS)).await;
     assert_eq!(rig.state(c.id), State::Up);
-    rig.wait(Duration::from_millis(1)).await;
+    rig.wait(MS).await;
     assert_eq!(rig.state(c.id), State::Late);
     assert!(rig.events().is_empty(), "late is no event");
-    rig.wait(5 * S - Duration::from_millis(1)).await;
+    rig.wait((5 * S).saturating_sub(MS)).await;
     assert!(rig.events().is_empty());
-    rig.wait(Duration::from_millis(1)).await;
+    rig.wait(MS).await;
     assert_eq!(rig.state(c.id), State::Down);
     assert_eq!(rig.events(), [(EventKind::CheckDown, t0 + 15_000)]);
     // Down stays down, once.
@@ -282,9 +283,9 @@ async fn a_cron_check_across_the_october_change_in_paris() {
     // the tick + 30 s, not before (not an hour later, as a clock that
     // waited for the next wall-clock 02:30 would have it).
     assert_eq!(now, utc(2026, 10, 25, 1, 30));
-    rig.wait(30 * S - Duration::from_millis(1)).await;
+    rig.wait((30 * S).saturating_sub(MS)).await;
     assert_eq!(rig.state(c.id), State::Late);
-    rig.wait(Duration::from_millis(1)).await;
+    rig.wait(MS).await;
     assert_eq!(rig.events(), [(EventKind::CheckDown, now + 30_000)]);
 }
 
@@ -380,9 +381,9 @@ async fn after_a_restart_states_pings_and_deadlines_are_intact_and_down_comes_on
     // Down 20 s, back up before the deadline: still up, its deadline kept.
     let rig = rig.restart(20 * S).await;
     assert_eq!(rig.state(c.id), State::Up);
-    rig.wait(70 * S - Duration::from_millis(1)).await;
+    rig.wait((70 * S).saturating_sub(MS)).await;
     assert!(rig.events().is_empty());
-    rig.wait(Duration::from_millis(1)).await;
+    rig.wait(MS).await;
     assert_eq!(rig.events(), [(EventKind::CheckDown, t0 + 90_000)]);
     // Due while stopped: down once at start, not again at the next.
     assert_eq!(
