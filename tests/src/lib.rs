@@ -322,9 +322,15 @@ impl World {
 
     /// Writes `collector.toml`; `tables` (TOML tables only) is appended.
     pub fn collector_config(&self, tables: &str) -> PathBuf {
+        self.collector_config_with("", tables)
+    }
+
+    /// Writes `collector.toml` with top-level `keys` (`ping-listen = …`)
+    /// and `tables` appended.
+    pub fn collector_config_with(&self, keys: &str, tables: &str) -> PathBuf {
         let pki = self.pki.dir();
         let text = format!(
-            "listen = \"127.0.0.1:{port}\"\nhealth-listen = \"127.0.0.1:{health}\"\n\
+            "listen = \"127.0.0.1:{port}\"\nhealth-listen = \"127.0.0.1:{health}\"\n{keys}\n\
              state-dir = \"{state}\"\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\ncrl = [\"{crl}\"]\n{tables}\n",
             port = self.port,

@@ -11,7 +11,9 @@
 //! their own tenant and the prefixes granted to it, operators everything;
 //! the role is checked before the resource, so a viewer's change is 403
 //! whatever it names; naming another tenant is 403; another tenant's
-//! definition or silence by ID is 404 (its existence is not revealed).
+//! definition, silence or heartbeat check by ID is 404 (its existence is
+//! not revealed), and on the ping listener a tenant's ping key reaches
+//! only its own checks.
 //! A second table adds who measures: a viewer sees its own agents'
 //! series everywhere, trusted and operator tenants' agents' in its
 //! grants only, and nothing of an untrusted tenant's agents.
@@ -28,6 +30,12 @@ use sonde_proto::v1::{AgentMessage, Hello};
 use sonde_tests::{Api, Cert, World, eventually, grpc_channel};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// The ping listener's port, one per test binary.
+fn ping_port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(sonde_tests::free_port)
+}
 
 /// The callers, in the columns' order.
 const WHO: [(&str, Role, &str); 7] = [
@@ -49,7 +57,8 @@ struct Setup {
 
 async fn setup() -> Setup {
     let world = World::new();
-    world.collector_config(
+    world.collector_config_with(
+        &format!("ping-listen = \"127.0.0.1:{}\"", ping_port()),
         "[access]\noperator-tenants = [\"noc\"]\n\
          [[tenant]]\nname = \"acme\"\nprefixes = [\"127.0.0.0/24\"]\n\
          [[tenant]]\nname = \"globex\"\nprefixes = [\"127.0.1.0/24\"]\n",
@@ -298,6 +307,7 @@ async fn every_endpoint_and_method_allows_exactly_whom_it_should() {
         );
     }
     m.row("DELETE /api/v1/silences/ID (acme's)", &acme_admins, expire);
+    checks_rows(&s, &mut m).await;
 
     // gRPC: the query service and the agent session.
     let mut list = Vec::new();
@@ -394,6 +404,148 @@ async fn every_endpoint_and_method_allows_exactly_whom_it_should() {
         names.sort_unstable();
         assert_eq!(names, expect, "{:?}", WHO[i]);
     }
+}
+
+/// Heartbeat checks: each call on a fresh check of acme's, so every
+/// caller meets the same state; then the ping listener, where a tenant's
+/// ping key reaches only its own checks.
+async fn checks_rows(s: &Setup, m: &mut Matrix) {
+    let check = |name: &str| json!({"name": name, "period": "1h", "tenant": "acme"});
+    let aa = &s.apis[2];
+    let mut created = Vec::new();
+    for (i, api) in s.apis.iter().enumerate() {
+        let status = call(
+            api,
+            "POST",
+            "/api/v1/checks",
+            Some(&check(&format!("c{i}"))),
+        )
+        .await;
+        created.push(status.to_string());
+    }
+    m.row(
+        "POST /api/v1/checks (for acme)",
+        &["403", "403", "201", "403", "403", "403", "201"],
+        created,
+    );
+    let acme_reads = ["403", "200", "200", "404", "404", "200", "200"];
+    let acme_admins = ["403", "403", "200", "403", "404", "403", "200"];
+    let mut rows: Vec<(String, [&str; 7], Vec<String>)> = vec![
+        ("GET /api/v1/checks/ID".into(), acme_reads, Vec::new()),
+        ("GET /api/v1/checks/ID/pings".into(), acme_reads, Vec::new()),
+        ("PUT /api/v1/checks/ID".into(), acme_admins, Vec::new()),
+        (
+            "POST /api/v1/checks/ID/pause".into(),
+            acme_admins,
+            Vec::new(),
+        ),
+        (
+            "POST /api/v1/checks/ID/resume".into(),
+            acme_admins,
+            Vec::new(),
+        ),
+        (
+            "POST /api/v1/checks/ID/rotate".into(),
+            acme_admins,
+            Vec::new(),
+        ),
+        (
+            "DELETE /api/v1/checks/ID".into(),
+            ["403", "403", "204", "403", "404", "403", "204"],
+            Vec::new(),
+        ),
+    ];
+    for (i, api) in s.apis.iter().enumerate() {
+        let (status, body) = aa
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/checks",
+                Some(&check(&format!("d{i}"))),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let path = format!("/api/v1/checks/{}", body["check"]["id"]);
+        let calls: [(&str, String, Option<serde_json::Value>); 7] = [
+            ("GET", path.clone(), None),
+            ("GET", format!("{path}/pings"), None),
+            ("PUT", path.clone(), Some(check(&format!("d{i}")))),
+            ("POST", format!("{path}/pause"), Some(json!({}))),
+            ("POST", format!("{path}/resume"), Some(json!({}))),
+            ("POST", format!("{path}/rotate"), Some(json!({}))),
+            ("DELETE", path.clone(), None),
+        ];
+        for (row, (method, p, body)) in rows.iter_mut().zip(calls) {
+            row.2
+                .push(call(api, method, &p, body.as_ref()).await.to_string());
+        }
+    }
+    for (what, expected, observed) in rows {
+        m.row(&what, &expected, observed);
+    }
+    let mut listed = Vec::new();
+    let mut keys = Vec::new();
+    let mut made = Vec::new();
+    for api in &s.apis {
+        listed.push(call(api, "GET", "/api/v1/checks", None).await.to_string());
+        keys.push(
+            call(api, "GET", "/api/v1/checks/ping-key", None)
+                .await
+                .to_string(),
+        );
+        made.push(
+            call(api, "POST", "/api/v1/checks/ping-key", Some(&json!({})))
+                .await
+                .to_string(),
+        );
+    }
+    let all = ["403", "200", "200", "200", "200", "200", "200"];
+    m.row("GET /api/v1/checks", &all, listed);
+    m.row("GET /api/v1/checks/ping-key", &all, keys);
+    m.row(
+        "POST /api/v1/checks/ping-key",
+        &["403", "403", "200", "403", "200", "403", "200"],
+        made,
+    );
+    // Another tenant's list holds none of acme's checks.
+    let globex = s.apis[4].ok("/api/v1/checks").await;
+    assert_eq!(globex["checks"], json!([]), "{globex}");
+    // The ping listener: each tenant's key with acme's slug.
+    let key_of = |api: &Api| {
+        let api = api.clone();
+        async move {
+            let (status, v) = api
+                .send(
+                    reqwest::Method::POST,
+                    "/api/v1/checks/ping-key",
+                    Some(&json!({})),
+                    &[],
+                )
+                .await;
+            assert_eq!(status, 200, "{v}");
+            v["ping_key"].as_str().expect("ping key").to_owned()
+        }
+    };
+    let acme_key = key_of(aa).await;
+    let globex_key = key_of(&s.apis[4]).await;
+    let plain = reqwest::Client::builder()
+        .use_preconfigured_tls(sonde_tests::client_tls(
+            &s.world.pki.dir().join("ca.pem"),
+            None,
+        ))
+        .build()
+        .unwrap();
+    let mut pinged = Vec::new();
+    for key in [&acme_key, &globex_key] {
+        let url = format!("https://localhost:{}/ping/{key}/c2", ping_port());
+        let r = plain.post(&url).body("matrix").send().await.unwrap();
+        pinged.push(r.status().as_u16().to_string());
+    }
+    m.row(
+        "ping acme's check c2 by acme's key, globex's key",
+        &["200", "404"],
+        pinged,
+    );
 }
 
 fn code<T>(r: Result<T, tonic::Status>) -> String {

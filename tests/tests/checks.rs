@@ -79,22 +79,18 @@ async fn rig() -> Rig {
     let world = World::new();
     let discord = Discord::start("127.0.0.1:0".parse().unwrap()).await;
     let ping_port = free_port();
-    let config = world.collector_config(&format!(
-        "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.9.0.0/24\"]\n\
+    world.collector_config_with(
+        &format!("ping-listen = \"127.0.0.1:{ping_port}\""),
+        &format!(
+            "[[tenant]]\nname = \"acme\"\nprefixes = [\"10.9.0.0/24\"]\n\
          [[tenant]]\nname = \"globex\"\nprefixes = [\"10.8.0.0/24\"]\n\
          [alerting.delivery]\nretry-initial = \"300ms\"\nretry-max = \"1s\"\n\
          [[alerting.route]]\ntenant = \"acme\"\nreceiver = \"ops\"\ngroup-by = [\"check\"]\n\
          group-wait = \"200ms\"\ngroup-interval = \"1s\"\nrepeat-interval = \"1h\"\n\
          [[alerting.receiver]]\nname = \"ops\"\n[alerting.receiver.discord]\nurl = \"{}\"\n",
-        discord.url()
-    ));
-    // A top-level key goes before the tables.
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("ping-listen = \"127.0.0.1:{ping_port}\"\n{text}"),
-    )
-    .unwrap();
+            discord.url()
+        ),
+    );
     let admin = world.api(Some(&world.cert("acme", Role::Admin, "ada")));
     let ca = world.pki.dir().join("ca.pem");
     Rig {
@@ -245,8 +241,16 @@ async fn failures_durations_bad_input_and_limits() {
     // other checks are not held back.
     let (id_c, _, url_c) = create(&r.admin, json!({ "name": "c", "period": "1h" })).await;
     let codes: Vec<u16> = (0..25).map(|_| curl(&r.ca, &url_c, &[]).0).collect();
-    assert_eq!(codes.iter().filter(|code| **code == 200).count(), 20, "{codes:?}");
-    assert_eq!(codes.iter().filter(|code| **code == 429).count(), 5, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|code| **code == 200).count(),
+        20,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|code| **code == 429).count(),
+        5,
+        "{codes:?}"
+    );
     assert_eq!(curl(&r.ca, &url_b, &[]).0, 200);
     assert_eq!(
         count(&r.admin.ok(&format!("/api/v1/checks/{id_c}/pings")).await),
