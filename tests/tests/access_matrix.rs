@@ -483,6 +483,12 @@ async fn checks_rows(s: &Setup, m: &mut Matrix) {
     for (what, expected, observed) in rows {
         m.row(&what, &expected, observed);
     }
+    ping_key_rows(s, m).await;
+}
+
+/// Lists and ping keys; then the ping listener: acme's check `c2`
+/// pinged by slug with each tenant's ping key.
+async fn ping_key_rows(s: &Setup, m: &mut Matrix) {
     let mut listed = Vec::new();
     let mut keys = Vec::new();
     let mut made = Vec::new();
@@ -510,12 +516,6 @@ async fn checks_rows(s: &Setup, m: &mut Matrix) {
     // Another tenant's list holds none of acme's checks.
     let globex = s.apis[4].ok("/api/v1/checks").await;
     assert_eq!(globex["checks"], json!([]), "{globex}");
-    ping_key_rows(s, m).await;
-}
-
-/// The ping listener: acme's check `c2` pinged by slug with each tenant's
-/// ping key.
-async fn ping_key_rows(s: &Setup, m: &mut Matrix) {
     let aa = &s.apis[2];
     let key_of = |api: &Api| {
         let api = api.clone();
