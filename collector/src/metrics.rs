@@ -458,11 +458,57 @@ pub(crate) async fn handler(State(shared): State<Arc<Shared>>) -> Response {
             value: f(shared.log.disk_reads()),
         },
     ]);
+    let mut text = render(&samples, &consumers, i);
+    render_checks(&shared.checks.stats, &shared.ping_refused, &mut text);
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&samples, &consumers, i),
+        text,
     )
         .into_response()
+}
+
+/// Heartbeat checks: how many are in each state, pings by kind, and what
+/// the ping listener refused by reason (no tenant or check labels).
+pub fn render_checks(
+    stats: &crate::checks::monitor::Stats,
+    refused: &crate::checks::ping::Refused,
+    out: &mut String,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let name = "sonde_collector_checks";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Heartbeat checks by state now.\n# TYPE {name} gauge"
+    );
+    for (state, n) in crate::checks::monitor::STATES.iter().zip(&stats.states) {
+        let label = serde_json::to_value(state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(out, "{name}{{state=\"{label}\"}} {}", n.load(Relaxed));
+    }
+    let name = "sonde_collector_check_pings_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Pings recorded, by kind.\n# TYPE {name} counter"
+    );
+    for (kind, n) in ["success", "start", "fail", "log"].iter().zip(&stats.pings) {
+        let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", n.load(Relaxed));
+    }
+    let name = "sonde_collector_check_pings_refused_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Pings answered without being recorded, by reason.\n# TYPE {name} counter"
+    );
+    for (reason, n) in [
+        ("unknown", &stats.unknown),
+        ("rate-limited", &stats.limited),
+        ("source-limited", &refused.limited_source),
+        ("malformed", &refused.malformed),
+        ("too-large", &refused.too_large),
+    ] {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+    }
 }
 
 #[cfg(test)]

@@ -523,6 +523,8 @@ impl Monitored {
                 Outcome::Failed
             }
         };
+        // Counted before answering: what a client reads next agrees.
+        self.count_states();
         for reply in replies.into_iter().flatten() {
             let _ = reply.send(outcome);
         }
