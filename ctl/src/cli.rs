@@ -122,6 +122,12 @@ pub enum Command {
         #[command(subcommand)]
         action: SilenceAction,
     },
+    /// Heartbeat checks: list, create, pause, resume, rotate, delete,
+    /// pings (changes need an admin certificate).
+    Checks {
+        #[command(subcommand)]
+        action: crate::checks::ChecksAction,
+    },
     /// Validate the config file and the TLS files it names, then exit.
     CheckConfig,
 }

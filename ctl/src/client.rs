@@ -85,6 +85,10 @@ impl Api {
         let resp = request.send().await.map_err(transport)?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(transport)?;
+        if status.is_success() && body.is_empty() {
+            // 204 No Content (a deletion).
+            return Ok(Value::Null);
+        }
         let json: Result<Value, _> = serde_json::from_slice(&body);
         if !status.is_success() {
             let message = json

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod alerts;
+pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -120,6 +121,7 @@ async fn answer(loaded: &Loaded, command: &Command, json: bool) -> Result<String
             Ok(if json { pretty(&v) } else { outages_table(&v) })
         }
         Command::Alerts { .. } | Command::Silence { .. } => alerts::run(&api, command, json).await,
+        Command::Checks { action } => checks::run(&api, action, json).await,
         Command::CheckConfig => Ok(String::new()),
     }
 }

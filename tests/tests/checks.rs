@@ -371,3 +371,78 @@ async fn after_kill_9_states_pings_and_deadlines_are_intact_and_down_comes_once(
         r.discord.delivered()
     );
 }
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn sondectl_manages_checks_and_prints_the_ping_url_once() {
+    let r = rig().await;
+    let _collector = r.world.start_collector(&[]).await;
+    let admin =
+        sonde_tests::ctl_config(&r.world, "admin", &r.world.cert("acme", Role::Admin, "ada"));
+    let viewer = sonde_tests::ctl_config(
+        &r.world,
+        "viewer",
+        &r.world.cert("acme", Role::Viewer, "vic"),
+    );
+    let o = sonde_tests::sondectl(
+        &admin,
+        &[
+            "checks", "create", "db dump", "--period", "1h", "--grace", "10m",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", out(&o));
+    let text = out(&o);
+    let url = text
+        .lines()
+        .find(|l| l.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no ping URL in\n{text}"))
+        .to_owned();
+    assert_eq!(curl(&r.ca, &url, &["-A", "sondectl-test"]).0, 200);
+    let list = sonde_tests::sondectl(&viewer, &["checks", "list"]).await;
+    let listed = out(&list);
+    let line = listed
+        .lines()
+        .find(|l| l.contains("db dump"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains(" up "), "{line}");
+    assert!(
+        !listed.contains(url.rsplit('/').next().unwrap()),
+        "token listed"
+    );
+    let id = line.split_whitespace().next().unwrap().to_owned();
+    let pings = out(&sonde_tests::sondectl(&viewer, &["checks", "pings", &id]).await);
+    assert!(
+        pings.contains("success") && pings.contains("sondectl-test"),
+        "{pings}"
+    );
+    // A viewer may not change it; the error says why.
+    let o = sonde_tests::sondectl(&viewer, &["checks", "pause", &id]).await;
+    assert!(!o.status.success());
+    assert!(out(&o).contains("admin"), "{}", out(&o));
+    let o = sonde_tests::sondectl(&admin, &["checks", "pause", &id]).await;
+    assert!(out(&o).contains("paused"), "{}", out(&o));
+    let o = sonde_tests::sondectl(&admin, &["checks", "resume", &id]).await;
+    assert!(out(&o).contains(" new "), "{}", out(&o));
+    let o = sonde_tests::sondectl(&admin, &["checks", "rotate", &id]).await;
+    let rotated = out(&o);
+    let new_url = rotated
+        .lines()
+        .find(|l| l.starts_with("https://"))
+        .unwrap_or_else(|| panic!("{rotated}"))
+        .to_owned();
+    assert_eq!(curl(&r.ca, &url, &[]).0, 404);
+    assert_eq!(curl(&r.ca, &new_url, &[]).0, 200);
+    let o = sonde_tests::sondectl(&admin, &["checks", "delete", &id]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(curl(&r.ca, &new_url, &[]).0, 404);
+    let listed = out(&sonde_tests::sondectl(&viewer, &["checks", "list"]).await);
+    assert!(!listed.contains("db dump"), "{listed}");
+}
