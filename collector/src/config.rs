@@ -403,6 +403,10 @@ pub struct AgentOverride {
     pub heartbeat_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub grace: Option<Duration>,
+    /// An `[[alerting.schedule]]`: outside it a silent agent is
+    /// off-hours, not missing.
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// Probes assigned to this agent (same shape as the agent config's),
     /// run in addition to its own; a change reaches it without restart.
     #[serde(default)]
@@ -411,6 +415,28 @@ pub struct AgentOverride {
     pub tcp: Vec<TcpProbe>,
     #[serde(default)]
     pub trace: Vec<TraceProbe>,
+}
+
+impl Config {
+    /// The monitoring schedule of agent `tenant`/`name` (`[[agent]]
+    /// schedule`), if it has one the config defines.
+    pub fn agent_schedule(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Option<crate::consumers::alert::schedule::Schedule> {
+        let wanted = self
+            .agent
+            .iter()
+            .find(|a| a.tenant == tenant && a.name == name)?
+            .schedule
+            .as_deref()?;
+        self.alerting
+            .schedule
+            .iter()
+            .any(|s| s.name == wanted)
+            .then(|| self.alerting.schedule(Some(wanted)))
+    }
 }
 
 impl AgentOverride {
@@ -673,6 +699,14 @@ impl Config {
             a.probes()
                 .validate()
                 .map_err(|e| source.error(&format!("agent[{i}].{}", e.key), e.message))?;
+            if let Some(s) = &a.schedule
+                && !self.alerting.schedule.iter().any(|d| d.name == *s)
+            {
+                return Err(source.error(
+                    &format!("agent[{i}].schedule"),
+                    format!("no [[alerting.schedule]] named {s:?}"),
+                ));
+            }
         }
         Ok(())
     }

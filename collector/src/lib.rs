@@ -371,6 +371,33 @@ fn spawn_health(
     addr
 }
 
+/// Starts missing-heartbeat detection, with each agent's monitoring
+/// schedule read from the current config at every decision.
+fn spawn_liveness(
+    store: Store,
+    known: Vec<(store::AgentKey, store::AgentState, u64)>,
+    settings: &watch::Receiver<Arc<Config>>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Liveness {
+    let restart_grace = settings.borrow().heartbeat.restart_grace;
+    let config = settings.clone();
+    let schedules: liveness::Schedules =
+        Arc::new(move |key| config.borrow().agent_schedule(&key.tenant, &key.name));
+    let (liveness, task) = Liveness::spawn_with(
+        store,
+        known,
+        restart_grace,
+        analysis::Clock::new(),
+        schedules,
+        shutdown.clone(),
+    );
+    tasks.spawn(async move {
+        let _ = task.await;
+    });
+    liveness
+}
+
 /// Starts the heartbeat checks' monitor.
 async fn spawn_checks(
     store: &Store,
@@ -473,12 +500,6 @@ impl Collector {
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let restart_grace = config.heartbeat.restart_grace;
-        let (liveness, liveness_task) =
-            Liveness::spawn(store.clone(), known, restart_grace, shutdown.clone());
-        tasks.spawn(async move {
-            let _ = liveness_task.await;
-        });
         // Every consumer is registered before the pruner starts: one not
         // started yet holds pruning back (the analysis may take a while to
         // load).
@@ -486,6 +507,7 @@ impl Collector {
         let analysis_cursor = consumers.register(analysis::CURSOR);
         let export = spawn_consumers(&config, &store, &consumers, &shutdown, &mut tasks)?;
         let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
+        let liveness = spawn_liveness(store.clone(), known, &settings_rx, &shutdown, &mut tasks);
         let managed = watch::Sender::new(Arc::new(managed));
         let analysis = start_analysis(
             &settings_rx,

@@ -74,6 +74,8 @@ impl std::fmt::Display for AgentKey {
 pub enum AgentState {
     Up,
     Missing,
+    /// Silent outside its monitoring schedule: neither up nor missing.
+    OffHours,
 }
 
 impl AgentState {
@@ -81,14 +83,15 @@ impl AgentState {
         match self {
             AgentState::Up => "up",
             AgentState::Missing => "missing",
+            AgentState::OffHours => "off-hours",
         }
     }
 
     fn parse(s: &str) -> Self {
-        if s == "missing" {
-            AgentState::Missing
-        } else {
-            AgentState::Up
+        match s {
+            "missing" => AgentState::Missing,
+            "off-hours" => AgentState::OffHours,
+            _ => AgentState::Up,
         }
     }
 }
@@ -160,6 +163,12 @@ event_kinds! {
     AgentMissing = "agent-missing",
     /// A missing agent sent a heartbeat again.
     AgentBack = "agent-back",
+    /// An agent fell silent outside its monitoring schedule: off-hours,
+    /// not missing (no alert).
+    AgentOffHours = "agent-off-hours",
+    /// An off-hours agent spoke again, or its schedule opened (then it is
+    /// missing after its grace if it stays silent).
+    AgentOnHours = "agent-on-hours",
     /// An outage began (its scope in the detail: series, target, prefix or
     /// agent network).
     OutageStart = "outage-start",

@@ -9,9 +9,10 @@
 //! `/start` must end (with a success or a failure) within `grace` of its
 //! start. A failure (`/fail`, an exit status 1–255) makes it down at once.
 //!
-//! A check with a monitoring schedule (`[[alerting.schedule]]`) is
-//! **off-hours** while the schedule is closed, unless it is already down
-//! (it stays down). It is never late or down for a silence outside its
+//! A check with a monitoring schedule (`[[alerting.schedule]]`) that is
+//! silent (its next ping overdue) while the schedule is closed is
+//! **off-hours**, unless it is already down (it stays down); one that is
+//! not overdue is up, as inside the window. It is never late or down for a silence outside its
 //! window: when the window opens, a ping that fell due while it was closed
 //! is due at the opening, and the grace runs from there (office hours
 //! 09:00–18:00, a check silent since the evening: late at 09:00, down at
@@ -101,6 +102,16 @@ impl Expectation {
         let mut closes = None;
         if let Some(schedule) = &self.schedule {
             if !schedule.is_open(now_ms) {
+                if now_ms < due {
+                    // Not silent yet: up until due (or until the window
+                    // opens, whichever is first).
+                    let opens = schedule.next_change(now_ms);
+                    return Verdict {
+                        state: State::Up,
+                        until_ms: Some(opens.map_or(due, |o| o.min(due))),
+                        expected_ms: Some(due),
+                    };
+                }
                 return Verdict {
                     state: State::OffHours,
                     until_ms: schedule.next_change(now_ms),
@@ -283,6 +294,17 @@ mod tests {
         assert_eq!(
             e.judge(&r, utc(2026, 10, 26, 16, 56)).until_ms,
             Some(utc(2026, 10, 26, 17, 0))
+        );
+        // Pinged outside the window and not overdue yet: up until due.
+        let saturday = utc(2026, 10, 24, 10, 0);
+        let v = e.judge(&up(saturday), saturday + MIN);
+        assert_eq!(
+            (v.state, v.until_ms),
+            (State::Up, Some(saturday + 10 * MIN))
+        );
+        assert_eq!(
+            e.judge(&up(saturday), saturday + 10 * MIN).state,
+            State::OffHours
         );
         // Down stays down when the window closes.
         let down = Received {
