@@ -560,18 +560,18 @@ mod tests {
         let t0 = Instant::now();
         // Up all afternoon, stopped at 18:30.
         beat(&live, &["office"], 90).await;
-        until(&live, t0, 90 * MIN + GRACE - MS).await;
+        until(&live, t0, (90 * MIN + GRACE).saturating_sub(MS)).await;
         assert!(kinds(&store).is_empty());
         until(&live, t0, 90 * MIN + GRACE).await;
         assert_eq!(kinds(&store), [("office".into(), EventKind::AgentOffHours)]);
         assert_eq!(state_of(&store, "office"), AgentState::OffHours);
         // All night: nothing. 09:00 the next morning is 16 h after t0.
-        until(&live, t0, 16 * HOUR - MS).await;
+        until(&live, t0, (16 * HOUR).saturating_sub(MS)).await;
         assert_eq!(kinds(&store).len(), 1);
         until(&live, t0, 16 * HOUR).await;
         assert_eq!(kinds(&store)[1], ("office".into(), EventKind::AgentOnHours));
         assert_eq!(state_of(&store, "office"), AgentState::Up);
-        until(&live, t0, 16 * HOUR + GRACE - MS).await;
+        until(&live, t0, (16 * HOUR + GRACE).saturating_sub(MS)).await;
         assert_eq!(kinds(&store).len(), 2);
         until(&live, t0, 16 * HOUR + GRACE).await;
         assert_eq!(kinds(&store)[2], ("office".into(), EventKind::AgentMissing));
@@ -595,7 +595,7 @@ mod tests {
         assert_eq!(kinds(&store), [("office".into(), EventKind::AgentOffHours)]);
         until(&live, t0, 64 * HOUR + GRACE).await;
         assert_eq!(kinds(&store).len(), 1, "not at 09:00 summer time");
-        until(&live, t0, 65 * HOUR - MS).await;
+        until(&live, t0, (65 * HOUR).saturating_sub(MS)).await;
         assert_eq!(kinds(&store).len(), 1);
         until(&live, t0, 65 * HOUR + GRACE).await;
         assert_eq!(
