@@ -890,6 +890,95 @@ async function targetsPage(main) {
   return null;
 }
 
+// ---------------------------------------------------------- checks page
+
+function checkForm(current, onDone) {
+  const v = current || { name: '', period: '1d', cron: null, timezone: null, grace: '1h', schedule: null, slug: '' };
+  const f = {
+    name: el('input', { name: 'name', required: true, value: v.name }),
+    period: el('input', { name: 'period', value: v.cron ? '' : (v.period || ''), placeholder: '1d (simple check)' }),
+    cron: el('input', { name: 'cron', value: v.cron || '', placeholder: '30 2 * * * (cron check)' }),
+    timezone: el('input', { name: 'timezone', value: v.timezone || '', placeholder: 'UTC' }),
+    grace: el('input', { name: 'grace', value: v.grace || '', placeholder: '1h' }),
+    schedule: el('input', { name: 'schedule', value: v.schedule || '', placeholder: 'always' }),
+    slug: el('input', { name: 'slug', value: v.slug || '', placeholder: 'from the name' }),
+  };
+  const msg = el('p', { role: 'status', class: 'muted', id: 'check-form-msg' });
+  const form = el('form', { class: 'edit', id: 'check-form', 'aria-label': current ? `Edit ${current.name}` : 'New check' },
+    el('label', {}, 'Name', f.name), el('label', {}, 'Period', f.period), el('label', {}, 'or cron', f.cron),
+    el('label', {}, 'Time zone', f.timezone), el('label', {}, 'Grace', f.grace), el('label', {}, 'Schedule', f.schedule),
+    el('label', {}, 'Slug', f.slug),
+    el('div', { class: 'actions' }, el('button', { class: 'primary', type: 'submit', text: current ? 'Save' : 'Add check' }),
+      current ? el('button', { type: 'button', text: 'Cancel', onclick: onDone }) : null, msg));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = { name: f.name.value };
+    for (const k of ['period', 'cron', 'timezone', 'grace', 'schedule', 'slug']) if (f[k].value.trim()) body[k] = f[k].value.trim();
+    if (body.cron) delete body.period;
+    try {
+      if (current) { await api(`/api/v1/checks/${current.id}`, { method: 'PUT', body }); onDone(); return; }
+      const made = await api('/api/v1/checks', { method: 'POST', body });
+      onDone(made);
+    } catch (e) { msg.textContent = e.message; msg.className = 'error'; }
+  });
+  return form;
+}
+
+// The ping URL of a new or rotated check: shown once.
+function shownOnce(made) {
+  const url = made.ping_url || made.token;
+  return el('div', { class: 'once', role: 'status', id: 'check-url' },
+    el('p', {}, `Ping URL of ${made.check.name} (shown only now; the collector keeps a hash of its token):`),
+    el('code', { class: 'url', text: url }));
+}
+
+async function checkPings(box, c) {
+  const r = await api(`/api/v1/checks/${c.id}/pings?limit=50`);
+  box.replaceChildren(el('h2', { text: `Pings of ${c.name}` }), table(['Time', 'Kind', 'Exit', 'Run', 'Source', 'User agent', 'Body'],
+    r.pings.map((p) => [fmtTime(p.at_ms), badge(p.kind), p.exit_status ?? '', p.duration_ms == null ? '' : `${(p.duration_ms / 1000).toFixed(1)} s`,
+      p.source, p.user_agent, el('code', { text: p.body.slice(0, 120) })]), { empty: 'No ping yet.' }));
+}
+
+async function checksPage(main, made) {
+  main.replaceChildren(el('h1', { text: 'Checks' }));
+  if (made) main.append(shownOnce(made));
+  const r = await api('/api/v1/checks');
+  const edit = r.may_edit;
+  const box = el('div');
+  const log = el('div');
+  const act = (c, what) => async () => {
+    try {
+      const v = await api(`/api/v1/checks/${c.id}/${what}`, { method: 'POST', body: {} });
+      checksPage(main, what === 'rotate' ? v : null);
+    } catch (e) { box.replaceChildren(errorBox(e)); }
+  };
+  const rows = r.checks.map((c) => [
+    c.name, badge(c.state), c.cron ? el('code', { text: `${c.cron} ${c.timezone || 'UTC'}` }) : `every ${c.period}`, c.grace,
+    c.schedule || 'always', ago(c.last_ping_ms), fmtTime(c.expected_ms),
+    c.last_duration_ms == null ? '–' : `${(c.last_duration_ms / 1000).toFixed(1)} s`,
+    el('span', {},
+      el('button', { type: 'button', text: 'Pings', onclick: () => checkPings(log, c).catch((e) => log.replaceChildren(errorBox(e))) }),
+      edit ? [' ',
+        el('button', { type: 'button', text: 'Edit', onclick: () => box.replaceChildren(checkForm(c, () => checksPage(main))) }), ' ',
+        el('button', { type: 'button', text: c.state === 'paused' ? 'Resume' : 'Pause', onclick: act(c, c.state === 'paused' ? 'resume' : 'pause') }), ' ',
+        el('button', { type: 'button', text: 'New URL', onclick: async () => {
+          if (window.confirm(`Give ${c.name} a new ping URL? The current one stops working at once.`)) await act(c, 'rotate')();
+        } }), ' ',
+        el('button', { type: 'button', text: 'Delete', onclick: async () => {
+          if (!window.confirm(`Delete check ${c.name} and its ping log?`)) return;
+          try { await api(`/api/v1/checks/${c.id}`, { method: 'DELETE' }); checksPage(main); } catch (e) { box.replaceChildren(errorBox(e)); }
+        } })] : null)]);
+  main.append(table(['Name', 'State', 'Expects', 'Grace', 'Schedule', 'Last ping', 'Next expected', 'Last run', ''], rows,
+    { empty: 'No check yet.' }), log);
+  if (edit) {
+    box.replaceChildren(checkForm(null, (m) => checksPage(main, m)));
+    main.append(el('h2', { text: 'Add a check' }), box);
+  } else {
+    main.append(el('p', { class: 'muted', text: 'Read-only: adding and changing checks needs an admin certificate.' }));
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------- router
 
 const ROUTES = [
@@ -902,6 +991,7 @@ const ROUTES = [
   [/^\/events$/, 'events', eventsPage],
   [/^\/alerts$/, 'alerts', alertsPage],
   [/^\/targets$/, 'targets', targetsPage],
+  [/^\/checks$/, 'checks', (m) => checksPage(m)],
 ];
 
 async function render() {

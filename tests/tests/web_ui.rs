@@ -101,7 +101,8 @@ async fn browser_grids_detail_replay_and_target_management() {
     check_tools();
     let world = World::new();
     let (_lab, tgt) = targets_lab();
-    world.collector_config(
+    world.collector_config_with(
+        &format!("ping-listen = \"127.0.0.1:{}\"", sonde_tests::free_port()),
         "[[tenant]]\nname = \"acme\"\nprefixes = [\"198.18.90.0/24\"]\n\
          [[tenant]]\nname = \"globex\"\nprefixes = [\"198.18.91.0/24\"]\n",
     );
@@ -170,6 +171,7 @@ async fn browser_grids_detail_replay_and_target_management() {
         "address-detail.png",
         "replay.png",
         "target-added.png",
+        "checks.png",
         "grids-3840x2160.png",
     ] {
         let len = std::fs::metadata(artifacts().join(shot)).map_or(0, |m| m.len());

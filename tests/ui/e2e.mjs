@@ -21,6 +21,8 @@
 //     gets a clear error for another tenant's address, adds 198.18.90.40
 //     through the form, and within seconds it is a live coloured cell;
 //     then disables and deletes it, and creates and expires a silence;
+//     adds a heartbeat check, is shown its ping URL once, pings it (up,
+//     the ping log shows the body); the viewer's checks page is read-only;
 //  8. 1280×720 and 3840×2160 render all 256 cells; screenshots go to OUT_DIR.
 
 import { execSync } from 'node:child_process';
@@ -269,6 +271,30 @@ try {
   await admin.waitForFunction(() => /Resolved/.test(document.querySelector('main').innerText)
     && ![...document.querySelectorAll('main button')].some((b) => b.textContent === 'Expire'), null, { timeout: 5000 });
   check(true, 'the admin expired it');
+  // Checks: the admin adds one and is shown its ping URL once; a ping
+  // makes it up; its ping log shows the body; the viewer only reads.
+  await admin.goto(`${URL}/checks`);
+  await admin.waitForSelector('#check-form');
+  await admin.fill('#check-form input[name=name]', 'browser job');
+  await admin.fill('#check-form input[name=period]', '1h');
+  await admin.click('#check-form button[type=submit]');
+  await admin.waitForSelector('#check-url code.url');
+  const pingUrl = await admin.locator('#check-url code.url').innerText();
+  check(/^https:\/\/localhost:\d+\/ping\/[0-9a-f-]{36}$/.test(pingUrl), `the ping URL is shown once: ${pingUrl}`);
+  const pinged = await adminCtx.request.post(pingUrl, { data: 'hello from the browser test' });
+  check(pinged.status() === 200 && (await pinged.text()) === 'OK', `pinging it answers ${pinged.status()}`);
+  await admin.goto(`${URL}/checks`);
+  await admin.waitForSelector('main table .state.up');
+  check(await admin.locator('#check-url').count() === 0, 'the check is up and its URL is not shown again');
+  await admin.click('main table button:has-text("Pings")');
+  await admin.waitForFunction(() => /hello from the browser test/.test(document.querySelector('main').innerText), null, { timeout: 5000 });
+  check(true, 'the ping log shows the ping and its body');
+  await admin.screenshot({ path: `${OUT}/checks.png`, fullPage: true });
+  await page.goto(`${URL}/checks`);
+  await page.waitForSelector('main table .state.up');
+  check(await page.locator('#check-form').count() === 0 && /Read-only/.test(await page.locator('main').innerText()),
+    'viewer: the checks page lists the check, read-only');
+  check(problems.length === 0, `no console error on the checks page (${problems.join(' | ')})`);
   const cross = await adminCtx.request.post(`${URL}/api/v1/targets`, {
     headers: { 'Content-Type': 'text/plain', Origin: 'https://evil.example' }, data: '{}',
   });

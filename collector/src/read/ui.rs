@@ -4,7 +4,7 @@
 //!
 //! - Pages are client-side routes (`/`, `/prefixes/A.B.C.0/24`,
 //!   `/address/IP`, `/agents`, `/outages`, `/events`, `/alerts`,
-//!   `/targets`); the server answers each with the page, except a prefix
+//!   `/targets`, `/checks`); the server answers each with the page, except a prefix
 //!   the certificate is not granted, which is a 403 that names nothing of
 //!   it. Assets live under `/ui/`.
 //! - Every UI and API response carries a strict Content-Security-Policy
@@ -63,6 +63,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/events", get(page))
         .route("/alerts", get(page))
         .route("/targets", get(page))
+        .route("/checks", get(page))
         .route("/address/{ip}", get(page))
         .route("/prefixes/{addr}/{len}", get(prefix_page))
         .route(
