@@ -2,6 +2,7 @@
 //! and a config and runs until [`Collector::shutdown`]; tests call it
 //! directly, the binary wraps it in [`daemon::run`] (signals, systemd).
 
+pub mod agent_settings;
 pub mod checks;
 pub mod cli;
 pub mod config;
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     alert: alert::Handle,
     /// The probe targets managed through the API.
     targets: targets::Published,
+    /// Per-agent settings changed through the API.
+    agent_settings: agent_settings::Published,
     /// Slots for open live streams.
     live_slots: Arc<api::live::Slots>,
     /// What the listener and sessions refused or slowed down.
@@ -372,18 +375,21 @@ fn spawn_health(
 }
 
 /// Starts missing-heartbeat detection, with each agent's monitoring
-/// schedule read from the current config at every decision.
+/// schedule read from its settings and the current config at every
+/// decision.
 fn spawn_liveness(
     store: Store,
     known: Vec<(store::AgentKey, store::AgentState, u64)>,
     settings: &watch::Receiver<Arc<Config>>,
+    overrides: &agent_settings::Published,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Liveness {
     let restart_grace = settings.borrow().heartbeat.restart_grace;
-    let config = settings.clone();
-    let schedules: liveness::Schedules =
-        Arc::new(move |key| config.borrow().agent_schedule(&key.tenant, &key.name));
+    let (config, overrides) = (settings.clone(), overrides.subscribe());
+    let schedules: liveness::Schedules = Arc::new(move |key| {
+        agent_settings::schedule(&config.borrow(), overrides.borrow().get(key), key)
+    });
     let (liveness, task) = Liveness::spawn_with(
         store,
         known,
@@ -463,6 +469,30 @@ async fn spawn_ping(
     Ok((Some(local), tls))
 }
 
+/// What a start reads from the store: the store, every agent's liveness,
+/// the managed targets and the agents' settings.
+type Opened = (
+    Store,
+    Vec<(store::AgentKey, store::AgentState, u64)>,
+    Vec<targets::ManagedTarget>,
+    std::collections::HashMap<store::AgentKey, agent_settings::Settings>,
+);
+
+/// Opens the store in `dir` and reads what a start needs (every session
+/// of before is over: all agents are marked disconnected).
+async fn open_store(dir: std::path::PathBuf) -> Result<Opened, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let store = Store::open_dir(&dir)?;
+        store.all_disconnected()?;
+        let known = store.liveness_snapshot()?;
+        let managed = targets::load(&store)?;
+        let overrides = agent_settings::load(&store)?;
+        Ok((store, known, managed, overrides))
+    })
+    .await
+    .map_err(|e| StoreError::Join(e.to_string()))?
+}
+
 /// A running collector.
 #[derive(Debug)]
 pub struct Collector {
@@ -487,16 +517,7 @@ impl Collector {
         health: Option<TcpListener>,
     ) -> Result<Self, StartError> {
         let tls_config = sonde_runtime::tls::server_config(&config.tls_files(), &config.tls.crl)?;
-        let dir = config.state_dir.clone();
-        let (store, known, managed) = tokio::task::spawn_blocking(move || {
-            let store = Store::open_dir(&dir)?;
-            store.all_disconnected()?;
-            let known = store.liveness_snapshot()?;
-            let managed = targets::load(&store)?;
-            Ok::<_, StoreError>((store, known, managed))
-        })
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))??;
+        let (store, known, managed, overrides) = open_store(config.state_dir.clone()).await?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -507,7 +528,15 @@ impl Collector {
         let analysis_cursor = consumers.register(analysis::CURSOR);
         let export = spawn_consumers(&config, &store, &consumers, &shutdown, &mut tasks)?;
         let (settings_tx, settings_rx) = watch::channel(Arc::new(config));
-        let liveness = spawn_liveness(store.clone(), known, &settings_rx, &shutdown, &mut tasks);
+        let overrides = watch::Sender::new(Arc::new(overrides));
+        let liveness = spawn_liveness(
+            store.clone(),
+            known,
+            &settings_rx,
+            &overrides,
+            &shutdown,
+            &mut tasks,
+        );
         let managed = watch::Sender::new(Arc::new(managed));
         let analysis = start_analysis(
             &settings_rx,
@@ -536,6 +565,7 @@ impl Collector {
             ingest: metrics::Ingest::default(),
             alert: alert::Handle::new(analysis::Clock::new()),
             targets: managed,
+            agent_settings: overrides,
             live_slots: Arc::default(),
             refusals: Arc::default(),
             certificates: Arc::default(),

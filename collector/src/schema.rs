@@ -13,6 +13,7 @@ pub const ALL: &[&Schema] = &[
     &crate::consumers::alert::state::SCHEMA,
     &crate::targets::SCHEMA,
     &crate::checks::store::SCHEMA,
+    &crate::agent_settings::SCHEMA,
 ];
 
 /// The single sequence of migrations that came before: what each of its

@@ -308,6 +308,7 @@ async fn every_endpoint_and_method_allows_exactly_whom_it_should() {
     }
     m.row("DELETE /api/v1/silences/ID (acme's)", &acme_admins, expire);
     checks_rows(&s, &mut m).await;
+    settings_rows(&s, &mut m).await;
 
     // gRPC: the query service and the agent session.
     let mut list = Vec::new();
@@ -403,6 +404,35 @@ async fn every_endpoint_and_method_allows_exactly_whom_it_should() {
             .collect();
         names.sort_unstable();
         assert_eq!(names, expect, "{:?}", WHO[i]);
+    }
+}
+
+/// Agent settings of acme's `a1` and globex's `g1`, each named with its
+/// tenant (naming another tenant is 403, as everywhere).
+async fn settings_rows(s: &Setup, m: &mut Matrix) {
+    let acme_reads = ["403", "200", "200", "403", "403", "200", "200"];
+    let acme_admins = ["403", "403", "200", "403", "403", "403", "200"];
+    let globex_admins = ["403", "403", "403", "403", "200", "403", "200"];
+    let body = json!({ "grace": "1h" });
+    for (agent, reads, admins) in [
+        ("a1?tenant=acme", acme_reads, acme_admins),
+        (
+            "g1?tenant=globex",
+            ["403", "403", "403", "200", "200", "200", "200"],
+            globex_admins,
+        ),
+    ] {
+        let (name, query) = agent.split_once('?').unwrap();
+        let path = format!("/api/v1/agents/{name}/settings?{query}");
+        let (mut get, mut put, mut delete) = (Vec::new(), Vec::new(), Vec::new());
+        for api in &s.apis {
+            get.push(call(api, "GET", &path, None).await.to_string());
+            put.push(call(api, "PUT", &path, Some(&body)).await.to_string());
+            delete.push(call(api, "DELETE", &path, None).await.to_string());
+        }
+        m.row(&format!("GET {path}"), &reads, get);
+        m.row(&format!("PUT {path}"), &admins, put);
+        m.row(&format!("DELETE {path}"), &admins, delete);
     }
 }
 

@@ -453,3 +453,103 @@ async fn sondectl_manages_checks_and_prints_the_ping_url_once() {
     let listed = out(&sonde_tests::sondectl(&viewer, &["checks", "list"]).await);
     assert!(!listed.contains("db dump"), "{listed}");
 }
+
+/// `last_heartbeat_seq` of acme's agent `a1` as the admin sees it.
+async fn seq(api: &Api) -> i64 {
+    // 404 until its first session is recorded.
+    let (_, v) = api.get("/api/v1/agents/a1").await.expect("API request");
+    v["agent"]["last_heartbeat_seq"].as_i64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn agent_settings_reach_the_agent_and_liveness_at_once_and_survive_a_restart() {
+    let r = rig().await;
+    let mut collector = r.world.start_collector(&[]).await;
+    let cert = r.world.cert("acme", Role::Agent, "a1");
+    r.world
+        .agent_config("a1", &cert, "[heartbeat]\ninterval = \"1s\"\n");
+    let mut agent = r.world.start_agent("a1", &[]);
+    eventually("a1 heartbeats", WAIT, || async {
+        (seq(&r.admin).await >= 1).then_some(())
+    })
+    .await;
+    let path = "/api/v1/agents/a1/settings";
+    let v = r.admin.ok(path).await;
+    assert_eq!(v["effective"]["heartbeat_interval"], "1s", "{v}");
+    assert_eq!(v["effective"]["grace"], "3s", "{v}");
+    // Viewers read, admins change, another tenant sees nothing.
+    let viewer = r
+        .world
+        .api(Some(&r.world.cert("acme", Role::Viewer, "vic")));
+    let globex = r
+        .world
+        .api(Some(&r.world.cert("globex", Role::Admin, "gus")));
+    let body = json!({ "heartbeat_interval": "200ms", "grace": "2s" });
+    let put = |api: &Api, body: Value| {
+        let api = api.clone();
+        async move { api.send(reqwest::Method::PUT, path, Some(&body), &[]).await }
+    };
+    assert_eq!(viewer.ok(path).await["name"], "a1");
+    assert_eq!(put(&viewer, body.clone()).await.0, 403);
+    assert_eq!(put(&globex, body.clone()).await.0, 404);
+    assert_eq!(globex.get(path).await.unwrap().0, 404);
+    let bad = put(
+        &r.admin,
+        json!({ "heartbeat_interval": "2s", "grace": "1s" }),
+    )
+    .await;
+    assert_eq!(bad.0, 400, "{}", bad.1);
+    assert!(
+        bad.1["error"].as_str().unwrap().contains("grace:"),
+        "{}",
+        bad.1
+    );
+    let bad = put(&r.admin, json!({ "schedule": "nope" })).await;
+    assert!(
+        bad.1["error"].as_str().unwrap().contains("schedule:"),
+        "{}",
+        bad.1
+    );
+    // The new interval reaches the connected agent within a second.
+    let (status, v) = put(&r.admin, body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["effective"]["heartbeat_interval"], "200ms", "{v}");
+    let before = seq(&r.admin).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let beats = seq(&r.admin).await - before;
+    assert!(
+        beats >= 4,
+        "{beats} heartbeats in 1.5 s after the change (1 s before it)"
+    );
+    // Liveness applies a shorter grace at once: missing 500 ms after the
+    // last heartbeat, not 2 s (nor the 3 s of before).
+    let (status, v) = put(
+        &r.admin,
+        json!({ "heartbeat_interval": "200ms", "grace": "500ms" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    agent.kill9();
+    let killed = Instant::now();
+    eventually("a1 missing", WAIT, || async {
+        (r.admin.ok("/api/v1/agents/a1").await["agent"]["state"] == "missing").then_some(())
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "missing {took:?} after the kill (grace 500 ms)"
+    );
+    // Kept across a restart; DELETE goes back to the config.
+    collector.terminate();
+    let _collector = r.world.start_collector(&[]).await;
+    let v = r.admin.ok(path).await;
+    assert_eq!(v["settings"]["grace"], "500ms", "{v}");
+    let (status, v) = r.admin.send(reqwest::Method::DELETE, path, None, &[]).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["settings"], Value::Null, "{v}");
+    assert_eq!(
+        v["effective"]["grace"], "600ms",
+        "3 x the 200 ms it last used: {v}"
+    );
+}

@@ -49,7 +49,16 @@ pub struct Liveness {
 
 #[derive(Debug)]
 enum Command {
-    Seen { key: AgentKey, grace: Duration },
+    Seen {
+        key: AgentKey,
+        grace: Duration,
+    },
+    /// A new grace for `key`, applied to its current deadline (no sign of
+    /// life).
+    Policy {
+        key: AgentKey,
+        grace: Duration,
+    },
     Ping(oneshot::Sender<()>),
 }
 
@@ -160,6 +169,12 @@ impl Liveness {
     pub async fn seen(&self, key: AgentKey, grace: Duration) {
         // The task only stops at shutdown; a lost report then is harmless.
         let _ = self.tx.send(Command::Seen { key, grace }).await;
+    }
+
+    /// Applies a changed grace to `key` at once (its settings changed):
+    /// the deadline moves, the last sign of life stays.
+    pub async fn policy(&self, key: AgentKey, grace: Duration) {
+        let _ = self.tx.send(Command::Policy { key, grace }).await;
     }
 
     /// Resolves once the task has processed everything sent before; fails
@@ -304,6 +319,11 @@ async fn run(
                 None => return,
                 Some(Command::Ping(reply)) => { let _ = reply.send(()); }
                 Some(Command::Seen { key, grace }) => seen(&store, &mut agents, key, grace).await,
+                Some(Command::Policy { key, grace }) => {
+                    if let Some(e) = agents.get_mut(&key) {
+                        e.grace = grace;
+                    }
+                }
             },
         }
     }

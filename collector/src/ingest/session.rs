@@ -173,8 +173,13 @@ impl AgentService for AgentSessions {
         let config = settings.borrow_and_update().clone();
         let requested = (hello.heartbeat_interval_ms > 0)
             .then(|| Duration::from_millis(hello.heartbeat_interval_ms.into()));
-        let interval = config.heartbeat_interval(&key.tenant, &key.name, requested);
-        let grace = config.grace(&key.tenant, &key.name, interval);
+        let mut overrides = shared.agent_settings.subscribe();
+        let (interval, grace) = crate::agent_settings::effective(
+            &config,
+            overrides.borrow_and_update().get(&key),
+            &key,
+            requested,
+        );
         let mut managed = shared.targets.subscribe();
         let probes = assignment(&config, &managed.borrow_and_update(), &key);
         let facts = hello.facts.unwrap_or_default();
@@ -226,6 +231,7 @@ impl AgentService for AgentSessions {
                 cancel,
                 settings,
                 managed,
+                overrides,
                 requested,
                 interval,
                 grace,
@@ -273,6 +279,8 @@ struct Stream {
     settings: tokio::sync::watch::Receiver<Arc<crate::Config>>,
     /// The targets managed through the API.
     managed: tokio::sync::watch::Receiver<Arc<Vec<crate::targets::ManagedTarget>>>,
+    /// Per-agent settings changed through the API.
+    overrides: tokio::sync::watch::Receiver<crate::agent_settings::All>,
     requested: Option<Duration>,
     interval: Duration,
     grace: Duration,
@@ -344,6 +352,7 @@ impl Stream {
                 // re-derives everything (one may carry the other's change).
                 Ok(()) = self.settings.changed() => self.reconfigure(&mut config_version).await?,
                 Ok(()) = self.managed.changed() => self.reconfigure(&mut config_version).await?,
+                Ok(()) = self.overrides.changed() => self.reconfigure(&mut config_version).await?,
                 msg = inbound.message() => {
                 if matches!(msg, Ok(Some(_))) {
                     self.pace().await;
@@ -472,9 +481,13 @@ impl Stream {
     /// the interval or the assignment changed.
     fn apply_settings(&mut self, version: &mut u64) -> Option<CollectorMessage> {
         let config = self.settings.borrow_and_update().clone();
-        let (tenant, name) = (&self.key.tenant, &self.key.name);
-        let interval = config.heartbeat_interval(tenant, name, self.requested);
-        self.grace = config.grace(tenant, name, interval);
+        let (interval, grace) = crate::agent_settings::effective(
+            &config,
+            self.overrides.borrow_and_update().get(&self.key),
+            &self.key,
+            self.requested,
+        );
+        self.grace = grace;
         let probes = assignment(&config, &self.managed.borrow_and_update(), &self.key);
         let new_interval = interval != self.interval;
         let new_probes = probes != self.probes;

@@ -9,6 +9,7 @@
 mod checks;
 pub(crate) mod json_errors;
 pub(crate) mod live;
+mod settings;
 mod targets;
 
 use std::collections::HashMap;
@@ -100,6 +101,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/agents/{name}", get(agent))
+        .route(
+            "/api/v1/agents/{name}/settings",
+            get(settings::get)
+                .put(settings::put)
+                .delete(settings::delete)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    settings::MAX_SETTINGS_BODY,
+                )),
+        )
         .route("/api/v1/events", get(events))
         .route(
             "/api/v1/targets",

@@ -635,36 +635,47 @@ pub fn events(
 /// One agent with its host facts: `name` in the caller's tenant, or for
 /// an operator in `tenant` (needed only when several tenants have an
 /// agent of that name).
+/// The agent `name` the caller sees (of `tenant` when given; when several
+/// tenants it sees have one of that name, it must say which).
+pub fn find_agent(
+    store: &Store,
+    access: &Access,
+    name: &str,
+    tenant: Option<&str>,
+) -> Result<AgentRow, QueryError> {
+    if let Some(t) = tenant
+        && !access.sees_tenant(t)
+    {
+        return Err(QueryError::TenantForbidden(t.to_owned()));
+    }
+    let mut rows: Vec<AgentRow> = store
+        .agents(&access.scope())?
+        .into_iter()
+        .filter(|a| a.name == name && tenant.is_none_or(|t| a.tenant == t))
+        .collect();
+    match rows.len() {
+        0 => Err(QueryError::NoAgent(name.to_owned())),
+        1 => Ok(rows.remove(0)),
+        _ => {
+            let tenants: Vec<&str> = rows.iter().map(|a| a.tenant.as_str()).collect();
+            Err(bad(
+                "tenant",
+                format!(
+                    "agent {name:?} exists in tenants {}; name one",
+                    tenants.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 pub fn agent_detail(
     store: &Store,
     access: &Access,
     name: &str,
     tenant: Option<&str>,
 ) -> Result<serde_json::Value, QueryError> {
-    if let Some(t) = tenant
-        && !access.sees_tenant(t)
-    {
-        return Err(QueryError::TenantForbidden(t.to_owned()));
-    }
-    let rows: Vec<AgentRow> = store
-        .agents(&access.scope())?
-        .into_iter()
-        .filter(|a| a.name == name && tenant.is_none_or(|t| a.tenant == t))
-        .collect();
-    let row = match rows.as_slice() {
-        [] => return Err(QueryError::NoAgent(name.to_owned())),
-        [one] => one,
-        many => {
-            let tenants: Vec<&str> = many.iter().map(|a| a.tenant.as_str()).collect();
-            return Err(bad(
-                "tenant",
-                format!(
-                    "agent {name:?} exists in tenants {}; name one",
-                    tenants.join(", ")
-                ),
-            ));
-        }
-    };
+    let row = find_agent(store, access, name, tenant)?;
     let key = AgentKey {
         tenant: row.tenant.clone(),
         name: row.name.clone(),

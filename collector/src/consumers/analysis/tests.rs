@@ -803,6 +803,7 @@ fn an_outage_open_when_upgrading_from_schema_7_is_ended_once() {
                  UPDATE outages SET tenant = '';
                  ALTER TABLE notifications DROP COLUMN uid;
                  DROP TABLE checks; DROP TABLE check_pings; DROP TABLE ping_keys;
+                 DROP TABLE agent_settings;
                  PRAGMA user_version = 7;",
             )
         })
