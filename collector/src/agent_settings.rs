@@ -76,9 +76,15 @@ fn duration(key: &str, raw: Option<&str>) -> Result<Option<Duration>, String> {
 }
 
 impl SettingsRequest {
-    /// Checks the change against `config` (the defaults); the message
-    /// names the field.
-    pub fn validate(&self, config: &Config, key: &AgentKey) -> Result<Settings, String> {
+    /// Checks the change against `config` (the defaults) and the interval
+    /// the agent asks for (`requested`: the one it last used); the
+    /// message names the field.
+    pub fn validate(
+        &self,
+        config: &Config,
+        key: &AgentKey,
+        requested: Option<Duration>,
+    ) -> Result<Settings, String> {
         let interval = duration("heartbeat_interval", self.heartbeat_interval.as_deref())?;
         let grace = duration("grace", self.grace.as_deref())?;
         let day = Duration::from_secs(86_400);
@@ -94,7 +100,7 @@ impl SettingsRequest {
             schedule: self.schedule.clone(),
             ..Settings::default()
         };
-        let (i, g) = effective(config, Some(&settings), key, None);
+        let (i, g) = effective(config, Some(&settings), key, requested);
         if g < i {
             return Err(format!(
                 "grace: {} is shorter than the heartbeat interval {}: the agent would be missing between two heartbeats",

@@ -269,6 +269,68 @@ fn metrics(out: &mut String, v: &Value) {
     }
 }
 
+/// `agent settings`: shows, changes (`PUT`) or resets (`DELETE`) an
+/// agent's settings.
+pub async fn settings(
+    api: &crate::client::Api,
+    action: &crate::cli::AgentAction,
+    json: bool,
+) -> Result<String, crate::client::ApiError> {
+    let crate::cli::AgentAction::Settings {
+        name,
+        tenant,
+        interval,
+        grace,
+        schedule,
+        reset,
+    } = action;
+    let mut path = format!("agents/{}/settings", crate::segment(name));
+    if let Some(t) = tenant {
+        let _ = write!(path, "?tenant={}", crate::segment(t));
+    }
+    let v = if *reset {
+        api.delete(&path).await?
+    } else if interval.is_some() || grace.is_some() || schedule.is_some() {
+        // What is not given keeps its current setting.
+        let now = api.get(&path, &[]).await?;
+        let own = &now["settings"];
+        let keep = |given: &Option<String>, key: &str| {
+            given.clone().map_or_else(
+                || own.get(key).cloned().unwrap_or(Value::Null),
+                Value::String,
+            )
+        };
+        let body = serde_json::json!({
+            "heartbeat_interval": keep(interval, "heartbeat_interval"),
+            "grace": keep(grace, "grace"),
+            "schedule": keep(schedule, "schedule"),
+        });
+        api.put(&path, &body).await?
+    } else {
+        api.get(&path, &[]).await?
+    };
+    if json {
+        return Ok(crate::pretty(&v));
+    }
+    let rows: Vec<Vec<String>> = ["heartbeat_interval", "grace", "schedule"]
+        .iter()
+        .map(|k| {
+            vec![
+                (*k).replace('_', " "),
+                cell(v["settings"].get(*k)),
+                cell(v["defaults"].get(*k)),
+                cell(v["effective"].get(*k)),
+            ]
+        })
+        .collect();
+    Ok(format!(
+        "{}/{}\n{}",
+        cell(v.get("tenant")),
+        cell(v.get("name")),
+        table::render(&["SETTING", "OWN", "CONFIG", "APPLIES"], &rows)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,12 +51,16 @@ pub enum Command {
     Agents,
     /// Show one agent: public IP and its history, listening ports with
     /// risk ratings, remote-check results, latest system metrics.
+    #[command(args_conflicts_with_subcommands = true)]
     Agent {
         /// The agent's name.
-        name: String,
+        #[arg(required = true)]
+        name: Option<String>,
         /// Its tenant (operators, when several tenants have that name).
         #[arg(long)]
         tenant: Option<String>,
+        #[command(subcommand)]
+        action: Option<AgentAction>,
     },
     /// List recorded events (agent missing/back, connects), oldest first.
     Events {
@@ -130,6 +134,35 @@ pub enum Command {
     },
     /// Validate the config file and the TLS files it names, then exit.
     CheckConfig,
+}
+
+/// `sondectl agent settings …`.
+#[derive(Clone, PartialEq, Eq, Subcommand)]
+pub enum AgentAction {
+    /// Show an agent's heartbeat interval, grace and monitoring schedule
+    /// (its own settings, the config's defaults, what applies); with
+    /// options, change them (admin): the agent gets a new interval at
+    /// once. `--reset` goes back to the config's values.
+    Settings {
+        /// The agent's name.
+        name: String,
+        /// Its tenant (operators, when several tenants have that name).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Heartbeat interval, e.g. 30s.
+        #[arg(long)]
+        interval: Option<String>,
+        /// Silence before it is missing, e.g. 2m.
+        #[arg(long)]
+        grace: Option<String>,
+        /// An [[alerting.schedule]]: outside it a silent agent is
+        /// off-hours, not missing.
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Back to the config's values.
+        #[arg(long, conflicts_with_all = ["interval", "grace", "schedule"])]
+        reset: bool,
+    },
 }
 
 /// `sondectl silence …`.

@@ -61,6 +61,12 @@ impl Api {
             .await
     }
 
+    /// `PUT /api/v1/{path}` with a JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
+        self.request(reqwest::Method::PUT, path, &[], Some(body))
+            .await
+    }
+
     /// `DELETE /api/v1/{path}`.
     pub async fn delete(&self, path: &str) -> Result<Value, ApiError> {
         self.request(reqwest::Method::DELETE, path, &[], None).await

@@ -51,7 +51,15 @@ async fn answer(loaded: &Loaded, command: &Command, json: bool) -> Result<String
                 agents_table(&v, SystemTime::now())
             })
         }
-        Command::Agent { name, tenant } => {
+        Command::Agent {
+            action: Some(action),
+            ..
+        } => agent::settings(&api, action, json).await,
+        Command::Agent {
+            name: Some(name),
+            tenant,
+            action: None,
+        } => {
             let query: Vec<(&str, String)> = tenant.iter().map(|t| ("tenant", t.clone())).collect();
             let v = api
                 .get(&format!("agents/{}", segment(name)), &query)
@@ -122,7 +130,7 @@ async fn answer(loaded: &Loaded, command: &Command, json: bool) -> Result<String
         }
         Command::Alerts { .. } | Command::Silence { .. } => alerts::run(&api, command, json).await,
         Command::Checks { action } => checks::run(&api, action, json).await,
-        Command::CheckConfig => Ok(String::new()),
+        Command::Agent { name: None, .. } | Command::CheckConfig => Ok(String::new()),
     }
 }
 

@@ -552,4 +552,39 @@ async fn agent_settings_reach_the_agent_and_liveness_at_once_and_survive_a_resta
         v["effective"]["grace"], "600ms",
         "3 x the 200 ms it last used: {v}"
     );
+    sondectl_agent_settings(&r, path).await;
+}
+
+/// `sondectl agent settings`: what is not given is kept; viewers read.
+async fn sondectl_agent_settings(r: &Rig, path: &str) {
+    let admin =
+        sonde_tests::ctl_config(&r.world, "admin", &r.world.cert("acme", Role::Admin, "ada"));
+    let viewer = sonde_tests::ctl_config(
+        &r.world,
+        "viewer",
+        &r.world.cert("acme", Role::Viewer, "vic"),
+    );
+    let o = sonde_tests::sondectl(&admin, &["agent", "settings", "a1", "--grace", "5s"]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    let o = sonde_tests::sondectl(&admin, &["agent", "settings", "a1", "--interval", "1s"]).await;
+    let text = out(&o);
+    let line = |t: &str, k: &str| {
+        t.lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(line(&text, "grace").contains("5s"), "{text}");
+    assert!(line(&text, "heartbeat interval").contains("1s"), "{text}");
+    let o = sonde_tests::sondectl(&viewer, &["agent", "settings", "a1", "--grace", "9s"]).await;
+    assert!(
+        !o.status.success() && out(&o).contains("admin"),
+        "{}",
+        out(&o)
+    );
+    let text = out(&sonde_tests::sondectl(&viewer, &["agent", "settings", "a1"]).await);
+    assert!(line(&text, "grace").contains("5s"), "{text}");
+    let o = sonde_tests::sondectl(&admin, &["agent", "settings", "a1", "--reset"]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(r.admin.ok(path).await["settings"], Value::Null);
 }

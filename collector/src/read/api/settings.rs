@@ -45,6 +45,15 @@ async fn agent_of(
         .await??)
 }
 
+/// The interval the agent last used (what it asks for, as far as the
+/// collector knows).
+fn last_interval(row: &AgentRow) -> Option<std::time::Duration> {
+    u64::try_from(row.heartbeat_interval_ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(std::time::Duration::from_millis)
+}
+
 fn human(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
@@ -58,9 +67,7 @@ fn view(shared: &Shared, row: &AgentRow) -> Value {
     let config = shared.settings.borrow().clone();
     let all = shared.agent_settings.borrow().clone();
     let own = all.get(&key);
-    let requested = u64::try_from(row.heartbeat_interval_ms)
-        .ok()
-        .map(std::time::Duration::from_millis);
+    let requested = last_interval(row);
     let (i, g) = agent_settings::effective(&config, own, &key, requested);
     let (di, dg) = agent_settings::effective(&config, None, &key, requested);
     let schedule_of = |s: Option<&Settings>| {
@@ -116,9 +123,7 @@ async fn apply(shared: &Shared, row: &AgentRow, settings: Settings) -> Result<()
         }
     });
     let config = shared.settings.borrow().clone();
-    let requested = u64::try_from(row.heartbeat_interval_ms)
-        .ok()
-        .map(std::time::Duration::from_millis);
+    let requested = last_interval(row);
     let own = shared.agent_settings.borrow().get(&key).cloned();
     let (_, grace) = agent_settings::effective(&config, own.as_ref(), &key, requested);
     shared.liveness.policy(key, grace).await;
@@ -140,7 +145,9 @@ pub(super) async fn put(
         name: row.name.clone(),
     };
     let config = shared.settings.borrow().clone();
-    let mut settings = req.validate(&config, &key).map_err(ApiError::BadBody)?;
+    let mut settings = req
+        .validate(&config, &key, last_interval(&row))
+        .map_err(ApiError::BadBody)?;
     settings.author = peer.identity.to_string();
     settings.updated_ms = crate::store::now_ms();
     apply(&shared, &row, settings).await?;
