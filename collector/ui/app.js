@@ -716,7 +716,34 @@ async function agentPage(main, name) {
     el('div', { class: 'panel' }, el('h2', { text: 'Public IP' }), publicIp(d.public_ip)),
     el('div', { class: 'panel' }, el('h2', { text: 'System' }), metrics(d.metrics))));
   main.append(el('h2', { text: 'Listening ports' }), ports(d.ports));
+  const q = `?tenant=${encodeURIComponent(a.tenant)}`;
+  const settings = await api(`/api/v1/agents/${encodeURIComponent(name)}/settings${q}`);
+  main.append(el('h2', { text: 'Settings' }), settingsPanel(name, q, settings, () => agentPage(main, name)));
   return null;
+}
+
+// Heartbeat interval, grace and schedule: own, the config's, what applies;
+// admins change them here (an empty field: the config's value).
+function settingsPanel(name, q, v, onDone) {
+  const keys = [['heartbeat_interval', 'Heartbeat interval'], ['grace', 'Grace'], ['schedule', 'Schedule']];
+  const own = v.settings || {};
+  const rows = keys.map(([k, label]) => [label, own[k] || '–', v.defaults[k] || 'always', v.effective[k] || 'always']);
+  const box = el('div', {}, table(['', 'This agent', 'Config', 'Applies'], rows));
+  if (!app.who || app.who.role !== 'admin') return box;
+  const f = Object.fromEntries(keys.map(([k]) => [k, el('input', { name: k, value: own[k] || '', placeholder: v.defaults[k] || 'always' })]));
+  const msg = el('p', { role: 'status', class: 'muted', id: 'settings-form-msg' });
+  const form = el('form', { class: 'edit', id: 'settings-form', 'aria-label': `Settings of ${name}` },
+    keys.map(([k, label]) => el('label', {}, label, f[k])),
+    el('div', { class: 'actions' }, el('button', { class: 'primary', type: 'submit', text: 'Save settings' }), msg));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = {};
+    for (const [k] of keys) if (f[k].value.trim()) body[k] = f[k].value.trim();
+    try { await api(`/api/v1/agents/${encodeURIComponent(name)}/settings${q}`, { method: 'PUT', body }); onDone(); }
+    catch (e) { msg.textContent = e.message; msg.className = 'error'; }
+  });
+  box.append(form);
+  return box;
 }
 
 function publicIp(p) {

@@ -23,6 +23,7 @@
 //     then disables and deletes it, and creates and expires a silence;
 //     adds a heartbeat check, is shown its ping URL once, pings it (up,
 //     the ping log shows the body); the viewer's checks page is read-only;
+//     sets and clears an agent's grace on the agent page;
 //  8. 1280×720 and 3840×2160 render all 256 cells; screenshots go to OUT_DIR.
 
 import { execSync } from 'node:child_process';
@@ -290,6 +291,17 @@ try {
   await admin.waitForFunction(() => /hello from the browser test/.test(document.querySelector('main').innerText), null, { timeout: 5000 });
   check(true, 'the ping log shows the ping and its body');
   await admin.screenshot({ path: `${OUT}/checks.png`, fullPage: true });
+  // The agent's settings, changed on its page and cleared again.
+  await admin.goto(`${URL}/agents/a1`);
+  await admin.waitForSelector('#settings-form');
+  await admin.fill('#settings-form input[name=grace]', '45s');
+  await admin.click('#settings-form button[type=submit]');
+  await admin.waitForFunction(() => /45s/.test(document.querySelector('main').innerText), null, { timeout: 5000 });
+  check(true, "the admin set the agent's grace on its page");
+  await admin.fill('#settings-form input[name=grace]', '');
+  await admin.click('#settings-form button[type=submit]');
+  await admin.waitForFunction(() => !/45s/.test(document.querySelector('main').innerText), null, { timeout: 5000 });
+  check(true, "and cleared it back to the config's");
   await page.goto(`${URL}/checks`);
   await page.waitForSelector('main table .state.up');
   check(await page.locator('#check-form').count() === 0 && /Read-only/.test(await page.locator('main').innerText()),
