@@ -193,7 +193,7 @@ event_kinds! {
     /// A certificate in use (the collector's, its CA, or a client's)
     /// expires within `[tls] expiry-warning`.
     CertificateExpiring = "certificate-expiring",
-    /// A heartbeat check that was down received a success.
+    /// A heartbeat check received a success while new, down or paused.
     CheckUp = "check-up",
     /// A heartbeat check missed its period and grace (or a started run
     /// did not end within the grace).
@@ -202,6 +202,10 @@ event_kinds! {
     CheckFailed = "check-failed",
     /// A heartbeat check's run started (`/start`).
     CheckStarted = "check-started",
+    /// A heartbeat check was paused (no deadline until a ping or resume).
+    CheckPaused = "check-paused",
+    /// A paused heartbeat check was resumed (new again).
+    CheckResumed = "check-resumed",
 }
 
 impl Serialize for EventKind {

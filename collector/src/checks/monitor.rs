@@ -9,7 +9,8 @@
 //!   commit that fails puts the checks back as the store has them and
 //!   answers `503`: the client's retry (`curl --retry`) is the redelivery.
 //! - **Transitions are events** (`check-up`, `check-down`,
-//!   `check-failed`, `check-started`), written with the state in the same
+//!   `check-failed`, `check-started`, `check-paused`, `check-resumed`),
+//!   written with the state in the same
 //!   transaction, so alerting sees each exactly once. After a restart the
 //!   deadlines come back from what is stored (last success, a started
 //!   run): a check that fell due while the collector was down goes down
@@ -448,8 +449,10 @@ impl Monitored {
                 if duration_ms.is_some() {
                     c.last_duration_ms = duration_ms;
                 }
-                if before == Stored::Down {
-                    event = Some((EventKind::CheckUp, detail(c)));
+                if before != Stored::Up {
+                    let mut d = detail(c);
+                    d["was"] = json!(before);
+                    event = Some((EventKind::CheckUp, d));
                 }
             }
             PingKind::Start => {
@@ -591,10 +594,15 @@ impl Monitored {
         e.check.stored = target;
         e.check.started_ms = None;
         e.verdict = e.expectation.judge(&e.check.received(), now);
+        let kind = if paused {
+            EventKind::CheckPaused
+        } else {
+            EventKind::CheckResumed
+        };
         let w = Write {
             check: e.check.clone(),
             ping: None,
-            event: None,
+            event: Some((kind, detail(&e.check))),
         };
         let max = self.config.borrow().checks.max_pings;
         let result = self

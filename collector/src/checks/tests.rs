@@ -123,6 +123,8 @@ impl Rig {
             .state
     }
 
+    /// Check events but first pings (`check-up` from new or paused),
+    /// pauses and resumes.
     fn events(&self) -> Vec<(EventKind, i64)> {
         let q = EventQuery {
             limit: 1000,
@@ -133,7 +135,25 @@ impl Rig {
             .unwrap()
             .into_iter()
             .filter(|e| e.kind.as_str().starts_with("check-"))
+            // What these tests follow; `all_events` has the rest.
+            .filter(|e| e.detail["was"] != "new" && e.detail["was"] != "paused")
+            .filter(|e| !matches!(e.kind, EventKind::CheckPaused | EventKind::CheckResumed))
             .map(|e| (e.kind, e.at_ms))
+            .collect()
+    }
+
+    /// Every check event: kind and the state it left (`was`).
+    fn all_events(&self) -> Vec<(EventKind, String)> {
+        let q = EventQuery {
+            limit: 1000,
+            ..EventQuery::default()
+        };
+        self.store
+            .events(&Scope::All, &q)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.as_str().starts_with("check-"))
+            .map(|e| (e.kind, e.detail["was"].as_str().unwrap_or("").to_owned()))
             .collect()
     }
 }
@@ -409,5 +429,35 @@ async fn after_a_restart_states_pings_and_deadlines_are_intact_and_down_comes_on
             .unwrap()
             .len(),
         2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_pings_pauses_and_resumes_are_events_too() {
+    let rig = Rig::new(utc(2026, 12, 7, 12, 0)).await;
+    let (c, tok) = rig.add(simple("a", "1h", "1h")).await;
+    assert_eq!(
+        rig.ping(&tok, PingKind::Success, None).await,
+        Outcome::Recorded
+    );
+    assert!(rig.monitor.set_paused(c.id, true).await.unwrap().unwrap());
+    assert!(rig.monitor.set_paused(c.id, false).await.unwrap().unwrap());
+    assert!(rig.monitor.set_paused(c.id, true).await.unwrap().unwrap());
+    // A ping to a paused check resumes it: up.
+    assert_eq!(
+        rig.ping(&tok, PingKind::Success, None).await,
+        Outcome::Recorded
+    );
+    assert_eq!(rig.state(c.id), State::Up);
+    let up = |was: &str| (EventKind::CheckUp, was.to_owned());
+    assert_eq!(
+        rig.all_events(),
+        [
+            up("new"),
+            (EventKind::CheckPaused, String::new()),
+            (EventKind::CheckResumed, String::new()),
+            (EventKind::CheckPaused, String::new()),
+            up("paused"),
+        ]
     );
 }
