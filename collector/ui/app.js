@@ -717,6 +717,8 @@ async function agentPage(main, name) {
     el('div', { class: 'panel' }, el('h2', { text: 'System' }), metrics(d.metrics))));
   main.append(el('h2', { text: 'Listening ports' }), ports(d.ports));
   const q = `?tenant=${encodeURIComponent(a.tenant)}`;
+  const hist = await api(`/api/v1/agents/${encodeURIComponent(name)}/availability${q}`);
+  main.append(el('h2', { text: 'Last 24 hours' }), availabilityStrip(hist, name));
   const settings = await api(`/api/v1/agents/${encodeURIComponent(name)}/settings${q}`);
   main.append(el('h2', { text: 'Settings' }), settingsPanel(name, q, settings, () => agentPage(main, name)));
   return null;
@@ -917,6 +919,27 @@ async function targetsPage(main) {
   return null;
 }
 
+// ------------------------------------------------------ availability strip
+
+// The last 24 h minute by minute (up, down, off-hours, none) as one strip,
+// with the share of up time over 24 h, 7 d and 30 d.
+function availabilityStrip(v, what) {
+  const m = v.minutes;
+  const rects = [];
+  for (let i = 0; i < m.length;) {
+    let j = i;
+    while (j < m.length && m[j] === m[i]) j++;
+    rects.push(svg('rect', { x: i, y: 0, width: j - i, height: 10, class: `p-${m[i]}` },
+      svg('title', {}, document.createTextNode(`${m[i]}: ${fmtClock(v.from_ms + i * v.minute_ms)}–${fmtClock(v.from_ms + j * v.minute_ms)}`))));
+    i = j;
+  }
+  const pct = (k) => (v.availability[k] === null ? '–' : `${v.availability[k].toFixed(v.availability[k] < 100 ? 2 : 0)} %`);
+  return el('div', { class: 'availability', 'aria-label': `Availability of ${what}` },
+    svg('svg', { viewBox: `0 0 ${m.length} 10`, preserveAspectRatio: 'none', class: 'strip', role: 'img',
+      'aria-label': `last 24 hours of ${what}, minute by minute` }, rects),
+    el('p', { class: 'muted' }, `Up ${pct('24h')} (24 h), ${pct('7d')} (7 d), ${pct('30d')} (30 d); off-hours and unknown minutes count for neither.`));
+}
+
 // ---------------------------------------------------------- checks page
 
 function checkForm(current, onDone) {
@@ -961,7 +984,8 @@ function shownOnce(made) {
 
 async function checkPings(box, c) {
   const r = await api(`/api/v1/checks/${c.id}/pings?limit=50`);
-  box.replaceChildren(el('h2', { text: `Pings of ${c.name}` }), table(['Time', 'Kind', 'Exit', 'Run', 'Source', 'User agent', 'Body'],
+  const a = await api(`/api/v1/checks/${c.id}/availability`);
+  box.replaceChildren(el('h2', { text: `Pings of ${c.name}` }), availabilityStrip(a, c.name), table(['Time', 'Kind', 'Exit', 'Run', 'Source', 'User agent', 'Body'],
     r.pings.map((p) => [fmtTime(p.at_ms), badge(p.kind), p.exit_status ?? '', p.duration_ms == null ? '' : `${(p.duration_ms / 1000).toFixed(1)} s`,
       p.source, p.user_agent, el('code', { text: p.body.slice(0, 120) })]), { empty: 'No ping yet.' }));
 }

@@ -425,12 +425,16 @@ async fn settings_rows(s: &Setup, m: &mut Matrix) {
         let (name, query) = agent.split_once('?').unwrap();
         let path = format!("/api/v1/agents/{name}/settings?{query}");
         let (mut get, mut put, mut delete) = (Vec::new(), Vec::new(), Vec::new());
+        let mut history = Vec::new();
+        let availability = path.replace("/settings", "/availability");
         for api in &s.apis {
             get.push(call(api, "GET", &path, None).await.to_string());
+            history.push(call(api, "GET", &availability, None).await.to_string());
             put.push(call(api, "PUT", &path, Some(&body)).await.to_string());
             delete.push(call(api, "DELETE", &path, None).await.to_string());
         }
         m.row(&format!("GET {path}"), &reads, get);
+        m.row(&format!("GET {availability}"), &reads, history);
         m.row(&format!("PUT {path}"), &admins, put);
         m.row(&format!("DELETE {path}"), &admins, delete);
     }
@@ -463,6 +467,11 @@ async fn checks_rows(s: &Setup, m: &mut Matrix) {
     let mut rows: Vec<(String, [&str; 7], Vec<String>)> = vec![
         ("GET /api/v1/checks/ID".into(), acme_reads, Vec::new()),
         ("GET /api/v1/checks/ID/pings".into(), acme_reads, Vec::new()),
+        (
+            "GET /api/v1/checks/ID/availability".into(),
+            acme_reads,
+            Vec::new(),
+        ),
         ("PUT /api/v1/checks/ID".into(), acme_admins, Vec::new()),
         (
             "POST /api/v1/checks/ID/pause".into(),
@@ -496,9 +505,10 @@ async fn checks_rows(s: &Setup, m: &mut Matrix) {
             .await;
         assert_eq!(status, 201, "{body}");
         let path = format!("/api/v1/checks/{}", body["check"]["id"]);
-        let calls: [(&str, String, Option<serde_json::Value>); 7] = [
+        let calls: [(&str, String, Option<serde_json::Value>); 8] = [
             ("GET", path.clone(), None),
             ("GET", format!("{path}/pings"), None),
+            ("GET", format!("{path}/availability"), None),
             ("PUT", path.clone(), Some(check(&format!("d{i}")))),
             ("POST", format!("{path}/pause"), Some(json!({}))),
             ("POST", format!("{path}/resume"), Some(json!({}))),

@@ -205,6 +205,24 @@ async fn a_check_pinged_with_curl_goes_late_down_and_up_and_alerts_once_each_way
         check_events(&events, "nightly backup"),
         ["check-down", "check-up"]
     );
+    // Its last 24 hours: nothing before it was made, then a down in the
+    // last minutes (a minute down at any moment is down), so less than
+    // 100 % up.
+    let a = r
+        .admin
+        .ok(&format!("/api/v1/checks/{id}/availability"))
+        .await;
+    let minutes: Vec<&str> = a["minutes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(minutes.len(), 1440, "{a}");
+    assert_eq!(minutes[0], "none");
+    assert!(minutes[1435..].contains(&"down"), "{:?}", &minutes[1430..]);
+    let day = a["availability"]["24h"].as_f64().expect("a share");
+    assert!((0.0..100.0).contains(&day), "{a}");
     // The ping log: time, kind, source, user agent.
     let pings = r.admin.ok(&format!("/api/v1/checks/{id}/pings")).await;
     let p = &pings["pings"];
@@ -577,6 +595,16 @@ async fn agent_settings_reach_the_agent_and_liveness_at_once_and_survive_a_resta
     assert!(
         took < Duration::from_millis(1500),
         "missing {took:?} after the kill (grace 500 ms)"
+    );
+    // Its availability shows the minute it went missing.
+    let a = r.admin.ok("/api/v1/agents/a1/availability").await;
+    let last: Vec<&str> = a["minutes"].as_array().unwrap()[1437..]
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(
+        last.contains(&"down") && a["minutes"][0] == "none",
+        "{last:?}"
     );
     // Kept across a restart; DELETE goes back to the config.
     collector.terminate();

@@ -290,6 +290,7 @@ try {
   await admin.click('main table button:has-text("Pings")');
   await admin.waitForFunction(() => /hello from the browser test/.test(document.querySelector('main').innerText), null, { timeout: 5000 });
   check(true, 'the ping log shows the ping and its body');
+  check(await admin.locator('.availability svg.strip rect.p-up').count() >= 1, 'its availability strip shows an up minute');
   await admin.screenshot({ path: `${OUT}/checks.png`, fullPage: true });
   // The agent's settings, changed on its page and cleared again.
   await admin.goto(`${URL}/agents/a1`);

@@ -150,6 +150,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/checks/{id}/resume", post(checks::resume))
         .route("/api/v1/checks/{id}/rotate", post(checks::rotate))
         .route("/api/v1/checks/{id}/pings", get(checks::pings))
+        .route(
+            "/api/v1/checks/{id}/availability",
+            get(checks::availability),
+        )
+        .route(
+            "/api/v1/agents/{name}/availability",
+            get(settings::availability),
+        )
         .route("/api/v1/prefixes", get(prefixes))
         .route("/api/v1/prefixes/{prefix}", get(grid))
         .route("/api/v1/prefixes/{addr}/{len}", get(grid_split))

@@ -12,6 +12,7 @@
 //! | `POST /api/v1/checks/ID/pause`, `/resume` | pause, resume |
 //! | `POST /api/v1/checks/ID/rotate` | a new token (the old one stops at once), shown once |
 //! | `GET /api/v1/checks/ID/pings` | the ping log, newest first |
+//! | `GET /api/v1/checks/ID/availability` | the last 24 h by minute, up-time share over 24 h / 7 d / 30 d |
 //! | `GET/POST /api/v1/checks/ping-key` | whether the tenant has a ping key / a new one, shown once |
 
 use std::collections::HashMap;
@@ -382,5 +383,29 @@ pub(super) async fn new_ping_key(
     if let Some(base) = ping_base(&shared, caller_host(&headers, &uri).as_deref()) {
         v["ping_url"] = json!(format!("{base}/ping/{key}/<slug>"));
     }
+    Ok(Json(v))
+}
+
+/// `GET /api/v1/checks/ID/availability`: the last 24 h minute by minute
+/// and the share of up time over 24 h, 7 d and 30 d (minutes outside its
+/// schedule count for neither).
+pub(super) async fn availability(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    Params::new(&params, &[])?;
+    let c = visible(&shared, &access, parse_id(&id)?).await?;
+    let config = shared.settings.borrow().clone();
+    let schedule = c.spec.expectation(&config).schedule;
+    let now = crate::store::now_ms();
+    let v = shared
+        .store
+        .run(move |s| {
+            crate::read::availability::of_check(s, &c.tenant, c.id, schedule.as_ref(), now)
+        })
+        .await?;
     Ok(Json(v))
 }

@@ -167,3 +167,22 @@ pub(super) async fn delete(
     tracing::info!(agent = %row.tenant, name = %row.name, by = %peer.identity, "agent settings back to the config");
     Ok(Json(view(&shared, &row)))
 }
+
+/// `GET /api/v1/agents/NAME/availability[?tenant=T]`: the last 24 h
+/// minute by minute and the share of up time over 24 h, 7 d and 30 d
+/// ([`crate::read::availability`]).
+pub(super) async fn availability(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let access = access(&shared, &peer)?;
+    let row = agent_of(&shared, &access, name, &params).await?;
+    let now = crate::store::now_ms();
+    let v = shared
+        .store
+        .run(move |s| crate::read::availability::of_agent(s, &row.tenant, &row.name, now))
+        .await?;
+    Ok(Json(v))
+}
