@@ -50,16 +50,12 @@ pub enum Lookup {
     Slug { key_hash: Vec<u8>, slug: String },
 }
 
-/// A ping as the listener received it.
+/// A ping as the listener received it: how it names its check, and what
+/// it says (the monitor sets its time and the run's duration).
 #[derive(Debug, Clone)]
 pub struct Ping {
     pub lookup: Lookup,
-    pub kind: PingKind,
-    pub exit_status: Option<i64>,
-    pub source: String,
-    pub method: String,
-    pub user_agent: String,
-    pub body: String,
+    pub row: PingRow,
 }
 
 /// What became of a ping.
@@ -221,6 +217,8 @@ struct Monitored {
     stats: Arc<Stats>,
     entries: HashMap<i64, Entry>,
     by_token: HashMap<Vec<u8>, i64>,
+    /// (tenant, slug) → id, for `/ping/<ping-key>/<slug>`.
+    by_slug: HashMap<(String, String), i64>,
     /// Ping key hash → tenant.
     keys: HashMap<Vec<u8>, String>,
     limiter: Limiter<i64>,
@@ -258,6 +256,7 @@ impl Monitored {
             stats,
             entries: HashMap::new(),
             by_token: HashMap::new(),
+            by_slug: HashMap::new(),
             keys: keys.into_iter().collect(),
             limiter: Limiter::new(settings.pings_per_second, settings.ping_burst),
         };
@@ -275,6 +274,8 @@ impl Monitored {
         let verdict = expectation.judge(&check.received(), self.clock.now_ms());
         self.remove(check.id);
         self.by_token.insert(token_hash.clone(), check.id);
+        self.by_slug
+            .insert((check.tenant.clone(), check.slug.clone()), check.id);
         self.entries.insert(
             check.id,
             Entry {
@@ -289,6 +290,7 @@ impl Monitored {
     fn remove(&mut self, id: i64) {
         if let Some(e) = self.entries.remove(&id) {
             self.by_token.remove(&e.token_hash);
+            self.by_slug.remove(&(e.check.tenant, e.check.slug));
         }
     }
 
@@ -297,10 +299,7 @@ impl Monitored {
             Lookup::Token(h) => self.by_token.get(h).copied(),
             Lookup::Slug { key_hash, slug } => {
                 let tenant = self.keys.get(key_hash)?;
-                self.entries
-                    .values()
-                    .find(|e| e.check.tenant == *tenant && e.check.slug == *slug)
-                    .map(|e| e.check.id)
+                self.by_slug.get(&(tenant.clone(), slug.clone())).copied()
             }
         }
     }
@@ -437,10 +436,11 @@ impl Monitored {
         let now = self.clock.now_ms();
         let e = self.entries.get_mut(&id)?;
         let before = e.check.stored;
+        let mut row = p.row;
         let c = &mut e.check;
         let mut duration_ms = None;
         let mut event = None;
-        match p.kind {
+        match row.kind {
             PingKind::Success => {
                 duration_ms = c.started_ms.take().map(|s| now - s);
                 c.last_success_ms = Some(now);
@@ -472,29 +472,21 @@ impl Monitored {
                 }
                 if before != Stored::Down {
                     let mut d = detail(c);
-                    d["exit_status"] = json!(p.exit_status);
-                    d["body"] = json!(p.body.chars().take(200).collect::<String>());
+                    d["exit_status"] = json!(row.exit_status);
+                    d["body"] = json!(row.body.chars().take(200).collect::<String>());
                     event = Some((EventKind::CheckFailed, d));
                 }
             }
             PingKind::Log => {}
         }
         e.verdict = e.expectation.judge(&e.check.received(), now);
-        self.stats.pings[kind_index(p.kind)].fetch_add(1, Relaxed);
+        self.stats.pings[kind_index(row.kind)].fetch_add(1, Relaxed);
+        row.at_ms = now;
+        row.duration_ms = duration_ms;
         batch.push((
             Write {
                 check: e.check.clone(),
-                ping: Some(PingRow {
-                    id: 0,
-                    at_ms: now,
-                    kind: p.kind,
-                    exit_status: p.exit_status,
-                    source: p.source,
-                    method: p.method,
-                    user_agent: p.user_agent,
-                    body: p.body,
-                    duration_ms,
-                }),
+                ping: Some(row),
                 event,
             },
             None,
@@ -537,12 +529,10 @@ impl Monitored {
         let read = self
             .store
             .run(move |s| {
-                let check = checks_store::get(s, id)?;
-                let hash = checks_store::token_hashes(s)?
-                    .into_iter()
-                    .find(|(i, _)| *i == id)
-                    .map(|(_, h)| h);
-                Ok((check, hash))
+                Ok((
+                    checks_store::get(s, id)?,
+                    checks_store::token_hash_of(s, id)?,
+                ))
             })
             .await;
         match read {

@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limit::Limiter;
 use super::monitor::{Lookup, Monitor, Outcome, Ping};
-use super::store::PingKind;
+use super::store::{PingKind, PingRow};
 use super::token;
 use crate::Config;
 
@@ -179,12 +179,17 @@ async fn ping(
         .unwrap_or_default();
     let p = Ping {
         lookup,
-        kind,
-        exit_status,
-        source: remote.ip().to_string(),
-        method: method.as_str().to_owned(),
-        user_agent,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        row: PingRow {
+            id: 0,
+            at_ms: 0,
+            kind,
+            exit_status,
+            source: remote.ip().to_string(),
+            method: method.as_str().to_owned(),
+            user_agent,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            duration_ms: None,
+        },
     };
     match l.monitor.ping(p).await {
         Ok(Outcome::Recorded) => text(StatusCode::OK, "OK"),

@@ -498,6 +498,16 @@ pub fn token_hashes(store: &Store) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
     })
 }
 
+/// Check `id`'s token hash.
+pub fn token_hash_of(store: &Store, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    store.with_read(|c| {
+        c.query_row("SELECT token_hash FROM checks WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()
+    })
+}
+
 /// Every tenant's ping key hash.
 pub fn ping_keys(store: &Store) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
     store.with_read(|c| {

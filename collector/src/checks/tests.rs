@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::define::CheckRequest;
 use super::monitor::{Lookup, Monitor, Outcome, Ping};
 use super::state::State;
-use super::store::{self as checks_store, Change, Check, PingKind};
+use super::store::{self as checks_store, Change, Check, PingKind, PingRow};
 use super::token;
 use crate::config::Config;
 use crate::consumers::analysis::Clock;
@@ -99,12 +99,17 @@ impl Rig {
         self.monitor
             .ping(Ping {
                 lookup: Lookup::Token(token::hash(token)),
-                kind,
-                exit_status: exit,
-                source: "127.0.0.1".into(),
-                method: "GET".into(),
-                user_agent: "curl/7.88.1".into(),
-                body: String::new(),
+                row: PingRow {
+                    id: 0,
+                    at_ms: 0,
+                    kind,
+                    exit_status: exit,
+                    source: "127.0.0.1".into(),
+                    method: "GET".into(),
+                    user_agent: "curl/7.88.1".into(),
+                    body: String::new(),
+                    duration_ms: None,
+                },
             })
             .await
             .unwrap()

@@ -70,8 +70,11 @@ struct Entry {
     /// collector start (its reconnect backoff).
     allowance: Duration,
     missing_since: Option<Instant>,
-    /// Silent outside its schedule since then.
+    /// Silent outside its schedule since then, until its schedule opens
+    /// (worked out once, when it went off-hours: schedules are not
+    /// evaluated on every heartbeat of every agent).
     off_hours_since: Option<Instant>,
+    reopens: Instant,
     /// When its schedule last opened with it silent: it is expected from
     /// then, not from its last heartbeat.
     opened: Option<Instant>,
@@ -155,6 +158,7 @@ impl Liveness {
                     allowance: restart_grace,
                     missing_since: (state == AgentState::Missing).then_some(now),
                     off_hours_since: (state == AgentState::OffHours).then_some(now),
+                    reopens: now,
                     opened: None,
                 };
                 (key, entry)
@@ -203,6 +207,7 @@ async fn seen(
         allowance: Duration::ZERO,
         missing_since: None,
         off_hours_since: None,
+        reopens: now,
         opened: None,
     });
     entry.last_seen = now;
@@ -223,15 +228,22 @@ async fn seen(
 /// Deadlines and openings due by now.
 async fn expire(store: &Store, agents: &mut HashMap<AgentKey, Entry>, calendar: &Calendar) {
     let now = Instant::now();
-    let opened: Vec<AgentKey> = agents
+    let due: Vec<AgentKey> = agents
         .iter()
-        .filter(|(k, e)| e.off_hours_since.is_some() && calendar.opening(k, now) <= now)
+        .filter(|(_, e)| e.off_hours_since.is_some() && e.reopens <= now)
         .map(|(k, _)| k.clone())
         .collect();
-    for key in opened {
+    for key in due {
         let Some(entry) = agents.get_mut(&key) else {
             continue;
         };
+        // Still closed (its schedule changed, or opens beyond the horizon
+        // looked at): wait for the next opening.
+        let opens = calendar.opening(&key, now);
+        if opens > now {
+            entry.reopens = opens;
+            continue;
+        }
         entry.off_hours_since = None;
         entry.opened = Some(now);
         tracing::info!(agent = %key, "schedule opened: agent expected within its grace");
@@ -254,6 +266,7 @@ async fn expire(store: &Store, agents: &mut HashMap<AgentKey, Entry>, calendar: 
         });
         if calendar.closed(&key) {
             entry.off_hours_since = Some(now);
+            entry.reopens = calendar.opening(&key, now);
             tracing::info!(agent = %key, silent_for = ?silent, "agent is silent outside its schedule: off-hours");
             record(
                 store,
@@ -290,14 +303,13 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     loop {
-        let now = Instant::now();
         let next = agents
-            .iter()
-            .filter_map(|(k, e)| {
+            .values()
+            .filter_map(|e| {
                 if e.watched() {
                     Some(e.deadline())
                 } else if e.off_hours_since.is_some() {
-                    Some(calendar.opening(k, now))
+                    Some(e.reopens)
                 } else {
                     None
                 }
@@ -320,8 +332,10 @@ async fn run(
                 Some(Command::Ping(reply)) => { let _ = reply.send(()); }
                 Some(Command::Seen { key, grace }) => seen(&store, &mut agents, key, grace).await,
                 Some(Command::Policy { key, grace }) => {
+                    // A changed schedule is looked at again now.
                     if let Some(e) = agents.get_mut(&key) {
                         e.grace = grace;
+                        e.reopens = Instant::now();
                     }
                 }
             },
