@@ -682,10 +682,19 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ev.last().unwrap().detail["reason"], "heartbeat");
-        // An agent without a schedule is missing whatever the hour.
+        // Silent again at noon: off-hours again; an agent without a
+        // schedule silent as long is missing (whatever the hour).
         live.seen(key("plain"), GRACE).await;
         until(&live, t0, 32 * HOUR + GRACE + MS).await;
-        assert_eq!(kinds(&store)[4], ("plain".into(), EventKind::AgentMissing));
+        let mut last: Vec<(String, EventKind)> = kinds(&store)[4..].to_vec();
+        last.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            last,
+            [
+                ("night".into(), EventKind::AgentOffHours),
+                ("plain".into(), EventKind::AgentMissing)
+            ]
+        );
         stop.cancel();
     }
 
