@@ -329,8 +329,11 @@ impl World {
     /// and `tables` appended.
     pub fn collector_config_with(&self, keys: &str, tables: &str) -> PathBuf {
         let pki = self.pki.dir();
+        // Each key on its own line; none: the lines stay where tests
+        // that name a line number expect them.
+        let keys: String = keys.lines().map(|l| format!("{l}\n")).collect();
         let text = format!(
-            "listen = \"127.0.0.1:{port}\"\nhealth-listen = \"127.0.0.1:{health}\"\n{keys}\n\
+            "listen = \"127.0.0.1:{port}\"\nhealth-listen = \"127.0.0.1:{health}\"\n{keys}\
              state-dir = \"{state}\"\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\ncrl = [\"{crl}\"]\n{tables}\n",
             port = self.port,
