@@ -2,12 +2,14 @@
 # Runs a complete local sonde demo: fresh dev certificates, a collector and
 # one agent on loopback, embedded store, no external services. Ctrl-C stops.
 #   SONDE_DEMO_DIR  state directory (default ./demo-state, wiped at start)
-#   SONDE_DEMO_PORT mTLS port (default 7443); health port is PORT+1
+#   SONDE_DEMO_PORT mTLS port (default 7443); health port is PORT+1, the
+#                   heartbeat checks' ping port PORT+2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${SONDE_DEMO_DIR:-./demo-state}
 port=${SONDE_DEMO_PORT:-7443}
 health=$((port + 1))
+pings=$((port + 2))
 
 cargo build --quiet --bins
 bin=target/debug
@@ -24,6 +26,8 @@ pki=$dir/pki
 cat >"$dir/collector.toml" <<TOML
 listen = "127.0.0.1:$port"
 health-listen = "127.0.0.1:$health"
+# Heartbeat checks' ping URLs (curl -fsS https://localhost:PORT/ping/UUID).
+ping-listen = "127.0.0.1:$pings"
 state-dir = "collector-state"
 [tls]
 ca = "pki/ca.pem"
@@ -59,6 +63,14 @@ targets = ["127.0.0.1"]
 interval = "1m"
 TOML
 
+cat >"$dir/sondectl-admin.toml" <<TOML
+collector = "localhost:$port"
+[tls]
+ca = "$pki/ca.pem"
+cert = "$pki/demo-admin.pem"
+key = "$pki/demo-admin.key"
+TOML
+
 "$bin/sonde-collector" --config "$dir/collector.toml" check-config
 "$bin/sonde-agent" --config "$dir/agent.toml" check-config
 
@@ -92,6 +104,11 @@ cat <<MSG
   The web UI: import $pki/demo-viewer.p12 (or demo-admin.p12, which may
   add targets) into your browser with the password printed above, then open
   https://localhost:$port/ (the dev CA is $pki/ca.pem).
+
+  A heartbeat check, as a cron job pings it (the URL is printed once):
+
+    $bin/sondectl --config $dir/sondectl-admin.toml checks create backup --period 1h --grace 10m
+    curl -fsS --cacert $pki/ca.pem https://localhost:$pings/ping/UUID
 
   The agent's probes, one round, as an operator would try them by hand:
 
