@@ -331,7 +331,7 @@ impl World {
         let pki = self.pki.dir();
         // Each key on its own line; none: the lines stay where tests
         // that name a line number expect them.
-        let keys: String = keys.lines().map(|l| format!("{l}\n")).collect();
+        let keys: String = keys.lines().flat_map(|l| [l, "\n"]).collect();
         let text = format!(
             "listen = \"127.0.0.1:{port}\"\nhealth-listen = \"127.0.0.1:{health}\"\n{keys}\
              state-dir = \"{state}\"\n\
