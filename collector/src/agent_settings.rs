@@ -139,12 +139,7 @@ pub fn effective(
 /// The monitoring schedule of `key`: its settings', else the config's.
 pub fn schedule(config: &Config, settings: Option<&Settings>, key: &AgentKey) -> Option<Schedule> {
     match settings.and_then(|s| s.schedule.as_deref()) {
-        Some(name) => config
-            .alerting
-            .schedule
-            .iter()
-            .any(|s| s.name == name)
-            .then(|| config.alerting.schedule(Some(name))),
+        Some(name) => config.alerting.defined_schedule(name),
         None => config.agent_schedule(&key.tenant, &key.name),
     }
 }

@@ -431,11 +431,7 @@ impl Config {
             .find(|a| a.tenant == tenant && a.name == name)?
             .schedule
             .as_deref()?;
-        self.alerting
-            .schedule
-            .iter()
-            .any(|s| s.name == wanted)
-            .then(|| self.alerting.schedule(Some(wanted)))
+        self.alerting.defined_schedule(wanted)
     }
 }
 

@@ -98,14 +98,10 @@ impl Spec {
                 period_ms: millis(p.unwrap_or(DEFAULT_PERIOD)),
             },
         };
-        let schedule = self.schedule.as_deref().and_then(|name| {
-            config
-                .alerting
-                .schedule
-                .iter()
-                .any(|s| s.name == name)
-                .then(|| config.alerting.schedule(Some(name)))
-        });
+        let schedule = self
+            .schedule
+            .as_deref()
+            .and_then(|name| config.alerting.defined_schedule(name));
         Expectation {
             timing,
             grace_ms: millis(self.grace),

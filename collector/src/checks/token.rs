@@ -85,7 +85,6 @@ mod tests {
         assert_eq!(hash(&a), hash(&a.to_uppercase()));
         assert_ne!(hash(&a), hash(&b));
         assert_eq!(hash(&a).len(), 32);
-        assert!(!hash(&a).windows(4).any(|w| a.as_bytes().starts_with(w)));
         // Every one of the 128 bits varies: over 64 tokens each hex digit
         // position takes more than one value.
         let many: Vec<String> = (0..64).map(|_| new_token().replace('-', "")).collect();

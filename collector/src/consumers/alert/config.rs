@@ -700,6 +700,15 @@ impl Alerting {
         r
     }
 
+    /// The schedule named `name` if the config defines one (a monitoring
+    /// schedule that is gone means "always watched").
+    pub fn defined_schedule(&self, name: &str) -> Option<Schedule> {
+        self.schedule
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|c| Schedule::from_config(c).ok())
+    }
+
     /// The schedule named `name` (`always` when none).
     pub fn schedule(&self, name: Option<&str>) -> Schedule {
         name.and_then(|n| self.schedule.iter().find(|s| s.name == n))
